@@ -1,0 +1,372 @@
+//! The JSON envelope `{"type", "id"?, "payload", "timestamp"?}` and the typed commands,
+//! replies and pushes that travel inside it. docs/PROTOCOL.md is the normative description;
+//! this module is its one implementation.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::codes::ErrorCode;
+
+/// A frame as it arrives, before its payload is interpreted.
+#[derive(Debug, Deserialize)]
+pub struct Envelope {
+    /// The frame type: a command name from a client, a push or `reply`/`error` from the server.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Correlation id chosen by the client; echoed in the one answer to the command.
+    #[serde(default)]
+    pub id: Option<Value>,
+    /// The type-specific body; absent means `{}`.
+    #[serde(default)]
+    pub payload: Option<Box<RawValue>>,
+    /// Optional client-side timestamp (milliseconds since the Unix epoch); informational.
+    #[serde(default)]
+    pub timestamp: Option<u64>,
+}
+
+/// Why a frame could not be turned into a command. Always answered with `INVALID_MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidMessage {
+    /// A human-readable description naming the field or type at fault.
+    pub message: String,
+}
+
+impl InvalidMessage {
+    fn new(message: impl Into<String>) -> Self {
+        InvalidMessage {
+            message: message.into(),
+        }
+    }
+}
+
+/// `auth`: present a JWT on an open connection (first auth, or a refresh after expiry).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthCommand {
+    /// The JWT.
+    pub token: String,
+}
+
+/// `subscribe`: start receiving a channel's publications, optionally recovering missed ones.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeCommand {
+    /// The channel, e.g. `chat:lobby`.
+    pub channel: String,
+    /// Ask for the publications after `offset` in `epoch` to be returned in the reply.
+    #[serde(default)]
+    pub recover: bool,
+    /// The last offset the client saw (with `recover`).
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// The epoch that offset belongs to (with `recover`).
+    #[serde(default)]
+    pub epoch: Option<String>,
+}
+
+/// A command that names only a channel (`unsubscribe`, `presence`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCommand {
+    /// The channel.
+    pub channel: String,
+}
+
+/// `publish`: send data to every subscriber of a channel.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishCommand {
+    /// The channel.
+    pub channel: String,
+    /// Any JSON value; delivered byte for byte.
+    pub data: Box<RawValue>,
+    /// Do not deliver this publication back to the publishing connection.
+    #[serde(default)]
+    pub skip_self: bool,
+}
+
+/// `history`: read a channel's retained publications.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryCommand {
+    /// The channel.
+    pub channel: String,
+    /// Return publications with an offset strictly greater than this (forward) or strictly
+    /// smaller (reverse). Absent: from the oldest (forward) or the newest (reverse).
+    #[serde(default)]
+    pub since: Option<u64>,
+    /// At most this many publications (capped by the server, default 100).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Newest first.
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+/// A parsed client command.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// `auth`
+    Auth(AuthCommand),
+    /// `subscribe`
+    Subscribe(SubscribeCommand),
+    /// `unsubscribe`
+    Unsubscribe(ChannelCommand),
+    /// `publish`
+    Publish(PublishCommand),
+    /// `history`
+    History(HistoryCommand),
+    /// `presence`
+    Presence(ChannelCommand),
+    /// `ping`
+    Ping,
+    /// `batch`: several commands in one frame, answered one by one.
+    Batch(Vec<Frame>),
+}
+
+/// One parsed command with its correlation id.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The id to echo in the answer; `None` means the client wants no reply.
+    pub id: Option<Value>,
+    /// The command.
+    pub command: Command,
+}
+
+/// A frame that failed to parse, keeping whatever id could be read so the error can be
+/// correlated.
+#[derive(Debug, Clone)]
+pub struct FrameError {
+    /// The id, if the envelope carried a usable one.
+    pub id: Option<Value>,
+    /// What was wrong.
+    pub error: InvalidMessage,
+}
+
+/// The largest number of commands one `batch` may carry.
+pub const MAX_BATCH: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchPayload {
+    commands: Vec<Box<RawValue>>,
+}
+
+/// Parse one text frame into a command.
+///
+/// Errors are values: malformed JSON, an unknown `type`, a missing or mistyped field, or an
+/// `id` that is neither a string nor a number all give a [`FrameError`].
+pub fn parse_frame(text: &str) -> Result<Frame, FrameError> {
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| FrameError {
+        id: None,
+        error: InvalidMessage::new(format!("malformed frame: {e}")),
+    })?;
+    parse_envelope(envelope, true)
+}
+
+fn parse_envelope(envelope: Envelope, allow_batch: bool) -> Result<Frame, FrameError> {
+    let id = match envelope.id {
+        None | Some(Value::Null) => None,
+        Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),
+        Some(_) => {
+            return Err(FrameError {
+                id: None,
+                error: InvalidMessage::new("`id` must be a string or a number"),
+            });
+        }
+    };
+    let fail = |message: String| FrameError {
+        id: id.clone(),
+        error: InvalidMessage::new(message),
+    };
+    let raw = envelope.payload.as_deref().map(RawValue::get).unwrap_or("{}");
+    let kind = envelope.kind.as_str();
+    let command = match kind {
+        "auth" => Command::Auth(payload(kind, raw).map_err(fail)?),
+        "subscribe" => Command::Subscribe(payload(kind, raw).map_err(fail)?),
+        "unsubscribe" => Command::Unsubscribe(payload(kind, raw).map_err(fail)?),
+        "publish" => Command::Publish(payload(kind, raw).map_err(fail)?),
+        "history" => Command::History(payload(kind, raw).map_err(fail)?),
+        "presence" => Command::Presence(payload(kind, raw).map_err(fail)?),
+        "ping" => Command::Ping,
+        "batch" if allow_batch => {
+            let batch: BatchPayload = payload(kind, raw).map_err(fail)?;
+            if batch.commands.len() > MAX_BATCH {
+                return Err(fail(format!(
+                    "a batch carries at most {MAX_BATCH} commands, this one has {}",
+                    batch.commands.len()
+                )));
+            }
+            let mut frames = Vec::with_capacity(batch.commands.len());
+            for raw in batch.commands {
+                let inner: Envelope = serde_json::from_str(raw.get())
+                    .map_err(|e| fail(format!("malformed command in batch: {e}")))?;
+                frames.push(parse_envelope(inner, false)?);
+            }
+            Command::Batch(frames)
+        }
+        "batch" => return Err(fail("a batch cannot contain another batch".into())),
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(fail(format!(
+                "unknown type `{shown}`; expected one of auth, subscribe, unsubscribe, publish, history, presence, ping, batch"
+            )));
+        }
+    };
+    Ok(Frame { id, command })
+}
+
+fn payload<T: for<'de> Deserialize<'de>>(kind: &str, raw: &str) -> Result<T, String> {
+    serde_json::from_str(raw).map_err(|e| format!("invalid `{kind}` payload: {e}"))
+}
+
+/// Who published: the user id (empty for anonymous) and the connection id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// The user (`sub` claim); empty string for an anonymous connection or the server API.
+    pub user: String,
+    /// The connection id, unique per server process; empty for the server API.
+    pub client: String,
+}
+
+/// A publication as it travels in `message` pushes, history replies and SSE events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publication {
+    /// The channel.
+    pub channel: String,
+    /// Position in the channel: 1 for the first publication of an epoch, +1 for each next.
+    pub offset: u64,
+    /// The lifetime of the channel's history this offset belongs to.
+    pub epoch: String,
+    /// The published JSON value, unchanged.
+    pub data: Box<RawValue>,
+    /// Who published it; absent for publications made through the server API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<ClientInfo>,
+    /// When the server accepted it, milliseconds since the Unix epoch.
+    pub time: u64,
+}
+
+/// The body of an `error` frame and of every HTTP API error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorPayload {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong and, where possible, what to do next.
+    pub message: String,
+    /// Extra machine-readable context (e.g. `retry_after_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct OutFrame<'a, P: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Value>,
+    payload: P,
+}
+
+fn encode<P: Serialize>(kind: &str, id: Option<&Value>, payload: P) -> String {
+    // Serializing plain structs of strings, numbers and raw JSON cannot fail; fall back
+    // to an INTERNAL_ERROR frame rather than panicking if a future type ever could.
+    serde_json::to_string(&OutFrame { kind, id, payload }).unwrap_or_else(|e| {
+        format!(
+            r#"{{"type":"error","payload":{{"code":"INTERNAL_ERROR","message":{}}}}}"#,
+            Value::String(format!("encoding failed: {e}"))
+        )
+    })
+}
+
+/// Encode `{"type":"reply","id":ID,"payload":PAYLOAD}`.
+pub fn encode_reply<P: Serialize>(id: &Value, payload: P) -> String {
+    encode("reply", Some(id), payload)
+}
+
+/// Encode `{"type":"error","id"?:ID,"payload":{"code","message","details"?}}`.
+pub fn encode_error(id: Option<&Value>, error: &ErrorPayload) -> String {
+    encode("error", id, error)
+}
+
+/// Encode a server push without id: `message`, `join`, `leave`, `pong`, `auth_success`, ...
+pub fn encode_push<P: Serialize>(kind: &str, payload: P) -> String {
+    encode(kind, None, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_subscribe_example() {
+        let f = parse_frame(r#"{"type":"subscribe","id":"1","payload":{"channel":"chat:lobby"}}"#)
+            .expect("valid");
+        assert_eq!(f.id, Some(Value::String("1".into())));
+        match f.command {
+            Command::Subscribe(s) => assert_eq!(s.channel, "chat:lobby"),
+            other => panic!("wrong command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_keeps_data_byte_for_byte() {
+        let f = parse_frame(
+            r#"{"type":"publish","id":7,"payload":{"channel":"c","data":{"b":1, "a":[2 ,3]}}}"#,
+        )
+        .expect("valid");
+        match f.command {
+            Command::Publish(p) => assert_eq!(p.data.get(), r#"{"b":1, "a":[2 ,3]}"#),
+            other => panic!("wrong command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_keep_the_id_when_they_can() {
+        let e = parse_frame(r#"{"type":"subscribe","id":"9","payload":{}}"#).expect_err("missing");
+        assert_eq!(e.id, Some(Value::String("9".into())));
+        assert!(e.error.message.contains("channel"), "{}", e.error.message);
+        let e = parse_frame(r#"{"type":"nope","id":"3"}"#).expect_err("unknown");
+        assert!(e.error.message.contains("unknown type `nope`"));
+        let e = parse_frame("{not json").expect_err("malformed");
+        assert!(e.id.is_none());
+        let e = parse_frame(r#"{"type":"ping","id":{"x":1}}"#).expect_err("bad id");
+        assert!(e.error.message.contains("`id`"));
+    }
+
+    #[test]
+    fn batch_parses_inner_commands_and_refuses_nesting() {
+        let f = parse_frame(
+            r#"{"type":"batch","payload":{"commands":[{"type":"ping","id":"a"},{"type":"presence","id":"b","payload":{"channel":"x"}}]}}"#,
+        )
+        .expect("valid");
+        match f.command {
+            Command::Batch(frames) => assert_eq!(frames.len(), 2),
+            other => panic!("wrong command {other:?}"),
+        }
+        let e = parse_frame(r#"{"type":"batch","payload":{"commands":[{"type":"batch"}]}}"#)
+            .expect_err("nested");
+        assert!(e.error.message.contains("cannot contain another batch"));
+    }
+
+    #[test]
+    fn encodes_replies_errors_and_pushes() {
+        let id = Value::String("1".into());
+        assert_eq!(
+            encode_reply(&id, serde_json::json!({"offset": 3})),
+            r#"{"type":"reply","id":"1","payload":{"offset":3}}"#
+        );
+        let err = ErrorPayload {
+            code: ErrorCode::UnknownChannel,
+            message: "no namespace `x`".into(),
+            details: None,
+        };
+        assert_eq!(
+            encode_error(None, &err),
+            r#"{"type":"error","payload":{"code":"UNKNOWN_CHANNEL","message":"no namespace `x`"}}"#
+        );
+        assert_eq!(encode_push("pong", serde_json::json!({})), r#"{"type":"pong","payload":{}}"#);
+    }
+}

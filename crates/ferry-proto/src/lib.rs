@@ -1,0 +1,12 @@
+//! ferry-proto: the ferry wire protocol and pure protocol logic.
+//!
+//! This crate never does I/O, never reads a clock and never spawns tasks: time is a
+//! parameter wherever it matters. Everything here is shared by the hub, the clients and
+//! the CLI, so that the wire format has exactly one definition.
+
+pub mod codes;
+pub mod envelope;
+pub mod sse;
+
+pub use codes::{CloseCode, ErrorCode};
+pub use envelope::{Envelope, ErrorPayload};
