@@ -1,1 +1,204 @@
-fn main() {}
+//! `ferry`: the command-line tool. Argument parsing and output only; the work lives in
+//! the library crates.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use ferry_hub::secrets::{SecretsOutcome, ensure_secrets};
+use ferry_hub::{Config, Server};
+
+/// ferry: a realtime hub (WebSocket, SSE, HTTP API) and network tools in one binary.
+#[derive(Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the realtime hub with embedded defaults (127.0.0.1:8080, data in ./ferry-data).
+    ///
+    /// Example: `ferry serve`, then publish with
+    /// `curl -H "Authorization: apikey $KEY" -d '{"channel":"chat:lobby","data":{"text":"hi"}}' http://127.0.0.1:8080/api/publish`
+    Serve(ServeArgs),
+    /// Hash a password for `[[users]]` in ferry.toml (reads it from stdin, or prompts).
+    HashPassword,
+    /// Print shell completions, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "FERRY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for generated secrets and data [default: ./ferry-data].
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file [default: ./ferry.toml when it exists].
+    #[arg(long, short = 'c', env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// API key for /api/* [default: generated into DATA_DIR/secrets.toml].
+    #[arg(long, env = "FERRY_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// HS256 secret for client tokens [default: generated into DATA_DIR/secrets.toml].
+    #[arg(long, env = "FERRY_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Let clients without a token in where a namespace allows anonymous access.
+    #[arg(long)]
+    allow_anonymous: bool,
+    /// Do not serve the /test/* testbed.
+    #[arg(long)]
+    no_testbed: bool,
+    /// Serve this directory's files at / (with compression and CORS).
+    #[arg(long = "static", value_name = "DIR")]
+    static_dir: Option<PathBuf>,
+    /// Print the effective configuration (secrets redacted) as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+impl ServeArgs {
+    /// Only the flags that were given, as configuration overrides.
+    fn overrides(&self) -> serde_json::Value {
+        let mut o = serde_json::Map::new();
+        if let Some(v) = &self.listen {
+            o.insert("listen".into(), v.to_string().into());
+        }
+        if let Some(v) = &self.data_dir {
+            o.insert("data_dir".into(), v.display().to_string().into());
+        }
+        if let Some(v) = &self.api_key {
+            o.insert("api_key".into(), v.clone().into());
+        }
+        if let Some(v) = &self.jwt_secret {
+            o.insert("jwt_secret".into(), v.clone().into());
+        }
+        if self.allow_anonymous {
+            o.insert("allow_anonymous".into(), true.into());
+        }
+        if self.no_testbed {
+            o.insert("testbed".into(), false.into());
+        }
+        if let Some(v) = &self.static_dir {
+            o.insert("static_dir".into(), v.display().to_string().into());
+        }
+        serde_json::Value::Object(o)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::HashPassword => hash_password(),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match Config::load(args.config.as_deref(), args.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if args.print_config {
+        print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging(args.log_json);
+    match ensure_secrets(&mut config) {
+        Ok(SecretsOutcome::Generated(path)) => {
+            eprintln!("generated an API key and a JWT secret into {} (mode 0600)", path.display())
+        }
+        Ok(SecretsOutcome::Loaded(path)) => {
+            eprintln!("using the API key and JWT secret in {}", path.display())
+        }
+        Ok(SecretsOutcome::Configured) => {}
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+        let addr = server.local_addr()?;
+        // Scripts and tests read this line to learn the port (with --listen ...:0).
+        println!("ferry listening on http://{addr}");
+        eprintln!(
+            "  WebSocket ws://{addr}/ws   SSE http://{addr}/sse?channel=NAME   API http://{addr}/api/"
+        );
+        server.run(ferry_hub::shutdown_signal()).await?;
+        eprintln!("ferry stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn hash_password() -> anyhow::Result<ExitCode> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (input is shown; pipe it in to hide it): ");
+    }
+    let mut password = String::new();
+    if stdin.is_terminal() {
+        stdin.read_line(&mut password).context("reading the password")?;
+    } else {
+        stdin.lock().read_to_string(&mut password).context("reading the password")?;
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("error: empty password; pipe one in: echo -n 'secret' | ferry hash-password");
+        return Ok(ExitCode::from(2));
+    }
+    let hash = ferry_hub::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+    println!("{hash}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,1 +1,25 @@
-//! x
+//! ferry-hub: the ferry realtime hub as a library.
+//!
+//! [`Server::bind`] + [`Server::run`] give the whole `ferry serve`; [`Hub`] is the
+//! transport-agnostic core for embedding. See ARCHITECTURE.md for the map.
+
+pub mod auth;
+pub mod broker;
+pub mod channel;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod hub;
+pub mod limits;
+pub mod presence;
+pub mod publication;
+pub mod secrets;
+mod sharded;
+pub mod server;
+pub mod store;
+pub mod transports;
+
+pub use config::Config;
+pub use error::{HubError, HubResult};
+pub use hub::Hub;
+pub use server::{ServeError, Server, shutdown_signal};

@@ -6,6 +6,7 @@
 
 pub mod codes;
 pub mod envelope;
+pub mod reconnect;
 pub mod sse;
 
 pub use codes::{CloseCode, ErrorCode};

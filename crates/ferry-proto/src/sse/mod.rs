@@ -1,6 +1,10 @@
 //! Server-Sent Events: the encoder used by the hub. (The WHATWG parser used by clients
 //! lives in `sse::parse`.)
 
+pub mod parse;
+
+pub use parse::{SseError, SseEvent, SseParser};
+
 /// Append one SSE event to `out`. `event` and `id` are single-line fields: CR, LF and NUL
 /// are stripped from them so a value can never inject another field. `data` may span
 /// lines; each line becomes its own `data:` field, as the format requires.

@@ -1,0 +1,341 @@
+//! Every knob of the hub in one place, with its default and the reason for it.
+//!
+//! Configuration is layered: built-in defaults, then `ferry.toml` (or `--config FILE`),
+//! then `FERRY_*` environment variables (`FERRY_LIMITS__MAX_CONNECTIONS=10` for nested
+//! keys), then command-line flags. `ferry serve --print-config` shows the result with
+//! secrets redacted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A secret string (API key, JWT secret). Its `Debug` form and its serialized form in
+/// `--print-config` never show the value.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret value; use only where it is compared or used to sign.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// The hub's configuration. Every field documents its default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`: loopback only until the operator
+    /// chooses to expose the hub.
+    pub listen: SocketAddr,
+    /// Directory for generated secrets and (later) the SQLite history. Default `./ferry-data`.
+    pub data_dir: PathBuf,
+    /// API key for `/api/*` (`Authorization: apikey KEY`). Default: generated at first
+    /// start into `DATA_DIR/secrets.toml`.
+    pub api_key: Option<Secret>,
+    /// HS256 secret for client JWTs and for tokens issued by `/auth/login`. Default:
+    /// generated at first start into `DATA_DIR/secrets.toml`.
+    pub jwt_secret: Option<Secret>,
+    /// PEM files with RSA or EC (P-256) public keys accepted for RS256 / ES256 tokens.
+    /// Default: none.
+    pub jwt_public_keys: Vec<PathBuf>,
+    /// Clock skew tolerated when checking `exp` and `nbf`, in seconds. Default 5.
+    pub jwt_leeway_secs: u64,
+    /// Lifetime of tokens issued by `/auth/login`, in seconds. Default 3600.
+    pub token_ttl_secs: u64,
+    /// Let connections without a token in (as anonymous) where a namespace allows
+    /// anonymous access. Default false: auth is on unless turned off.
+    pub allow_anonymous: bool,
+    /// Origins allowed for browser WebSocket/SSE connections and CORS, e.g.
+    /// `["https://app.example.com"]`; `["*"]` allows any. Default empty: same-origin
+    /// browsers and non-browser clients (no `Origin` header) only.
+    pub allowed_origins: Vec<String>,
+    /// Serve the `/test/*` testbed. Default true (it has its own caps on sizes and delays).
+    pub testbed: bool,
+    /// Serve this directory's files at `/` (with compression and CORS). Default none.
+    pub static_dir: Option<PathBuf>,
+    /// Options of channels without a namespace (`lobby`). Default: see [`NamespaceConfig`].
+    pub default_namespace: NamespaceConfig,
+    /// Named namespaces (`chat:room1` uses `namespaces.chat`). Default: `chat` with the
+    /// same options as the default namespace. A channel in an unlisted namespace is
+    /// refused with `UNKNOWN_CHANNEL`.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// Users who may log in at `/auth/login`. Passwords are argon2 hashes made with
+    /// `ferry hash-password`, never plain text. Default none.
+    pub users: Vec<UserConfig>,
+    /// Limits on everything a peer controls.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut namespaces = BTreeMap::new();
+        namespaces.insert("chat".to_string(), NamespaceConfig::default());
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("ferry-data"),
+            api_key: None,
+            jwt_secret: None,
+            jwt_public_keys: Vec::new(),
+            jwt_leeway_secs: 5,
+            token_ttl_secs: 3600,
+            allow_anonymous: false,
+            allowed_origins: Vec::new(),
+            testbed: true,
+            static_dir: None,
+            default_namespace: NamespaceConfig::default(),
+            namespaces,
+            users: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Per-namespace channel options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Publications kept per channel for `history` and recovery. Default 100; 0 keeps none
+    /// (offsets still grow).
+    pub history_size: usize,
+    /// How long a publication stays in history, in seconds; 0 = until pushed out by
+    /// `history_size`. Default 0.
+    pub history_ttl_secs: u64,
+    /// Track who is subscribed (the `presence` command). Default true.
+    pub presence: bool,
+    /// Push `join`/`leave` to subscribers when someone subscribes or leaves. Default true.
+    pub join_leave: bool,
+    /// Authenticated users may subscribe. Default true.
+    pub allow_subscribe: bool,
+    /// Authenticated users may publish from their connection. Default true.
+    pub allow_publish: bool,
+    /// Those who may subscribe may read history. Default true.
+    pub allow_history: bool,
+    /// Those who may subscribe may read presence. Default true.
+    pub allow_presence: bool,
+    /// Anonymous connections (with `allow_anonymous`) may subscribe and read history.
+    /// Default false.
+    pub allow_anonymous: bool,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        NamespaceConfig {
+            history_size: 100,
+            history_ttl_secs: 0,
+            presence: true,
+            join_leave: true,
+            allow_subscribe: true,
+            allow_publish: true,
+            allow_history: true,
+            allow_presence: true,
+            allow_anonymous: false,
+        }
+    }
+}
+
+/// A user who may log in at `/auth/login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user id; becomes the token's `sub`.
+    pub name: String,
+    /// An argon2 PHC string (`$argon2id$...`) from `ferry hash-password`.
+    pub password_hash: String,
+}
+
+/// Limits on what peers control. Every limit has a documented failure: an error code or
+/// a close code (see docs/PROTOCOL.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open WebSocket + SSE connections in total; more → HTTP 503 `CONNECTION_LIMIT`.
+    /// Default 15000 (below the usual 20000 open-files limit).
+    pub max_connections: usize,
+    /// Open connections per client IP. Default 2000.
+    pub max_connections_per_ip: usize,
+    /// Largest WebSocket message on `/ws`, in bytes; more → close 1009. Default 1 MiB.
+    pub max_message_size: usize,
+    /// Largest HTTP request body on `/api/*` and `/auth/*`, bytes; more → 413. Default 1 MiB.
+    pub max_body_size: usize,
+    /// Subscriptions one connection may hold. Default 128.
+    pub max_subscriptions_per_connection: usize,
+    /// Sustained commands per second per connection (token bucket refill). Default 100.
+    pub rate_per_second: u32,
+    /// Token bucket size: the burst a connection may send at once. Default 200.
+    pub rate_burst: u32,
+    /// Consecutive rate-limited commands after which the connection is closed with 1008.
+    /// Default 50.
+    pub rate_abuse_strikes: u32,
+    /// Time to authenticate (token in URL/header or a first `auth` command), ms; then
+    /// close 1008. Default 10000.
+    pub auth_timeout_ms: u64,
+    /// Grace after a token expires to send a fresh one with `auth`, ms; then close 1008.
+    /// Default 30000.
+    pub auth_refresh_grace_ms: u64,
+    /// Close a connection from which nothing (not even a pong) arrived for this long, ms;
+    /// 0 = off. Default 90000.
+    pub idle_timeout_ms: u64,
+    /// Server ping interval, ms. Default 25000.
+    pub ping_interval_ms: u64,
+    /// A peer that sends nothing within this time after a ping is dead and is closed
+    /// with 1011, ms. Default 10000.
+    pub pong_timeout_ms: u64,
+    /// Frames queued for one connection before it counts as too slow and is closed with
+    /// 1013 (memory stays bounded). Default 1024.
+    pub send_queue_size: usize,
+    /// On shutdown, time given to connections to drain their queues, ms. Default 5000.
+    pub shutdown_grace_ms: u64,
+    /// Longest `/test/delay/{s}`, seconds. Default 10.
+    pub testbed_max_delay_secs: u64,
+    /// Largest `/test/bytes/{n}`, bytes. Default 10 MiB.
+    pub testbed_max_bytes: usize,
+    /// Largest message on the `/test/echo` WebSocket, bytes. Default 16 MiB.
+    pub testbed_max_echo_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 15_000,
+            max_connections_per_ip: 2_000,
+            max_message_size: 1 << 20,
+            max_body_size: 1 << 20,
+            max_subscriptions_per_connection: 128,
+            rate_per_second: 100,
+            rate_burst: 200,
+            rate_abuse_strikes: 50,
+            auth_timeout_ms: 10_000,
+            auth_refresh_grace_ms: 30_000,
+            idle_timeout_ms: 90_000,
+            ping_interval_ms: 25_000,
+            pong_timeout_ms: 10_000,
+            send_queue_size: 1024,
+            shutdown_grace_ms: 5_000,
+            testbed_max_delay_secs: 10,
+            testbed_max_bytes: 10 << 20,
+            testbed_max_echo_size: 16 << 20,
+        }
+    }
+}
+
+/// Top-level keys that `FERRY_*` environment variables may set. Other `FERRY_*` variables
+/// (such as `FERRY_TOKEN` for client commands) are not configuration of the server.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "api_key",
+    "jwt_secret",
+    "jwt_public_keys",
+    "jwt_leeway_secs",
+    "token_ttl_secs",
+    "allow_anonymous",
+    "allowed_origins",
+    "testbed",
+    "static_dir",
+    "limits",
+];
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, an environment variable or a value was invalid.
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    /// A file named explicitly with `--config` does not exist.
+    #[error("config file {0} not found; create it or leave out --config to use defaults")]
+    Missing(PathBuf),
+}
+
+impl Config {
+    /// Load defaults, then `file` (or `./ferry.toml` when it exists), then `FERRY_*`
+    /// variables, then `overrides` (typically from command-line flags: only the keys that
+    /// were given).
+    pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::Missing(path.to_owned())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("ferry.toml")),
+        }
+        figment = figment
+            .merge(
+                Env::prefixed("FERRY_")
+                    .filter(|key| {
+                        let top = key.as_str().split("__").next().unwrap_or_default();
+                        ENV_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+                    })
+                    .split("__"),
+            )
+            .merge(Serialized::defaults(overrides));
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    }
+
+    /// The options of `namespace` (`None` = the default namespace), or `None` when the
+    /// namespace is not configured.
+    pub fn namespace(&self, namespace: Option<&str>) -> Option<&NamespaceConfig> {
+        match namespace {
+            None => Some(&self.default_namespace),
+            Some(name) => self.namespaces.get(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_or_serialized_form() {
+        let cfg = Config {
+            api_key: Some(Secret::new("s3cr3t-key")),
+            jwt_secret: Some(Secret::new("s3cr3t-jwt")),
+            ..Config::default()
+        };
+        let debug = format!("{cfg:?}");
+        let toml = toml::to_string(&cfg).expect("serialize");
+        for shown in [debug, toml] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn overrides_beat_defaults_and_chat_exists_out_of_the_box() {
+        let cfg = Config::load(
+            Some(Path::new("/nonexistent-ferry.toml")),
+            serde_json::json!({}),
+        );
+        assert!(matches!(cfg, Err(ConfigError::Missing(_))));
+        let cfg = Config::load(None, serde_json::json!({"listen": "127.0.0.1:0", "allow_anonymous": true}))
+            .expect("load");
+        assert_eq!(cfg.listen.port(), 0);
+        assert!(cfg.allow_anonymous);
+        assert!(cfg.namespace(Some("chat")).is_some());
+        assert!(cfg.namespace(Some("nope")).is_none());
+        assert_eq!(cfg.namespace(None).map(|n| n.history_size), Some(100));
+    }
+}

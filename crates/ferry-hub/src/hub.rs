@@ -1,0 +1,602 @@
+//! The hub core: channels, subscriptions, publication fan-out, presence and the
+//! connection registry. Transport-agnostic: WebSocket, SSE and the HTTP API all call in
+//! here, and nothing in here knows about sockets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry_proto::envelope::{ClientInfo, encode_push};
+use ferry_proto::{CloseCode, ErrorCode};
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, Capability, Identity};
+use crate::broker::{Broker, BrokerMessage, DeliverySink, MemoryBroker};
+use crate::channel::ChannelName;
+use crate::config::{Config, NamespaceConfig};
+use crate::conn::{ConnHandle, Outbound};
+use crate::error::{HubError, HubResult};
+use crate::presence::{MemoryPresence, PresenceStore};
+use crate::publication::{Publication, StreamPosition};
+use crate::sharded::Sharded;
+use crate::store::{HistoryPage, HistoryQuery, HistoryStore, MemoryStore, Retention};
+use crate::transports::ws_io::WsText;
+
+/// The most publications one history read or recovery returns.
+pub const MAX_HISTORY_PAGE: usize = 1000;
+
+/// Number of publish-order stripes: publishes to one channel are serialised by the
+/// stripe its name hashes to; different channels rarely share one.
+const ORDER_STRIPES: usize = 256;
+
+#[derive(Default)]
+struct Channel {
+    subscribers: RwLock<HashMap<u64, Arc<ConnHandle>>>,
+}
+
+/// What a client asked to recover on subscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryRequest {
+    /// The last offset the client saw.
+    pub offset: u64,
+    /// The epoch it belongs to.
+    pub epoch: String,
+}
+
+/// The outcome of a subscribe.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    /// The channel's position at subscribe time.
+    pub position: StreamPosition,
+    /// With recovery: whether every missed publication is in `publications`.
+    pub recovered: Option<bool>,
+    /// Missed publications, oldest first (with recovery).
+    pub publications: Vec<Arc<Publication>>,
+}
+
+/// Counters exposed at `/api/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    /// Open connections (WebSocket and SSE).
+    pub connections: usize,
+    /// Channels with at least one local subscriber.
+    pub channels: usize,
+    /// Subscriptions over all connections.
+    pub subscriptions: usize,
+    /// Publications accepted since start.
+    pub publications: u64,
+    /// Frames queued to subscribers since start.
+    pub deliveries: u64,
+    /// Connections closed for reading too slowly.
+    pub slow_consumers: u64,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+}
+
+/// A cheaply cloneable handle on the hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    config: Arc<Config>,
+    auth: Authenticator,
+    channels: Sharded<HashMap<Arc<str>, Arc<Channel>>>,
+    connections: Sharded<HashMap<u64, Arc<ConnHandle>>>,
+    users: Sharded<HashMap<Arc<str>, Vec<u64>>>,
+    order: Box<[tokio::sync::Mutex<()>]>,
+    store: Arc<dyn HistoryStore>,
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn PresenceStore>,
+    next_id: AtomicU64,
+    connection_count: AtomicUsize,
+    publications: AtomicU64,
+    deliveries: AtomicU64,
+    slow_consumers: AtomicU64,
+    started: Instant,
+    shutdown: CancellationToken,
+}
+
+impl DeliverySink for HubInner {
+    fn deliver(&self, message: BrokerMessage) {
+        let Some(channel) = self
+            .channels
+            .shard(message.channel())
+            .lock()
+            .get(message.channel())
+            .cloned()
+        else {
+            return;
+        };
+        let subscribers = channel.subscribers.read();
+        let mut delivered = 0u64;
+        let mut slow = 0u64;
+        let mut send = |conn: &ConnHandle, item: Outbound| {
+            if conn.push(item) {
+                delivered += 1;
+            } else if conn.close_request().is_some() {
+                slow += 1;
+            }
+        };
+        match message {
+            BrokerMessage::Publication { publication, skip } => {
+                for (id, conn) in subscribers.iter() {
+                    if Some(*id) != skip {
+                        send(conn, Outbound::Publication(publication.clone()));
+                    }
+                }
+            }
+            BrokerMessage::Join { channel, info } => {
+                let frame = presence_frame("join", &channel, &info);
+                for conn in subscribers.values().filter(|c| *c.client_id != *info.client) {
+                    send(conn, Outbound::Frame(frame.clone()));
+                }
+            }
+            BrokerMessage::Leave { channel, info } => {
+                let frame = presence_frame("leave", &channel, &info);
+                for conn in subscribers.values() {
+                    send(conn, Outbound::Frame(frame.clone()));
+                }
+            }
+        }
+        self.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        self.slow_consumers.fetch_add(slow, Ordering::Relaxed);
+    }
+}
+
+fn presence_frame(kind: &str, channel: &str, info: &ClientInfo) -> WsText {
+    WsText::from(encode_push(
+        kind,
+        serde_json::json!({"channel": channel, "info": info}),
+    ))
+}
+
+impl Hub {
+    /// A hub with the embedded defaults: memory history, memory broker, memory presence.
+    pub fn new(config: Arc<Config>) -> Result<Hub, String> {
+        Hub::with_backends(
+            config,
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryBroker::new()),
+            Arc::new(MemoryPresence::default()),
+        )
+    }
+
+    /// A hub with the given store, broker and presence implementations.
+    pub fn with_backends(
+        config: Arc<Config>,
+        store: Arc<dyn HistoryStore>,
+        broker: Arc<dyn Broker>,
+        presence: Arc<dyn PresenceStore>,
+    ) -> Result<Hub, String> {
+        let auth = Authenticator::from_config(&config)?;
+        let inner = Arc::new(HubInner {
+            config,
+            auth,
+            channels: Sharded::new(64),
+            connections: Sharded::new(64),
+            users: Sharded::new(64),
+            order: (0..ORDER_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            store,
+            broker,
+            presence,
+            next_id: AtomicU64::new(1),
+            connection_count: AtomicUsize::new(0),
+            publications: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            slow_consumers: AtomicU64::new(0),
+            started: Instant::now(),
+            shutdown: CancellationToken::new(),
+        });
+        let sink: Arc<dyn DeliverySink> = inner.clone();
+        inner.broker.attach(Arc::downgrade(&sink));
+        Ok(Hub { inner })
+    }
+
+    /// The configuration the hub runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// The token verifier.
+    pub fn auth(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    /// Cancelled when the server starts shutting down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Begin shutdown: every connection is told to drain its queue and close with 1001.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Check that `identity` holds `cap` on `channel`. `UNKNOWN_CHANNEL` when the name is
+    /// malformed or its namespace is not configured, `PERMISSION_DENIED` otherwise.
+    pub fn authorize(&self, identity: &Identity, cap: Capability, channel: &str) -> HubResult<()> {
+        let (name, ns) = self.resolve(channel)?;
+        if identity.allows(cap, &name, ns) {
+            Ok(())
+        } else {
+            let what = match cap {
+                Capability::Subscribe => "subscribe",
+                Capability::Publish => "publish",
+                Capability::History => "history",
+                Capability::Presence => "presence",
+            };
+            Err(HubError::permission_denied(what, channel))
+        }
+    }
+
+    /// Parse a channel name and find its namespace options.
+    pub fn resolve<'a>(&'a self, channel: &'a str) -> HubResult<(ChannelName<'a>, &'a NamespaceConfig)> {
+        let name = ChannelName::parse(channel)?;
+        let ns = self.inner.config.namespace(name.namespace).ok_or_else(|| {
+            HubError::new(
+                ErrorCode::UnknownChannel,
+                format!(
+                    "namespace `{}` is not configured; add [namespaces.{}] to ferry.toml",
+                    name.namespace.unwrap_or_default(),
+                    name.namespace.unwrap_or_default()
+                ),
+            )
+        })?;
+        Ok((name, ns))
+    }
+
+    fn retention(ns: &NamespaceConfig) -> Retention {
+        Retention {
+            size: ns.history_size,
+            ttl: (ns.history_ttl_secs > 0).then(|| Duration::from_secs(ns.history_ttl_secs)),
+        }
+    }
+
+    fn order_lock(&self, channel: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel) as usize;
+        &self.inner.order[hash % self.inner.order.len()]
+    }
+
+    /// Register a new connection with a send queue of the configured size.
+    pub fn connect(&self, user: &str) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (conn, rx) = ConnHandle::new(id, user, self.inner.config.limits.send_queue_size);
+        self.inner.connections.shard(&id).lock().insert(id, conn.clone());
+        if !user.is_empty() {
+            self.index_user(user, id);
+        }
+        self.inner.connection_count.fetch_add(1, Ordering::Relaxed);
+        (conn, rx)
+    }
+
+    fn index_user(&self, user: &str, id: u64) {
+        self.inner
+            .users
+            .shard(user)
+            .lock()
+            .entry(user.into())
+            .or_default()
+            .push(id);
+    }
+
+    fn unindex_user(&self, user: &str, id: u64) {
+        let mut shard = self.inner.users.shard(user).lock();
+        if let Some(ids) = shard.get_mut(user) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                shard.remove(user);
+            }
+        }
+    }
+
+    /// Change the user of a connection (after an `auth` command).
+    pub fn set_user(&self, conn: &ConnHandle, user: &str) {
+        let old = conn.user();
+        if *old == *user {
+            return;
+        }
+        if !old.is_empty() {
+            self.unindex_user(&old, conn.id);
+        }
+        conn.set_user(user);
+        if !user.is_empty() {
+            self.index_user(user, conn.id);
+        }
+    }
+
+    /// Forget a connection: leave all its channels (presence and `leave` pushes).
+    pub async fn disconnect(&self, conn: &Arc<ConnHandle>) {
+        let subscriptions = std::mem::take(&mut *conn.subscriptions.lock());
+        for channel in subscriptions {
+            self.leave(conn, &channel).await;
+        }
+        if self.inner.connections.shard(&conn.id).lock().remove(&conn.id).is_some() {
+            self.inner.connection_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        let user = conn.user();
+        if !user.is_empty() {
+            self.unindex_user(&user, conn.id);
+        }
+    }
+
+    /// Subscribe a connection. With `recover`, the reply carries the publications the
+    /// client missed, and live delivery starts right after them: no gap, no duplicate.
+    pub async fn subscribe(
+        &self,
+        conn: &Arc<ConnHandle>,
+        channel: &str,
+        recover: Option<RecoveryRequest>,
+    ) -> HubResult<Subscribed> {
+        let (_, ns) = self.resolve(channel)?;
+        {
+            let subs = conn.subscriptions.lock();
+            if subs.iter().any(|c| &**c == channel) {
+                return Err(HubError::new(
+                    ErrorCode::AlreadySubscribed,
+                    format!("already subscribed to `{channel}`"),
+                ));
+            }
+            let max = self.inner.config.limits.max_subscriptions_per_connection;
+            if subs.len() >= max {
+                return Err(HubError::new(
+                    ErrorCode::SubscriptionLimit,
+                    format!("at most {max} subscriptions per connection; unsubscribe from one first"),
+                ));
+            }
+        }
+        let retention = Self::retention(ns);
+        let name: Arc<str> = channel.into();
+        // Registration and the history read happen under the channel's order lock, so no
+        // publication can fall between "read from history" and "delivered live".
+        let result = {
+            let _order = self.order_lock(channel).lock().await;
+            {
+                let mut shard = self.inner.channels.shard(channel).lock();
+                let entry = shard.entry(name.clone()).or_default();
+                entry.subscribers.write().insert(conn.id, conn.clone());
+            }
+            conn.subscriptions.lock().push(name.clone());
+            match self.recover(channel, recover, retention).await {
+                Ok(r) => r,
+                Err(e) => {
+                    drop(_order);
+                    self.leave_local(conn, channel);
+                    return Err(e);
+                }
+            }
+        };
+        if ns.presence {
+            self.inner.presence.join(channel, conn.info()).await?;
+        }
+        if ns.join_leave {
+            self.inner
+                .broker
+                .publish(BrokerMessage::Join {
+                    channel: name,
+                    info: conn.info(),
+                })
+                .await?;
+        }
+        Ok(result)
+    }
+
+    async fn recover(
+        &self,
+        channel: &str,
+        recover: Option<RecoveryRequest>,
+        retention: Retention,
+    ) -> HubResult<Subscribed> {
+        let store = &self.inner.store;
+        let Some(request) = recover else {
+            return Ok(Subscribed {
+                position: store.position(channel).await?,
+                recovered: None,
+                publications: Vec::new(),
+            });
+        };
+        let query = HistoryQuery {
+            since: Some(request.offset),
+            limit: MAX_HISTORY_PAGE,
+            reverse: false,
+        };
+        let page = store.read(channel, query, retention).await?;
+        let same_epoch = page.position.epoch == request.epoch;
+        let contiguous = match page.publications.first() {
+            Some(first) => first.offset() == request.offset + 1,
+            None => request.offset == page.position.offset,
+        };
+        let recovered = same_epoch && contiguous && !page.has_more;
+        Ok(Subscribed {
+            position: page.position,
+            recovered: Some(recovered),
+            publications: if same_epoch { page.publications } else { Vec::new() },
+        })
+    }
+
+    fn leave_local(&self, conn: &ConnHandle, channel: &str) -> bool {
+        conn.subscriptions.lock().retain(|c| &**c != channel);
+        let mut shard = self.inner.channels.shard(channel).lock();
+        let Some(entry) = shard.get(channel) else {
+            return false;
+        };
+        let (removed, empty) = {
+            let mut subs = entry.subscribers.write();
+            (subs.remove(&conn.id).is_some(), subs.is_empty())
+        };
+        if empty {
+            shard.remove(channel);
+        }
+        removed
+    }
+
+    async fn leave(&self, conn: &ConnHandle, channel: &str) {
+        if !self.leave_local(conn, channel) {
+            return;
+        }
+        let Ok((_, ns)) = self.resolve(channel) else {
+            return;
+        };
+        if ns.presence {
+            if let Err(e) = self.inner.presence.leave(channel, &conn.client_id).await {
+                tracing::warn!(channel, error = %e, "presence leave failed");
+            }
+        }
+        if ns.join_leave {
+            let message = BrokerMessage::Leave {
+                channel: channel.into(),
+                info: conn.info(),
+            };
+            if let Err(e) = self.inner.broker.publish(message).await {
+                tracing::warn!(channel, error = %e, "leave broadcast failed");
+            }
+        }
+    }
+
+    /// Unsubscribe a connection from a channel.
+    pub async fn unsubscribe(&self, conn: &ConnHandle, channel: &str) -> HubResult<()> {
+        if !conn.subscriptions.lock().iter().any(|c| &**c == channel) {
+            return Err(HubError::new(
+                ErrorCode::NotSubscribed,
+                format!("not subscribed to `{channel}`"),
+            ));
+        }
+        self.leave(conn, channel).await;
+        Ok(())
+    }
+
+    /// Publish `data` to `channel`: append to history (assigning the offset), then fan out
+    /// to every subscriber on every node. `skip` excludes one connection (`skip_self`).
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: Box<RawValue>,
+        info: Option<ClientInfo>,
+        skip: Option<u64>,
+    ) -> HubResult<Arc<Publication>> {
+        let (_, ns) = self.resolve(channel)?;
+        let retention = Self::retention(ns);
+        let _order = self.order_lock(channel).lock().await;
+        let publication = self.inner.store.append(channel, data, info, retention).await?;
+        self.inner
+            .broker
+            .publish(BrokerMessage::Publication {
+                publication: publication.clone(),
+                skip,
+            })
+            .await?;
+        self.inner.publications.fetch_add(1, Ordering::Relaxed);
+        Ok(publication)
+    }
+
+    /// Read a channel's history.
+    pub async fn history(&self, channel: &str, query: HistoryQuery) -> HubResult<HistoryPage> {
+        let (_, ns) = self.resolve(channel)?;
+        let query = HistoryQuery {
+            limit: query.limit.min(MAX_HISTORY_PAGE),
+            ..query
+        };
+        self.inner.store.read(channel, query, Self::retention(ns)).await
+    }
+
+    /// Who is in a channel. `PERMISSION_DENIED`-free: callers check capabilities first.
+    pub async fn presence(&self, channel: &str) -> HubResult<HashMap<String, ClientInfo>> {
+        let (_, ns) = self.resolve(channel)?;
+        if !ns.presence {
+            return Err(HubError::new(
+                ErrorCode::PermissionDenied,
+                format!("presence is off for `{channel}`; set presence = true in its namespace"),
+            ));
+        }
+        self.inner.presence.get(channel).await
+    }
+
+    fn user_connections(&self, user: &str) -> Vec<Arc<ConnHandle>> {
+        let ids = self.inner.users.shard(user).lock().get(user).cloned().unwrap_or_default();
+        ids.iter()
+            .filter_map(|id| self.inner.connections.shard(id).lock().get(id).cloned())
+            .collect()
+    }
+
+    fn client_connection(&self, client: &str) -> Option<Arc<ConnHandle>> {
+        self.inner.connections.iter().find_map(|shard| {
+            shard
+                .lock()
+                .values()
+                .find(|c| &*c.client_id == client)
+                .cloned()
+        })
+    }
+
+    /// Connections of a user, or the one connection with a client id.
+    pub fn find_connections(&self, user: Option<&str>, client: Option<&str>) -> Vec<Arc<ConnHandle>> {
+        let mut found = user.map(|u| self.user_connections(u)).unwrap_or_default();
+        if let Some(c) = client.and_then(|c| self.client_connection(c)) {
+            if !found.iter().any(|f| f.id == c.id) {
+                found.push(c);
+            }
+        }
+        found
+    }
+
+    /// Send a `direct` push with `data` to the given connections; returns how many got it.
+    pub fn send_direct(&self, targets: &[Arc<ConnHandle>], data: &RawValue) -> usize {
+        let frame = WsText::from(encode_push("direct", serde_json::json!({ "data": data })));
+        targets
+            .iter()
+            .filter(|c| c.push(Outbound::Frame(frame.clone())))
+            .count()
+    }
+
+    /// Close the given connections with `code`; returns how many.
+    pub fn close_connections(&self, targets: &[Arc<ConnHandle>], code: CloseCode, reason: &str) -> usize {
+        for c in targets {
+            c.request_close(code, reason);
+        }
+        targets.len()
+    }
+
+    /// Channels with local subscribers and their subscriber counts, sorted by name.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        let mut all: Vec<(String, usize)> = self
+            .inner
+            .channels
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .lock()
+                    .iter()
+                    .map(|(name, ch)| (name.to_string(), ch.subscribers.read().len()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let channels = self.channels();
+        Stats {
+            connections: self.inner.connection_count.load(Ordering::Relaxed),
+            channels: channels.len(),
+            subscriptions: channels.iter().map(|(_, n)| n).sum(),
+            publications: self.inner.publications.load(Ordering::Relaxed),
+            deliveries: self.inner.deliveries.load(Ordering::Relaxed),
+            slow_consumers: self.inner.slow_consumers.load(Ordering::Relaxed),
+            uptime_secs: self.inner.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.connection_count.load(Ordering::Relaxed)
+    }
+}

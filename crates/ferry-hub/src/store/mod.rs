@@ -1,0 +1,82 @@
+//! History storage: the `HistoryStore` trait and its in-memory implementation.
+//!
+//! The store is the only writer of history: it assigns offsets (+1 per publication) and
+//! epochs. The hub serialises appends per channel, so a store sees one append at a time
+//! for a given channel.
+
+mod memory;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_proto::envelope::ClientInfo;
+use serde_json::value::RawValue;
+
+pub use memory::MemoryStore;
+
+use crate::error::HubResult;
+use crate::publication::{Publication, StreamPosition};
+
+/// How much history a channel keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Publications kept; 0 keeps none.
+    pub size: usize,
+    /// Age after which a publication is dropped; `None` keeps them until pushed out.
+    pub ttl: Option<Duration>,
+}
+
+/// A history read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Exclusive bound: offsets after it (forward) or before it (reverse).
+    pub since: Option<u64>,
+    /// At most this many publications.
+    pub limit: usize,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// A page of history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The publications, in the requested order.
+    pub publications: Vec<Arc<Publication>>,
+    /// The channel's current position.
+    pub position: StreamPosition,
+    /// More publications match beyond `limit`.
+    pub has_more: bool,
+}
+
+/// Where publications live.
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    /// Append a publication, assigning the next offset, and trim to `retention`.
+    async fn append(
+        &self,
+        channel: &str,
+        data: Box<RawValue>,
+        info: Option<ClientInfo>,
+        retention: Retention,
+    ) -> HubResult<Arc<Publication>>;
+
+    /// Read retained publications.
+    async fn read(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+        retention: Retention,
+    ) -> HubResult<HistoryPage>;
+
+    /// The channel's current position (offset 0 and a fresh epoch for a new channel).
+    async fn position(&self, channel: &str) -> HubResult<StreamPosition>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

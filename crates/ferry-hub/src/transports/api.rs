@@ -1,0 +1,289 @@
+//! `/api/*` (server API, API key) and `/auth/login` (token issue). JSON in and out;
+//! errors are `{"code","message"}` with the code's HTTP status.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::get, routing::post};
+use ferry_proto::{CloseCode, ErrorCode};
+use http::request::Parts;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::{AppState, ApiError, Peer};
+use crate::auth::{api_key_matches, hash_password, verify_password};
+use crate::error::HubError;
+use crate::store::HistoryQuery;
+
+/// Proof that the request carried the API key (`Authorization: apikey KEY`).
+pub struct ApiKey;
+
+impl FromRequestParts<AppState> for ApiKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let offered = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("apikey ").or_else(|| v.strip_prefix("Apikey ")));
+        let expected = state.hub.config().api_key.as_ref().map(|k| k.expose());
+        match (expected, offered) {
+            (Some(expected), Some(offered)) if api_key_matches(expected, offered.trim()) => Ok(ApiKey),
+            (_, None) => Err(HubError::new(
+                ErrorCode::AuthRequired,
+                "the server API needs `Authorization: apikey KEY` (the key is in ferry-data/secrets.toml or FERRY_API_KEY)",
+            )
+            .into()),
+            _ => Err(HubError::new(ErrorCode::AuthFailed, "wrong API key").into()),
+        }
+    }
+}
+
+/// Parse a JSON body into `T`, mapping failures to `INVALID_MESSAGE` / `MESSAGE_TOO_BIG`.
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
+            HubError::new(ErrorCode::MessageTooBig, "request body is larger than limits.max_body_size")
+        } else {
+            HubError::new(ErrorCode::InvalidMessage, rejection.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| HubError::new(ErrorCode::InvalidMessage, format!("invalid JSON body: {e}")).into())
+}
+
+/// The `/api` and `/auth` routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/publish", post(publish))
+        .route("/api/broadcast", post(broadcast))
+        .route("/api/history", post(history))
+        .route("/api/presence", post(presence))
+        .route("/api/channels", get(channels).post(channels))
+        .route("/api/disconnect", post(disconnect))
+        .route("/api/send", post(send))
+        .route("/api/stats", get(stats).post(stats))
+        .route("/auth/login", post(login))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    channel: String,
+    data: Box<RawValue>,
+}
+
+async fn publish(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body: PublishBody = parse_body(body)?;
+    let p = state.hub.publish(&body.channel, body.data, None, None).await?;
+    Ok(Json(json!({"channel": body.channel, "offset": p.offset(), "epoch": p.epoch()})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody {
+    channels: Vec<String>,
+    data: Box<RawValue>,
+}
+
+async fn broadcast(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body: BroadcastBody = parse_body(body)?;
+    if body.channels.is_empty() || body.channels.len() > 1000 {
+        return Err(HubError::new(ErrorCode::InvalidMessage, "`channels` must list 1 to 1000 channels").into());
+    }
+    let mut results = Vec::with_capacity(body.channels.len());
+    for channel in &body.channels {
+        let result = state.hub.publish(channel, body.data.clone(), None, None).await;
+        results.push(match result {
+            Ok(p) => json!({"channel": channel, "offset": p.offset(), "epoch": p.epoch()}),
+            Err(e) => json!({"channel": channel, "error": e.payload()}),
+        });
+    }
+    Ok(Json(json!({ "results": results })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryBody {
+    channel: String,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: HistoryBody = parse_body(body)?;
+    let query = HistoryQuery {
+        since: body.since,
+        limit: body.limit.unwrap_or(100),
+        reverse: body.reverse,
+    };
+    let page = state.hub.history(&body.channel, query).await?;
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        channel: &'a str,
+        publications: Vec<&'a RawValue>,
+        offset: u64,
+        epoch: &'a str,
+        has_more: bool,
+    }
+    Ok(Json(Page {
+        channel: &body.channel,
+        publications: page.publications.iter().map(|p| p.payload_json()).collect(),
+        offset: page.position.offset,
+        epoch: &page.position.epoch,
+        has_more: page.has_more,
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelBody {
+    channel: String,
+}
+
+async fn presence(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body: ChannelBody = parse_body(body)?;
+    let clients = state.hub.presence(&body.channel).await?;
+    Ok(Json(json!({"channel": body.channel, "count": clients.len(), "clients": clients})))
+}
+
+async fn channels(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
+    let channels: Vec<Value> = state
+        .hub
+        .channels()
+        .into_iter()
+        .map(|(name, subscribers)| json!({"channel": name, "subscribers": subscribers}))
+        .collect();
+    Json(json!({ "channels": channels }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetBody {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    client: Option<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    reconnect: Option<bool>,
+}
+
+impl TargetBody {
+    fn check(&self) -> Result<(), ApiError> {
+        if self.user.is_none() && self.client.is_none() {
+            return Err(HubError::new(ErrorCode::InvalidMessage, "name a `user` or a `client`").into());
+        }
+        Ok(())
+    }
+}
+
+async fn disconnect(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body: TargetBody = parse_body(body)?;
+    body.check()?;
+    let targets = state.hub.find_connections(body.user.as_deref(), body.client.as_deref());
+    // 1008 tells clients not to reconnect; with `reconnect: true`, 1000... is also final,
+    // so use 1013 (try again later) to invite a reconnect.
+    let (code, reason) = if body.reconnect.unwrap_or(false) {
+        (CloseCode::TRY_AGAIN_LATER, "disconnected by the server, reconnect")
+    } else {
+        (CloseCode::POLICY_VIOLATION, "disconnected by the server")
+    };
+    let n = state.hub.close_connections(&targets, code, reason);
+    Ok(Json(json!({ "disconnected": n })))
+}
+
+async fn send(
+    State(state): State<AppState>,
+    _key: ApiKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body: TargetBody = parse_body(body)?;
+    body.check()?;
+    let Some(data) = body.data.as_deref() else {
+        return Err(HubError::new(ErrorCode::InvalidMessage, "`data` is required").into());
+    };
+    let targets = state.hub.find_connections(body.user.as_deref(), body.client.as_deref());
+    Ok(Json(json!({ "delivered": state.hub.send_direct(&targets, data) })))
+}
+
+async fn stats(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
+    Json(json!(state.hub.stats()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    user: String,
+    password: String,
+}
+
+/// A hash checked when the user does not exist, so that a wrong user name takes as long
+/// as a wrong password and user names cannot be probed by timing.
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_password("ferry-dummy-password").unwrap_or_default());
+
+async fn login(
+    State(state): State<AppState>,
+    peer: Peer,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if state.login_limiter.check_key(&peer.0.ip()).is_err() {
+        return Err(HubError::new(ErrorCode::RateLimitExceeded, "too many login attempts; wait a second").into());
+    }
+    let body: LoginBody = parse_body(body)?;
+    let users: HashMap<&str, &str> = state
+        .hub
+        .config()
+        .users
+        .iter()
+        .map(|u| (u.name.as_str(), u.password_hash.as_str()))
+        .collect();
+    let hash = users
+        .get(body.user.as_str())
+        .map(|h| h.to_string())
+        .unwrap_or_else(|| DUMMY_HASH.clone());
+    let known = users.contains_key(body.user.as_str());
+    let password = body.password;
+    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+        .await
+        .unwrap_or(false);
+    if !(ok && known) {
+        return Err(HubError::new(ErrorCode::AuthFailed, "wrong user name or password").into());
+    }
+    let (token, expires_at) = state.hub.auth().issue(&body.user)?;
+    Ok(Json(json!({"user": body.user, "token": token, "expires_at": expires_at})).into_response())
+}

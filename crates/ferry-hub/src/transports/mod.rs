@@ -1,0 +1,110 @@
+//! Transports: thin adapters from a socket or request to hub calls. They hold no hub
+//! state of their own beyond the connection they serve.
+
+pub mod api;
+pub mod sse;
+pub mod testbed;
+pub mod ws;
+pub mod ws_io;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use ferry_proto::ErrorCode;
+use http::{HeaderMap, StatusCode, header};
+
+use crate::auth::Identity;
+use crate::error::HubError;
+use crate::hub::Hub;
+use crate::limits::ConnectionLimiter;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub.
+    pub hub: Hub,
+    /// Open-connection accounting.
+    pub limiter: Arc<ConnectionLimiter>,
+    /// Per-IP limiter for `/auth/login` attempts.
+    pub login_limiter: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+}
+
+/// A [`HubError`] as an HTTP response: `{"code","message","details"?}` with the code's status.
+pub struct ApiError(pub HubError);
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, Json(self.0.payload())).into_response();
+        if self.0.code == ErrorCode::AuthRequired {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// Whether a browser `Origin` is allowed: no `Origin` (not a browser), same origin as the
+/// `Host` the request was sent to, or listed in `allowed_origins` (`*` allows all).
+pub fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+}
+
+/// Refuse a request whose `Origin` is not allowed.
+pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if origin_allowed(&state.hub.config().allowed_origins, headers) {
+        Ok(())
+    } else {
+        Err(ApiError(HubError::new(
+            ErrorCode::PermissionDenied,
+            "origin not allowed; add it to allowed_origins in ferry.toml",
+        )))
+    }
+}
+
+/// A token from `?token=` or `Authorization: Bearer`.
+pub fn request_token(query_token: Option<&str>, headers: &HeaderMap) -> Option<String> {
+    if let Some(t) = query_token.filter(|t| !t.is_empty()) {
+        return Some(t.to_string());
+    }
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_string())
+}
+
+/// Identity for a request-scoped transport (SSE): the token's user, anonymous where
+/// allowed, else `AUTH_REQUIRED`.
+pub fn request_identity(hub: &Hub, token: Option<&str>) -> Result<Identity, HubError> {
+    match token {
+        Some(t) => hub.auth().verify(t),
+        None if hub.config().allow_anonymous => Ok(Identity::anonymous()),
+        None => Err(HubError::new(
+            ErrorCode::AuthRequired,
+            "a token is required: pass ?token=JWT or Authorization: Bearer JWT",
+        )),
+    }
+}
+
+/// The peer's address, from axum's connect info.
+pub type Peer = axum::extract::ConnectInfo<SocketAddr>;

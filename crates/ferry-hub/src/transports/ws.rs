@@ -1,0 +1,590 @@
+//! `/ws`: the hub over WebSocket with the `ferry.json` subprotocol.
+//!
+//! One task per connection. It waits on four things at once: a frame from the peer, its
+//! send queue, a close request (API disconnect, slow consumer, shutdown), and its next
+//! timer (ping, pong deadline, auth deadline, token expiry, idle). Queued frames are fed
+//! to the socket and flushed once per batch, so a burst of publications is one write.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use ferry_proto::envelope::{
+    Command, Frame, HistoryCommand, SubscribeCommand, encode_error, encode_push, encode_reply,
+    parse_frame,
+};
+use ferry_proto::{CloseCode, ErrorCode, ErrorPayload};
+use futures_util::{SinkExt, StreamExt};
+use governor::{Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+
+use super::ws_io::{self, Message, ServerSocket, WsText};
+use super::{AppState, ApiError, Peer, check_origin, request_token};
+use crate::auth::{Capability, Identity, unix_now};
+use crate::conn::{ConnHandle, Outbound};
+use crate::error::{HubError, HubResult};
+use crate::hub::{Hub, RecoveryRequest};
+use crate::limits::ConnectionPermit;
+use crate::store::HistoryQuery;
+
+/// Subprotocols spoken on `/ws`.
+pub const PROTOCOLS: &[&str] = &["ferry.json"];
+
+/// Query parameters of `/ws`.
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    /// A JWT (alternative to `Authorization: Bearer`).
+    pub token: Option<String>,
+}
+
+/// `GET /ws`: check origin and limits, then upgrade.
+pub async fn handler(
+    State(state): State<AppState>,
+    peer: Peer,
+    Query(query): Query<WsQuery>,
+    req: Request,
+) -> Response {
+    if state.hub.shutdown_token().is_cancelled() {
+        return ApiError(HubError::new(ErrorCode::ConnectionLimit, "server is shutting down"))
+            .into_response();
+    }
+    if let Err(e) = check_origin(&state, req.headers()) {
+        return e.into_response();
+    }
+    let permit = match state.limiter.acquire(peer.0.ip()) {
+        Ok(p) => p,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let token = request_token(query.token.as_deref(), req.headers());
+    let hub = state.hub.clone();
+    let max = hub.config().limits.max_message_size;
+    ws_io::upgrade(req, max, PROTOCOLS, move |socket, _protocol| async move {
+        Session::run(hub, socket, token, permit).await;
+    })
+}
+
+type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+>;
+
+enum Auth {
+    /// No identity yet; must authenticate before the deadline.
+    Pending { deadline: Instant },
+    /// Authenticated (or anonymous).
+    Ready {
+        identity: Identity,
+        /// When the token expires (monotonic), and whether it already has.
+        expires: Option<Instant>,
+        expired_close_at: Option<Instant>,
+    },
+}
+
+struct Session {
+    hub: Hub,
+    conn: Arc<ConnHandle>,
+    auth: Auth,
+    limiter: Limiter,
+    strikes: u32,
+    last_seen: Instant,
+    idle_check: Option<Instant>,
+    next_ping: Instant,
+    pong_deadline: Option<Instant>,
+    out: Vec<Message>,
+}
+
+/// Why the loop ended.
+enum End {
+    /// Close with this code and reason.
+    Close(CloseCode, String),
+    /// The transport is gone; nothing to send.
+    Gone,
+}
+
+#[derive(Serialize)]
+struct SubscribeReply<'a> {
+    channel: &'a str,
+    offset: u64,
+    epoch: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    publications: Vec<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct HistoryReply<'a> {
+    channel: &'a str,
+    publications: Vec<&'a RawValue>,
+    offset: u64,
+    epoch: &'a str,
+    has_more: bool,
+}
+
+impl Session {
+    async fn run(hub: Hub, mut socket: ServerSocket, token: Option<String>, permit: ConnectionPermit) {
+        let limits = hub.config().limits.clone();
+        let now = Instant::now();
+        let (conn, mut rx) = hub.connect("");
+        let quota = Quota::per_second(NonZeroU32::new(limits.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN))
+            .allow_burst(NonZeroU32::new(limits.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        let mut session = Session {
+            hub: hub.clone(),
+            conn: conn.clone(),
+            auth: Auth::Pending {
+                deadline: now + Duration::from_millis(limits.auth_timeout_ms),
+            },
+            limiter: RateLimiter::direct(quota),
+            strikes: 0,
+            last_seen: now,
+            idle_check: (limits.idle_timeout_ms > 0)
+                .then(|| now + Duration::from_millis(limits.idle_timeout_ms)),
+            next_ping: now + Duration::from_millis(limits.ping_interval_ms),
+            pong_deadline: None,
+            out: Vec::new(),
+        };
+        match token {
+            Some(t) => session.authenticate(None, &t),
+            None if hub.config().allow_anonymous => {
+                session.become_ready(Identity::anonymous());
+                let info = conn.info();
+                session.send(encode_push("auth_success", &info));
+            }
+            None => {}
+        }
+        let end = session.serve(&mut socket, &mut rx).await;
+        hub.disconnect(&conn).await;
+        if let End::Close(code, reason) = end {
+            // Best effort: the peer may already be gone.
+            let _ = socket.send(ws_io::close_message(code, &reason)).await;
+            // Give the peer a moment to answer the close handshake, then drop the socket.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(_)) = socket.next().await {}
+            })
+            .await;
+        }
+        drop(permit);
+    }
+
+    async fn serve(&mut self, socket: &mut ServerSocket, rx: &mut mpsc::Receiver<Outbound>) -> End {
+        let shutdown = self.hub.shutdown_token().clone();
+        let conn = self.conn.clone();
+        loop {
+            if !self.out.is_empty() {
+                if let Err(end) = self.flush_out(socket).await {
+                    return end;
+                }
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                request = conn.closed() => {
+                    return End::Close(request.code, request.reason);
+                }
+                _ = shutdown.cancelled() => {
+                    while let Ok(item) = rx.try_recv() {
+                        if socket.feed(outbound_message(item)).await.is_err() {
+                            return End::Gone;
+                        }
+                    }
+                    let _ = socket.flush().await;
+                    return End::Close(CloseCode::GOING_AWAY, "server shutting down".into());
+                }
+                item = rx.recv() => {
+                    let Some(item) = item else { return End::Gone };
+                    if let Err(end) = self.write_queued(socket, item, rx).await {
+                        return end;
+                    }
+                }
+                frame = socket.next() => {
+                    match frame {
+                        None => return End::Gone,
+                        Some(Err(e)) => {
+                            return match ws_io::close_for_error(&e) {
+                                Some((code, reason)) => End::Close(code, reason.into()),
+                                None => End::Gone,
+                            };
+                        }
+                        Some(Ok(message)) => {
+                            if let Some(end) = self.on_message(message).await {
+                                return end;
+                            }
+                        }
+                    }
+                }
+                _ = sleep_until(deadline.into()) => {
+                    if let Some(end) = self.on_timer(Instant::now()) {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush_out(&mut self, socket: &mut ServerSocket) -> Result<(), End> {
+        for message in self.out.drain(..) {
+            socket.feed(message).await.map_err(|_| End::Gone)?;
+        }
+        socket.flush().await.map_err(|_| End::Gone)
+    }
+
+    async fn write_queued(
+        &mut self,
+        socket: &mut ServerSocket,
+        first: Outbound,
+        rx: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<(), End> {
+        socket.feed(outbound_message(first)).await.map_err(|_| End::Gone)?;
+        while let Ok(item) = rx.try_recv() {
+            socket.feed(outbound_message(item)).await.map_err(|_| End::Gone)?;
+        }
+        socket.flush().await.map_err(|_| End::Gone)
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut deadline = self.pong_deadline.unwrap_or(self.next_ping);
+        if let Some(idle) = self.idle_check {
+            deadline = deadline.min(idle);
+        }
+        match &self.auth {
+            Auth::Pending { deadline: d } => deadline = deadline.min(*d),
+            Auth::Ready {
+                expires,
+                expired_close_at,
+                ..
+            } => {
+                if let Some(at) = expired_close_at.or(*expires) {
+                    deadline = deadline.min(at);
+                }
+            }
+        }
+        deadline
+    }
+
+    fn on_timer(&mut self, now: Instant) -> Option<End> {
+        let config = self.hub.config().clone();
+        let limits = &config.limits;
+        if let Auth::Pending { deadline } = self.auth {
+            if now >= deadline {
+                self.push_error(None, HubError::new(ErrorCode::AuthRequired, "authentication timeout: send an `auth` command right after connecting"));
+                return Some(End::Close(CloseCode::POLICY_VIOLATION, "authentication timeout".into()));
+            }
+        }
+        if let Auth::Ready {
+            expires,
+            expired_close_at,
+            ..
+        } = &mut self.auth
+        {
+            if let Some(close_at) = *expired_close_at {
+                if now >= close_at {
+                    return Some(End::Close(CloseCode::POLICY_VIOLATION, "token expired".into()));
+                }
+            } else if let Some(exp) = *expires {
+                if now >= exp {
+                    *expired_close_at = Some(now + Duration::from_millis(limits.auth_refresh_grace_ms));
+                    *expires = None;
+                    self.send(encode_error(
+                        None,
+                        &ErrorPayload {
+                            code: ErrorCode::AuthExpired,
+                            message: "token expired; send a fresh one with an `auth` command".into(),
+                            details: Some(serde_json::json!({"grace_ms": limits.auth_refresh_grace_ms})),
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some(deadline) = self.pong_deadline {
+            if now >= deadline {
+                return Some(End::Close(CloseCode::INTERNAL_ERROR, "ping timeout".into()));
+            }
+        } else if now >= self.next_ping {
+            self.out.push(Message::Ping(Default::default()));
+            self.pong_deadline = Some(now + Duration::from_millis(limits.pong_timeout_ms));
+            self.next_ping = now + Duration::from_millis(limits.ping_interval_ms);
+        }
+        if let Some(check) = self.idle_check {
+            if now >= check {
+                let idle = Duration::from_millis(limits.idle_timeout_ms);
+                if now.duration_since(self.last_seen) >= idle {
+                    return Some(End::Close(CloseCode::POLICY_VIOLATION, "idle timeout".into()));
+                }
+                self.idle_check = Some(self.last_seen + idle);
+            }
+        }
+        None
+    }
+}
+
+impl Session {
+    fn send(&mut self, text: String) {
+        self.out.push(Message::Text(WsText::from(text)));
+    }
+
+    fn push_error(&mut self, id: Option<&Value>, error: HubError) {
+        self.send(encode_error(id, &error.payload()));
+    }
+
+    fn answer(&mut self, id: Option<&Value>, result: HubResult<String>) {
+        match (id, result) {
+            (Some(id), Ok(payload_json)) => {
+                let payload = RawValue::from_string(payload_json).unwrap_or_default();
+                self.send(encode_reply(id, &payload));
+            }
+            (None, Ok(_)) => {}
+            (id, Err(e)) => self.push_error(id, e),
+        }
+    }
+
+    fn become_ready(&mut self, identity: Identity) {
+        let expires = identity.expires_at.map(|exp| {
+            Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+        });
+        self.hub.set_user(&self.conn, &identity.user);
+        self.auth = Auth::Ready {
+            identity,
+            expires,
+            expired_close_at: None,
+        };
+    }
+
+    /// Handle a token from the URL, a header or an `auth` command.
+    fn authenticate(&mut self, id: Option<&Value>, token: &str) {
+        let result = self.hub.auth().verify(token).and_then(|identity| {
+            if let Auth::Ready { identity: current, .. } = &self.auth {
+                if !current.is_anonymous() && current.user != identity.user {
+                    return Err(HubError::new(
+                        ErrorCode::AuthFailed,
+                        "a connection cannot switch users; open a new connection instead",
+                    ));
+                }
+            }
+            Ok(identity)
+        });
+        match result {
+            Ok(identity) => {
+                let expires_at = identity.expires_at;
+                self.become_ready(identity);
+                let payload = serde_json::json!({
+                    "user": &*self.conn.user(),
+                    "client": &*self.conn.client_id,
+                    "expires_at": expires_at,
+                });
+                match id {
+                    Some(id) => self.send(encode_reply(id, &payload)),
+                    None => self.send(encode_push("auth_success", &payload)),
+                }
+            }
+            Err(e) => match id {
+                Some(id) => self.push_error(Some(id), e),
+                None => self.send(encode_push("auth_error", e.payload())),
+            },
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Option<End> {
+        self.last_seen = Instant::now();
+        self.pong_deadline = None;
+        match message {
+            Message::Text(text) => {
+                match parse_frame(text.as_str()) {
+                    Err(e) => {
+                        let error = HubError::new(ErrorCode::InvalidMessage, e.error.message);
+                        self.push_error(e.id.as_ref(), error);
+                    }
+                    Ok(frame) => {
+                        let cost = match &frame.command {
+                            Command::Batch(frames) => frames.len().max(1) as u32,
+                            _ => 1,
+                        };
+                        if let Some(end) = self.rate_check(frame.id.as_ref(), cost) {
+                            return Some(end);
+                        }
+                        self.on_frame(frame).await;
+                    }
+                }
+                None
+            }
+            Message::Binary(_) => Some(End::Close(
+                CloseCode::UNSUPPORTED_DATA,
+                "binary frames are not part of ferry.json; send JSON text".into(),
+            )),
+            // Pings are answered by the WebSocket layer; any frame proves the peer alive.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+            // The WebSocket layer answers the close; the stream then ends.
+            Message::Close(_) => None,
+        }
+    }
+
+    fn rate_check(&mut self, id: Option<&Value>, cost: u32) -> Option<End> {
+        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        match self.limiter.check_n(cost) {
+            Ok(Ok(())) => {
+                self.strikes = 0;
+                None
+            }
+            _ => {
+                self.strikes += 1;
+                let limits = &self.hub.config().limits;
+                if self.strikes >= limits.rate_abuse_strikes {
+                    return Some(End::Close(
+                        CloseCode::POLICY_VIOLATION,
+                        "rate limit exceeded persistently".into(),
+                    ));
+                }
+                let error = HubError::new(
+                    ErrorCode::RateLimitExceeded,
+                    format!(
+                        "more than {} commands per second (burst {}); slow down",
+                        limits.rate_per_second, limits.rate_burst
+                    ),
+                );
+                self.push_error(id, error);
+                None
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame) {
+        match frame.command {
+            Command::Batch(frames) => {
+                let count = frames.len();
+                for inner in frames {
+                    Box::pin(self.on_frame(inner)).await;
+                }
+                if let Some(id) = frame.id.as_ref() {
+                    self.send(encode_reply(id, serde_json::json!({ "count": count })));
+                }
+            }
+            Command::Auth(auth) => self.authenticate(frame.id.as_ref(), &auth.token),
+            Command::Ping => match frame.id.as_ref() {
+                Some(id) => self.send(encode_reply(id, serde_json::json!({}))),
+                None => self.send(encode_push("pong", serde_json::json!({}))),
+            },
+            command => {
+                let result = match self.identity() {
+                    Ok(identity) => self.run_command(identity, command).await,
+                    Err(e) => Err(e),
+                };
+                self.answer(frame.id.as_ref(), result);
+            }
+        }
+    }
+
+    fn identity(&self) -> HubResult<Identity> {
+        match &self.auth {
+            Auth::Pending { .. } => Err(HubError::new(
+                ErrorCode::AuthRequired,
+                "authenticate first: send {\"type\":\"auth\",\"payload\":{\"token\":JWT}} or connect with ?token=JWT",
+            )),
+            Auth::Ready {
+                expired_close_at: Some(_),
+                ..
+            } => Err(HubError::new(
+                ErrorCode::AuthExpired,
+                "token expired; send a fresh one with an `auth` command",
+            )),
+            Auth::Ready { identity, .. } => Ok(identity.clone()),
+        }
+    }
+
+    /// Run one command; returns the reply payload as JSON text.
+    async fn run_command(&mut self, identity: Identity, command: Command) -> HubResult<String> {
+        let hub = self.hub.clone();
+        match command {
+            Command::Subscribe(SubscribeCommand {
+                channel,
+                recover,
+                offset,
+                epoch,
+            }) => {
+                hub.authorize(&identity, Capability::Subscribe, &channel)?;
+                let recovery = match (recover, offset, epoch) {
+                    (false, _, _) => None,
+                    (true, Some(offset), Some(epoch)) => Some(RecoveryRequest { offset, epoch }),
+                    (true, _, _) => {
+                        return Err(HubError::new(
+                            ErrorCode::InvalidMessage,
+                            "`recover` needs the `offset` and `epoch` of the last publication seen",
+                        ));
+                    }
+                };
+                let subscribed = hub.subscribe(&self.conn, &channel, recovery).await?;
+                to_json(&SubscribeReply {
+                    channel: &channel,
+                    offset: subscribed.position.offset,
+                    epoch: &subscribed.position.epoch,
+                    recovered: subscribed.recovered,
+                    publications: subscribed.publications.iter().map(|p| p.payload_json()).collect(),
+                })
+            }
+            Command::Unsubscribe(c) => {
+                hub.unsubscribe(&self.conn, &c.channel).await?;
+                to_json(&serde_json::json!({ "channel": c.channel }))
+            }
+            Command::Publish(p) => {
+                hub.authorize(&identity, Capability::Publish, &p.channel)?;
+                let skip = p.skip_self.then_some(self.conn.id);
+                let publication = hub.publish(&p.channel, p.data, Some(self.conn.info()), skip).await?;
+                to_json(&serde_json::json!({
+                    "channel": p.channel,
+                    "offset": publication.offset(),
+                    "epoch": publication.epoch(),
+                }))
+            }
+            Command::History(HistoryCommand {
+                channel,
+                since,
+                limit,
+                reverse,
+            }) => {
+                hub.authorize(&identity, Capability::History, &channel)?;
+                let query = HistoryQuery {
+                    since,
+                    limit: limit.unwrap_or(100),
+                    reverse,
+                };
+                let page = hub.history(&channel, query).await?;
+                to_json(&HistoryReply {
+                    channel: &channel,
+                    publications: page.publications.iter().map(|p| p.payload_json()).collect(),
+                    offset: page.position.offset,
+                    epoch: &page.position.epoch,
+                    has_more: page.has_more,
+                })
+            }
+            Command::Presence(c) => {
+                hub.authorize(&identity, Capability::Presence, &c.channel)?;
+                let clients = hub.presence(&c.channel).await?;
+                to_json(&serde_json::json!({
+                    "channel": c.channel,
+                    "count": clients.len(),
+                    "clients": clients,
+                }))
+            }
+            Command::Auth(_) | Command::Ping | Command::Batch(_) => Err(HubError::new(
+                ErrorCode::InternalError,
+                "command routed to the wrong handler",
+            )),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> HubResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| HubError::new(ErrorCode::InternalError, format!("encoding failed: {e}")))
+}
+
+fn outbound_message(item: Outbound) -> Message {
+    match item {
+        Outbound::Publication(p) => Message::Text(p.ws_frame().clone()),
+        Outbound::Frame(text) => Message::Text(text),
+    }
+}

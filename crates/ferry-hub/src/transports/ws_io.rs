@@ -1,0 +1,165 @@
+//! The one place that knows the WebSocket library (tokio-tungstenite). Everything else
+//! uses the names re-exported here, so the library can be swapped in one file.
+//!
+//! Buffers are small on purpose: tungstenite's default 128 KiB read buffer would cost
+//! ~135 KiB per idle connection; 4 KiB keeps an idle connection at a few KiB.
+
+use std::future::Future;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use ferry_proto::CloseCode;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as TungCloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, error::CapacityError};
+
+pub use tokio_tungstenite::tungstenite::Message;
+/// Shared, immutable UTF-8 text: cloning it shares the bytes.
+pub use tokio_tungstenite::tungstenite::Utf8Bytes as WsText;
+
+/// A server-side WebSocket over an upgraded HTTP connection.
+pub type ServerSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Errors from reading or writing a socket.
+pub type WsError = tungstenite::Error;
+
+/// Read buffer per connection.
+const READ_BUFFER: usize = 4 * 1024;
+/// Frames are collected up to this size before they are written in one go.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// A close frame with a code and a reason (truncated to fit the 123-byte limit).
+pub fn close_message(code: CloseCode, reason: &str) -> Message {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code: TungCloseCode::from(code.0),
+        reason: reason[..end].to_string().into(),
+    }))
+}
+
+/// The close code a read error deserves, and a reason; `None` when the transport itself
+/// failed (reset, EOF) and there is nobody left to tell.
+pub fn close_for_error(error: &WsError) -> Option<(CloseCode, &'static str)> {
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Some((CloseCode::MESSAGE_TOO_BIG, "message too big"))
+        }
+        WsError::Capacity(_) => Some((CloseCode::MESSAGE_TOO_BIG, "frame too big")),
+        WsError::Utf8(_) => Some((CloseCode::INVALID_PAYLOAD, "invalid UTF-8 in text frame")),
+        WsError::Protocol(_) => Some((CloseCode::PROTOCOL_ERROR, "protocol error")),
+        _ => None,
+    }
+}
+
+/// The close code a peer sent in its close frame, if any.
+pub fn peer_close_code(message: &Message) -> Option<u16> {
+    match message {
+        Message::Close(Some(frame)) => Some(u16::from(frame.code)),
+        _ => None,
+    }
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// Whether a request asks for a WebSocket upgrade.
+pub fn is_upgrade_request(req: &Request) -> bool {
+    header_has_token(req.headers(), header::CONNECTION, "upgrade")
+        && header_has_token(req.headers(), header::UPGRADE, "websocket")
+}
+
+fn plain(status: StatusCode, message: &str) -> Response {
+    (status, message.to_string()).into_response()
+}
+
+/// Complete the WebSocket handshake (RFC 6455 §4.2) and run `handler` on the socket once
+/// the connection is upgraded. `protocols` are the subprotocols this endpoint speaks, in
+/// order of preference; the handler gets the one chosen (`None` when the client offered
+/// none).
+pub fn upgrade<F, Fut>(
+    mut req: Request,
+    max_message_size: usize,
+    protocols: &'static [&'static str],
+    handler: F,
+) -> Response
+where
+    F: FnOnce(ServerSocket, Option<&'static str>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if !is_upgrade_request(&req) {
+        return plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
+        );
+    }
+    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        let mut response = plain(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported");
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect();
+    let chosen = protocols.iter().copied().find(|p| offered.iter().any(|o| o == p));
+    if !offered.is_empty() && chosen.is_none() {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            &format!("unsupported subprotocol; this endpoint speaks {}", protocols.join(", ")),
+        );
+    }
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded");
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(max_message_size.saturating_mul(2).max(WRITE_BUFFER * 4))
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size));
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                        .await;
+                handler(socket, chosen).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = chosen {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    response
+}
