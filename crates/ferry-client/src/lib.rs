@@ -1,0 +1,3 @@
+//! ferry-client: resilient async clients for HTTP, WebSocket, Server-Sent Events and the
+//! ferry hub. Reconnect, backoff and heartbeat policy come from `ferry_proto::reconnect`;
+//! SSE parsing from `ferry_proto::sse`.

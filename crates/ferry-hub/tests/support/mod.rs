@@ -1,0 +1,283 @@
+//! Shared test support: a real server on an ephemeral loopback port and a small JSON
+//! WebSocket client. Every wait has a generous timeout as a safety net only.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferry_hub::config::Secret;
+use ferry_hub::{Config, Hub, Server};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Safety-net timeout for anything a test awaits.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub const API_KEY: &str = "test-api-key";
+pub const JWT_SECRET: &str = "test-jwt-secret";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api_key: Some(Secret::new(API_KEY)),
+        jwt_secret: Some(Secret::new(JWT_SECRET)),
+        data_dir: std::env::temp_dir().join("ferry-test-unused"),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config();
+        edit(&mut config);
+        let server = Server::bind(config).await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        let hub = server.hub().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+        });
+        TestServer {
+            addr,
+            hub,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// An HS256 token for `user`, valid for an hour.
+    pub fn token(&self, user: &str) -> String {
+        token_with(json!({"sub": user, "exp": now() + 3600}))
+    }
+
+    /// A `/ws` connection authenticated as `user` through `?token=`, after its
+    /// `auth_success` push.
+    pub async fn client(&self, user: &str) -> WsClient {
+        let mut c = WsClient::connect(&self.ws_url(&format!("/ws?token={}", self.token(user)))).await;
+        let ok = c.next_of_type("auth_success").await;
+        assert_eq!(ok["payload"]["user"], user);
+        c
+    }
+
+    /// Trigger graceful shutdown and wait for the server to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task).await.expect("shutdown in time").expect("join");
+        }
+    }
+
+    pub fn api(&self) -> Api {
+        Api {
+            base: self.http(""),
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HS256 token with arbitrary claims, signed with the test secret.
+pub fn token_with(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub struct Api {
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    /// POST JSON to an /api endpoint with the API key; returns (status, body).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .header("authorization", format!("apikey {API_KEY}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{}", self.base, path))
+            .header("authorization", format!("apikey {API_KEY}"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct WsClient {
+    pub stream: Stream,
+    pending: VecDeque<Value>,
+    next_id: AtomicU64,
+}
+
+impl WsClient {
+    pub async fn connect(url: &str) -> WsClient {
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "ferry.json".parse().unwrap());
+        let (stream, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        assert_eq!(
+            response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap()),
+            Some("ferry.json")
+        );
+        WsClient {
+            stream,
+            pending: VecDeque::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    /// The next JSON frame from the server (pings and pongs skipped). Panics on close.
+    async fn read_frame(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame in time")
+                .expect("stream open")
+                .expect("frame");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON frame"),
+                Message::Close(c) => panic!("closed by server: {c:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next frame, buffered ones first.
+    pub async fn recv(&mut self) -> Value {
+        match self.pending.pop_front() {
+            Some(v) => v,
+            None => self.read_frame().await,
+        }
+    }
+
+    /// The next frame of a type, buffering the others.
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
+        if let Some(i) = self.pending.iter().position(|v| v["type"] == kind) {
+            return self.pending.remove(i).unwrap();
+        }
+        loop {
+            let v = self.read_frame().await;
+            if v["type"] == kind {
+                return v;
+            }
+            self.pending.push_back(v);
+        }
+    }
+
+    /// Send a command with a fresh id and return the one answer with that id.
+    pub async fn request(&mut self, kind: &str, payload: Value) -> Value {
+        let id = format!("r{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        self.send_json(json!({"type": kind, "id": id, "payload": payload})).await;
+        self.answer(&id).await
+    }
+
+    /// The answer (reply or error) with this id, buffering other frames.
+    pub async fn answer(&mut self, id: &str) -> Value {
+        if let Some(i) = self.pending.iter().position(|v| v["id"] == id) {
+            return self.pending.remove(i).unwrap();
+        }
+        loop {
+            let v = self.read_frame().await;
+            if v["id"] == id {
+                return v;
+            }
+            self.pending.push_back(v);
+        }
+    }
+
+    /// Read until the server closes; returns the close code and reason (frames before it
+    /// are buffered). A connection dropped without a close frame returns 1006.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("close in time");
+            match msg {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => return (1005, String::new()),
+                Some(Ok(Message::Text(t))) => {
+                    self.pending.push_back(serde_json::from_str(t.as_str()).unwrap_or(Value::Null))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return (1006, String::new()),
+            }
+        }
+    }
+
+    /// Frames received so far and not consumed.
+    pub fn buffered(&self) -> &VecDeque<Value> {
+        &self.pending
+    }
+}
