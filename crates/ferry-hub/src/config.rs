@@ -206,6 +206,9 @@ pub struct Limits {
     /// Frames queued for one connection before it counts as too slow and is closed with
     /// 1013 (memory stays bounded). Default 1024.
     pub send_queue_size: usize,
+    /// Interval of `: keep-alive` comments on SSE streams, ms; they keep proxies from
+    /// closing an idle stream. Default 15000.
+    pub sse_keep_alive_ms: u64,
     /// On shutdown, time given to connections to drain their queues, ms. Default 5000.
     pub shutdown_grace_ms: u64,
     /// Longest `/test/delay/{s}`, seconds. Default 10.
@@ -233,6 +236,7 @@ impl Default for Limits {
             ping_interval_ms: 25_000,
             pong_timeout_ms: 10_000,
             send_queue_size: 1024,
+            sse_keep_alive_ms: 15_000,
             shutdown_grace_ms: 5_000,
             testbed_max_delay_secs: 10,
             testbed_max_bytes: 10 << 20,

@@ -89,3 +89,226 @@ async fn connection_without_token_must_auth_first() {
     assert_eq!(r["type"], "reply");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery_and_errors_name_the_problem() {
+    let server = TestServer::start().await;
+    let mut c = server.client("alice").await;
+    c.request("subscribe", json!({"channel": "chat:a"})).await;
+    let again = c.request("subscribe", json!({"channel": "chat:a"})).await;
+    assert_eq!(again["payload"]["code"], "ALREADY_SUBSCRIBED");
+    let r = c.request("unsubscribe", json!({"channel": "chat:a"})).await;
+    assert_eq!(r["type"], "reply");
+    assert_eq!(r["payload"]["channel"], "chat:a");
+    let r = c.request("unsubscribe", json!({"channel": "chat:a"})).await;
+    assert_eq!(r["payload"]["code"], "NOT_SUBSCRIBED");
+    server.api().post("/api/publish", json!({"channel": "chat:a", "data": 1})).await;
+    c.request("ping", json!({})).await;
+    assert!(c.buffered().iter().all(|f| f["type"] != "message"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn history_pages_forward_and_backward() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    for i in 1..=5 {
+        api.post("/api/publish", json!({"channel": "chat:h", "data": {"n": i}})).await;
+    }
+    let mut c = server.client("alice").await;
+    let r = c.request("history", json!({"channel": "chat:h", "limit": 2})).await;
+    let p = &r["payload"];
+    assert_eq!(p["offset"], 5);
+    assert_eq!(p["has_more"], true);
+    let offsets: Vec<u64> = p["publications"].as_array().unwrap().iter().map(|x| x["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, vec![1, 2]);
+    let r = c.request("history", json!({"channel": "chat:h", "since": 2})).await;
+    let offsets: Vec<u64> = r["payload"]["publications"].as_array().unwrap().iter().map(|x| x["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, vec![3, 4, 5]);
+    assert_eq!(r["payload"]["has_more"], false);
+    assert_eq!(r["payload"]["publications"][0]["data"]["n"], 3);
+    let r = c.request("history", json!({"channel": "chat:h", "reverse": true, "limit": 2})).await;
+    let offsets: Vec<u64> = r["payload"]["publications"].as_array().unwrap().iter().map(|x| x["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, vec![5, 4]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn presence_and_join_leave_pushes() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    alice.request("subscribe", json!({"channel": "chat:p"})).await;
+    let mut bob = server.client("bob").await;
+    bob.request("subscribe", json!({"channel": "chat:p"})).await;
+    let join = alice.next_of_type("join").await;
+    assert_eq!(join["payload"]["channel"], "chat:p");
+    assert_eq!(join["payload"]["info"]["user"], "bob");
+    let r = alice.request("presence", json!({"channel": "chat:p"})).await;
+    assert_eq!(r["payload"]["count"], 2);
+    let users: Vec<&str> = r["payload"]["clients"].as_object().unwrap().values().map(|v| v["user"].as_str().unwrap()).collect();
+    assert!(users.contains(&"alice") && users.contains(&"bob"), "{users:?}");
+    drop(bob);
+    let leave = alice.next_of_type("leave").await;
+    assert_eq!(leave["payload"]["info"]["user"], "bob");
+    let r = alice.request("presence", json!({"channel": "chat:p"})).await;
+    assert_eq!(r["payload"]["count"], 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ping_without_id_gets_pong_and_batch_answers_each_command() {
+    let server = TestServer::start().await;
+    let mut c = server.client("alice").await;
+    c.send_json(json!({"type": "ping"})).await;
+    assert_eq!(c.next_of_type("pong").await["payload"], json!({}));
+    c.send_json(json!({"type": "batch", "id": "b", "payload": {"commands": [
+        {"type": "subscribe", "id": "b1", "payload": {"channel": "chat:batch"}},
+        {"type": "publish", "id": "b2", "payload": {"channel": "chat:batch", "data": "x"}},
+        {"type": "subscribe", "id": "b3", "payload": {"channel": "nope:x"}}
+    ]}}))
+    .await;
+    assert_eq!(c.answer("b1").await["type"], "reply");
+    assert_eq!(c.answer("b2").await["payload"]["offset"], 1);
+    let e = c.answer("b3").await;
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["payload"]["code"], "UNKNOWN_CHANNEL");
+    assert_eq!(c.answer("b").await["payload"]["count"], 3);
+    assert_eq!(c.next_of_type("message").await["payload"]["data"], "x");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn recovery_returns_missed_publications_or_says_it_cannot() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    let (_, first) = api.post("/api/publish", json!({"channel": "chat:r", "data": 1})).await;
+    let epoch = first["epoch"].as_str().unwrap().to_string();
+    for i in 2..=4 {
+        api.post("/api/publish", json!({"channel": "chat:r", "data": i})).await;
+    }
+    let mut c = server.client("alice").await;
+    let r = c
+        .request("subscribe", json!({"channel": "chat:r", "recover": true, "offset": 1, "epoch": epoch}))
+        .await;
+    assert_eq!(r["payload"]["recovered"], true);
+    let offsets: Vec<u64> = r["payload"]["publications"].as_array().unwrap().iter().map(|x| x["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, vec![2, 3, 4]);
+    api.post("/api/publish", json!({"channel": "chat:r", "data": 5})).await;
+    assert_eq!(c.next_of_type("message").await["payload"]["offset"], 5);
+
+    let mut d = server.client("dave").await;
+    let r = d
+        .request("subscribe", json!({"channel": "chat:r", "recover": true, "offset": 3, "epoch": "other-epoch"}))
+        .await;
+    assert_eq!(r["payload"]["recovered"], false);
+    assert_eq!(r["payload"]["offset"], 5);
+    assert!(r["payload"].get("publications").is_none());
+    let bad = d.request("subscribe", json!({"channel": "chat:r2", "recover": true})).await;
+    assert_eq!(bad["payload"]["code"], "INVALID_MESSAGE");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn recovery_beyond_retained_history_is_flagged() {
+    let server = TestServer::start_with(|cfg| {
+        cfg.namespaces.get_mut("chat").unwrap().history_size = 2;
+    })
+    .await;
+    let api = server.api();
+    let (_, first) = api.post("/api/publish", json!({"channel": "chat:short", "data": 1})).await;
+    for i in 2..=5 {
+        api.post("/api/publish", json!({"channel": "chat:short", "data": i})).await;
+    }
+    let mut c = server.client("alice").await;
+    let r = c
+        .request("subscribe", json!({"channel": "chat:short", "recover": true, "offset": 1, "epoch": first["epoch"]}))
+        .await;
+    assert_eq!(r["payload"]["recovered"], false);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_get_invalid_message_and_the_connection_stays() {
+    let server = TestServer::start().await;
+    let mut c = server.client("alice").await;
+    c.send_text("{not json").await;
+    let e = c.next_of_type("error").await;
+    assert_eq!(e["payload"]["code"], "INVALID_MESSAGE");
+    c.send_text(r#"{"type":"teleport","id":"t"}"#).await;
+    let e = c.answer("t").await;
+    assert_eq!(e["payload"]["code"], "INVALID_MESSAGE");
+    assert!(e["payload"]["message"].as_str().unwrap().contains("teleport"));
+    c.send_text(r#"{"type":"publish","id":"m","payload":{"channel":"chat:x"}}"#).await;
+    let e = c.answer("m").await;
+    assert_eq!(e["payload"]["code"], "INVALID_MESSAGE");
+    assert!(e["payload"]["message"].as_str().unwrap().contains("data"));
+    let r = c.request("ping", json!({})).await;
+    assert_eq!(r["type"], "reply");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn channel_rules_unknown_namespace_and_permissions() {
+    let server = TestServer::start_with(|cfg| {
+        cfg.namespaces.insert(
+            "news".into(),
+            ferry_hub::config::NamespaceConfig { allow_publish: false, ..Default::default() },
+        );
+    })
+    .await;
+    let mut c = server.client("alice").await;
+    let r = c.request("subscribe", json!({"channel": "nope:room"})).await;
+    assert_eq!(r["payload"]["code"], "UNKNOWN_CHANNEL");
+    let r = c.request("subscribe", json!({"channel": "news:today"})).await;
+    assert_eq!(r["type"], "reply");
+    let r = c.request("publish", json!({"channel": "news:today", "data": 1})).await;
+    assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
+    // A token grant opens publishing where the namespace does not.
+    let token = support::token_with(json!({
+        "sub": "editor", "exp": support::now() + 60,
+        "caps": [{"channels": ["news:*"], "allow": ["publish"]}]
+    }));
+    let mut editor = WsClient::connect(&server.ws_url(&format!("/ws?token={token}"))).await;
+    editor.next_of_type("auth_success").await;
+    let r = editor.request("publish", json!({"channel": "news:today", "data": "scoop"})).await;
+    assert_eq!(r["type"], "reply");
+    assert_eq!(c.next_of_type("message").await["payload"]["data"], "scoop");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn user_channels_are_private_to_their_users() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut eve = server.client("eve").await;
+    let r = alice.request("subscribe", json!({"channel": "chat:dm#alice,bob"})).await;
+    assert_eq!(r["type"], "reply");
+    let r = eve.request("subscribe", json!({"channel": "chat:dm#alice,bob"})).await;
+    assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
+    let r = eve.request("publish", json!({"channel": "chat:dm#alice,bob", "data": "spam"})).await;
+    assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
+    let mut bob = server.client("bob").await;
+    let r = bob.request("publish", json!({"channel": "chat:dm#alice,bob", "data": "psst"})).await;
+    assert_eq!(r["type"], "reply");
+    assert_eq!(alice.next_of_type("message").await["payload"]["data"], "psst");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn direct_sends_reach_one_connection_or_all_of_a_user() {
+    let server = TestServer::start().await;
+    let mut a1 = server.client("alice").await;
+    let mut a2 = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    let (status, body) = server.api().post("/api/send", json!({"user": "alice", "data": {"hi": "all of you"}})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["delivered"], 2);
+    assert_eq!(a1.next_of_type("direct").await["payload"]["data"]["hi"], "all of you");
+    assert_eq!(a2.next_of_type("direct").await["payload"]["data"]["hi"], "all of you");
+    let r = bob.request("auth", json!({"token": server.token("bob")})).await;
+    let client = r["payload"]["client"].as_str().unwrap().to_string();
+    let (_, body) = server.api().post("/api/send", json!({"client": client, "data": "just you"})).await;
+    assert_eq!(body["delivered"], 1);
+    assert_eq!(bob.next_of_type("direct").await["payload"]["data"], "just you");
+    server.stop().await;
+}

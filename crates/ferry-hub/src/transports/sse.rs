@@ -26,9 +26,6 @@ use crate::hub::{Hub, RecoveryRequest};
 use crate::limits::ConnectionPermit;
 use crate::publication::Publication;
 
-/// Interval of `: keep-alive` comments, which keep proxies from closing an idle stream.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// Unsubscribes and frees the connection slot when the response stream is dropped
 /// (client gone or server shutting down).
 struct Cleanup {
@@ -124,6 +121,7 @@ pub async fn handler(
         backlog.extend(subscribed.publications);
     }
     let shutdown = hub.shutdown_token().clone();
+    let keep_alive_every = Duration::from_millis(hub.config().limits.sse_keep_alive_ms.max(100));
     let stream = async_stream::stream! {
         let _cleanup = cleanup;
         let mut positions = positions;
@@ -131,7 +129,7 @@ pub async fn handler(
         for publication in backlog {
             yield Ok(encode(&channels, &mut positions, &publication));
         }
-        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+        let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive_every, keep_alive_every);
         loop {
             tokio::select! {
                 item = rx.recv() => match item {
