@@ -117,7 +117,14 @@ pub async fn handler(
         .zip(parse_positions(last_event_id.as_deref(), channels.len()))
     {
         let subscribed = hub.subscribe(&conn, channel, recover).await?;
-        positions.push((subscribed.position.epoch.clone(), subscribed.position.offset));
+        // With a backlog, the stream is at the position just before it, not at the head:
+        // each event's id must name only what was sent so far, or a client that drops
+        // mid-recovery and resumes from that id skips the rest of this channel's backlog.
+        let start = match subscribed.publications.first() {
+            Some(first) => (first.epoch().to_string(), first.offset().saturating_sub(1)),
+            None => (subscribed.position.epoch.clone(), subscribed.position.offset),
+        };
+        positions.push(start);
         backlog.extend(subscribed.publications);
     }
     let shutdown = hub.shutdown_token().clone();

@@ -162,10 +162,16 @@ impl Session {
         let end = session.serve(&mut socket, &mut rx).await;
         hub.disconnect(&conn).await;
         if let End::Close(code, reason) = end {
-            // Best effort: the peer may already be gone.
-            let _ = socket.send(ws_io::close_message(code, &reason)).await;
+            // Best effort and bounded: the peer may be gone or not reading at all.
+            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                for message in session.out.drain(..) {
+                    socket.feed(message).await?;
+                }
+                socket.send(ws_io::close_message(code, &reason)).await
+            })
+            .await;
             // Give the peer a moment to answer the close handshake, then drop the socket.
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
                 while let Some(Ok(_)) = socket.next().await {}
             })
             .await;
@@ -178,7 +184,8 @@ impl Session {
         let conn = self.conn.clone();
         loop {
             if !self.out.is_empty() {
-                if let Err(end) = self.flush_out(socket).await {
+                let write = flush_out(socket, &mut self.out);
+                if let Err(end) = guarded(write, &conn, &shutdown, self.pong_deadline).await {
                     return end;
                 }
             }
@@ -188,17 +195,22 @@ impl Session {
                     return End::Close(request.code, request.reason);
                 }
                 _ = shutdown.cancelled() => {
-                    while let Ok(item) = rx.try_recv() {
-                        if socket.feed(outbound_message(item)).await.is_err() {
-                            return End::Gone;
+                    // Drain what is already queued (bounded: a stuck peer cannot hold us).
+                    let drain = async {
+                        while let Ok(item) = rx.try_recv() {
+                            socket.feed(outbound_message(item)).await?;
                         }
-                    }
-                    let _ = socket.flush().await;
-                    return End::Close(CloseCode::GOING_AWAY, "server shutting down".into());
+                        socket.flush().await
+                    };
+                    return match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, drain).await {
+                        Ok(Ok(())) => End::Close(CloseCode::GOING_AWAY, "server shutting down".into()),
+                        _ => End::Gone,
+                    };
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
-                    if let Err(end) = self.write_queued(socket, item, rx).await {
+                    let write = write_queued(socket, item, rx);
+                    if let Err(end) = guarded(write, &conn, &shutdown, self.pong_deadline).await {
                         return end;
                     }
                 }
@@ -225,26 +237,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    async fn flush_out(&mut self, socket: &mut ServerSocket) -> Result<(), End> {
-        for message in self.out.drain(..) {
-            socket.feed(message).await.map_err(|_| End::Gone)?;
-        }
-        socket.flush().await.map_err(|_| End::Gone)
-    }
-
-    async fn write_queued(
-        &mut self,
-        socket: &mut ServerSocket,
-        first: Outbound,
-        rx: &mut mpsc::Receiver<Outbound>,
-    ) -> Result<(), End> {
-        socket.feed(outbound_message(first)).await.map_err(|_| End::Gone)?;
-        while let Ok(item) = rx.try_recv() {
-            socket.feed(outbound_message(item)).await.map_err(|_| End::Gone)?;
-        }
-        socket.flush().await.map_err(|_| End::Gone)
     }
 
     fn next_deadline(&self) -> Instant {
@@ -580,6 +572,53 @@ impl Session {
 fn to_json<T: Serialize>(value: &T) -> HubResult<String> {
     serde_json::to_string(value)
         .map_err(|e| HubError::new(ErrorCode::InternalError, format!("encoding failed: {e}")))
+}
+
+/// Time allowed for the final frames and the close frame to be written.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time the peer gets to answer our close frame before the socket is dropped.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Run a socket write, but give up when the connection is asked to close (e.g. its queue
+/// overflowed while this write was stuck on a peer that stopped reading), when the server
+/// shuts down, or when the pong deadline passes. A stuck peer never hangs the task.
+async fn guarded(
+    write: impl std::future::Future<Output = Result<(), ws_io::WsError>>,
+    conn: &ConnHandle,
+    shutdown: &tokio_util::sync::CancellationToken,
+    pong_deadline: Option<Instant>,
+) -> Result<(), End> {
+    let deadline = async {
+        match pong_deadline {
+            Some(at) => sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = write => result.map_err(|_| End::Gone),
+        request = conn.closed() => Err(End::Close(request.code, request.reason)),
+        _ = shutdown.cancelled() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down".into())),
+        _ = deadline => Err(End::Close(CloseCode::INTERNAL_ERROR, "ping timeout".into())),
+    }
+}
+
+async fn flush_out(socket: &mut ServerSocket, out: &mut Vec<Message>) -> Result<(), ws_io::WsError> {
+    for message in out.drain(..) {
+        socket.feed(message).await?;
+    }
+    socket.flush().await
+}
+
+async fn write_queued(
+    socket: &mut ServerSocket,
+    first: Outbound,
+    rx: &mut mpsc::Receiver<Outbound>,
+) -> Result<(), ws_io::WsError> {
+    socket.feed(outbound_message(first)).await?;
+    while let Ok(item) = rx.try_recv() {
+        socket.feed(outbound_message(item)).await?;
+    }
+    socket.flush().await
 }
 
 fn outbound_message(item: Outbound) -> Message {

@@ -281,3 +281,95 @@ impl WsClient {
         &self.pending
     }
 }
+
+/// An open `text/event-stream` response, read through the project's own SSE parser.
+/// Events queue up in order; comments (which the parser drops, as the standard says)
+/// are visible through [`SseClient::wait_for_comment`].
+pub struct SseClient {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    parser: ferry_proto::sse::SseParser,
+    events: VecDeque<ferry_proto::sse::SseEvent>,
+    /// Raw text received and not yet searched by `wait_for_comment`.
+    raw: String,
+}
+
+impl SseClient {
+    /// Wrap a response; panics unless it is `200 text/event-stream`.
+    pub fn new(response: reqwest::Response) -> SseClient {
+        assert_eq!(response.status().as_u16(), 200, "SSE status");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(content_type.as_deref(), Some("text/event-stream"));
+        SseClient {
+            body: Box::pin(response.bytes_stream()),
+            parser: ferry_proto::sse::SseParser::new(),
+            events: VecDeque::new(),
+            raw: String::new(),
+        }
+    }
+
+    /// `GET url` with extra headers, as an SSE stream.
+    pub async fn open(url: &str, headers: &[(&str, &str)]) -> SseClient {
+        let mut request = reqwest::Client::new().get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = tokio::time::timeout(WAIT, request.send())
+            .await
+            .expect("SSE response in time")
+            .expect("SSE request");
+        SseClient::new(response)
+    }
+
+    /// Read one chunk; `false` when the stream has ended.
+    async fn read_chunk(&mut self) -> bool {
+        let chunk = tokio::time::timeout(WAIT, self.body.next())
+            .await
+            .expect("SSE bytes in time");
+        match chunk {
+            Some(Ok(bytes)) => {
+                self.raw.push_str(&String::from_utf8_lossy(&bytes));
+                let mut parsed = Vec::new();
+                self.parser.feed(&bytes, &mut parsed).expect("valid event stream");
+                self.events.extend(parsed);
+                true
+            }
+            Some(Err(_)) | None => false,
+        }
+    }
+
+    /// The next event. Panics if the stream ends first.
+    pub async fn next_event(&mut self) -> ferry_proto::sse::SseEvent {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return event;
+            }
+            assert!(self.read_chunk().await, "SSE stream ended while an event was awaited");
+        }
+    }
+
+    /// Read until a comment line `: text` arrives (events read meanwhile stay queued).
+    pub async fn wait_for_comment(&mut self, text: &str) {
+        let needle = format!(": {text}\n");
+        loop {
+            if let Some(at) = self.raw.find(&needle) {
+                self.raw.drain(..at + needle.len());
+                return;
+            }
+            assert!(self.read_chunk().await, "SSE stream ended while `{needle}` was awaited");
+        }
+    }
+
+    /// Read until the server ends the stream; returns the events not consumed before.
+    pub async fn expect_end(&mut self) -> Vec<ferry_proto::sse::SseEvent> {
+        while self.read_chunk().await {}
+        self.events.drain(..).collect()
+    }
+
+    /// The last event id seen (what an EventSource would send as `Last-Event-ID`).
+    pub fn last_event_id(&self) -> &str {
+        self.parser.last_event_id()
+    }
+}
