@@ -26,7 +26,7 @@ use tokio::time::sleep_until;
 
 use super::ws_io::{self, Message, ServerSocket, WsText};
 use super::{AppState, ApiError, Peer, check_origin, request_token};
-use crate::auth::{Capability, Identity, unix_now};
+use crate::auth::{Capability, Identity};
 use crate::conn::{ConnHandle, Outbound};
 use crate::error::{HubError, HubResult};
 use crate::hub::{Hub, RecoveryRequest};
@@ -337,7 +337,8 @@ impl Session {
 
     fn become_ready(&mut self, identity: Identity) {
         let expires = identity.expires_at.map(|exp| {
-            Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+            let left_ms = exp.saturating_mul(1000).saturating_sub(crate::store::now_millis());
+            Instant::now() + Duration::from_millis(left_ms)
         });
         self.hub.set_user(&self.conn, &identity.user);
         self.auth = Auth::Ready {
