@@ -3,8 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use ferry_proto::ErrorCode;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -41,10 +41,13 @@ pub struct CapabilityGrant {
 impl CapabilityGrant {
     fn grants(&self, cap: Capability, channel: &str) -> bool {
         self.allow.contains(&cap)
-            && self.channels.iter().any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => channel.starts_with(prefix),
-                None => pattern == channel,
-            })
+            && self
+                .channels
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => channel.starts_with(prefix),
+                    None => pattern == channel,
+                })
     }
 }
 
@@ -172,7 +175,8 @@ impl Authenticator {
     /// Verify a token. `AUTH_EXPIRED` for an expired one, `AUTH_FAILED` for anything else
     /// wrong (signature, algorithm, malformed, missing `sub`).
     pub fn verify(&self, token: &str) -> HubResult<Identity> {
-        let failed = |why: &str| HubError::new(ErrorCode::AuthFailed, format!("invalid token: {why}"));
+        let failed =
+            |why: &str| HubError::new(ErrorCode::AuthFailed, format!("invalid token: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|_| failed("malformed JWT"))?;
         let keys: Vec<&DecodingKey> = match header.alg {
             Algorithm::HS256 => self.hs.iter().map(|(d, _)| d).collect(),
@@ -287,8 +291,14 @@ mod tests {
         let mut bad = token.clone();
         bad.pop();
         bad.push(if token.ends_with('A') { 'B' } else { 'A' });
-        assert_eq!(a.verify(&bad).expect_err("tampered").code, ErrorCode::AuthFailed);
-        assert_eq!(a.verify("garbage").expect_err("garbage").code, ErrorCode::AuthFailed);
+        assert_eq!(
+            a.verify(&bad).expect_err("tampered").code,
+            ErrorCode::AuthFailed
+        );
+        assert_eq!(
+            a.verify("garbage").expect_err("garbage").code,
+            ErrorCode::AuthFailed
+        );
     }
 
     #[test]

@@ -334,8 +334,11 @@ mod tests {
             serde_json::json!({}),
         );
         assert!(matches!(cfg, Err(ConfigError::Missing(_))));
-        let cfg = Config::load(None, serde_json::json!({"listen": "127.0.0.1:0", "allow_anonymous": true}))
-            .expect("load");
+        let cfg = Config::load(
+            None,
+            serde_json::json!({"listen": "127.0.0.1:0", "allow_anonymous": true}),
+        )
+        .expect("load");
         assert_eq!(cfg.listen.port(), 0);
         assert!(cfg.allow_anonymous);
         assert!(cfg.namespace(Some("chat")).is_some());

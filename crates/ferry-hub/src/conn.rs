@@ -45,7 +45,11 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub(crate) fn new(id: u64, user: &str, queue: usize) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
+    pub(crate) fn new(
+        id: u64,
+        user: &str,
+        queue: usize,
+    ) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let handle = ConnHandle {
             id,

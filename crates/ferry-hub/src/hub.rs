@@ -134,7 +134,10 @@ impl DeliverySink for HubInner {
             }
             BrokerMessage::Join { channel, info } => {
                 let frame = presence_frame("join", &channel, &info);
-                for conn in subscribers.values().filter(|c| *c.client_id != *info.client) {
+                for conn in subscribers
+                    .values()
+                    .filter(|c| *c.client_id != *info.client)
+                {
                     send(conn, Outbound::Frame(frame.clone()));
                 }
             }
@@ -182,7 +185,9 @@ impl Hub {
             channels: Sharded::new(64),
             connections: Sharded::new(64),
             users: Sharded::new(64),
-            order: (0..ORDER_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            order: (0..ORDER_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             store,
             broker,
             presence,
@@ -237,7 +242,10 @@ impl Hub {
     }
 
     /// Parse a channel name and find its namespace options.
-    pub fn resolve<'a>(&'a self, channel: &'a str) -> HubResult<(ChannelName<'a>, &'a NamespaceConfig)> {
+    pub fn resolve<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> HubResult<(ChannelName<'a>, &'a NamespaceConfig)> {
         let name = ChannelName::parse(channel)?;
         let ns = self.inner.config.namespace(name.namespace).ok_or_else(|| {
             HubError::new(
@@ -269,7 +277,11 @@ impl Hub {
     pub fn connect(&self, user: &str) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (conn, rx) = ConnHandle::new(id, user, self.inner.config.limits.send_queue_size);
-        self.inner.connections.shard(&id).lock().insert(id, conn.clone());
+        self.inner
+            .connections
+            .shard(&id)
+            .lock()
+            .insert(id, conn.clone());
         if !user.is_empty() {
             self.index_user(user, id);
         }
@@ -318,7 +330,14 @@ impl Hub {
         for channel in subscriptions {
             self.leave(conn, &channel).await;
         }
-        if self.inner.connections.shard(&conn.id).lock().remove(&conn.id).is_some() {
+        if self
+            .inner
+            .connections
+            .shard(&conn.id)
+            .lock()
+            .remove(&conn.id)
+            .is_some()
+        {
             self.inner.connection_count.fetch_sub(1, Ordering::Relaxed);
         }
         let user = conn.user();
@@ -348,7 +367,9 @@ impl Hub {
             if subs.len() >= max {
                 return Err(HubError::new(
                     ErrorCode::SubscriptionLimit,
-                    format!("at most {max} subscriptions per connection; unsubscribe from one first"),
+                    format!(
+                        "at most {max} subscriptions per connection; unsubscribe from one first"
+                    ),
                 ));
             }
         }
@@ -417,7 +438,11 @@ impl Hub {
         Ok(Subscribed {
             position: page.position,
             recovered: Some(recovered),
-            publications: if same_epoch { page.publications } else { Vec::new() },
+            publications: if same_epoch {
+                page.publications
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -444,10 +469,10 @@ impl Hub {
         let Ok((_, ns)) = self.resolve(channel) else {
             return;
         };
-        if ns.presence {
-            if let Err(e) = self.inner.presence.leave(channel, &conn.client_id).await {
-                tracing::warn!(channel, error = %e, "presence leave failed");
-            }
+        if ns.presence
+            && let Err(e) = self.inner.presence.leave(channel, &conn.client_id).await
+        {
+            tracing::warn!(channel, error = %e, "presence leave failed");
         }
         if ns.join_leave {
             let message = BrokerMessage::Leave {
@@ -484,7 +509,11 @@ impl Hub {
         let (_, ns) = self.resolve(channel)?;
         let retention = Self::retention(ns);
         let _order = self.order_lock(channel).lock().await;
-        let publication = self.inner.store.append(channel, data, info, retention).await?;
+        let publication = self
+            .inner
+            .store
+            .append(channel, data, info, retention)
+            .await?;
         self.inner
             .broker
             .publish(BrokerMessage::Publication {
@@ -503,7 +532,10 @@ impl Hub {
             limit: query.limit.min(MAX_HISTORY_PAGE),
             ..query
         };
-        self.inner.store.read(channel, query, Self::retention(ns)).await
+        self.inner
+            .store
+            .read(channel, query, Self::retention(ns))
+            .await
     }
 
     /// Who is in a channel. `PERMISSION_DENIED`-free: callers check capabilities first.
@@ -519,7 +551,14 @@ impl Hub {
     }
 
     fn user_connections(&self, user: &str) -> Vec<Arc<ConnHandle>> {
-        let ids = self.inner.users.shard(user).lock().get(user).cloned().unwrap_or_default();
+        let ids = self
+            .inner
+            .users
+            .shard(user)
+            .lock()
+            .get(user)
+            .cloned()
+            .unwrap_or_default();
         ids.iter()
             .filter_map(|id| self.inner.connections.shard(id).lock().get(id).cloned())
             .collect()
@@ -536,12 +575,16 @@ impl Hub {
     }
 
     /// Connections of a user, or the one connection with a client id.
-    pub fn find_connections(&self, user: Option<&str>, client: Option<&str>) -> Vec<Arc<ConnHandle>> {
+    pub fn find_connections(
+        &self,
+        user: Option<&str>,
+        client: Option<&str>,
+    ) -> Vec<Arc<ConnHandle>> {
         let mut found = user.map(|u| self.user_connections(u)).unwrap_or_default();
-        if let Some(c) = client.and_then(|c| self.client_connection(c)) {
-            if !found.iter().any(|f| f.id == c.id) {
-                found.push(c);
-            }
+        if let Some(c) = client.and_then(|c| self.client_connection(c))
+            && !found.iter().any(|f| f.id == c.id)
+        {
+            found.push(c);
         }
         found
     }
@@ -556,7 +599,12 @@ impl Hub {
     }
 
     /// Close the given connections with `code`; returns how many.
-    pub fn close_connections(&self, targets: &[Arc<ConnHandle>], code: CloseCode, reason: &str) -> usize {
+    pub fn close_connections(
+        &self,
+        targets: &[Arc<ConnHandle>],
+        code: CloseCode,
+        reason: &str,
+    ) -> usize {
         for c in targets {
             c.request_close(code, reason);
         }

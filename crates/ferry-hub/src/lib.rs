@@ -14,8 +14,8 @@ pub mod limits;
 pub mod presence;
 pub mod publication;
 pub mod secrets;
-mod sharded;
 pub mod server;
+mod sharded;
 pub mod store;
 pub mod transports;
 

@@ -47,14 +47,20 @@ impl ConnectionLimiter {
         if self.total.load(Ordering::Relaxed) >= self.max_total {
             return Err(HubError::new(
                 ErrorCode::ConnectionLimit,
-                format!("the server holds its maximum of {} connections; retry later", self.max_total),
+                format!(
+                    "the server holds its maximum of {} connections; retry later",
+                    self.max_total
+                ),
             ));
         }
         let count = per_ip.entry(ip).or_insert(0);
         if *count >= self.max_per_ip {
             return Err(HubError::new(
                 ErrorCode::ConnectionLimit,
-                format!("at most {} connections per IP address; close some first", self.max_per_ip),
+                format!(
+                    "at most {} connections per IP address; close some first",
+                    self.max_per_ip
+                ),
             ));
         }
         *count += 1;

@@ -75,7 +75,8 @@ pub fn ensure_secrets(config: &mut Config) -> Result<SecretsOutcome, String> {
 fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -116,7 +117,10 @@ mod tests {
             data_dir: dir.path().join("data"),
             ..Config::default()
         };
-        assert_eq!(ensure_secrets(&mut again).expect("load"), SecretsOutcome::Loaded(path));
+        assert_eq!(
+            ensure_secrets(&mut again).expect("load"),
+            SecretsOutcome::Loaded(path)
+        );
         assert_eq!(again.api_key, Some(key));
     }
 }

@@ -28,7 +28,9 @@ use crate::transports::{AppState, api, sse, testbed, ws};
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}; is another server running there? Use --listen to pick another address")]
+    #[error(
+        "cannot listen on {addr}: {source}; is another server running there? Use --listen to pick another address"
+    )]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -73,7 +75,10 @@ async fn health() -> impl IntoResponse {
 
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     if state.hub.shutdown_token().is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "shutting down"})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting down"})),
+        )
     } else {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     }
@@ -112,12 +117,13 @@ impl Server {
     /// Bind a server around an existing hub.
     pub async fn bind_hub(hub: Hub) -> Result<Server, ServeError> {
         let config = hub.config().clone();
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let login_quota = Quota::per_second(NonZeroU32::MIN.saturating_add(4))
             .allow_burst(NonZeroU32::MIN.saturating_add(9));
         let state = AppState {
@@ -148,7 +154,10 @@ impl Server {
     /// Serve until `shutdown` resolves, then shut down gracefully: stop accepting, tell
     /// every connection to drain and close with 1001, and wait up to
     /// `limits.shutdown_grace_ms` for them.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let hub = self.state.hub.clone();
         let limiter = self.state.limiter.clone();
         let grace = Duration::from_millis(hub.config().limits.shutdown_grace_ms);
@@ -168,7 +177,10 @@ impl Server {
             let _ = serve.await;
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
-            tracing::warn!(open = limiter.open(), "shutdown grace elapsed with connections still open");
+            tracing::warn!(
+                open = limiter.open(),
+                "shutdown grace elapsed with connections still open"
+            );
         }
         Ok(())
     }

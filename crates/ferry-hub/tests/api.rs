@@ -11,7 +11,12 @@ async fn api_key_is_required_and_checked() {
     let server = TestServer::start().await;
     let http = reqwest::Client::new();
     let body = json!({"channel": "chat:x", "data": 1});
-    let r = http.post(server.http("/api/publish")).json(&body).send().await.unwrap();
+    let r = http
+        .post(server.http("/api/publish"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "AUTH_REQUIRED");
@@ -52,11 +57,20 @@ async fn bad_bodies_get_clear_errors() {
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "INVALID_MESSAGE");
     let r = post(json!({"data": 1}).to_string()).await.unwrap();
     assert_eq!(r.status(), 400);
-    assert!(r.json::<Value>().await.unwrap()["message"].as_str().unwrap().contains("channel"));
-    let r = post(json!({"channel": "chat:x", "data": "z".repeat(4096)}).to_string()).await.unwrap();
+    assert!(
+        r.json::<Value>().await.unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("channel")
+    );
+    let r = post(json!({"channel": "chat:x", "data": "z".repeat(4096)}).to_string())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "MESSAGE_TOO_BIG");
-    let r = post(json!({"channel": "nope:x", "data": 1}).to_string()).await.unwrap();
+    let r = post(json!({"channel": "nope:x", "data": 1}).to_string())
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "UNKNOWN_CHANNEL");
     server.stop().await;
@@ -70,7 +84,10 @@ async fn broadcast_publishes_to_each_channel_and_reports_each_result() {
     a.request("subscribe", json!({"channel": "chat:two"})).await;
     let (status, body) = server
         .api()
-        .post("/api/broadcast", json!({"channels": ["chat:one", "chat:two", "bad:ns"], "data": {"v": 1}}))
+        .post(
+            "/api/broadcast",
+            json!({"channels": ["chat:one", "chat:two", "bad:ns"], "data": {"v": 1}}),
+        )
         .await;
     assert_eq!(status, 200);
     let results = body["results"].as_array().unwrap();
@@ -78,8 +95,14 @@ async fn broadcast_publishes_to_each_channel_and_reports_each_result() {
     assert_eq!(results[1]["channel"], "chat:two");
     assert_eq!(results[2]["error"]["code"], "UNKNOWN_CHANNEL");
     let mut channels = vec![
-        a.next_of_type("message").await["payload"]["channel"].as_str().unwrap().to_string(),
-        a.next_of_type("message").await["payload"]["channel"].as_str().unwrap().to_string(),
+        a.next_of_type("message").await["payload"]["channel"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        a.next_of_type("message").await["payload"]["channel"]
+            .as_str()
+            .unwrap()
+            .to_string(),
     ];
     channels.sort();
     assert_eq!(channels, ["chat:one", "chat:two"]);
@@ -91,21 +114,36 @@ async fn history_presence_channels_and_stats() {
     let server = TestServer::start().await;
     let api = server.api();
     let mut a = server.client("alice").await;
-    a.request("subscribe", json!({"channel": "chat:room"})).await;
+    a.request("subscribe", json!({"channel": "chat:room"}))
+        .await;
     for i in 0..3 {
-        api.post("/api/publish", json!({"channel": "chat:room", "data": i})).await;
+        api.post("/api/publish", json!({"channel": "chat:room", "data": i}))
+            .await;
     }
-    let (status, h) = api.post("/api/history", json!({"channel": "chat:room", "limit": 2, "reverse": true})).await;
+    let (status, h) = api
+        .post(
+            "/api/history",
+            json!({"channel": "chat:room", "limit": 2, "reverse": true}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(h["offset"], 3);
     assert_eq!(h["has_more"], true);
     assert_eq!(h["publications"][0]["data"], 2);
-    let (_, p) = api.post("/api/presence", json!({"channel": "chat:room"})).await;
+    let (_, p) = api
+        .post("/api/presence", json!({"channel": "chat:room"}))
+        .await;
     assert_eq!(p["count"], 1);
-    assert_eq!(p["clients"].as_object().unwrap().values().next().unwrap()["user"], "alice");
+    assert_eq!(
+        p["clients"].as_object().unwrap().values().next().unwrap()["user"],
+        "alice"
+    );
     let (status, ch) = api.get("/api/channels").await;
     assert_eq!(status, 200);
-    assert_eq!(ch["channels"], json!([{"channel": "chat:room", "subscribers": 1}]));
+    assert_eq!(
+        ch["channels"],
+        json!([{"channel": "chat:room", "subscribers": 1}])
+    );
     let (status, s) = api.get("/api/stats").await;
     assert_eq!(status, 200);
     assert_eq!(s["connections"], 1);
@@ -121,13 +159,19 @@ async fn disconnect_closes_every_connection_of_a_user() {
     let mut a1 = server.client("alice").await;
     let mut a2 = server.client("alice").await;
     let mut bob = server.client("bob").await;
-    let (status, body) = server.api().post("/api/disconnect", json!({"user": "alice"})).await;
+    let (status, body) = server
+        .api()
+        .post("/api/disconnect", json!({"user": "alice"}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["disconnected"], 2);
     assert_eq!(a1.expect_close().await.0, 1008);
     assert_eq!(a2.expect_close().await.0, 1008);
     assert_eq!(bob.request("ping", json!({})).await["type"], "reply");
-    let (_, body) = server.api().post("/api/disconnect", json!({"user": "bob", "reconnect": true})).await;
+    let (_, body) = server
+        .api()
+        .post("/api/disconnect", json!({"user": "bob", "reconnect": true}))
+        .await;
     assert_eq!(body["disconnected"], 1);
     assert_eq!(bob.expect_close().await.0, 1013);
     let (status, body) = server.api().post("/api/disconnect", json!({})).await;

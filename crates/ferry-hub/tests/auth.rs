@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use support::{TestServer, WsClient, now, token_with};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn sign(alg: Algorithm, key: &EncodingKey, claims: Value) -> String {
@@ -28,12 +30,30 @@ async fn server_with_public_keys() -> TestServer {
 #[tokio::test]
 async fn hs256_rs256_and_es256_tokens_are_accepted() {
     let server = server_with_public_keys().await;
-    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
+    let rsa =
+        EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa_private.pem")).unwrap()).unwrap();
     let ec = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec_private.pem")).unwrap()).unwrap();
     let tokens = [
-        ("hs", token_with(json!({"sub": "hs-user", "exp": now() + 60}))),
-        ("rs", sign(Algorithm::RS256, &rsa, json!({"sub": "rs-user", "exp": now() + 60}))),
-        ("es", sign(Algorithm::ES256, &ec, json!({"sub": "es-user", "exp": now() + 60}))),
+        (
+            "hs",
+            token_with(json!({"sub": "hs-user", "exp": now() + 60})),
+        ),
+        (
+            "rs",
+            sign(
+                Algorithm::RS256,
+                &rsa,
+                json!({"sub": "rs-user", "exp": now() + 60}),
+            ),
+        ),
+        (
+            "es",
+            sign(
+                Algorithm::ES256,
+                &ec,
+                json!({"sub": "es-user", "exp": now() + 60}),
+            ),
+        ),
     ];
     for (name, token) in tokens {
         // By query...
@@ -54,7 +74,9 @@ async fn token_in_authorization_header_is_accepted() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = server.ws_url("/ws").into_client_request().unwrap();
     let bearer = format!("Bearer {}", server.token("header-user"));
-    request.headers_mut().insert("authorization", bearer.parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", bearer.parse().unwrap());
     let (mut stream, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     use futures_util::StreamExt;
     let first = stream.next().await.unwrap().unwrap();
@@ -94,21 +116,31 @@ async fn expiry_pushes_auth_expired_and_refresh_keeps_the_connection() {
     let short = token_with(json!({"sub": "alice", "exp": now() + 2}));
     let mut c = WsClient::connect(&server.ws_url(&format!("/ws?token={short}"))).await;
     c.next_of_type("auth_success").await;
-    let r = c.request("subscribe", json!({"channel": "chat:refresh"})).await;
+    let r = c
+        .request("subscribe", json!({"channel": "chat:refresh"}))
+        .await;
     assert_eq!(r["type"], "reply");
     let expired = c.next_of_type("error").await;
     assert_eq!(expired["payload"]["code"], "AUTH_EXPIRED");
     assert!(expired.get("id").is_none());
-    let r = c.request("publish", json!({"channel": "chat:refresh", "data": 1})).await;
+    let r = c
+        .request("publish", json!({"channel": "chat:refresh", "data": 1}))
+        .await;
     assert_eq!(r["payload"]["code"], "AUTH_EXPIRED");
-    let r = c.request("auth", json!({"token": server.token("alice")})).await;
+    let r = c
+        .request("auth", json!({"token": server.token("alice")}))
+        .await;
     assert_eq!(r["type"], "reply");
     // Same connection, subscription intact.
-    let r = c.request("publish", json!({"channel": "chat:refresh", "data": 2})).await;
+    let r = c
+        .request("publish", json!({"channel": "chat:refresh", "data": 2}))
+        .await;
     assert_eq!(r["type"], "reply");
     assert_eq!(c.next_of_type("message").await["payload"]["data"], 2);
     // A token for another user cannot take over the connection.
-    let r = c.request("auth", json!({"token": server.token("mallory")})).await;
+    let r = c
+        .request("auth", json!({"token": server.token("mallory")}))
+        .await;
     assert_eq!(r["payload"]["code"], "AUTH_FAILED");
     server.stop().await;
 }
@@ -125,7 +157,11 @@ async fn expired_token_not_refreshed_is_closed_1008() {
     let (code, reason) = c.expect_close().await;
     assert_eq!(code, 1008);
     assert_eq!(reason, "token expired");
-    assert!(c.buffered().iter().any(|f| f["payload"]["code"] == "AUTH_EXPIRED"));
+    assert!(
+        c.buffered()
+            .iter()
+            .any(|f| f["payload"]["code"] == "AUTH_EXPIRED")
+    );
     server.stop().await;
 }
 
@@ -133,7 +169,10 @@ async fn expired_token_not_refreshed_is_closed_1008() {
 async fn login_issues_tokens_for_configured_users_only() {
     let hash = ferry_hub::auth::hash_password("correct horse").unwrap();
     let server = TestServer::start_with(|c| {
-        c.users = vec![ferry_hub::config::UserConfig { name: "alice".into(), password_hash: hash }];
+        c.users = vec![ferry_hub::config::UserConfig {
+            name: "alice".into(),
+            password_hash: hash,
+        }];
     })
     .await;
     let http = reqwest::Client::new();
@@ -148,7 +187,10 @@ async fn login_issues_tokens_for_configured_users_only() {
     let token = body["token"].as_str().unwrap().to_string();
     assert!(body["expires_at"].as_u64().unwrap() > now());
     let mut c = WsClient::connect(&server.ws_url(&format!("/ws?token={token}"))).await;
-    assert_eq!(c.next_of_type("auth_success").await["payload"]["user"], "alice");
+    assert_eq!(
+        c.next_of_type("auth_success").await["payload"]["user"],
+        "alice"
+    );
     for (user, password) in [("alice", "wrong"), ("nobody", "correct horse")] {
         let r = http
             .post(server.http("/auth/login"))
@@ -160,7 +202,12 @@ async fn login_issues_tokens_for_configured_users_only() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["code"], "AUTH_FAILED");
     }
-    let r = http.post(server.http("/auth/login")).body("{").send().await.unwrap();
+    let r = http
+        .post(server.http("/auth/login"))
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     server.stop().await;
 }
@@ -171,24 +218,38 @@ async fn anonymous_access_only_where_configured() {
         c.allow_anonymous = true;
         c.namespaces.insert(
             "public".into(),
-            ferry_hub::config::NamespaceConfig { allow_anonymous: true, ..Default::default() },
+            ferry_hub::config::NamespaceConfig {
+                allow_anonymous: true,
+                ..Default::default()
+            },
         );
     })
     .await;
     let mut anon = WsClient::connect(&server.ws_url("/ws")).await;
-    assert_eq!(anon.next_of_type("auth_success").await["payload"]["user"], "");
-    let r = anon.request("subscribe", json!({"channel": "public:news"})).await;
+    assert_eq!(
+        anon.next_of_type("auth_success").await["payload"]["user"],
+        ""
+    );
+    let r = anon
+        .request("subscribe", json!({"channel": "public:news"}))
+        .await;
     assert_eq!(r["type"], "reply");
-    let r = anon.request("subscribe", json!({"channel": "chat:lobby"})).await;
+    let r = anon
+        .request("subscribe", json!({"channel": "chat:lobby"}))
+        .await;
     assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
-    let r = anon.request("publish", json!({"channel": "public:news", "data": 1})).await;
+    let r = anon
+        .request("publish", json!({"channel": "public:news", "data": 1}))
+        .await;
     assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
     server.stop().await;
 
     // Off by default: without a token, nothing but auth.
     let server = TestServer::start().await;
     let mut c = WsClient::connect(&server.ws_url("/ws")).await;
-    let r = c.request("subscribe", json!({"channel": "chat:lobby"})).await;
+    let r = c
+        .request("subscribe", json!({"channel": "chat:lobby"}))
+        .await;
     assert_eq!(r["payload"]["code"], "AUTH_REQUIRED");
     server.stop().await;
 }

@@ -17,7 +17,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 async fn message_over_the_limit_closes_1009() {
     let server = TestServer::start_with(|c| c.limits.max_message_size = 1024).await;
     let mut c = server.client("alice").await;
-    let big = json!({"type": "publish", "payload": {"channel": "chat:x", "data": "x".repeat(2048)}});
+    let big =
+        json!({"type": "publish", "payload": {"channel": "chat:x", "data": "x".repeat(2048)}});
     c.send_json(big).await;
     assert_eq!(c.expect_close().await.0, 1009);
     server.stop().await;
@@ -37,7 +38,10 @@ async fn invalid_utf8_closes_1007() {
 async fn binary_frames_close_1003() {
     let server = TestServer::start().await;
     let mut c = server.client("alice").await;
-    c.stream.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    c.stream
+        .send(Message::binary(vec![1u8, 2, 3]))
+        .await
+        .unwrap();
     let (code, reason) = c.expect_close().await;
     assert_eq!(code, 1003);
     assert!(reason.contains("binary"), "{reason}");
@@ -79,7 +83,8 @@ async fn rate_limited_command_is_refused_but_connection_stays() {
     .await;
     let mut c = server.client("alice").await;
     for i in 0..4 {
-        c.send_json(json!({"type": "ping", "id": i.to_string()})).await;
+        c.send_json(json!({"type": "ping", "id": i.to_string()}))
+            .await;
     }
     let mut codes = Vec::new();
     for i in 0..4 {
@@ -87,7 +92,10 @@ async fn rate_limited_command_is_refused_but_connection_stays() {
         codes.push(a["payload"]["code"].as_str().unwrap_or("ok").to_string());
     }
     assert_eq!(codes[0], "ok");
-    assert!(codes.contains(&"RATE_LIMIT_EXCEEDED".to_string()), "{codes:?}");
+    assert!(
+        codes.contains(&"RATE_LIMIT_EXCEEDED".to_string()),
+        "{codes:?}"
+    );
     // Refused, not disconnected: once the bucket refills the connection works again.
     let answered = tokio::time::timeout(WAIT, async {
         loop {
@@ -108,7 +116,10 @@ async fn subscriptions_per_connection_are_capped() {
     let server = TestServer::start_with(|c| c.limits.max_subscriptions_per_connection = 2).await;
     let mut c = server.client("alice").await;
     for ch in ["chat:1", "chat:2"] {
-        assert_eq!(c.request("subscribe", json!({"channel": ch})).await["type"], "reply");
+        assert_eq!(
+            c.request("subscribe", json!({"channel": ch})).await["type"],
+            "reply"
+        );
     }
     let r = c.request("subscribe", json!({"channel": "chat:3"})).await;
     assert_eq!(r["payload"]["code"], "SUBSCRIPTION_LIMIT");
@@ -192,7 +203,11 @@ async fn server_pings_keep_live_peers_and_reap_dead_ones() {
     let mut live = server.client("alice").await;
     let mut pings = 0;
     while pings < 3 {
-        let msg = tokio::time::timeout(WAIT, live.stream.next()).await.unwrap().unwrap().unwrap();
+        let msg = tokio::time::timeout(WAIT, live.stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if matches!(msg, Message::Ping(_)) {
             pings += 1;
         }
@@ -214,7 +229,9 @@ async fn server_pings_keep_live_peers_and_reap_dead_ones() {
         .expect("server closes the dead connection")
         .unwrap();
     // The close frame: opcode 0x88, then the payload starting with 1011 (0x03F3).
-    let close = received.windows(4).any(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xF3);
+    let close = received
+        .windows(4)
+        .any(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xF3);
     assert!(close, "no 1011 close frame in {} bytes", received.len());
     server.stop().await;
 }
@@ -223,13 +240,18 @@ async fn server_pings_keep_live_peers_and_reap_dead_ones() {
 async fn slow_consumer_is_disconnected_and_memory_stays_bounded() {
     let server = TestServer::start_with(|c| c.limits.send_queue_size = 8).await;
     let mut slow = server.client("slow").await;
-    slow.request("subscribe", json!({"channel": "chat:flood"})).await;
+    slow.request("subscribe", json!({"channel": "chat:flood"}))
+        .await;
     let api = server.api();
     let payload = "y".repeat(256 * 1024);
     // Publish until the server gives up on the reader that never reads (bounded count).
     let mut gave_up = false;
     for _ in 0..400 {
-        api.post("/api/publish", json!({"channel": "chat:flood", "data": payload})).await;
+        api.post(
+            "/api/publish",
+            json!({"channel": "chat:flood", "data": payload}),
+        )
+        .await;
         let (_, stats) = api.get("/api/stats").await;
         if stats["slow_consumers"].as_u64().unwrap() >= 1 {
             gave_up = true;

@@ -21,8 +21,10 @@ async fn documented_examples_work_as_written() {
     assert!(!epoch.is_empty());
 
     let mut bob = server.client("bob").await;
-    bob.send_text(r#"{"type":"publish","id":"2","payload":{"channel":"chat:lobby","data":{"text":"hi"}}}"#)
-        .await;
+    bob.send_text(
+        r#"{"type":"publish","id":"2","payload":{"channel":"chat:lobby","data":{"text":"hi"}}}"#,
+    )
+    .await;
     let reply = bob.answer("2").await;
     assert_eq!(reply["type"], "reply");
     assert_eq!(reply["payload"]["offset"], 1);
@@ -38,7 +40,10 @@ async fn documented_examples_work_as_written() {
 
     let (status, body) = server
         .api()
-        .post("/api/publish", json!({"channel": "chat:lobby", "data": {"text": "from api"}}))
+        .post(
+            "/api/publish",
+            json!({"channel": "chat:lobby", "data": {"text": "from api"}}),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["offset"], 2);
@@ -54,23 +59,34 @@ async fn documented_examples_work_as_written() {
 async fn offsets_grow_by_exactly_one_and_publisher_gets_its_own_unless_skipped() {
     let server = TestServer::start().await;
     let mut c = server.client("alice").await;
-    let r = c.request("subscribe", json!({"channel": "chat:count"})).await;
+    let r = c
+        .request("subscribe", json!({"channel": "chat:count"}))
+        .await;
     assert_eq!(r["type"], "reply");
     for i in 1..=5u64 {
-        let r = c.request("publish", json!({"channel": "chat:count", "data": i})).await;
+        let r = c
+            .request("publish", json!({"channel": "chat:count", "data": i}))
+            .await;
         assert_eq!(r["payload"]["offset"], i);
         let m = c.next_of_type("message").await;
         assert_eq!(m["payload"]["offset"], i);
         assert_eq!(m["payload"]["data"], i);
     }
     let r = c
-        .request("publish", json!({"channel": "chat:count", "data": "quiet", "skip_self": true}))
+        .request(
+            "publish",
+            json!({"channel": "chat:count", "data": "quiet", "skip_self": true}),
+        )
         .await;
     assert_eq!(r["payload"]["offset"], 6);
     // A ping round trip after the skipped publish proves nothing else was queued first.
     let pong = c.request("ping", json!({})).await;
     assert_eq!(pong["type"], "reply");
-    assert!(c.buffered().iter().all(|f| f["type"] != "message"), "{:?}", c.buffered());
+    assert!(
+        c.buffered().iter().all(|f| f["type"] != "message"),
+        "{:?}",
+        c.buffered()
+    );
     server.stop().await;
 }
 
@@ -81,7 +97,9 @@ async fn connection_without_token_must_auth_first() {
     let r = c.request("subscribe", json!({"channel": "chat:x"})).await;
     assert_eq!(r["type"], "error");
     assert_eq!(r["payload"]["code"], "AUTH_REQUIRED");
-    let r = c.request("auth", json!({"token": server.token("carol")})).await;
+    let r = c
+        .request("auth", json!({"token": server.token("carol")}))
+        .await;
     assert_eq!(r["type"], "reply");
     assert_eq!(r["payload"]["user"], "carol");
     assert!(r["payload"]["client"].as_str().unwrap().len() >= 8);
@@ -102,7 +120,10 @@ async fn unsubscribe_stops_delivery_and_errors_name_the_problem() {
     assert_eq!(r["payload"]["channel"], "chat:a");
     let r = c.request("unsubscribe", json!({"channel": "chat:a"})).await;
     assert_eq!(r["payload"]["code"], "NOT_SUBSCRIBED");
-    server.api().post("/api/publish", json!({"channel": "chat:a", "data": 1})).await;
+    server
+        .api()
+        .post("/api/publish", json!({"channel": "chat:a", "data": 1}))
+        .await;
     c.request("ping", json!({})).await;
     assert!(c.buffered().iter().all(|f| f["type"] != "message"));
     server.stop().await;
@@ -113,22 +134,50 @@ async fn history_pages_forward_and_backward() {
     let server = TestServer::start().await;
     let api = server.api();
     for i in 1..=5 {
-        api.post("/api/publish", json!({"channel": "chat:h", "data": {"n": i}})).await;
+        api.post(
+            "/api/publish",
+            json!({"channel": "chat:h", "data": {"n": i}}),
+        )
+        .await;
     }
     let mut c = server.client("alice").await;
-    let r = c.request("history", json!({"channel": "chat:h", "limit": 2})).await;
+    let r = c
+        .request("history", json!({"channel": "chat:h", "limit": 2}))
+        .await;
     let p = &r["payload"];
     assert_eq!(p["offset"], 5);
     assert_eq!(p["has_more"], true);
-    let offsets: Vec<u64> = p["publications"].as_array().unwrap().iter().map(|x| x["offset"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = p["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, vec![1, 2]);
-    let r = c.request("history", json!({"channel": "chat:h", "since": 2})).await;
-    let offsets: Vec<u64> = r["payload"]["publications"].as_array().unwrap().iter().map(|x| x["offset"].as_u64().unwrap()).collect();
+    let r = c
+        .request("history", json!({"channel": "chat:h", "since": 2}))
+        .await;
+    let offsets: Vec<u64> = r["payload"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, vec![3, 4, 5]);
     assert_eq!(r["payload"]["has_more"], false);
     assert_eq!(r["payload"]["publications"][0]["data"]["n"], 3);
-    let r = c.request("history", json!({"channel": "chat:h", "reverse": true, "limit": 2})).await;
-    let offsets: Vec<u64> = r["payload"]["publications"].as_array().unwrap().iter().map(|x| x["offset"].as_u64().unwrap()).collect();
+    let r = c
+        .request(
+            "history",
+            json!({"channel": "chat:h", "reverse": true, "limit": 2}),
+        )
+        .await;
+    let offsets: Vec<u64> = r["payload"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, vec![5, 4]);
     server.stop().await;
 }
@@ -137,20 +186,34 @@ async fn history_pages_forward_and_backward() {
 async fn presence_and_join_leave_pushes() {
     let server = TestServer::start().await;
     let mut alice = server.client("alice").await;
-    alice.request("subscribe", json!({"channel": "chat:p"})).await;
+    alice
+        .request("subscribe", json!({"channel": "chat:p"}))
+        .await;
     let mut bob = server.client("bob").await;
     bob.request("subscribe", json!({"channel": "chat:p"})).await;
     let join = alice.next_of_type("join").await;
     assert_eq!(join["payload"]["channel"], "chat:p");
     assert_eq!(join["payload"]["info"]["user"], "bob");
-    let r = alice.request("presence", json!({"channel": "chat:p"})).await;
+    let r = alice
+        .request("presence", json!({"channel": "chat:p"}))
+        .await;
     assert_eq!(r["payload"]["count"], 2);
-    let users: Vec<&str> = r["payload"]["clients"].as_object().unwrap().values().map(|v| v["user"].as_str().unwrap()).collect();
-    assert!(users.contains(&"alice") && users.contains(&"bob"), "{users:?}");
+    let users: Vec<&str> = r["payload"]["clients"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["user"].as_str().unwrap())
+        .collect();
+    assert!(
+        users.contains(&"alice") && users.contains(&"bob"),
+        "{users:?}"
+    );
     drop(bob);
     let leave = alice.next_of_type("leave").await;
     assert_eq!(leave["payload"]["info"]["user"], "bob");
-    let r = alice.request("presence", json!({"channel": "chat:p"})).await;
+    let r = alice
+        .request("presence", json!({"channel": "chat:p"}))
+        .await;
     assert_eq!(r["payload"]["count"], 1);
     server.stop().await;
 }
@@ -181,29 +244,46 @@ async fn ping_without_id_gets_pong_and_batch_answers_each_command() {
 async fn recovery_returns_missed_publications_or_says_it_cannot() {
     let server = TestServer::start().await;
     let api = server.api();
-    let (_, first) = api.post("/api/publish", json!({"channel": "chat:r", "data": 1})).await;
+    let (_, first) = api
+        .post("/api/publish", json!({"channel": "chat:r", "data": 1}))
+        .await;
     let epoch = first["epoch"].as_str().unwrap().to_string();
     for i in 2..=4 {
-        api.post("/api/publish", json!({"channel": "chat:r", "data": i})).await;
+        api.post("/api/publish", json!({"channel": "chat:r", "data": i}))
+            .await;
     }
     let mut c = server.client("alice").await;
     let r = c
-        .request("subscribe", json!({"channel": "chat:r", "recover": true, "offset": 1, "epoch": epoch}))
+        .request(
+            "subscribe",
+            json!({"channel": "chat:r", "recover": true, "offset": 1, "epoch": epoch}),
+        )
         .await;
     assert_eq!(r["payload"]["recovered"], true);
-    let offsets: Vec<u64> = r["payload"]["publications"].as_array().unwrap().iter().map(|x| x["offset"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = r["payload"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets, vec![2, 3, 4]);
-    api.post("/api/publish", json!({"channel": "chat:r", "data": 5})).await;
+    api.post("/api/publish", json!({"channel": "chat:r", "data": 5}))
+        .await;
     assert_eq!(c.next_of_type("message").await["payload"]["offset"], 5);
 
     let mut d = server.client("dave").await;
     let r = d
-        .request("subscribe", json!({"channel": "chat:r", "recover": true, "offset": 3, "epoch": "other-epoch"}))
+        .request(
+            "subscribe",
+            json!({"channel": "chat:r", "recover": true, "offset": 3, "epoch": "other-epoch"}),
+        )
         .await;
     assert_eq!(r["payload"]["recovered"], false);
     assert_eq!(r["payload"]["offset"], 5);
     assert!(r["payload"].get("publications").is_none());
-    let bad = d.request("subscribe", json!({"channel": "chat:r2", "recover": true})).await;
+    let bad = d
+        .request("subscribe", json!({"channel": "chat:r2", "recover": true}))
+        .await;
     assert_eq!(bad["payload"]["code"], "INVALID_MESSAGE");
     server.stop().await;
 }
@@ -215,13 +295,19 @@ async fn recovery_beyond_retained_history_is_flagged() {
     })
     .await;
     let api = server.api();
-    let (_, first) = api.post("/api/publish", json!({"channel": "chat:short", "data": 1})).await;
+    let (_, first) = api
+        .post("/api/publish", json!({"channel": "chat:short", "data": 1}))
+        .await;
     for i in 2..=5 {
-        api.post("/api/publish", json!({"channel": "chat:short", "data": i})).await;
+        api.post("/api/publish", json!({"channel": "chat:short", "data": i}))
+            .await;
     }
     let mut c = server.client("alice").await;
     let r = c
-        .request("subscribe", json!({"channel": "chat:short", "recover": true, "offset": 1, "epoch": first["epoch"]}))
+        .request(
+            "subscribe",
+            json!({"channel": "chat:short", "recover": true, "offset": 1, "epoch": first["epoch"]}),
+        )
         .await;
     assert_eq!(r["payload"]["recovered"], false);
     server.stop().await;
@@ -237,8 +323,14 @@ async fn malformed_frames_get_invalid_message_and_the_connection_stays() {
     c.send_text(r#"{"type":"teleport","id":"t"}"#).await;
     let e = c.answer("t").await;
     assert_eq!(e["payload"]["code"], "INVALID_MESSAGE");
-    assert!(e["payload"]["message"].as_str().unwrap().contains("teleport"));
-    c.send_text(r#"{"type":"publish","id":"m","payload":{"channel":"chat:x"}}"#).await;
+    assert!(
+        e["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("teleport")
+    );
+    c.send_text(r#"{"type":"publish","id":"m","payload":{"channel":"chat:x"}}"#)
+        .await;
     let e = c.answer("m").await;
     assert_eq!(e["payload"]["code"], "INVALID_MESSAGE");
     assert!(e["payload"]["message"].as_str().unwrap().contains("data"));
@@ -252,16 +344,25 @@ async fn channel_rules_unknown_namespace_and_permissions() {
     let server = TestServer::start_with(|cfg| {
         cfg.namespaces.insert(
             "news".into(),
-            ferry_hub::config::NamespaceConfig { allow_publish: false, ..Default::default() },
+            ferry_hub::config::NamespaceConfig {
+                allow_publish: false,
+                ..Default::default()
+            },
         );
     })
     .await;
     let mut c = server.client("alice").await;
-    let r = c.request("subscribe", json!({"channel": "nope:room"})).await;
+    let r = c
+        .request("subscribe", json!({"channel": "nope:room"}))
+        .await;
     assert_eq!(r["payload"]["code"], "UNKNOWN_CHANNEL");
-    let r = c.request("subscribe", json!({"channel": "news:today"})).await;
+    let r = c
+        .request("subscribe", json!({"channel": "news:today"}))
+        .await;
     assert_eq!(r["type"], "reply");
-    let r = c.request("publish", json!({"channel": "news:today", "data": 1})).await;
+    let r = c
+        .request("publish", json!({"channel": "news:today", "data": 1}))
+        .await;
     assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
     // A token grant opens publishing where the namespace does not.
     let token = support::token_with(json!({
@@ -270,7 +371,9 @@ async fn channel_rules_unknown_namespace_and_permissions() {
     }));
     let mut editor = WsClient::connect(&server.ws_url(&format!("/ws?token={token}"))).await;
     editor.next_of_type("auth_success").await;
-    let r = editor.request("publish", json!({"channel": "news:today", "data": "scoop"})).await;
+    let r = editor
+        .request("publish", json!({"channel": "news:today", "data": "scoop"}))
+        .await;
     assert_eq!(r["type"], "reply");
     assert_eq!(c.next_of_type("message").await["payload"]["data"], "scoop");
     server.stop().await;
@@ -281,16 +384,33 @@ async fn user_channels_are_private_to_their_users() {
     let server = TestServer::start().await;
     let mut alice = server.client("alice").await;
     let mut eve = server.client("eve").await;
-    let r = alice.request("subscribe", json!({"channel": "chat:dm#alice,bob"})).await;
+    let r = alice
+        .request("subscribe", json!({"channel": "chat:dm#alice,bob"}))
+        .await;
     assert_eq!(r["type"], "reply");
-    let r = eve.request("subscribe", json!({"channel": "chat:dm#alice,bob"})).await;
+    let r = eve
+        .request("subscribe", json!({"channel": "chat:dm#alice,bob"}))
+        .await;
     assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
-    let r = eve.request("publish", json!({"channel": "chat:dm#alice,bob", "data": "spam"})).await;
+    let r = eve
+        .request(
+            "publish",
+            json!({"channel": "chat:dm#alice,bob", "data": "spam"}),
+        )
+        .await;
     assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
     let mut bob = server.client("bob").await;
-    let r = bob.request("publish", json!({"channel": "chat:dm#alice,bob", "data": "psst"})).await;
+    let r = bob
+        .request(
+            "publish",
+            json!({"channel": "chat:dm#alice,bob", "data": "psst"}),
+        )
+        .await;
     assert_eq!(r["type"], "reply");
-    assert_eq!(alice.next_of_type("message").await["payload"]["data"], "psst");
+    assert_eq!(
+        alice.next_of_type("message").await["payload"]["data"],
+        "psst"
+    );
     server.stop().await;
 }
 
@@ -300,15 +420,35 @@ async fn direct_sends_reach_one_connection_or_all_of_a_user() {
     let mut a1 = server.client("alice").await;
     let mut a2 = server.client("alice").await;
     let mut bob = server.client("bob").await;
-    let (status, body) = server.api().post("/api/send", json!({"user": "alice", "data": {"hi": "all of you"}})).await;
+    let (status, body) = server
+        .api()
+        .post(
+            "/api/send",
+            json!({"user": "alice", "data": {"hi": "all of you"}}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["delivered"], 2);
-    assert_eq!(a1.next_of_type("direct").await["payload"]["data"]["hi"], "all of you");
-    assert_eq!(a2.next_of_type("direct").await["payload"]["data"]["hi"], "all of you");
-    let r = bob.request("auth", json!({"token": server.token("bob")})).await;
+    assert_eq!(
+        a1.next_of_type("direct").await["payload"]["data"]["hi"],
+        "all of you"
+    );
+    assert_eq!(
+        a2.next_of_type("direct").await["payload"]["data"]["hi"],
+        "all of you"
+    );
+    let r = bob
+        .request("auth", json!({"token": server.token("bob")}))
+        .await;
     let client = r["payload"]["client"].as_str().unwrap().to_string();
-    let (_, body) = server.api().post("/api/send", json!({"client": client, "data": "just you"})).await;
+    let (_, body) = server
+        .api()
+        .post("/api/send", json!({"client": client, "data": "just you"}))
+        .await;
     assert_eq!(body["delivered"], 1);
-    assert_eq!(bob.next_of_type("direct").await["payload"]["data"], "just you");
+    assert_eq!(
+        bob.next_of_type("direct").await["payload"]["data"],
+        "just you"
+    );
     server.stop().await;
 }

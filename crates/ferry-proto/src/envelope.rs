@@ -181,7 +181,11 @@ fn parse_envelope(envelope: Envelope, allow_batch: bool) -> Result<Frame, FrameE
         id: id.clone(),
         error: InvalidMessage::new(message),
     };
-    let raw = envelope.payload.as_deref().map(RawValue::get).unwrap_or("{}");
+    let raw = envelope
+        .payload
+        .as_deref()
+        .map(RawValue::get)
+        .unwrap_or("{}");
     let kind = envelope.kind.as_str();
     let command = match kind {
         "auth" => Command::Auth(payload(kind, raw).map_err(fail)?),
@@ -367,6 +371,9 @@ mod tests {
             encode_error(None, &err),
             r#"{"type":"error","payload":{"code":"UNKNOWN_CHANNEL","message":"no namespace `x`"}}"#
         );
-        assert_eq!(encode_push("pong", serde_json::json!({})), r#"{"type":"pong","payload":{}}"#);
+        assert_eq!(
+            encode_push("pong", serde_json::json!({})),
+            r#"{"type":"pong","payload":{}}"#
+        );
     }
 }

@@ -93,14 +93,8 @@ impl HistoryStore for MemoryStore {
             None => shard.entry(channel.to_string()).or_insert_with(Stream::new),
         };
         stream.top += 1;
-        let publication = Publication::new(
-            channel,
-            stream.top,
-            &stream.epoch,
-            data,
-            info,
-            now_millis(),
-        );
+        let publication =
+            Publication::new(channel, stream.top, &stream.epoch, data, info, now_millis());
         if retention.size > 0 {
             stream.items.push_back((publication.clone(), now));
         }
@@ -138,8 +132,10 @@ impl HistoryStore for MemoryStore {
                     .filter(move |p| p.offset() > after),
             )
         };
-        let mut publications: Vec<Arc<Publication>> =
-            matching.take(query.limit.saturating_add(1)).cloned().collect();
+        let mut publications: Vec<Arc<Publication>> = matching
+            .take(query.limit.saturating_add(1))
+            .cloned()
+            .collect();
         let has_more = publications.len() > query.limit;
         publications.truncate(query.limit);
         Ok(HistoryPage {
@@ -171,16 +167,27 @@ mod tests {
         let store = MemoryStore::new();
         let keep3 = Retention { size: 3, ttl: None };
         for i in 1..=5u64 {
-            let p = store.append("c", raw(&i.to_string()), None, keep3).await.expect("append");
+            let p = store
+                .append("c", raw(&i.to_string()), None, keep3)
+                .await
+                .expect("append");
             assert_eq!(p.offset(), i);
         }
-        let q = HistoryQuery { since: None, limit: 10, reverse: false };
+        let q = HistoryQuery {
+            since: None,
+            limit: 10,
+            reverse: false,
+        };
         let page = store.read("c", q, keep3).await.expect("read");
         let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
         assert_eq!(offsets, vec![3, 4, 5]);
         assert_eq!(page.position.offset, 5);
         assert!(!page.has_more);
-        let q = HistoryQuery { since: Some(5), limit: 1, reverse: true };
+        let q = HistoryQuery {
+            since: Some(5),
+            limit: 1,
+            reverse: true,
+        };
         let page = store.read("c", q, keep3).await.expect("read");
         let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
         assert_eq!(offsets, vec![4]);

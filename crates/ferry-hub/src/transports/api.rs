@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{AppState, ApiError, Peer};
+use super::{ApiError, AppState, Peer};
 use crate::auth::{api_key_matches, hash_password, verify_password};
 use crate::error::HubError;
 use crate::store::HistoryQuery;
@@ -32,7 +32,10 @@ impl FromRequestParts<AppState> for ApiKey {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("apikey ").or_else(|| v.strip_prefix("Apikey ")));
+            .and_then(|v| {
+                v.strip_prefix("apikey ")
+                    .or_else(|| v.strip_prefix("Apikey "))
+            });
         let expected = state.hub.config().api_key.as_ref().map(|k| k.expose());
         match (expected, offered) {
             (Some(expected), Some(offered)) if api_key_matches(expected, offered.trim()) => Ok(ApiKey),
@@ -50,13 +53,17 @@ impl FromRequestParts<AppState> for ApiKey {
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body.map_err(|rejection| {
         if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE {
-            HubError::new(ErrorCode::MessageTooBig, "request body is larger than limits.max_body_size")
+            HubError::new(
+                ErrorCode::MessageTooBig,
+                "request body is larger than limits.max_body_size",
+            )
         } else {
             HubError::new(ErrorCode::InvalidMessage, rejection.body_text())
         }
     })?;
-    serde_json::from_slice(&body)
-        .map_err(|e| HubError::new(ErrorCode::InvalidMessage, format!("invalid JSON body: {e}")).into())
+    serde_json::from_slice(&body).map_err(|e| {
+        HubError::new(ErrorCode::InvalidMessage, format!("invalid JSON body: {e}")).into()
+    })
 }
 
 /// The `/api` and `/auth` routes.
@@ -86,8 +93,13 @@ async fn publish(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body: PublishBody = parse_body(body)?;
-    let p = state.hub.publish(&body.channel, body.data, None, None).await?;
-    Ok(Json(json!({"channel": body.channel, "offset": p.offset(), "epoch": p.epoch()})))
+    let p = state
+        .hub
+        .publish(&body.channel, body.data, None, None)
+        .await?;
+    Ok(Json(
+        json!({"channel": body.channel, "offset": p.offset(), "epoch": p.epoch()}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -104,11 +116,18 @@ async fn broadcast(
 ) -> Result<Json<Value>, ApiError> {
     let body: BroadcastBody = parse_body(body)?;
     if body.channels.is_empty() || body.channels.len() > 1000 {
-        return Err(HubError::new(ErrorCode::InvalidMessage, "`channels` must list 1 to 1000 channels").into());
+        return Err(HubError::new(
+            ErrorCode::InvalidMessage,
+            "`channels` must list 1 to 1000 channels",
+        )
+        .into());
     }
     let mut results = Vec::with_capacity(body.channels.len());
     for channel in &body.channels {
-        let result = state.hub.publish(channel, body.data.clone(), None, None).await;
+        let result = state
+            .hub
+            .publish(channel, body.data.clone(), None, None)
+            .await;
         results.push(match result {
             Ok(p) => json!({"channel": channel, "offset": p.offset(), "epoch": p.epoch()}),
             Err(e) => json!({"channel": channel, "error": e.payload()}),
@@ -172,7 +191,9 @@ async fn presence(
 ) -> Result<Json<Value>, ApiError> {
     let body: ChannelBody = parse_body(body)?;
     let clients = state.hub.presence(&body.channel).await?;
-    Ok(Json(json!({"channel": body.channel, "count": clients.len(), "clients": clients})))
+    Ok(Json(
+        json!({"channel": body.channel, "count": clients.len(), "clients": clients}),
+    ))
 }
 
 async fn channels(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
@@ -201,7 +222,9 @@ struct TargetBody {
 impl TargetBody {
     fn check(&self) -> Result<(), ApiError> {
         if self.user.is_none() && self.client.is_none() {
-            return Err(HubError::new(ErrorCode::InvalidMessage, "name a `user` or a `client`").into());
+            return Err(
+                HubError::new(ErrorCode::InvalidMessage, "name a `user` or a `client`").into(),
+            );
         }
         Ok(())
     }
@@ -214,11 +237,16 @@ async fn disconnect(
 ) -> Result<Json<Value>, ApiError> {
     let body: TargetBody = parse_body(body)?;
     body.check()?;
-    let targets = state.hub.find_connections(body.user.as_deref(), body.client.as_deref());
+    let targets = state
+        .hub
+        .find_connections(body.user.as_deref(), body.client.as_deref());
     // 1008 tells clients not to reconnect; with `reconnect: true`, 1000... is also final,
     // so use 1013 (try again later) to invite a reconnect.
     let (code, reason) = if body.reconnect.unwrap_or(false) {
-        (CloseCode::TRY_AGAIN_LATER, "disconnected by the server, reconnect")
+        (
+            CloseCode::TRY_AGAIN_LATER,
+            "disconnected by the server, reconnect",
+        )
     } else {
         (CloseCode::POLICY_VIOLATION, "disconnected by the server")
     };
@@ -236,8 +264,12 @@ async fn send(
     let Some(data) = body.data.as_deref() else {
         return Err(HubError::new(ErrorCode::InvalidMessage, "`data` is required").into());
     };
-    let targets = state.hub.find_connections(body.user.as_deref(), body.client.as_deref());
-    Ok(Json(json!({ "delivered": state.hub.send_direct(&targets, data) })))
+    let targets = state
+        .hub
+        .find_connections(body.user.as_deref(), body.client.as_deref());
+    Ok(Json(
+        json!({ "delivered": state.hub.send_direct(&targets, data) }),
+    ))
 }
 
 async fn stats(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
@@ -262,7 +294,11 @@ async fn login(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     if state.login_limiter.check_key(&peer.0.ip()).is_err() {
-        return Err(HubError::new(ErrorCode::RateLimitExceeded, "too many login attempts; wait a second").into());
+        return Err(HubError::new(
+            ErrorCode::RateLimitExceeded,
+            "too many login attempts; wait a second",
+        )
+        .into());
     }
     let body: LoginBody = parse_body(body)?;
     let users: HashMap<&str, &str> = state

@@ -18,7 +18,7 @@ use ferry_proto::ErrorCode;
 use ferry_proto::sse::encode_event;
 use http::{HeaderMap, HeaderValue, header};
 
-use super::{AppState, ApiError, Peer, check_origin, request_identity, request_token};
+use super::{ApiError, AppState, Peer, check_origin, request_identity, request_token};
 use crate::auth::Capability;
 use crate::conn::{ConnHandle, Outbound};
 use crate::error::HubError;
@@ -46,13 +46,13 @@ fn parse_positions(last_event_id: Option<&str>, channels: usize) -> Vec<Option<R
     let mut positions: Vec<Option<RecoveryRequest>> = vec![None; channels];
     if let Some(id) = last_event_id {
         for (slot, part) in positions.iter_mut().zip(id.split(';')) {
-            if let Some((epoch, offset)) = part.split_once(':') {
-                if let Ok(offset) = offset.parse() {
-                    *slot = Some(RecoveryRequest {
-                        offset,
-                        epoch: epoch.to_string(),
-                    });
-                }
+            if let Some((epoch, offset)) = part.split_once(':')
+                && let Ok(offset) = offset.parse()
+            {
+                *slot = Some(RecoveryRequest {
+                    offset,
+                    epoch: epoch.to_string(),
+                });
             }
         }
     }
@@ -122,7 +122,10 @@ pub async fn handler(
         // mid-recovery and resumes from that id skips the rest of this channel's backlog.
         let start = match subscribed.publications.first() {
             Some(first) => (first.epoch().to_string(), first.offset().saturating_sub(1)),
-            None => (subscribed.position.epoch.clone(), subscribed.position.offset),
+            None => (
+                subscribed.position.epoch.clone(),
+                subscribed.position.offset,
+            ),
         };
         positions.push(start);
         backlog.extend(subscribed.publications);
@@ -153,13 +156,20 @@ pub async fn handler(
     };
     let mut response = Body::from_stream(stream).into_response();
     let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
 
-fn encode(channels: &[String], positions: &mut [(String, u64)], publication: &Publication) -> Bytes {
+fn encode(
+    channels: &[String],
+    positions: &mut [(String, u64)],
+    publication: &Publication,
+) -> Bytes {
     if let Some(index) = channels.iter().position(|c| c == publication.channel()) {
         positions[index] = (publication.epoch().to_string(), publication.offset());
     }

@@ -90,10 +90,10 @@ async fn anything(
 ) -> Json<Value> {
     let text = String::from_utf8_lossy(&body).into_owned();
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let form: BTreeMap<String, String> = if headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/x-www-form-urlencoded"))
-    {
+    let form: BTreeMap<String, String> = if headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .starts_with(b"application/x-www-form-urlencoded")
+    }) {
         form_urlencoded::parse(&body).into_owned().collect()
     } else {
         BTreeMap::new()
@@ -140,7 +140,11 @@ async fn status(Path(code): Path<u16>, Query(q): Query<StatusQuery>) -> Response
 
 async fn delay(State(state): State<AppState>, Path(secs): Path<f64>) -> Json<Value> {
     let max = state.hub.config().limits.testbed_max_delay_secs as f64;
-    let secs = if secs.is_finite() { secs.clamp(0.0, max) } else { 0.0 };
+    let secs = if secs.is_finite() {
+        secs.clamp(0.0, max)
+    } else {
+        0.0
+    };
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     Json(json!({ "delay": secs }))
 }
@@ -152,7 +156,11 @@ struct BytesQuery {
 
 /// `n` pseudo-random bytes, the same for the same `n` and `?seed=` (default 0), so that a
 /// client can check what it downloaded.
-async fn bytes(State(state): State<AppState>, Path(n): Path<usize>, Query(q): Query<BytesQuery>) -> Response {
+async fn bytes(
+    State(state): State<AppState>,
+    Path(n): Path<usize>,
+    Query(q): Query<BytesQuery>,
+) -> Response {
     let n = n.min(state.hub.config().limits.testbed_max_bytes);
     let mut x = q.seed.unwrap_or(0) ^ 0x9E37_79B9_7F4A_7C15;
     let data: Vec<u8> = (0..n)
@@ -173,7 +181,11 @@ async fn stream(Path(n): Path<usize>, uri: Uri) -> Response {
     let lines = futures_util::stream::iter((0..n).map(move |i| {
         Ok::<Bytes, Infallible>(Bytes::from(format!("{}\n", json!({"id": i, "url": path}))))
     }));
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -205,7 +217,10 @@ async fn sse(Query(q): Query<SseQuery>, headers: HeaderMap) -> Response {
         }
     };
     (
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         Body::from_stream(body),
     )
         .into_response()

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::ws_io::{self, Message, ServerSocket, WsText};
-use super::{AppState, ApiError, Peer, check_origin, request_token};
+use super::{ApiError, AppState, Peer, check_origin, request_token};
 use crate::auth::{Capability, Identity};
 use crate::conn::{ConnHandle, Outbound};
 use crate::error::{HubError, HubResult};
@@ -51,8 +51,11 @@ pub async fn handler(
     req: Request,
 ) -> Response {
     if state.hub.shutdown_token().is_cancelled() {
-        return ApiError(HubError::new(ErrorCode::ConnectionLimit, "server is shutting down"))
-            .into_response();
+        return ApiError(HubError::new(
+            ErrorCode::ConnectionLimit,
+            "server is shutting down",
+        ))
+        .into_response();
     }
     if let Err(e) = check_origin(&state, req.headers()) {
         return e.into_response();
@@ -129,12 +132,19 @@ struct HistoryReply<'a> {
 }
 
 impl Session {
-    async fn run(hub: Hub, mut socket: ServerSocket, token: Option<String>, permit: ConnectionPermit) {
+    async fn run(
+        hub: Hub,
+        mut socket: ServerSocket,
+        token: Option<String>,
+        permit: ConnectionPermit,
+    ) {
         let limits = hub.config().limits.clone();
         let now = Instant::now();
         let (conn, mut rx) = hub.connect("");
-        let quota = Quota::per_second(NonZeroU32::new(limits.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN))
-            .allow_burst(NonZeroU32::new(limits.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN));
+        let quota = Quota::per_second(
+            NonZeroU32::new(limits.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
+        )
+        .allow_burst(NonZeroU32::new(limits.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN));
         let mut session = Session {
             hub: hub.clone(),
             conn: conn.clone(),
@@ -262,11 +272,20 @@ impl Session {
     fn on_timer(&mut self, now: Instant) -> Option<End> {
         let config = self.hub.config().clone();
         let limits = &config.limits;
-        if let Auth::Pending { deadline } = self.auth {
-            if now >= deadline {
-                self.push_error(None, HubError::new(ErrorCode::AuthRequired, "authentication timeout: send an `auth` command right after connecting"));
-                return Some(End::Close(CloseCode::POLICY_VIOLATION, "authentication timeout".into()));
-            }
+        if let Auth::Pending { deadline } = self.auth
+            && now >= deadline
+        {
+            self.push_error(
+                None,
+                HubError::new(
+                    ErrorCode::AuthRequired,
+                    "authentication timeout: send an `auth` command right after connecting",
+                ),
+            );
+            return Some(End::Close(
+                CloseCode::POLICY_VIOLATION,
+                "authentication timeout".into(),
+            ));
         }
         if let Auth::Ready {
             expires,
@@ -276,21 +295,26 @@ impl Session {
         {
             if let Some(close_at) = *expired_close_at {
                 if now >= close_at {
-                    return Some(End::Close(CloseCode::POLICY_VIOLATION, "token expired".into()));
-                }
-            } else if let Some(exp) = *expires {
-                if now >= exp {
-                    *expired_close_at = Some(now + Duration::from_millis(limits.auth_refresh_grace_ms));
-                    *expires = None;
-                    self.send(encode_error(
-                        None,
-                        &ErrorPayload {
-                            code: ErrorCode::AuthExpired,
-                            message: "token expired; send a fresh one with an `auth` command".into(),
-                            details: Some(serde_json::json!({"grace_ms": limits.auth_refresh_grace_ms})),
-                        },
+                    return Some(End::Close(
+                        CloseCode::POLICY_VIOLATION,
+                        "token expired".into(),
                     ));
                 }
+            } else if let Some(exp) = *expires
+                && now >= exp
+            {
+                *expired_close_at = Some(now + Duration::from_millis(limits.auth_refresh_grace_ms));
+                *expires = None;
+                self.send(encode_error(
+                    None,
+                    &ErrorPayload {
+                        code: ErrorCode::AuthExpired,
+                        message: "token expired; send a fresh one with an `auth` command".into(),
+                        details: Some(
+                            serde_json::json!({"grace_ms": limits.auth_refresh_grace_ms}),
+                        ),
+                    },
+                ));
             }
         }
         if let Some(deadline) = self.pong_deadline {
@@ -302,14 +326,17 @@ impl Session {
             self.pong_deadline = Some(now + Duration::from_millis(limits.pong_timeout_ms));
             self.next_ping = now + Duration::from_millis(limits.ping_interval_ms);
         }
-        if let Some(check) = self.idle_check {
-            if now >= check {
-                let idle = Duration::from_millis(limits.idle_timeout_ms);
-                if now.duration_since(self.last_seen) >= idle {
-                    return Some(End::Close(CloseCode::POLICY_VIOLATION, "idle timeout".into()));
-                }
-                self.idle_check = Some(self.last_seen + idle);
+        if let Some(check) = self.idle_check
+            && now >= check
+        {
+            let idle = Duration::from_millis(limits.idle_timeout_ms);
+            if now.duration_since(self.last_seen) >= idle {
+                return Some(End::Close(
+                    CloseCode::POLICY_VIOLATION,
+                    "idle timeout".into(),
+                ));
             }
+            self.idle_check = Some(self.last_seen + idle);
         }
         None
     }
@@ -337,7 +364,9 @@ impl Session {
 
     fn become_ready(&mut self, identity: Identity) {
         let expires = identity.expires_at.map(|exp| {
-            let left_ms = exp.saturating_mul(1000).saturating_sub(crate::store::now_millis());
+            let left_ms = exp
+                .saturating_mul(1000)
+                .saturating_sub(crate::store::now_millis());
             Instant::now() + Duration::from_millis(left_ms)
         });
         self.hub.set_user(&self.conn, &identity.user);
@@ -351,13 +380,16 @@ impl Session {
     /// Handle a token from the URL, a header or an `auth` command.
     fn authenticate(&mut self, id: Option<&Value>, token: &str) {
         let result = self.hub.auth().verify(token).and_then(|identity| {
-            if let Auth::Ready { identity: current, .. } = &self.auth {
-                if !current.is_anonymous() && current.user != identity.user {
-                    return Err(HubError::new(
-                        ErrorCode::AuthFailed,
-                        "a connection cannot switch users; open a new connection instead",
-                    ));
-                }
+            if let Auth::Ready {
+                identity: current, ..
+            } = &self.auth
+                && !current.is_anonymous()
+                && current.user != identity.user
+            {
+                return Err(HubError::new(
+                    ErrorCode::AuthFailed,
+                    "a connection cannot switch users; open a new connection instead",
+                ));
             }
             Ok(identity)
         });
@@ -515,7 +547,11 @@ impl Session {
                     offset: subscribed.position.offset,
                     epoch: &subscribed.position.epoch,
                     recovered: subscribed.recovered,
-                    publications: subscribed.publications.iter().map(|p| p.payload_json()).collect(),
+                    publications: subscribed
+                        .publications
+                        .iter()
+                        .map(|p| p.payload_json())
+                        .collect(),
                 })
             }
             Command::Unsubscribe(c) => {
@@ -525,7 +561,9 @@ impl Session {
             Command::Publish(p) => {
                 hub.authorize(&identity, Capability::Publish, &p.channel)?;
                 let skip = p.skip_self.then_some(self.conn.id);
-                let publication = hub.publish(&p.channel, p.data, Some(self.conn.info()), skip).await?;
+                let publication = hub
+                    .publish(&p.channel, p.data, Some(self.conn.info()), skip)
+                    .await?;
                 to_json(&serde_json::json!({
                     "channel": p.channel,
                     "offset": publication.offset(),
@@ -603,7 +641,10 @@ async fn guarded(
     }
 }
 
-async fn flush_out(socket: &mut ServerSocket, out: &mut Vec<Message>) -> Result<(), ws_io::WsError> {
+async fn flush_out(
+    socket: &mut ServerSocket,
+    out: &mut Vec<Message>,
+) -> Result<(), ws_io::WsError> {
     for message in out.drain(..) {
         socket.feed(message).await?;
     }

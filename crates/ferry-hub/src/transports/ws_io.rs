@@ -105,11 +105,20 @@ where
             "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
         );
     }
-    if req.headers().get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        let mut response = plain(StatusCode::UPGRADE_REQUIRED, "only WebSocket version 13 is supported");
-        response
-            .headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut response = plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "only WebSocket version 13 is supported",
+        );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return response;
     }
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
@@ -123,15 +132,24 @@ where
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
         .collect();
-    let chosen = protocols.iter().copied().find(|p| offered.iter().any(|o| o == p));
+    let chosen = protocols
+        .iter()
+        .copied()
+        .find(|p| offered.iter().any(|o| o == p));
     if !offered.is_empty() && chosen.is_none() {
         return plain(
             StatusCode::BAD_REQUEST,
-            &format!("unsupported subprotocol; this endpoint speaks {}", protocols.join(", ")),
+            &format!(
+                "unsupported subprotocol; this endpoint speaks {}",
+                protocols.join(", ")
+            ),
         );
     }
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded");
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "connection cannot be upgraded",
+        );
     };
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
@@ -142,9 +160,12 @@ where
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                        .await;
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 handler(socket, chosen).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),

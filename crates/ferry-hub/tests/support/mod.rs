@@ -85,7 +85,8 @@ impl TestServer {
     /// A `/ws` connection authenticated as `user` through `?token=`, after its
     /// `auth_success` push.
     pub async fn client(&self, user: &str) -> WsClient {
-        let mut c = WsClient::connect(&self.ws_url(&format!("/ws?token={}", self.token(user)))).await;
+        let mut c =
+            WsClient::connect(&self.ws_url(&format!("/ws?token={}", self.token(user)))).await;
         let ok = c.next_of_type("auth_success").await;
         assert_eq!(ok["payload"]["user"], user);
         c
@@ -97,7 +98,10 @@ impl TestServer {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task).await.expect("shutdown in time").expect("join");
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("shutdown in time")
+                .expect("join");
         }
     }
 
@@ -173,12 +177,16 @@ impl WsClient {
         request
             .headers_mut()
             .insert("sec-websocket-protocol", "ferry.json".parse().unwrap());
-        let (stream, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("connect in time")
-            .expect("connect");
+        let (stream, response) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+                .await
+                .expect("connect in time")
+                .expect("connect");
         assert_eq!(
-            response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap()),
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap()),
             Some("ferry.json")
         );
         WsClient {
@@ -237,7 +245,8 @@ impl WsClient {
     /// Send a command with a fresh id and return the one answer with that id.
     pub async fn request(&mut self, kind: &str, payload: Value) -> Value {
         let id = format!("r{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.send_json(json!({"type": kind, "id": id, "payload": payload})).await;
+        self.send_json(json!({"type": kind, "id": id, "payload": payload}))
+            .await;
         self.answer(&id).await
     }
 
@@ -267,9 +276,9 @@ impl WsClient {
                     return (u16::from(frame.code), frame.reason.to_string());
                 }
                 Some(Ok(Message::Close(None))) => return (1005, String::new()),
-                Some(Ok(Message::Text(t))) => {
-                    self.pending.push_back(serde_json::from_str(t.as_str()).unwrap_or(Value::Null))
-                }
+                Some(Ok(Message::Text(t))) => self
+                    .pending
+                    .push_back(serde_json::from_str(t.as_str()).unwrap_or(Value::Null)),
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return (1006, String::new()),
             }
@@ -332,7 +341,9 @@ impl SseClient {
             Some(Ok(bytes)) => {
                 self.raw.push_str(&String::from_utf8_lossy(&bytes));
                 let mut parsed = Vec::new();
-                self.parser.feed(&bytes, &mut parsed).expect("valid event stream");
+                self.parser
+                    .feed(&bytes, &mut parsed)
+                    .expect("valid event stream");
                 self.events.extend(parsed);
                 true
             }
@@ -346,7 +357,10 @@ impl SseClient {
             if let Some(event) = self.events.pop_front() {
                 return event;
             }
-            assert!(self.read_chunk().await, "SSE stream ended while an event was awaited");
+            assert!(
+                self.read_chunk().await,
+                "SSE stream ended while an event was awaited"
+            );
         }
     }
 
@@ -358,7 +372,10 @@ impl SseClient {
                 self.raw.drain(..at + needle.len());
                 return;
             }
-            assert!(self.read_chunk().await, "SSE stream ended while `{needle}` was awaited");
+            assert!(
+                self.read_chunk().await,
+                "SSE stream ended while `{needle}` was awaited"
+            );
         }
     }
 
@@ -371,5 +388,16 @@ impl SseClient {
     /// The last event id seen (what an EventSource would send as `Last-Event-ID`).
     pub fn last_event_id(&self) -> &str {
         self.parser.last_event_id()
+    }
+}
+
+impl WsClient {
+    /// After [`WsClient::expect_close`]: answer the server's close frame and read until
+    /// the connection ends, as a browser does, so the server need not wait for the reply.
+    pub async fn finish_close(&mut self) {
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(_)) = self.stream.next().await {}
+        })
+        .await;
     }
 }
