@@ -1,5 +1,6 @@
-//! In-memory history: a bounded ring per channel. Lost on restart (the epoch changes, so
-//! clients are told recovery failed rather than given a silent gap).
+//! In-memory history: a bounded ring per channel. Lost on restart: the epoch is chosen once
+//! per process, so after a restart clients are told recovery failed rather than given a
+//! silent gap. Reads never create state: only channels that were published to are kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,9 +22,9 @@ struct Stream {
 }
 
 impl Stream {
-    fn new() -> Self {
+    fn new(epoch: &Arc<str>) -> Self {
         Stream {
-            epoch: new_epoch().into(),
+            epoch: epoch.clone(),
             top: 0,
             items: VecDeque::new(),
         }
@@ -60,12 +61,15 @@ pub(crate) fn new_epoch() -> String {
 /// The default store: history in memory, bounded by each namespace's retention.
 pub struct MemoryStore {
     streams: Sharded<HashMap<String, Stream>>,
+    /// The epoch of every channel in this process: memory history lives as long as it.
+    epoch: Arc<str>,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
             streams: Sharded::new(64),
+            epoch: new_epoch().into(),
         }
     }
 }
@@ -74,6 +78,13 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn empty_position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: 0,
+            epoch: self.epoch.to_string(),
+        }
     }
 }
 
@@ -90,7 +101,9 @@ impl HistoryStore for MemoryStore {
         let mut shard = self.streams.shard(channel).lock();
         let stream = match shard.get_mut(channel) {
             Some(s) => s,
-            None => shard.entry(channel.to_string()).or_insert_with(Stream::new),
+            None => shard
+                .entry(channel.to_string())
+                .or_insert_with(|| Stream::new(&self.epoch)),
         };
         stream.top += 1;
         let publication =
@@ -110,7 +123,13 @@ impl HistoryStore for MemoryStore {
     ) -> HubResult<HistoryPage> {
         let now = Instant::now();
         let mut shard = self.streams.shard(channel).lock();
-        let stream = shard.entry(channel.to_string()).or_insert_with(Stream::new);
+        let Some(stream) = shard.get_mut(channel) else {
+            return Ok(HistoryPage {
+                publications: Vec::new(),
+                position: self.empty_position(),
+                has_more: false,
+            });
+        };
         stream.trim(retention, now);
         let matching: Box<dyn Iterator<Item = &Arc<Publication>>> = if query.reverse {
             let before = query.since.unwrap_or(u64::MAX);
@@ -146,11 +165,11 @@ impl HistoryStore for MemoryStore {
     }
 
     async fn position(&self, channel: &str) -> HubResult<StreamPosition> {
-        let mut shard = self.streams.shard(channel).lock();
+        let shard = self.streams.shard(channel).lock();
         Ok(shard
-            .entry(channel.to_string())
-            .or_insert_with(Stream::new)
-            .position())
+            .get(channel)
+            .map(Stream::position)
+            .unwrap_or_else(|| self.empty_position()))
     }
 }
 
@@ -194,6 +213,37 @@ mod tests {
         assert!(page.has_more);
         let other = store.position("other").await.expect("position");
         assert_eq!(other.offset, 0);
-        assert_ne!(other.epoch, page.position.epoch);
+        assert_eq!(other.epoch, page.position.epoch, "one epoch per process");
+        assert_ne!(
+            MemoryStore::new().position("c").await.expect("p").epoch,
+            other.epoch
+        );
+    }
+
+    #[tokio::test]
+    async fn publications_older_than_the_ttl_are_dropped() {
+        let store = MemoryStore::new();
+        let ttl = Retention {
+            size: 10,
+            ttl: Some(std::time::Duration::from_millis(20)),
+        };
+        store
+            .append("t", raw("1"), None, ttl)
+            .await
+            .expect("append");
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        store
+            .append("t", raw("2"), None, ttl)
+            .await
+            .expect("append");
+        let q = HistoryQuery {
+            since: None,
+            limit: 10,
+            reverse: false,
+        };
+        let page = store.read("t", q, ttl).await.expect("read");
+        let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
+        assert_eq!(offsets, vec![2], "the first publication outlived its TTL");
+        assert_eq!(page.position.offset, 2, "offsets keep counting");
     }
 }

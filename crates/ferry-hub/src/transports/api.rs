@@ -293,6 +293,10 @@ async fn login(
     peer: Peer,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // Keep the per-IP table bounded: forget IPs whose buckets are full again.
+    if state.login_limiter.len() > 10_000 {
+        state.login_limiter.retain_recent();
+    }
     if state.login_limiter.check_key(&peer.0.ip()).is_err() {
         return Err(HubError::new(
             ErrorCode::RateLimitExceeded,

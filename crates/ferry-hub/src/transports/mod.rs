@@ -4,6 +4,7 @@
 pub mod api;
 pub mod sse;
 pub mod testbed;
+pub mod testbed_http;
 pub mod ws;
 pub mod ws_io;
 

@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/test/bytes/{n}", get(bytes))
         .route("/test/stream/{n}", get(stream))
         .route("/test/sse", get(sse))
+        .merge(super::testbed_http::routes())
 }
 
 async fn echo(State(state): State<AppState>, req: Request) -> Response {
