@@ -16,6 +16,16 @@ fn text(t: &str) -> Box<RawValue> {
     serde_json::value::to_raw_value(&json!({ "text": t })).unwrap()
 }
 
+/// Publish m0..m19 to `chat:lobby` and begin shutdown (as the signal handler does) with no
+/// await point in between at which a connection task could run: every subscriber has
+/// the whole burst queued when it learns of the shutdown.
+async fn queue_then_shut_down(server: &TestServer) {
+    for i in 0..20 {
+        server.hub.publish("chat:lobby", text(&format!("m{i}")), None, None).await.unwrap();
+    }
+    server.hub.shutdown();
+}
+
 #[tokio::test]
 async fn a_connected_websocket_client_sees_close_1001() {
     let server = TestServer::start_with(|cfg| cfg.limits.shutdown_grace_ms = LONG_GRACE_MS).await;
@@ -27,6 +37,7 @@ async fn a_connected_websocket_client_sees_close_1001() {
     let (code, reason) = alice.expect_close().await;
     assert_eq!(code, 1001, "going away");
     assert!(!reason.is_empty());
+    alice.finish_close().await;
     stopping.await.unwrap();
 }
 
@@ -36,11 +47,9 @@ async fn publications_queued_before_shutdown_are_delivered_before_the_close() {
     let mut alice = server.client("alice").await;
     alice.request("subscribe", json!({"channel": "chat:lobby"})).await;
 
-    // Queue a burst on the connection and begin shutdown before its task gets to run.
-    let hub = server.hub.clone();
-    for i in 0..20 {
-        hub.publish("chat:lobby", text(&format!("m{i}")), None, None).await.unwrap();
-    }
+    // Queue a burst on the connection and begin shutdown before its task gets to run,
+    // so that it sees both at once.
+    queue_then_shut_down(&server).await;
     let stopping = tokio::spawn(server.stop());
 
     let (code, _) = alice.expect_close().await;
@@ -53,6 +62,7 @@ async fn publications_queued_before_shutdown_are_delivered_before_the_close() {
         .collect();
     let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
     assert_eq!(delivered, expected, "every queued publication, in order, before 1001");
+    alice.finish_close().await;
     stopping.await.unwrap();
 }
 
@@ -62,10 +72,7 @@ async fn an_open_sse_stream_ends_after_its_queued_publications() {
     let token = server.token("alice");
     let mut sse = SseClient::open(&server.http(&format!("/sse?channel=chat:lobby&token={token}")), &[]).await;
 
-    let hub = server.hub.clone();
-    for i in 0..20 {
-        hub.publish("chat:lobby", text(&format!("m{i}")), None, None).await.unwrap();
-    }
+    queue_then_shut_down(&server).await;
     let stopping = tokio::spawn(server.stop());
 
     let events = sse.expect_end().await;
@@ -125,5 +132,6 @@ async fn connections_are_refused_while_open_ones_drain() {
     assert!(!stopping.is_finished(), "the server waits for the open connection");
 
     assert_eq!(lingering.expect_close().await.0, 1001);
+    lingering.finish_close().await;
     stopping.await.unwrap();
 }

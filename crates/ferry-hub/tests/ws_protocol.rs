@@ -147,22 +147,12 @@ async fn history_pages_forward_and_backward() {
     let p = &r["payload"];
     assert_eq!(p["offset"], 5);
     assert_eq!(p["has_more"], true);
-    let offsets: Vec<u64> = p["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = support::offsets(&p["publications"]);
     assert_eq!(offsets, vec![1, 2]);
     let r = c
         .request("history", json!({"channel": "chat:h", "since": 2}))
         .await;
-    let offsets: Vec<u64> = r["payload"]["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = support::offsets(&r["payload"]["publications"]);
     assert_eq!(offsets, vec![3, 4, 5]);
     assert_eq!(r["payload"]["has_more"], false);
     assert_eq!(r["payload"]["publications"][0]["data"]["n"], 3);
@@ -172,12 +162,7 @@ async fn history_pages_forward_and_backward() {
             json!({"channel": "chat:h", "reverse": true, "limit": 2}),
         )
         .await;
-    let offsets: Vec<u64> = r["payload"]["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = support::offsets(&r["payload"]["publications"]);
     assert_eq!(offsets, vec![5, 4]);
     server.stop().await;
 }
@@ -260,12 +245,7 @@ async fn recovery_returns_missed_publications_or_says_it_cannot() {
         )
         .await;
     assert_eq!(r["payload"]["recovered"], true);
-    let offsets: Vec<u64> = r["payload"]["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = support::offsets(&r["payload"]["publications"]);
     assert_eq!(offsets, vec![2, 3, 4]);
     api.post("/api/publish", json!({"channel": "chat:r", "data": 5}))
         .await;

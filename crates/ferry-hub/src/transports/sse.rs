@@ -149,7 +149,15 @@ pub async fn handler(
                     None => break,
                 },
                 _ = conn.closed() => break,
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => {
+                    // Drain what is already queued before the stream ends, as /ws does.
+                    while let Ok(item) = rx.try_recv() {
+                        if let Outbound::Publication(p) = item {
+                            yield Ok(encode(&channels, &mut positions, &p));
+                        }
+                    }
+                    break;
+                }
                 _ = keep_alive.tick() => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
             }
         }

@@ -616,7 +616,7 @@ fn to_json<T: Serialize>(value: &T) -> HubResult<String> {
 /// Time allowed for the final frames and the close frame to be written.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time the peer gets to answer our close frame before the socket is dropped.
-const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Run a socket write, but give up when the connection is asked to close (e.g. its queue
 /// overflowed while this write was stuck on a peer that stopped reading), when the server

@@ -401,3 +401,11 @@ impl WsClient {
         .await;
     }
 }
+
+/// The offsets of a JSON array of publications, in order.
+pub fn offsets(publications: &Value) -> Vec<u64> {
+    publications
+        .as_array()
+        .map(|list| list.iter().filter_map(|p| p["offset"].as_u64()).collect())
+        .unwrap_or_default()
+}
