@@ -1,0 +1,198 @@
+//! Shared by the ferry-cli integration tests: the real `ferry` binary serving on an
+//! ephemeral loopback port, plus child processes that die with the test.
+//!
+//! Every process started here is spawned with `kill_on_drop`, so a failing assertion (a
+//! panic unwinding through the test) still kills the server and any tool it drove.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How long `ferry serve` may take to print its listening line (a safety net only: a debug
+/// build starts in well under a second).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The API key every test server is started with.
+pub const API_KEY: &str = "ferry-cli-test-api-key";
+/// The HS256 secret every test server is started with.
+pub const JWT_SECRET: &str = "ferry-cli-test-jwt-secret";
+
+/// The workspace root (where `tests/browser`, `docs/` and `.ci/` live).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists")
+}
+
+/// The cargo target directory (`target/` or `$CARGO_TARGET_DIR`): the parent of the
+/// integration tests' scratch directory.
+pub fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).to_path_buf()
+}
+
+/// A running `ferry serve`, killed when dropped. Its data directory is a fresh temporary
+/// directory and its logs (stderr) go to a file there, shown by [`FerryServer::logs`].
+pub struct FerryServer {
+    /// `http://127.0.0.1:PORT`, as printed by the server.
+    pub base_url: String,
+    /// The bound port.
+    pub port: u16,
+    child: Child,
+    // Kept open: the server may write to stdout again, and must not get EPIPE for it.
+    _stdout: BufReader<ChildStdout>,
+    log_path: PathBuf,
+    _data_dir: TempDir,
+}
+
+impl FerryServer {
+    /// Start `ferry serve --listen 127.0.0.1:0` with [`API_KEY`], [`JWT_SECRET`], a fresh
+    /// data dir and `extra_args`, and wait for its `ferry listening on URL` line.
+    pub async fn start(extra_args: &[&str]) -> anyhow::Result<FerryServer> {
+        let data_dir = tempfile::Builder::new()
+            .prefix("ferry-cli-test-")
+            .tempdir()
+            .context("creating a temporary data dir")?;
+        let log_path = data_dir.path().join("ferry-serve.log");
+        let log = std::fs::File::create(&log_path).context("creating the server log file")?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--api-key", API_KEY])
+            .args(["--jwt-secret", JWT_SECRET])
+            .arg("--data-dir")
+            .arg(data_dir.path().join("data"))
+            .args(extra_args)
+            .env_remove("FERRY_API_KEY")
+            .env_remove("FERRY_JWT_SECRET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning the ferry binary")?;
+        let mut stdout = BufReader::new(child.stdout.take().context("ferry's stdout is piped")?);
+        let mut line = String::new();
+        let read = tokio::time::timeout(START_TIMEOUT, stdout.read_line(&mut line)).await;
+        let logs = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Ok(_)) => bail!(
+                "ferry serve exited before printing its listening line ({:?}); its log:\n{}",
+                child.try_wait().ok().flatten(),
+                logs()
+            ),
+            Ok(Err(e)) => bail!("reading ferry serve's stdout: {e}"),
+            Err(_) => bail!(
+                "ferry serve printed nothing within {START_TIMEOUT:?}; its log:\n{}",
+                logs()
+            ),
+        }
+        let base_url = line
+            .trim()
+            .strip_prefix("ferry listening on ")
+            .with_context(|| format!("unexpected first stdout line from ferry serve: {line:?}"))?
+            .to_string();
+        let port = base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("no port in {base_url:?}"))?;
+        Ok(FerryServer {
+            base_url,
+            port,
+            child,
+            _stdout: stdout,
+            log_path,
+            _data_dir: data_dir,
+        })
+    }
+
+    /// `ws://127.0.0.1:PORT{path}`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What the server logged so far (for failure messages).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// An HS256 token for `user`, signed with [`JWT_SECRET`], valid for an hour. Minted with
+/// `jsonwebtoken` rather than the hub's own issuer, so the server is checked against an
+/// independent implementation.
+pub fn token_for(user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({ "sub": user, "exp": exp }),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .expect("HS256 signing cannot fail")
+}
+
+/// The output of a finished helper process.
+pub struct Finished {
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+/// Run `command` to completion with piped output, killing it if it takes longer than
+/// `limit` (a safety net against a hang, not a timing assertion) or if the test fails
+/// while it runs.
+pub async fn run_to_completion(mut command: Command, limit: Duration) -> anyhow::Result<Finished> {
+    let program = format!("{:?}", command.as_std().get_program());
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning {program}"))?;
+    // Dropping the `wait_with_output` future on timeout drops the child: kill_on_drop.
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow::anyhow!("{program} did not finish within {limit:?}; killed it"))?
+        .with_context(|| format!("waiting for {program}"))?;
+    Ok(Finished {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+impl FerryServer {
+    /// The server's process id (for sending signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Wait (at most 30 s) for the server to exit; its exit code.
+    pub async fn wait(&mut self) -> anyhow::Result<Option<i32>> {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .context("ferry serve did not exit")??;
+        Ok(status.code())
+    }
+}
