@@ -21,7 +21,11 @@ fn text(t: &str) -> Box<RawValue> {
 /// the whole burst queued when it learns of the shutdown.
 async fn queue_then_shut_down(server: &TestServer) {
     for i in 0..20 {
-        server.hub.publish("chat:lobby", text(&format!("m{i}")), None, None).await.unwrap();
+        server
+            .hub
+            .publish("chat:lobby", text(&format!("m{i}")), None, None)
+            .await
+            .unwrap();
     }
     server.hub.shutdown();
 }
@@ -30,7 +34,9 @@ async fn queue_then_shut_down(server: &TestServer) {
 async fn a_connected_websocket_client_sees_close_1001() {
     let server = TestServer::start_with(|cfg| cfg.limits.shutdown_grace_ms = LONG_GRACE_MS).await;
     let mut alice = server.client("alice").await;
-    let reply = alice.request("subscribe", json!({"channel": "chat:lobby"})).await;
+    let reply = alice
+        .request("subscribe", json!({"channel": "chat:lobby"}))
+        .await;
     assert_eq!(reply["type"], "reply");
 
     let stopping = tokio::spawn(server.stop());
@@ -45,7 +51,9 @@ async fn a_connected_websocket_client_sees_close_1001() {
 async fn publications_queued_before_shutdown_are_delivered_before_the_close() {
     let server = TestServer::start_with(|cfg| cfg.limits.shutdown_grace_ms = LONG_GRACE_MS).await;
     let mut alice = server.client("alice").await;
-    alice.request("subscribe", json!({"channel": "chat:lobby"})).await;
+    alice
+        .request("subscribe", json!({"channel": "chat:lobby"}))
+        .await;
 
     // Queue a burst on the connection and begin shutdown before its task gets to run,
     // so that it sees both at once.
@@ -61,7 +69,10 @@ async fn publications_queued_before_shutdown_are_delivered_before_the_close() {
         .map(|f| f["payload"]["data"]["text"].as_str().unwrap().to_string())
         .collect();
     let expected: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
-    assert_eq!(delivered, expected, "every queued publication, in order, before 1001");
+    assert_eq!(
+        delivered, expected,
+        "every queued publication, in order, before 1001"
+    );
     alice.finish_close().await;
     stopping.await.unwrap();
 }
@@ -70,7 +81,11 @@ async fn publications_queued_before_shutdown_are_delivered_before_the_close() {
 async fn an_open_sse_stream_ends_after_its_queued_publications() {
     let server = TestServer::start_with(|cfg| cfg.limits.shutdown_grace_ms = LONG_GRACE_MS).await;
     let token = server.token("alice");
-    let mut sse = SseClient::open(&server.http(&format!("/sse?channel=chat:lobby&token={token}")), &[]).await;
+    let mut sse = SseClient::open(
+        &server.http(&format!("/sse?channel=chat:lobby&token={token}")),
+        &[],
+    )
+    .await;
 
     queue_then_shut_down(&server).await;
     let stopping = tokio::spawn(server.stop());
@@ -95,7 +110,10 @@ async fn ready_before_and_no_new_connections_after() {
     let ws_url = server.ws_url(&format!("/ws?token={}", server.token("late")));
     let response = reqwest::get(&ready).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(response.json::<serde_json::Value>().await.unwrap(), json!({"status": "ready"}));
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        json!({"status": "ready"})
+    );
 
     server.stop().await;
 
@@ -129,7 +147,10 @@ async fn connections_are_refused_while_open_ones_drain() {
         Ok(response) => assert_eq!(response.status().as_u16(), 503),
         Err(err) => assert!(err.is_connect(), "{err}"),
     }
-    assert!(!stopping.is_finished(), "the server waits for the open connection");
+    assert!(
+        !stopping.is_finished(),
+        "the server waits for the open connection"
+    );
 
     assert_eq!(lingering.expect_close().await.0, 1001);
     lingering.finish_close().await;

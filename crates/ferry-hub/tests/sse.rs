@@ -21,7 +21,10 @@ async fn publish(server: &TestServer, channel: &str, data: Value) -> u64 {
 
 /// `(epoch, offset, publications)` of a channel, from `POST /api/history`.
 async fn history(server: &TestServer, channel: &str) -> (String, u64, Vec<Value>) {
-    let (status, body) = server.api().post("/api/history", json!({"channel": channel})).await;
+    let (status, body) = server
+        .api()
+        .post("/api/history", json!({"channel": channel}))
+        .await;
     assert_eq!(status, 200, "{body}");
     (
         body["epoch"].as_str().unwrap().to_string(),
@@ -88,7 +91,11 @@ async fn publications_arrive_as_message_events_with_the_position_of_every_channe
     assert_eq!(publish(&server, "chat:a", json!({"text": "one"})).await, 1);
     let first = sse.next_event().await;
     let (_, _, published) = history(&server, "chat:a").await;
-    assert_eq!(message(&first), published[0], "data is the publication JSON");
+    assert_eq!(
+        message(&first),
+        published[0],
+        "data is the publication JSON"
+    );
     assert_eq!(message(&first)["data"], json!({"text": "one"}));
     assert_eq!(message(&first)["offset"], 1);
     assert_eq!(first.id, format!("{epoch_a}:1;{epoch_b}:0"));
@@ -132,10 +139,15 @@ async fn without_a_valid_token_the_stream_is_refused_with_401() {
         );
     })
     .await;
-    let response = reqwest::get(server.http("/sse?channel=chat:lobby")).await.unwrap();
+    let response = reqwest::get(server.http("/sse?channel=chat:lobby"))
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 401);
     assert_eq!(
-        response.headers().get("www-authenticate").map(|v| v.to_str().unwrap()),
+        response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap()),
         Some("Bearer")
     );
     let body: Value = response.json().await.unwrap();
@@ -143,9 +155,13 @@ async fn without_a_valid_token_the_stream_is_refused_with_401() {
     assert!(!body["message"].as_str().unwrap().is_empty());
 
     let (status, body) = refused(&server.http("/sse?channel=public:news"), &[]).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("AUTH_REQUIRED")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("AUTH_REQUIRED"))
+    );
 
-    let (status, body) = refused(&server.http("/sse?channel=chat:lobby&token=not.a.jwt"), &[]).await;
+    let (status, body) =
+        refused(&server.http("/sse?channel=chat:lobby&token=not.a.jwt"), &[]).await;
     assert_eq!((status, body["code"].as_str()), (401, Some("AUTH_FAILED")));
 }
 
@@ -165,10 +181,16 @@ async fn anonymous_readers_get_in_only_where_server_and_namespace_allow_it() {
     let mut sse = SseClient::open(&server.http("/sse?channel=public:news"), &[]).await;
     publish(&server, "public:news", json!({"text": "extra"})).await;
     let event = sse.next_event().await;
-    assert_eq!(channel_and_text(&event), ("public:news".into(), "extra".into()));
+    assert_eq!(
+        channel_and_text(&event),
+        ("public:news".into(), "extra".into())
+    );
 
     let (status, body) = refused(&server.http("/sse?channel=chat:lobby"), &[]).await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("PERMISSION_DENIED")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("PERMISSION_DENIED"))
+    );
 }
 
 #[tokio::test]
@@ -187,7 +209,11 @@ async fn refusals_carry_a_code_and_a_fitting_status() {
     let cases = [
         ("/sse?channel=locked:vault", 403, "PERMISSION_DENIED"),
         // One refused channel refuses the whole stream.
-        ("/sse?channel=chat:ok&channel=locked:vault", 403, "PERMISSION_DENIED"),
+        (
+            "/sse?channel=chat:ok&channel=locked:vault",
+            403,
+            "PERMISSION_DENIED",
+        ),
         ("/sse?channel=nowhere:x", 404, "UNKNOWN_CHANNEL"),
         ("/sse", 400, "INVALID_MESSAGE"),
         ("/sse?other=1", 400, "INVALID_MESSAGE"),
@@ -195,7 +221,11 @@ async fn refusals_carry_a_code_and_a_fitting_status() {
     for (path, status, code) in cases {
         let sep = if path.contains('?') { '&' } else { '?' };
         let (got, body) = refused(&server.http(&format!("{path}{sep}token={token}")), &[]).await;
-        assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{path}: {body}");
+        assert_eq!(
+            (got, body["code"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
     }
     // Nothing refused was left behind as a connection.
     let (_, stats) = server.api().get("/api/stats").await;
@@ -206,13 +236,20 @@ async fn refusals_carry_a_code_and_a_fitting_status() {
 async fn keep_alive_comments_arrive_on_an_idle_stream() {
     let server = TestServer::start_with(|cfg| cfg.limits.sse_keep_alive_ms = 200).await;
     let token = server.token("alice");
-    let mut sse = SseClient::open(&server.http(&format!("/sse?channel=chat:quiet&token={token}")), &[]).await;
+    let mut sse = SseClient::open(
+        &server.http(&format!("/sse?channel=chat:quiet&token={token}")),
+        &[],
+    )
+    .await;
     sse.wait_for_comment("keep-alive").await;
     sse.wait_for_comment("keep-alive").await;
     // The stream is still live after the comments.
     publish(&server, "chat:quiet", json!({"text": "still here"})).await;
     let event = sse.next_event().await;
-    assert_eq!(channel_and_text(&event), ("chat:quiet".into(), "still here".into()));
+    assert_eq!(
+        channel_and_text(&event),
+        ("chat:quiet".into(), "still here".into())
+    );
 }
 
 #[tokio::test]
@@ -226,17 +263,36 @@ async fn last_event_id_recovers_missed_publications_once_and_in_order_then_live_
     assert_eq!(channel_and_text(&seen).1, "a1");
     drop(sse);
 
-    for (channel, text) in [("chat:a", "a2"), ("chat:b", "b1"), ("chat:a", "a3"), ("chat:b", "b2")] {
+    for (channel, text) in [
+        ("chat:a", "a2"),
+        ("chat:b", "b1"),
+        ("chat:a", "a3"),
+        ("chat:b", "b2"),
+    ] {
         publish(&server, channel, json!({"text": text})).await;
     }
-    let mut sse = SseClient::open(&url, &[("authorization", &bearer), ("last-event-id", &seen.id)]).await;
+    let mut sse = SseClient::open(
+        &url,
+        &[("authorization", &bearer), ("last-event-id", &seen.id)],
+    )
+    .await;
     let mut recovered = Vec::new();
     for _ in 0..4 {
         recovered.push(sse.next_event().await);
     }
     let texts: Vec<String> = recovered.iter().map(|e| channel_and_text(e).1).collect();
-    let of = |prefix: &str| texts.iter().filter(|t| t.starts_with(prefix)).cloned().collect::<Vec<_>>();
-    assert_eq!(of("a"), ["a2", "a3"], "each channel's missed publications, in order");
+    let of = |prefix: &str| {
+        texts
+            .iter()
+            .filter(|t| t.starts_with(prefix))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of("a"),
+        ["a2", "a3"],
+        "each channel's missed publications, in order"
+    );
     assert_eq!(of("b"), ["b1", "b2"]);
 
     let (epoch_a, _, _) = history(&server, "chat:a").await;
@@ -245,7 +301,11 @@ async fn last_event_id_recovers_missed_publications_once_and_in_order_then_live_
 
     publish(&server, "chat:b", json!({"text": "b3"})).await;
     let live = sse.next_event().await;
-    assert_eq!(channel_and_text(&live), ("chat:b".into(), "b3".into()), "nothing twice, then live");
+    assert_eq!(
+        channel_and_text(&live),
+        ("chat:b".into(), "b3".into()),
+        "nothing twice, then live"
+    );
     assert_eq!(live.id, format!("{epoch_a}:3;{epoch_b}:3"));
 }
 
@@ -280,17 +340,28 @@ async fn resuming_from_any_event_of_a_recovery_loses_nothing() {
     all.sort();
     assert_eq!(all, ["a2", "a3", "b1"]);
     publish(&server, "chat:a", json!({"text": "a4"})).await;
-    assert_eq!(channel_and_text(&sse.next_event().await).1, "a4", "no duplicate before live");
+    assert_eq!(
+        channel_and_text(&sse.next_event().await).1,
+        "a4",
+        "no duplicate before live"
+    );
 }
 
 #[tokio::test]
 async fn an_open_stream_counts_as_a_connection_until_the_client_leaves() {
     let server = TestServer::start().await;
     let token = server.token("alice");
-    let sse = SseClient::open(&server.http(&format!("/sse?channel=chat:a&token={token}")), &[]).await;
+    let sse = SseClient::open(
+        &server.http(&format!("/sse?channel=chat:a&token={token}")),
+        &[],
+    )
+    .await;
     await_connections(&server, 1).await;
     let (_, channels) = server.api().get("/api/channels").await;
-    assert_eq!(channels["channels"], json!([{"channel": "chat:a", "subscribers": 1}]));
+    assert_eq!(
+        channels["channels"],
+        json!([{"channel": "chat:a", "subscribers": 1}])
+    );
 
     drop(sse);
     await_connections(&server, 0).await;
