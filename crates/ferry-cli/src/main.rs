@@ -13,6 +13,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use ferry_hub::secrets::{SecretsOutcome, ensure_secrets};
 use ferry_hub::{Config, Server};
 
+mod bench;
+mod cmd_http;
+mod cmd_realtime;
+
 /// ferry: a realtime hub (WebSocket, SSE, HTTP API) and network tools in one binary.
 #[derive(Parser)]
 #[command(name = "ferry", version, about, long_about = None)]
@@ -30,6 +34,44 @@ enum Command {
     Serve(ServeArgs),
     /// Hash a password for `[[users]]` in ferry.toml (reads it from stdin, or prompts).
     HashPassword,
+    /// Load-test a hub (or a peer server) over loopback: idle, fanout, latency, echo, sse.
+    ///
+    /// Example: `ferry bench --jwt-secret S fanout --subscribers 1000 --duration 5`.
+    /// See bench/README.md for the side-by-side harness.
+    Bench(bench::BenchArgs),
+    /// HTTP GET, HTTPie-style: `ferry get :8080/test/anything page==2 X-Trace:abc`.
+    #[command(after_help = cmd_http::REQUEST_HELP)]
+    Get(cmd_http::RequestArgs),
+    /// HTTP POST: `ferry post :8080/test/anything name=Ada age:=36` sends JSON.
+    #[command(after_help = cmd_http::REQUEST_HELP)]
+    Post(cmd_http::RequestArgs),
+    /// HTTP PUT (body items as for post).
+    #[command(after_help = cmd_http::REQUEST_HELP)]
+    Put(cmd_http::RequestArgs),
+    /// HTTP PATCH (body items as for post).
+    #[command(after_help = cmd_http::REQUEST_HELP)]
+    Patch(cmd_http::RequestArgs),
+    /// HTTP DELETE.
+    #[command(after_help = cmd_http::REQUEST_HELP)]
+    Delete(cmd_http::RequestArgs),
+    /// HTTP HEAD: prints the status line and headers.
+    #[command(after_help = cmd_http::REQUEST_HELP)]
+    Head(cmd_http::RequestArgs),
+    /// Download a URL to a file with a progress bar; `--resume` continues an interrupted one.
+    #[command(after_help = cmd_http::DOWNLOAD_HELP)]
+    Download(cmd_http::DownloadArgs),
+    /// WebSocket client, websocat-like: stdin lines → messages, messages → stdout.
+    #[command(after_help = cmd_realtime::WS_HELP)]
+    Ws(cmd_realtime::WsArgs),
+    /// Server-Sent Events client: prints each event's data; reconnects with Last-Event-ID.
+    #[command(after_help = cmd_realtime::SSE_HELP)]
+    Sse(cmd_realtime::SseArgs),
+    /// Subscribe to hub channels and print their publications (recovers after reconnects).
+    #[command(after_help = cmd_realtime::SUB_HELP)]
+    Sub(cmd_realtime::SubArgs),
+    /// Publish to a hub channel through the server API (POST /api/publish).
+    #[command(after_help = cmd_realtime::PUB_HELP)]
+    Pub(cmd_realtime::PubArgs),
     /// Print shell completions, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
     Completions {
         /// The shell.
@@ -105,6 +147,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::HashPassword => hash_password(),
+        Command::Bench(args) => bench::run(args),
+        Command::Get(args) => cmd_http::request(http::Method::GET, args),
+        Command::Post(args) => cmd_http::request(http::Method::POST, args),
+        Command::Put(args) => cmd_http::request(http::Method::PUT, args),
+        Command::Patch(args) => cmd_http::request(http::Method::PATCH, args),
+        Command::Delete(args) => cmd_http::request(http::Method::DELETE, args),
+        Command::Head(args) => cmd_http::request(http::Method::HEAD, args),
+        Command::Download(args) => cmd_http::download(args),
+        Command::Ws(args) => cmd_realtime::ws(args),
+        Command::Sse(args) => cmd_realtime::sse(args),
+        Command::Sub(args) => cmd_realtime::sub(args),
+        Command::Pub(args) => cmd_realtime::publish(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -141,13 +195,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.print_config {
-        print!("{}", toml::to_string_pretty(&config).context("rendering the configuration")?);
+        print!(
+            "{}",
+            toml::to_string_pretty(&config).context("rendering the configuration")?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     init_logging(args.log_json);
     match ensure_secrets(&mut config) {
         Ok(SecretsOutcome::Generated(path)) => {
-            eprintln!("generated an API key and a JWT secret into {} (mode 0600)", path.display())
+            eprintln!(
+                "generated an API key and a JWT secret into {} (mode 0600)",
+                path.display()
+            )
         }
         Ok(SecretsOutcome::Loaded(path)) => {
             eprintln!("using the API key and JWT secret in {}", path.display())
@@ -189,9 +249,14 @@ fn hash_password() -> anyhow::Result<ExitCode> {
     }
     let mut password = String::new();
     if stdin.is_terminal() {
-        stdin.read_line(&mut password).context("reading the password")?;
+        stdin
+            .read_line(&mut password)
+            .context("reading the password")?;
     } else {
-        stdin.lock().read_to_string(&mut password).context("reading the password")?;
+        stdin
+            .lock()
+            .read_to_string(&mut password)
+            .context("reading the password")?;
     }
     let password = password.trim_end_matches(['\r', '\n']);
     if password.is_empty() {

@@ -1,3 +1,8 @@
 //! ferry-client: resilient async clients for HTTP, WebSocket, Server-Sent Events and the
 //! ferry hub. Reconnect, backoff and heartbeat policy come from `ferry_proto::reconnect`;
 //! SSE parsing from `ferry_proto::sse`.
+
+pub mod event_source;
+pub mod http;
+pub mod hub;
+pub mod ws;

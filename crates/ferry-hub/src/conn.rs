@@ -1,12 +1,22 @@
 //! A connection as the hub sees it: an id, a user, a bounded send queue and a way to ask
 //! the transport to close it. Transports own the socket; the hub only holds this handle.
+//!
+//! The send queue is a `VecDeque` behind a lock plus a waker, not a tokio `mpsc`
+//! channel: an mpsc channel allocates ~1.5 KiB per connection up front (its shared state
+//! and a first block of 32 slots), which is more than a third of the memory budget of an
+//! idle connection. An empty `VecDeque` allocates nothing, and fan-out is one uncontended
+//! lock and one wake-up per delivery either way.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use ferry_proto::CloseCode;
 use ferry_proto::envelope::ClientInfo;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::publication::Publication;
 use crate::transports::ws_io::WsText;
@@ -38,29 +48,32 @@ pub struct ConnHandle {
     /// The id clients see (`info.client`): random, unique per connection.
     pub client_id: Arc<str>,
     user: Mutex<Arc<str>>,
-    tx: mpsc::Sender<Outbound>,
+    queue: Mutex<Queue>,
+    queue_limit: usize,
+    queue_waker: AtomicWaker,
     close: Mutex<Option<CloseRequest>>,
     close_notify: Notify,
     pub(crate) subscriptions: Mutex<Vec<Arc<str>>>,
 }
 
 impl ConnHandle {
-    pub(crate) fn new(
-        id: u64,
-        user: &str,
-        queue: usize,
-    ) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(queue.max(1));
+    pub(crate) fn new(id: u64, user: &str, queue: usize) -> (Arc<ConnHandle>, Receiver) {
         let handle = ConnHandle {
             id,
             client_id: format!("{:016x}", rand::random::<u64>()).into(),
             user: Mutex::new(user.into()),
-            tx,
+            queue: Mutex::new(Queue::default()),
+            queue_limit: queue.max(1),
+            queue_waker: AtomicWaker::new(),
             close: Mutex::new(None),
             close_notify: Notify::new(),
             subscriptions: Mutex::new(Vec::new()),
         };
-        (Arc::new(handle), rx)
+        let handle = Arc::new(handle);
+        let rx = Receiver {
+            conn: handle.clone(),
+        };
+        (handle, rx)
     }
 
     /// The connection's user; empty when anonymous or not yet authenticated.
@@ -84,14 +97,21 @@ impl ConnHandle {
     /// connection is asked to close with 1013 and the item is dropped (the client recovers
     /// from history when it reconnects). Returns whether the item was queued.
     pub fn push(&self, item: Outbound) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.request_close(CloseCode::TRY_AGAIN_LATER, "slow consumer: send queue full");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut queue = self.queue.lock();
+        if queue.closed {
+            return false;
         }
+        if queue.items.len() >= self.queue_limit {
+            drop(queue);
+            self.request_close(CloseCode::TRY_AGAIN_LATER, "slow consumer: send queue full");
+            return false;
+        }
+        queue.items.push_back(item);
+        drop(queue);
+        // A no-op (one atomic operation) while the task is already woken and not yet
+        // polled: a burst wakes the task once.
+        self.queue_waker.wake();
+        true
     }
 
     /// Ask the transport to close the connection. The first request wins.
@@ -124,5 +144,63 @@ impl ConnHandle {
     /// The channels this connection is subscribed to.
     pub fn subscriptions(&self) -> Vec<Arc<str>> {
         self.subscriptions.lock().clone()
+    }
+}
+
+/// A send queue's contents.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// The receiver is gone: pushes fail.
+    closed: bool,
+}
+
+/// A drained queue keeps at most this much capacity, so a connection that once had a
+/// burst queued goes back to a small footprint.
+const QUEUE_KEEP_CAPACITY: usize = 16;
+
+/// The receiving end of a connection's send queue, owned by the transport task.
+#[derive(Debug)]
+pub struct Receiver {
+    conn: Arc<ConnHandle>,
+}
+
+impl Receiver {
+    /// The next queued item, waiting while the queue is empty. Always `Some` (the
+    /// `Option` keeps the shape of a channel's `recv`).
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Poll for the next queued item.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        if let Ok(item) = self.try_recv() {
+            return Poll::Ready(Some(item));
+        }
+        self.conn.queue_waker.register(cx.waker());
+        // A push between the first look and the registration would not have woken us.
+        match self.try_recv() {
+            Ok(item) => Poll::Ready(Some(item)),
+            Err(_) => Poll::Pending,
+        }
+    }
+
+    /// The next queued item if there is one now, else `TryRecvError::Empty` (the same
+    /// shape as a channel's `try_recv`; never `Disconnected`, the hub holds the sender).
+    pub fn try_recv(&mut self) -> Result<Outbound, TryRecvError> {
+        let mut queue = self.conn.queue.lock();
+        let item = queue.items.pop_front();
+        if queue.items.is_empty() && queue.items.capacity() > QUEUE_KEEP_CAPACITY {
+            queue.items = VecDeque::new();
+        }
+        item.ok_or(TryRecvError::Empty)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut queue = self.conn.queue.lock();
+        queue.closed = true;
+        queue.items = VecDeque::new();
     }
 }

@@ -12,14 +12,13 @@ use ferry_proto::{CloseCode, ErrorCode};
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Capability, Identity};
 use crate::broker::{Broker, BrokerMessage, DeliverySink, MemoryBroker};
 use crate::channel::ChannelName;
 use crate::config::{Config, NamespaceConfig};
-use crate::conn::{ConnHandle, Outbound};
+use crate::conn::{ConnHandle, Outbound, Receiver};
 use crate::error::{HubError, HubResult};
 use crate::presence::{MemoryPresence, PresenceStore};
 use crate::publication::{Publication, StreamPosition};
@@ -274,7 +273,7 @@ impl Hub {
     }
 
     /// Register a new connection with a send queue of the configured size.
-    pub fn connect(&self, user: &str) -> (Arc<ConnHandle>, mpsc::Receiver<Outbound>) {
+    pub fn connect(&self, user: &str) -> (Arc<ConnHandle>, Receiver) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (conn, rx) = ConnHandle::new(id, user, self.inner.config.limits.send_queue_size);
         self.inner

@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use governor::{Quota, RateLimiter};
 use http::{HeaderValue, StatusCode};
@@ -165,7 +166,12 @@ impl Server {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(self.listener, service).with_graceful_shutdown(async move {
+        // TCP_NODELAY: a push is a small frame that must leave at once; with Nagle's
+        // algorithm it can wait for the peer's delayed ACK (up to 40 ms on Linux).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections with 1001");
             stop.shutdown();

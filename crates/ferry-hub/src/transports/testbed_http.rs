@@ -85,7 +85,11 @@ async fn cache(
     let requests = bump(&counters.requests, &key);
     if method != Method::GET && method != Method::HEAD {
         let version = bump(&counters.versions, &key);
-        return (StatusCode::OK, Json(json!({"key": key, "version": version + 1}))).into_response();
+        return (
+            StatusCode::OK,
+            Json(json!({"key": key, "version": version + 1})),
+        )
+            .into_response();
     }
     let version = counters.versions.lock().get(&key).copied().unwrap_or(0) + 1;
     let etag = format!("\"{key}-v{version}\"");
@@ -103,7 +107,10 @@ async fn cache(
         }
     };
     put(header::CACHE_CONTROL, &cache_control);
-    put(header::HeaderName::from_static("x-request-count"), &requests.to_string());
+    put(
+        header::HeaderName::from_static("x-request-count"),
+        &requests.to_string(),
+    );
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let not_modified = match validator {
         "etag" => {
@@ -223,17 +230,20 @@ async fn range(
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     let stream = async_stream::stream! {
         let mut sent = 0usize;
+        let limit = fail_after.unwrap_or(usize::MAX);
         for i in (0..body.len()).step_by(CHUNK) {
             let chunk = body.slice(i..(i + CHUNK).min(body.len()));
-            if let Some(limit) = fail_after {
-                if sent + chunk.len() > limit {
-                    yield Ok::<Bytes, std::io::Error>(chunk.slice(..limit - sent));
-                    yield Err(std::io::Error::other("X-Fail-After reached"));
-                    return;
-                }
+            if sent + chunk.len() > limit {
+                yield Ok::<Bytes, std::io::Error>(chunk.slice(..limit - sent));
+                tokio::task::yield_now().await;
+                yield Err(std::io::Error::other("X-Fail-After reached"));
+                return;
             }
             sent += chunk.len();
             yield Ok(chunk);
+            // Let the server flush each chunk, so a client sees a steady stream (and, with
+            // X-Fail-After, exactly the bytes before the break).
+            tokio::task::yield_now().await;
         }
     };
     (status, out, Body::from_stream(stream)).into_response()

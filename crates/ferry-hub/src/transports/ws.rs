@@ -21,13 +21,12 @@ use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::ws_io::{self, Message, ServerSocket, WsText};
 use super::{ApiError, AppState, Peer, check_origin, request_token};
 use crate::auth::{Capability, Identity};
-use crate::conn::{ConnHandle, Outbound};
+use crate::conn::{CloseRequest, ConnHandle, Outbound, Receiver};
 use crate::error::{HubError, HubResult};
 use crate::hub::{Hub, RecoveryRequest};
 use crate::limits::ConnectionPermit;
@@ -67,8 +66,8 @@ pub async fn handler(
     let token = request_token(query.token.as_deref(), req.headers());
     let hub = state.hub.clone();
     let max = hub.config().limits.max_message_size;
-    ws_io::upgrade(req, max, PROTOCOLS, move |socket, _protocol| async move {
-        Session::run(hub, socket, token, permit).await;
+    ws_io::upgrade(req, max, PROTOCOLS, move |socket, _protocol| {
+        Session::run(hub, socket, token, permit)
     })
 }
 
@@ -132,13 +131,19 @@ struct HistoryReply<'a> {
 }
 
 impl Session {
-    async fn run(
+    /// Set the session up (a token from the URL is checked here) and return the future
+    /// that serves it until the connection ends.
+    ///
+    /// A plain function returning an `async move` block rather than an `async fn`: an
+    /// `async fn` keeps its arguments twice in its future (as arguments and as locals),
+    /// and this future lives in every connection's task for as long as it is open.
+    fn run(
         hub: Hub,
         mut socket: ServerSocket,
         token: Option<String>,
         permit: ConnectionPermit,
-    ) {
-        let limits = hub.config().limits.clone();
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let limits = &hub.config().limits;
         let now = Instant::now();
         let (conn, mut rx) = hub.connect("");
         let quota = Quota::per_second(
@@ -169,42 +174,61 @@ impl Session {
             }
             None => {}
         }
-        let end = session.serve(&mut socket, &mut rx).await;
-        hub.disconnect(&conn).await;
-        if let End::Close(code, reason) = end {
-            // Best effort and bounded: the peer may be gone or not reading at all.
-            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-                for message in session.out.drain(..) {
-                    socket.feed(message).await?;
-                }
-                socket.send(ws_io::close_message(code, &reason)).await
-            })
-            .await;
-            // Give the peer a moment to answer the close handshake, then drop the socket.
-            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-                while let Some(Ok(_)) = socket.next().await {}
-            })
-            .await;
+        async move {
+            let end = session.serve(&mut socket, &mut rx).await;
+            hub.disconnect(&conn).await;
+            if let End::Close(code, reason) = end {
+                // Best effort and bounded: the peer may be gone or not reading at all.
+                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                    for message in session.out.drain(..) {
+                        socket.feed(message).await?;
+                    }
+                    socket.send(ws_io::close_message(code, &reason)).await
+                })
+                .await;
+                // Give the peer a moment to answer the close handshake, then drop the socket.
+                let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                    while let Some(Ok(_)) = socket.next().await {}
+                })
+                .await;
+            }
+            drop(permit);
         }
-        drop(permit);
     }
 
-    async fn serve(&mut self, socket: &mut ServerSocket, rx: &mut mpsc::Receiver<Outbound>) -> End {
+    async fn serve(&mut self, socket: &mut ServerSocket, rx: &mut Receiver) -> End {
         let shutdown = self.hub.shutdown_token().clone();
         let conn = self.conn.clone();
+        // Made once and polled on every turn of the loop: the close and shutdown waiters
+        // and the timer are registered once, not on every wake-up (a fan-out wakes every
+        // subscriber's task once per delivery).
+        let closed = conn.closed();
+        let cancelled = shutdown.cancelled();
+        let timer = sleep_until(self.next_deadline().into());
+        tokio::pin!(closed, cancelled, timer);
         loop {
             if !self.out.is_empty() {
-                let write = flush_out(socket, &mut self.out);
-                if let Err(end) = guarded(write, &conn, &shutdown, self.pong_deadline).await {
+                let write = std::pin::pin!(flush_out(socket, &mut self.out));
+                let guard = guarded(
+                    write,
+                    closed.as_mut(),
+                    cancelled.as_mut(),
+                    timer.as_mut(),
+                    self.pong_deadline,
+                );
+                if let Err(end) = guard.await {
                     return end;
                 }
             }
-            let deadline = self.next_deadline();
+            let deadline = tokio::time::Instant::from_std(self.next_deadline());
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
-                request = conn.closed() => {
+                request = &mut closed => {
                     return End::Close(request.code, request.reason);
                 }
-                _ = shutdown.cancelled() => {
+                _ = &mut cancelled => {
                     // Drain what is already queued (bounded: a stuck peer cannot hold us).
                     let drain = async {
                         while let Ok(item) = rx.try_recv() {
@@ -219,8 +243,15 @@ impl Session {
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
-                    let write = write_queued(socket, item, rx);
-                    if let Err(end) = guarded(write, &conn, &shutdown, self.pong_deadline).await {
+                    let write = std::pin::pin!(write_queued(socket, item, rx));
+                    let guard = guarded(
+                        write,
+                        closed.as_mut(),
+                        cancelled.as_mut(),
+                        timer.as_mut(),
+                        self.pong_deadline,
+                    );
+                    if let Err(end) = guard.await {
                         return end;
                     }
                 }
@@ -234,13 +265,16 @@ impl Session {
                             };
                         }
                         Some(Ok(message)) => {
-                            if let Some(end) = self.on_message(message).await {
+                            // Boxed: handling a command (subscribe, publish, history...)
+                            // needs a large future, and an idle connection should not
+                            // carry its space in its task while it waits.
+                            if let Some(end) = Box::pin(self.on_message(message)).await {
                                 return end;
                             }
                         }
                     }
                 }
-                _ = sleep_until(deadline.into()) => {
+                _ = &mut timer => {
                     if let Some(end) = self.on_timer(Instant::now()) {
                         return end;
                     }
@@ -621,23 +655,38 @@ const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Run a socket write, but give up when the connection is asked to close (e.g. its queue
 /// overflowed while this write was stuck on a peer that stopped reading), when the server
 /// shuts down, or when the pong deadline passes. A stuck peer never hangs the task.
+///
+/// Everything is borrowed, pinned where the caller keeps it: the write, the close and
+/// shutdown waiters and the session's timer. Owning them here would copy them into this
+/// future (and a timer of its own would be registered per write).
 async fn guarded(
-    write: impl std::future::Future<Output = Result<(), ws_io::WsError>>,
-    conn: &ConnHandle,
-    shutdown: &tokio_util::sync::CancellationToken,
+    mut write: std::pin::Pin<&mut impl std::future::Future<Output = Result<(), ws_io::WsError>>>,
+    mut closed: std::pin::Pin<&mut impl std::future::Future<Output = CloseRequest>>,
+    mut cancelled: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
     pong_deadline: Option<Instant>,
 ) -> Result<(), End> {
-    let deadline = async {
-        match pong_deadline {
-            Some(at) => sleep_until(at.into()).await,
-            None => std::future::pending().await,
+    loop {
+        tokio::select! {
+            // The write first: it nearly always completes at once, and then nothing else
+            // is polled.
+            biased;
+            result = write.as_mut() => return result.map_err(|_| End::Gone),
+            request = closed.as_mut() => return Err(End::Close(request.code, request.reason)),
+            _ = cancelled.as_mut() => {
+                return Err(End::Close(CloseCode::GOING_AWAY, "server shutting down".into()));
+            }
+            // The session's timer fires at its earliest deadline, which is at or before
+            // the pong deadline; during a write only the pong deadline counts, so the
+            // timer is moved to it (the session resets it after the write).
+            _ = timer.as_mut(), if pong_deadline.is_some() => {
+                let Some(pong) = pong_deadline else { continue };
+                if Instant::now() >= pong {
+                    return Err(End::Close(CloseCode::INTERNAL_ERROR, "ping timeout".into()));
+                }
+                timer.as_mut().reset(pong.into());
+            }
         }
-    };
-    tokio::select! {
-        result = write => result.map_err(|_| End::Gone),
-        request = conn.closed() => Err(End::Close(request.code, request.reason)),
-        _ = shutdown.cancelled() => Err(End::Close(CloseCode::GOING_AWAY, "server shutting down".into())),
-        _ = deadline => Err(End::Close(CloseCode::INTERNAL_ERROR, "ping timeout".into())),
     }
 }
 
@@ -645,7 +694,9 @@ async fn flush_out(
     socket: &mut ServerSocket,
     out: &mut Vec<Message>,
 ) -> Result<(), ws_io::WsError> {
-    for message in out.drain(..) {
+    // Taken, not drained: replies are rare, and an idle connection should not keep the
+    // capacity of its last burst of them.
+    for message in std::mem::take(out) {
         socket.feed(message).await?;
     }
     socket.flush().await
@@ -654,7 +705,7 @@ async fn flush_out(
 async fn write_queued(
     socket: &mut ServerSocket,
     first: Outbound,
-    rx: &mut mpsc::Receiver<Outbound>,
+    rx: &mut Receiver,
 ) -> Result<(), ws_io::WsError> {
     socket.feed(outbound_message(first)).await?;
     while let Ok(item) = rx.try_recv() {

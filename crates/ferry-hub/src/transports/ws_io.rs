@@ -28,8 +28,12 @@ pub type ServerSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// Errors from reading or writing a socket.
 pub type WsError = tungstenite::Error;
 
-/// Read buffer per connection.
-const READ_BUFFER: usize = 4 * 1024;
+/// Read buffer per connection, allocated up front by tungstenite and kept for the life
+/// of the connection. It is also the most one read takes from the socket, except that the
+/// rest of a frame whose header says it is longer is read in pieces of this size. Hub
+/// clients send small commands, and an idle connection's budget is 4 KiB in all, so
+/// 512 bytes: a 4 KiB buffer alone would spend it (measured in ARCHITECTURE.md).
+const READ_BUFFER: usize = 512;
 /// Frames are collected up to this size before they are written in one go.
 const WRITE_BUFFER: usize = 16 * 1024;
 
@@ -166,7 +170,9 @@ where
                     Some(config),
                 )
                 .await;
-                handler(socket, chosen).await;
+                // The connection gets a task of its own, sized to the handler's future
+                // alone; this one, which also held the upgrade, ends here.
+                tokio::spawn(handler(socket, chosen));
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

@@ -1,0 +1,141 @@
+//! The hub's server HTTP API (`/api/*`, authenticated with an API key), for back ends,
+//! scripts and `ferry pub`.
+
+use ferry_proto::ErrorPayload;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{HubError, Published};
+use crate::ws::{Error, ErrorKind};
+
+/// A client of the hub's `/api/*` endpoints.
+#[derive(Debug, Clone)]
+pub struct HubApi {
+    base: reqwest::Url,
+    api_key: String,
+    client: reqwest::Client,
+}
+
+impl HubApi {
+    /// A client for the hub at `base` (e.g. `http://127.0.0.1:8080`) with `api_key`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidUrl`] for a URL that is not `http://` or `https://`;
+    /// [`ErrorKind::Tls`] when the TLS settings cannot be built.
+    pub fn new(base: &str, api_key: &str) -> Result<HubApi, HubError> {
+        let mut url = reqwest::Url::parse(base).map_err(|e| {
+            Error::new(ErrorKind::InvalidUrl, format!("`{base}` is not a URL: {e}"))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(Error::new(
+                ErrorKind::InvalidUrl,
+                format!("`{base}` is not an http:// or https:// URL"),
+            )
+            .into());
+        }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        let tls = crate::ws::transport::default_tls()?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Tls, format!("cannot build the HTTP client: {e}"))
+            })?;
+        Ok(HubApi {
+            base: url,
+            api_key: api_key.to_string(),
+            client,
+        })
+    }
+
+    async fn post<T: DeserializeOwned>(&self, path: &str, body: Value) -> Result<T, HubError> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl, format!("{path}: {e}")))?;
+        let response = self
+            .client
+            .post(url.clone())
+            .header("authorization", format!("apikey {}", self.api_key))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| {
+                let kind = if e.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Connection
+                };
+                let mut detail = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    detail.push_str(": ");
+                    detail.push_str(&s.to_string());
+                    source = s.source();
+                }
+                Error::new(kind, format!("{url}: {detail}"))
+            })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| {
+            Error::new(
+                ErrorKind::Connection,
+                format!("{url}: reading the answer: {e}"),
+            )
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| HubError::Decode(format!("{url}: {e}")));
+        }
+        match serde_json::from_slice::<ErrorPayload>(&bytes) {
+            Ok(p) => Err(HubError::from_payload(p)),
+            Err(_) => Err(Error::http_status(
+                status.as_u16(),
+                format!(
+                    "{url} answered HTTP {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ),
+            )
+            .into()),
+        }
+    }
+
+    /// Publish `data` to `channel` (`POST /api/publish`).
+    ///
+    /// # Errors
+    ///
+    /// The server's refusal (`AUTH_FAILED` for a wrong key, `UNKNOWN_CHANNEL`, ...) or a
+    /// transport error (`CONNECTION_ERROR`, `TIMEOUT`, `HTTP_STATUS`).
+    pub async fn publish<T: serde::Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        data: &T,
+    ) -> Result<Published, HubError> {
+        let data = serde_json::to_value(data)
+            .map_err(|e| HubError::Decode(format!("encoding data: {e}")))?;
+        self.post("api/publish", json!({ "channel": channel, "data": data }))
+            .await
+    }
+
+    /// Close every connection of `user` (`POST /api/disconnect`): with `reconnect`, code
+    /// 1013 invites clients back; without, 1008 tells them not to return. Returns how many
+    /// connections were closed.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn disconnect_user(&self, user: &str, reconnect: bool) -> Result<u64, HubError> {
+        let v: Value = self
+            .post(
+                "api/disconnect",
+                json!({ "user": user, "reconnect": reconnect }),
+            )
+            .await?;
+        Ok(v["disconnected"].as_u64().unwrap_or(0))
+    }
+}
