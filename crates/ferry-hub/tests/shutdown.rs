@@ -156,3 +156,27 @@ async fn connections_are_refused_while_open_ones_drain() {
     lingering.finish_close().await;
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn testbed_echo_connections_are_closed_with_1001_too() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = TestServer::start().await;
+    let (mut echo, _) = tokio_tungstenite::connect_async(server.ws_url("/test/echo"))
+        .await
+        .unwrap();
+    server.hub.shutdown();
+    let close = tokio::time::timeout(support::WAIT, async {
+        loop {
+            match echo.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => return Some(u16::from(frame.code)),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(close, Some(1001));
+    server.stop().await;
+}

@@ -7,7 +7,7 @@
 //!
 //! let http = Http::builder()
 //!     .base_url("http://127.0.0.1:8080/")
-//!     .timeout(Duration::from_secs(10))
+//!     .timeout(Some(Duration::from_secs(10)))
 //!     .cache(CacheConfig::default())
 //!     .build()?;
 //! let answer: serde_json::Value = http

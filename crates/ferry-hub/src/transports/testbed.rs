@@ -16,7 +16,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ws_io::{self, Message};
-use super::{AppState, Peer};
+use super::{ApiError, AppState, Peer};
+use ferry_proto::CloseCode;
 
 /// The testbed routes (mounted under `/test`).
 pub fn routes() -> Router<AppState> {
@@ -32,14 +33,30 @@ pub fn routes() -> Router<AppState> {
         .merge(super::testbed_http::routes())
 }
 
-async fn echo(State(state): State<AppState>, req: Request) -> Response {
+async fn echo(State(state): State<AppState>, peer: Peer, req: Request) -> Response {
+    // Echo connections count against the same connection limits as /ws.
+    let permit = match state.limiter.acquire(peer.0.ip()) {
+        Ok(p) => p,
+        Err(e) => return ApiError(e).into_response(),
+    };
     let max = state.hub.config().limits.testbed_max_echo_size;
-    ws_io::upgrade(req, max, &[], |mut socket, _| async move {
-        while let Some(frame) = socket.next().await {
+    let shutdown = state.hub.shutdown_token().clone();
+    ws_io::upgrade(req, max, &[], move |mut socket, _| async move {
+        let _permit = permit;
+        loop {
+            let frame = tokio::select! {
+                frame = socket.next() => frame,
+                _ = shutdown.cancelled() => {
+                    let close = ws_io::close_message(CloseCode::GOING_AWAY, "server shutting down");
+                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+                    break;
+                }
+            };
             let reply = match frame {
-                Ok(m @ (Message::Text(_) | Message::Binary(_))) => m,
-                Ok(_) => continue,
-                Err(e) => {
+                None => break,
+                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
                     if let Some((code, reason)) = ws_io::close_for_error(&e) {
                         let _ = socket.send(ws_io::close_message(code, reason)).await;
                     }
