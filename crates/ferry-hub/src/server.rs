@@ -172,7 +172,12 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-            shutdown.await;
+            // Either the caller's trigger (a signal) or `Hub::shutdown` stops accepting.
+            let token = stop.shutdown_token().clone();
+            tokio::select! {
+                _ = shutdown => {}
+                _ = token.cancelled() => {}
+            }
             tracing::info!("shutting down: closing connections with 1001");
             stop.shutdown();
         });
