@@ -1,7 +1,13 @@
 //! `ferry`: the command-line tool. Argument parsing and output only; the work lives in
 //! the library crates.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+//! Exit codes (the same for every command):
+//! - 0 success
+//! - 1 runtime failure: connection failed or lost, TLS, I/O
+//! - 2 usage or configuration error, invalid URL
+//! - 3 the server refused: HTTP 4xx/5xx, a hub error code, close 1008
+//! - 4 timeout
+//! - 130 interrupted (Ctrl-C)
 
 use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
