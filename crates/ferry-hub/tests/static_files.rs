@@ -75,7 +75,10 @@ async fn the_static_directory_is_served_at_the_root() {
 #[tokio::test]
 async fn files_are_gzip_compressed_for_clients_that_accept_it() {
     let (server, _dir) = static_server().await;
-    let r = reqwest::Client::new()
+    // no_gzip: see the raw encoding even when reqwest's own decompression is compiled in
+    // (cargo unifies reqwest's features across the workspace).
+    let client = reqwest::Client::builder().no_gzip().build().unwrap();
+    let r = client
         .get(server.http("/app.js"))
         .header("accept-encoding", "gzip")
         .send()
