@@ -47,6 +47,18 @@ cargo build --release --quiet -p ferry-cli -p ferry-bench-reference
 FERRY=$ROOT/target/release/ferry
 REFERENCE=$ROOT/target/release/ferry-bench-reference
 
+# BENCH_WAIT_QUIET=1: wait (up to an hour, polling each minute) until the 1-minute load
+# average is below BENCH_QUIET_LOAD (0.8) and no cargo or rustc is running.
+if [ "${BENCH_WAIT_QUIET:-0}" != 0 ]; then
+  for _ in $(seq 60); do
+    load1=$(cut -d' ' -f1 /proc/loadavg)
+    busy=$(pgrep -c -x 'cargo|rustc' || true)
+    if awk "BEGIN { exit !($load1 < ${BENCH_QUIET_LOAD:-0.8}) }" && [ "$busy" = 0 ]; then break; fi
+    log "waiting for a quiet machine: load $load1, $busy cargo/rustc processes"
+    sleep 60
+  done
+fi
+
 mkdir -p "$OUT/runs"
 rm -f "$OUT"/runs/*.json
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -119,6 +131,15 @@ run_one() { # SERVER SCENARIO REPEAT
 # Repeats are interleaved (every server once, then again) so that a drift in the
 # machine's state affects every server alike.
 for rep in $(seq "$REPEATS"); do
+  # Someone else's build in the middle of a run skews it: with BENCH_WAIT_QUIET, wait (up
+  # to 20 minutes) for cargo and rustc to finish before each repeat.
+  if [ "${BENCH_WAIT_QUIET:-0}" != 0 ]; then
+    for _ in $(seq 240); do
+      [ "$(pgrep -c -x 'cargo|rustc' || true)" = 0 ] && break
+      log "repeat $rep: waiting for cargo/rustc to finish"
+      sleep 5
+    done
+  fi
   for server in $SERVERS; do
     log "run $rep/$REPEATS: $server"
     for scenario in idle fanout-small fanout-large latency echo; do
@@ -132,7 +153,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 ELAPSED=$((SECONDS - START_SECONDS))
 python3 bench/summarize.py "$OUT/runs" "$RESULTS" \
   --started "$START_TS" --elapsed "$ELAPSED" --load-start "$LOAD_START" --load-end "$LOAD_END" \
-  --command "bench/run.sh" \
+  --command "$([ "${BENCH_WAIT_QUIET:-0}" != 0 ] && echo 'BENCH_WAIT_QUIET=1 ')bench/run.sh" \
   --version "rustc=$(rustc -V | cut -d' ' -f2)" --version "node=$(node --version)" \
   --version "ws=$(node -p "require('./bench/peers/node/node_modules/ws/package.json').version")" \
   --version "socket.io=$(node -p "require('./bench/peers/node/node_modules/socket.io/package.json').version")" \

@@ -70,6 +70,8 @@ fn config() -> WebSocketConfig {
 async fn serve(stream: TcpStream, registry: Arc<Registry>) {
     let _ = stream.set_nodelay(true);
     let mut path = String::new();
+    // The signature is tungstenite's handshake callback's.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         path = req.uri().path().to_string();
         Ok(resp)

@@ -204,3 +204,50 @@ impl Drop for Receiver {
         queue.items = VecDeque::new();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Outbound {
+        Outbound::Frame(WsText::from(n.to_string()))
+    }
+
+    #[tokio::test]
+    async fn queue_is_bounded_ordered_and_closed_with_its_receiver() {
+        let (conn, mut rx) = ConnHandle::new(1, "u", 3);
+        for n in 0..3 {
+            assert!(conn.push(frame(n)));
+        }
+        // Full: the item is dropped and the connection is asked to close with 1013.
+        assert!(!conn.push(frame(3)));
+        assert_eq!(
+            conn.close_request().map(|r| r.code),
+            Some(CloseCode::TRY_AGAIN_LATER)
+        );
+        for n in 0..3 {
+            match rx.recv().await {
+                Some(Outbound::Frame(t)) => assert_eq!(t.as_str(), n.to_string()),
+                other => panic!("expected frame {n}, got {other:?}"),
+            }
+        }
+        assert!(rx.try_recv().is_err());
+        drop(rx);
+        assert!(!conn.push(frame(9)), "no receiver: pushes fail");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_and_a_drained_queue_gives_memory_back() {
+        let (conn, mut rx) = ConnHandle::new(1, "u", 1000);
+        let pusher = conn.clone();
+        let waiter = tokio::spawn(async move { rx.recv().await.map(|_| rx) });
+        tokio::task::yield_now().await;
+        assert!(pusher.push(frame(1)));
+        let mut rx = waiter.await.expect("join").expect("item");
+        for n in 0..100 {
+            assert!(conn.push(frame(n)));
+        }
+        while rx.try_recv().is_ok() {}
+        assert!(conn.queue.lock().items.capacity() <= QUEUE_KEEP_CAPACITY);
+    }
+}

@@ -190,7 +190,8 @@ pub async fn subscriber_group(
                 } else {
                     match protocol {
                         Protocol::Socketio if wire::engine_packet(&text) == EnginePacket::Ping => {
-                            if ws.send(Message::text(wire::ENGINE_PONG)).await.is_err() {
+                            let pong = ws.send(Message::text(wire::ENGINE_PONG)).await;
+                            if pong.is_err() {
                                 result
                                     .errors
                                     .add("connection lost (answering an Engine.IO ping)");
@@ -428,7 +429,10 @@ pub async fn run(
     let all = GroupResult::merge(results);
     errors.merge(all.errors);
     let missing = shared.outstanding();
-    errors.add_n(missing, format!("{missing} deliveries never arrived"));
+    errors.add_n(
+        missing,
+        format!("{missing} deliveries had not arrived {DRAIN_TIMEOUT:?} after the window"),
+    );
     if let Some(u) = usage.as_mut() {
         u.cpu_s_per_million = (all.measured > 0).then(|| u.cpu_s / (all.measured as f64 / 1e6));
     }

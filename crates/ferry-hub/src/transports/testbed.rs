@@ -43,10 +43,14 @@ async fn echo(State(state): State<AppState>, peer: Peer, req: Request) -> Respon
     let shutdown = state.hub.shutdown_token().clone();
     ws_io::upgrade(req, max, &[], move |mut socket, _| async move {
         let _permit = permit;
+        // Made once: a new one per message would register and unregister a waiter on the
+        // shutdown token, whose list every connection shares.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             let frame = tokio::select! {
                 frame = socket.next() => frame,
-                _ = shutdown.cancelled() => {
+                _ = &mut cancelled => {
                     let close = ws_io::close_message(CloseCode::GOING_AWAY, "server shutting down");
                     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
                     break;
