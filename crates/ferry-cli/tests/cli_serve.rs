@@ -16,7 +16,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn ferry() -> AssertCommand {
     let mut cmd = AssertCommand::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.env_remove("FERRY_API_KEY").env_remove("FERRY_JWT_SECRET");
+    cmd.env_remove("FERRY_API_KEY")
+        .env_remove("FERRY_JWT_SECRET");
     cmd
 }
 
@@ -32,7 +33,14 @@ fn print_config_merges_file_env_and_flags_and_redacts_secrets() {
         .current_dir(dir.path())
         .env("FERRY_LIMITS__RATE_BURST", "33")
         .env("FERRY_TOKEN", "client-side-variable-is-not-config")
-        .args(["serve", "--print-config", "--listen", "127.0.0.1:9999", "--api-key", "sup3r-s3cret"])
+        .args([
+            "serve",
+            "--print-config",
+            "--listen",
+            "127.0.0.1:9999",
+            "--api-key",
+            "sup3r-s3cret",
+        ])
         .assert()
         .success()
         .stdout(predicate::str::contains("listen = \"127.0.0.1:9999\""))
@@ -74,9 +82,16 @@ fn hash_password_makes_an_argon2_hash_that_verifies() {
         .clone();
     let hash = String::from_utf8(out).unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert!(ferry_hub::auth::verify_password(hash.trim(), "correct horse"));
+    assert!(ferry_hub::auth::verify_password(
+        hash.trim(),
+        "correct horse"
+    ));
     assert!(!ferry_hub::auth::verify_password(hash.trim(), "wrong"));
-    ferry().arg("hash-password").write_stdin("").assert().code(2);
+    ferry()
+        .arg("hash-password")
+        .write_stdin("")
+        .assert()
+        .code(2);
 }
 
 #[test]
@@ -105,14 +120,23 @@ async fn first_start_generates_private_secrets_and_never_prints_them() {
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line)).await.unwrap().unwrap();
-    assert!(line.starts_with("ferry listening on http://127.0.0.1:"), "{line}");
+    tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        line.starts_with("ferry listening on http://127.0.0.1:"),
+        "{line}"
+    );
     let secrets_path = data.join("secrets.toml");
     let secrets = std::fs::read_to_string(&secrets_path).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&secrets_path).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&secrets_path)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     let table: toml::Table = toml::from_str(&secrets).unwrap();
@@ -120,14 +144,20 @@ async fn first_start_generates_private_secrets_and_never_prints_them() {
     let jwt = table["jwt_secret"].as_str().unwrap().to_string();
     assert!(key.len() >= 40 && jwt.len() >= 40);
     // The key works against the API.
-    let url = format!("{}/api/stats", line.trim().trim_start_matches("ferry listening on "));
+    let url = format!(
+        "{}/api/stats",
+        line.trim().trim_start_matches("ferry listening on ")
+    );
     let r = http_status_with_api_key(&url, &key).await;
     assert_eq!(r, 200);
     // Stop it and check that neither secret was ever printed.
     child.start_kill().unwrap();
     let out = child.wait_with_output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("generated an API key and a JWT secret into"), "{stderr}");
+    assert!(
+        stderr.contains("generated an API key and a JWT secret into"),
+        "{stderr}"
+    );
     assert!(stderr.contains("secrets.toml"));
     for secret in [&key, &jwt] {
         assert!(!stderr.contains(secret.as_str()) && !line.contains(secret.as_str()));
@@ -140,7 +170,9 @@ async fn http_status_with_api_key(url: &str, key: &str) -> u16 {
     let rest = url.trim_start_matches("http://");
     let (host, path) = rest.split_once('/').unwrap();
     let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: apikey {key}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: apikey {key}\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.unwrap();
@@ -155,7 +187,10 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     let first = ws.next().await.unwrap().unwrap();
     assert!(first.to_text().unwrap().contains("auth_success"));
     let pid = server.pid().unwrap();
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let close = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
