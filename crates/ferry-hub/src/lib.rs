@@ -22,4 +22,4 @@ pub mod transports;
 pub use config::Config;
 pub use error::{HubError, HubResult};
 pub use hub::Hub;
-pub use server::{ServeError, Server, shutdown_signal};
+pub use server::{RunningServer, ServeError, Server, shutdown_signal};

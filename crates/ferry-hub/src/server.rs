@@ -197,6 +197,68 @@ impl Server {
     }
 }
 
+/// A server running in a background task, from [`Server::spawn`]: for embedding the hub
+/// in an application (and for tests). Dropping it without [`shutdown`](Self::shutdown)
+/// also shuts the server down gracefully, without waiting.
+pub struct RunningServer {
+    addr: SocketAddr,
+    hub: Hub,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The hub behind the server.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Shut down gracefully (connections drain and get 1001) and wait until the server
+    /// has finished.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task
+                .await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Server {
+    /// Run the server in a background task until [`RunningServer::shutdown`].
+    pub fn spawn(self) -> std::io::Result<RunningServer> {
+        let addr = self.local_addr()?;
+        let hub = self.hub().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async {
+            let _ = stopped.await;
+        }));
+        Ok(RunningServer {
+            addr,
+            hub,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -10,19 +10,19 @@ use std::time::Duration;
 
 use ferry_client::http::{Http, RetryPolicy};
 use ferry_hub::config::Secret;
-use ferry_hub::{Config, Server};
+use ferry_hub::{Config, RunningServer, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Safety net for anything a test awaits; never a way to wait for an event.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The hub, shut down gracefully (without waiting) when dropped.
 pub struct Hub {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    _running: RunningServer,
 }
 
 impl Hub {
@@ -39,37 +39,19 @@ impl Hub {
             ..Config::default()
         };
         edit(&mut config);
-        let server = Server::bind(config).await.expect("bind");
-        let addr = server.local_addr().expect("addr");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("serve");
-        });
+        let running = Server::bind(config)
+            .await
+            .expect("bind")
+            .spawn()
+            .expect("spawn");
         Hub {
-            addr,
-            stop: Some(stop),
-            task: Some(task),
+            addr: running.local_addr(),
+            _running: running,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use ferry_client::ws::{ConnectionState, StateStream};
 use ferry_hub::config::Secret;
-use ferry_hub::{Config, Hub, Server};
+use ferry_hub::{Config, Hub, RunningServer, Server};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// Safety-net timeout for anything a test awaits.
@@ -39,8 +38,7 @@ pub async fn next_state(states: &mut StateStream) -> ConnectionState {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub hub: Hub,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    running: Option<RunningServer>,
 }
 
 pub fn test_config(listen: SocketAddr) -> Config {
@@ -64,23 +62,15 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let server = Server::bind(config).await.expect("bind");
-        let addr = server.local_addr().expect("addr");
-        let hub = server.hub().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("serve");
-        });
+        let running = Server::bind(config)
+            .await
+            .expect("bind")
+            .spawn()
+            .expect("spawn");
         TestServer {
-            addr,
-            hub,
-            stop: Some(stop),
-            task: Some(task),
+            addr: running.local_addr(),
+            hub: running.hub().clone(),
+            running: Some(running),
         }
     }
 
@@ -99,11 +89,10 @@ impl TestServer {
 
     /// Graceful shutdown (clients get 1001), waiting until it finished.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            within("server shutdown", task).await.expect("join");
+        if let Some(running) = self.running.take() {
+            within("server shutdown", running.shutdown())
+                .await
+                .expect("serve");
         }
     }
 

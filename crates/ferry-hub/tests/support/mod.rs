@@ -8,12 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_hub::config::Secret;
-use ferry_hub::{Config, Hub, Server};
+use ferry_hub::{Config, Hub, RunningServer, Server};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -27,8 +25,7 @@ pub const JWT_SECRET: &str = "test-jwt-secret";
 pub struct TestServer {
     pub addr: SocketAddr,
     pub hub: Hub,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    running: Option<RunningServer>,
 }
 
 pub fn test_config() -> Config {
@@ -49,23 +46,15 @@ impl TestServer {
     pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = test_config();
         edit(&mut config);
-        let server = Server::bind(config).await.expect("bind");
-        let addr = server.local_addr().expect("addr");
-        let hub = server.hub().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("serve");
-        });
+        let running = Server::bind(config)
+            .await
+            .expect("bind")
+            .spawn()
+            .expect("spawn");
         TestServer {
-            addr,
-            hub,
-            stop: Some(stop),
-            task: Some(task),
+            addr: running.local_addr(),
+            hub: running.hub().clone(),
+            running: Some(running),
         }
     }
 
@@ -94,14 +83,11 @@ impl TestServer {
 
     /// Trigger graceful shutdown and wait for the server to finish.
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task)
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(WAIT, running.shutdown())
                 .await
                 .expect("shutdown in time")
-                .expect("join");
+                .expect("serve");
         }
     }
 
