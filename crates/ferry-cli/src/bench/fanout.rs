@@ -330,6 +330,71 @@ pub async fn publisher(
     result
 }
 
+/// What a publish window produced.
+pub struct WindowOutcome {
+    /// The measured window's length.
+    pub elapsed: Duration,
+    /// The server's CPU and memory over the window, when it could be probed.
+    pub usage: Option<ServerUsage>,
+    /// Publications sent inside the window.
+    pub publications: u64,
+    /// What the receivers counted (their errors not yet merged into the caller's).
+    pub received: GroupResult,
+}
+
+/// Publish from `pubs` through the warm-up and the measured window, let deliveries drain,
+/// then stop the receivers and collect what they counted. Shared by the WebSocket and SSE
+/// fan-out scenarios.
+#[allow(clippy::too_many_arguments)]
+pub async fn publish_window(
+    pubs: Vec<Ws>,
+    target: &Arc<Target>,
+    shared: &Arc<Shared>,
+    plan: &FanoutPlan,
+    probe: Option<&Probe>,
+    receivers: Vec<JoinHandle<GroupResult>>,
+    stop: watch::Sender<bool>,
+    errors: &mut Errors,
+) -> anyhow::Result<WindowOutcome> {
+    let end = Instant::now() + plan.warmup + plan.duration;
+    let period = (plan.rate > 0.0).then(|| Duration::from_secs_f64(pubs.len() as f64 / plan.rate));
+    let publishers: Vec<_> = pubs
+        .into_iter()
+        .map(|ws| {
+            tokio::spawn(publisher(
+                ws,
+                target.clone(),
+                shared.clone(),
+                period,
+                plan.size,
+                end,
+            ))
+        })
+        .collect();
+    let (elapsed, usage) = measure_window(shared, probe, plan.warmup, plan.duration).await?;
+    let mut publications = 0;
+    for p in publishers {
+        if let Ok(r) = p.await {
+            publications += r.measured;
+            errors.merge(r.errors);
+        }
+    }
+    drain(shared).await;
+    let _ = stop.send(true);
+    let mut results = Vec::new();
+    for r in receivers {
+        if let Ok(r) = r.await {
+            results.push(r);
+        }
+    }
+    Ok(WindowOutcome {
+        elapsed,
+        usage,
+        publications,
+        received: GroupResult::merge(results),
+    })
+}
+
 /// Run the measurement window: warm up, sample the server, measure, sample again.
 /// Returns the window's real length and the server usage (CPU only).
 pub async fn measure_window(
@@ -394,39 +459,22 @@ pub async fn run(
     let shared = Shared::new(subs.len() as u64, plan.window);
     let (stop_tx, stop_rx) = watch::channel(false);
     let groups = spawn_groups(subs, plan.group_size, target.protocol, &shared, &stop_rx);
-    let end = Instant::now() + plan.warmup + plan.duration;
-    let period = (plan.rate > 0.0).then(|| Duration::from_secs_f64(pubs.len() as f64 / plan.rate));
-    let publishers: Vec<_> = pubs
-        .into_iter()
-        .map(|ws| {
-            tokio::spawn(publisher(
-                ws,
-                target.clone(),
-                shared.clone(),
-                period,
-                plan.size,
-                end,
-            ))
-        })
-        .collect();
-    let (elapsed, mut usage) =
-        measure_window(&shared, probe.as_ref(), plan.warmup, plan.duration).await?;
-    let mut publications = 0;
-    for p in publishers {
-        if let Ok(r) = p.await {
-            publications += r.measured;
-            errors.merge(r.errors);
-        }
-    }
-    drain(&shared).await;
-    let _ = stop_tx.send(true);
-    let mut results = Vec::new();
-    for g in groups {
-        if let Ok(r) = g.await {
-            results.push(r);
-        }
-    }
-    let all = GroupResult::merge(results);
+    let WindowOutcome {
+        elapsed,
+        mut usage,
+        publications,
+        received: all,
+    } = publish_window(
+        pubs,
+        &target,
+        &shared,
+        &plan,
+        probe.as_ref(),
+        groups,
+        stop_tx,
+        &mut errors,
+    )
+    .await?;
     errors.merge(all.errors);
     let missing = shared.outstanding();
     errors.add_n(

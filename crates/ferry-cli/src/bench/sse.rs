@@ -16,7 +16,7 @@ use tokio::time::{Instant, timeout};
 
 use super::Common;
 use super::client::Target;
-use super::fanout::{FanoutPlan, GroupResult, Shared, drain, measure_window, publisher};
+use super::fanout::{FanoutPlan, GroupResult, Shared, WindowOutcome, publish_window};
 use super::report::{Errors, Latency, Report};
 use super::wire;
 
@@ -145,39 +145,22 @@ pub async fn run(
         .into_iter()
         .map(|b| tokio::spawn(subscriber(b, shared.clone(), stop_rx.clone())))
         .collect();
-    let end = Instant::now() + plan.warmup + plan.duration;
-    let period = (plan.rate > 0.0).then(|| Duration::from_secs_f64(pubs.len() as f64 / plan.rate));
-    let publishers: Vec<_> = pubs
-        .into_iter()
-        .map(|ws| {
-            tokio::spawn(publisher(
-                ws,
-                target.clone(),
-                shared.clone(),
-                period,
-                plan.size,
-                end,
-            ))
-        })
-        .collect();
-    let (elapsed, mut usage) =
-        measure_window(&shared, probe.as_ref(), plan.warmup, plan.duration).await?;
-    let mut publications = 0;
-    for p in publishers {
-        if let Ok(r) = p.await {
-            publications += r.measured;
-            errors.merge(r.errors);
-        }
-    }
-    drain(&shared).await;
-    let _ = stop_tx.send(true);
-    let mut results = Vec::new();
-    for s in subscribers {
-        if let Ok(r) = s.await {
-            results.push(r);
-        }
-    }
-    let all = GroupResult::merge(results);
+    let WindowOutcome {
+        elapsed,
+        mut usage,
+        publications,
+        received: all,
+    } = publish_window(
+        pubs,
+        &target,
+        &shared,
+        &plan,
+        probe.as_ref(),
+        subscribers,
+        stop_tx,
+        &mut errors,
+    )
+    .await?;
     errors.merge(all.errors);
     if let Some(u) = usage.as_mut() {
         u.cpu_s_per_million = (all.measured > 0).then(|| u.cpu_s / (all.measured as f64 / 1e6));
