@@ -57,10 +57,15 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    pub(crate) fn new(id: u64, user: &str, queue: usize) -> (Arc<ConnHandle>, Receiver) {
+    pub(crate) fn new(
+        id: u64,
+        client_id: &str,
+        user: &str,
+        queue: usize,
+    ) -> (Arc<ConnHandle>, Receiver) {
         let handle = ConnHandle {
             id,
-            client_id: format!("{:016x}", rand::random::<u64>()).into(),
+            client_id: client_id.into(),
             user: Mutex::new(user.into()),
             queue: Mutex::new(Queue::default()),
             queue_limit: queue.max(1),
@@ -215,7 +220,7 @@ mod tests {
 
     #[tokio::test]
     async fn queue_is_bounded_ordered_and_closed_with_its_receiver() {
-        let (conn, mut rx) = ConnHandle::new(1, "u", 3);
+        let (conn, mut rx) = ConnHandle::new(1, "c1", "u", 3);
         for n in 0..3 {
             assert!(conn.push(frame(n)));
         }
@@ -238,7 +243,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken_and_a_drained_queue_gives_memory_back() {
-        let (conn, mut rx) = ConnHandle::new(1, "u", 1000);
+        let (conn, mut rx) = ConnHandle::new(1, "c1", "u", 1000);
         let pusher = conn.clone();
         let waiter = tokio::spawn(async move { rx.recv().await.map(|_| rx) });
         tokio::task::yield_now().await;

@@ -29,6 +29,10 @@ use crate::transports::ws_io::WsText;
 /// The most publications one history read or recovery returns.
 pub const MAX_HISTORY_PAGE: usize = 1000;
 
+/// An odd constant and its inverse modulo 2^64, for [`Hub::client_id`].
+const CLIENT_ID_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+const CLIENT_ID_INVERSE: u64 = 0xF1DE_83E1_9937_733D;
+
 /// Number of publish-order stripes: publishes to one channel are serialised by the
 /// stripe its name hashes to; different channels rarely share one.
 const ORDER_STRIPES: usize = 256;
@@ -89,6 +93,8 @@ struct HubInner {
     channels: Sharded<HashMap<Arc<str>, Arc<Channel>>>,
     connections: Sharded<HashMap<u64, Arc<ConnHandle>>>,
     users: Sharded<HashMap<Arc<str>, Vec<u64>>>,
+    /// Key of the bijection between numeric connection ids and client ids.
+    client_key: u64,
     order: Box<[tokio::sync::Mutex<()>]>,
     store: Arc<dyn HistoryStore>,
     broker: Arc<dyn Broker>,
@@ -184,6 +190,7 @@ impl Hub {
             channels: Sharded::new(64),
             connections: Sharded::new(64),
             users: Sharded::new(64),
+            client_key: rand::random(),
             order: (0..ORDER_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -275,7 +282,13 @@ impl Hub {
     /// Register a new connection with a send queue of the configured size.
     pub fn connect(&self, user: &str) -> (Arc<ConnHandle>, Receiver) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (conn, rx) = ConnHandle::new(id, user, self.inner.config.limits.send_queue_size);
+        let client_id = self.client_id(id);
+        let (conn, rx) = ConnHandle::new(
+            id,
+            &client_id,
+            user,
+            self.inner.config.limits.send_queue_size,
+        );
         self.inner
             .connections
             .shard(&id)
@@ -563,14 +576,23 @@ impl Hub {
             .collect()
     }
 
+    /// The client id of connection `id`: an invertible scramble of the numeric id with a
+    /// per-process random key, so ids look random (they are not secrets: presence shows
+    /// them) and a client id leads back to its connection without a second index.
+    fn client_id(&self, id: u64) -> String {
+        format!(
+            "{:016x}",
+            (id ^ self.inner.client_key).wrapping_mul(CLIENT_ID_MULTIPLIER)
+        )
+    }
+
     fn client_connection(&self, client: &str) -> Option<Arc<ConnHandle>> {
-        self.inner.connections.iter().find_map(|shard| {
-            shard
-                .lock()
-                .values()
-                .find(|c| &*c.client_id == client)
-                .cloned()
-        })
+        let scrambled = u64::from_str_radix(client, 16)
+            .ok()
+            .filter(|_| client.len() == 16)?;
+        let id = scrambled.wrapping_mul(CLIENT_ID_INVERSE) ^ self.inner.client_key;
+        let conn = self.inner.connections.shard(&id).lock().get(&id).cloned()?;
+        (*conn.client_id == *client).then_some(conn)
     }
 
     /// Connections of a user, or the one connection with a client id.
@@ -645,5 +667,29 @@ impl Hub {
     /// Number of open connections.
     pub fn connection_count(&self) -> usize {
         self.inner.connection_count.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn client_ids_look_random_and_lead_back_to_their_connection() {
+        let hub = Hub::new(Arc::new(Config::default())).expect("hub");
+        let (a, _ra) = hub.connect("alice");
+        let (b, _rb) = hub.connect("bob");
+        assert_ne!(a.client_id, b.client_id);
+        assert_eq!(a.client_id.len(), 16);
+        let found = hub.find_connections(None, Some(&b.client_id));
+        assert_eq!(found.iter().map(|c| c.id).collect::<Vec<_>>(), vec![b.id]);
+        for unknown in ["", "zz", "0123456789abcdef", "0123456789abcdef0"] {
+            assert!(
+                hub.find_connections(None, Some(unknown)).is_empty(),
+                "{unknown}"
+            );
+        }
+        hub.disconnect(&b).await;
+        assert!(hub.find_connections(None, Some(&b.client_id)).is_empty());
     }
 }
