@@ -108,6 +108,9 @@ enum End {
     Close(CloseCode, String),
     /// The transport is gone; nothing to send.
     Gone,
+    /// The server is shutting down: send what is queued, then close with 1001. Only
+    /// `guarded` returns it; `serve` turns it into `Close` or `Gone`.
+    ShuttingDown,
 }
 
 #[derive(Serialize)]
@@ -208,16 +211,19 @@ impl Session {
         tokio::pin!(closed, cancelled, timer);
         loop {
             if !self.out.is_empty() {
-                let write = std::pin::pin!(flush_out(socket, &mut self.out));
-                let guard = guarded(
-                    write,
-                    closed.as_mut(),
-                    cancelled.as_mut(),
-                    timer.as_mut(),
-                    self.pong_deadline,
-                );
-                if let Err(end) = guard.await {
-                    return end;
+                let written = {
+                    let write = std::pin::pin!(flush_out(socket, &mut self.out));
+                    guarded(
+                        write,
+                        closed.as_mut(),
+                        cancelled.as_mut(),
+                        timer.as_mut(),
+                        self.pong_deadline,
+                    )
+                    .await
+                };
+                if let Err(end) = written {
+                    return finish(end, socket, rx).await;
                 }
             }
             let deadline = tokio::time::Instant::from_std(self.next_deadline());
@@ -229,30 +235,23 @@ impl Session {
                     return End::Close(request.code, request.reason);
                 }
                 _ = &mut cancelled => {
-                    // Drain what is already queued (bounded: a stuck peer cannot hold us).
-                    let drain = async {
-                        while let Ok(item) = rx.try_recv() {
-                            socket.feed(outbound_message(item)).await?;
-                        }
-                        socket.flush().await
-                    };
-                    return match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, drain).await {
-                        Ok(Ok(())) => End::Close(CloseCode::GOING_AWAY, "server shutting down".into()),
-                        _ => End::Gone,
-                    };
+                    return finish(End::ShuttingDown, socket, rx).await;
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
-                    let write = std::pin::pin!(write_queued(socket, item, rx));
-                    let guard = guarded(
-                        write,
-                        closed.as_mut(),
-                        cancelled.as_mut(),
-                        timer.as_mut(),
-                        self.pong_deadline,
-                    );
-                    if let Err(end) = guard.await {
-                        return end;
+                    let written = {
+                        let write = std::pin::pin!(write_queued(socket, item, rx));
+                        guarded(
+                            write,
+                            closed.as_mut(),
+                            cancelled.as_mut(),
+                            timer.as_mut(),
+                            self.pong_deadline,
+                        )
+                        .await
+                    };
+                    if let Err(end) = written {
+                        return finish(end, socket, rx).await;
                     }
                 }
                 frame = socket.next() => {
@@ -674,7 +673,12 @@ async fn guarded(
             result = write.as_mut() => return result.map_err(|_| End::Gone),
             request = closed.as_mut() => return Err(End::Close(request.code, request.reason)),
             _ = cancelled.as_mut() => {
-                return Err(End::Close(CloseCode::GOING_AWAY, "server shutting down".into()));
+                // Finish the batch in flight (bounded), so no queued frame is lost; the
+                // session then drains the rest of the queue.
+                return match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.as_mut()).await {
+                    Ok(Ok(())) => Err(End::ShuttingDown),
+                    _ => Err(End::Gone),
+                };
             }
             // The session's timer fires at its earliest deadline, which is at or before
             // the pong deadline; during a write only the pong deadline counts, so the
@@ -687,6 +691,24 @@ async fn guarded(
                 timer.as_mut().reset(pong.into());
             }
         }
+    }
+}
+
+/// Turn `End::ShuttingDown` into a drained queue and a 1001 close; other ends pass.
+async fn finish(end: End, socket: &mut ServerSocket, rx: &mut Receiver) -> End {
+    if !matches!(end, End::ShuttingDown) {
+        return end;
+    }
+    // Drain what is already queued (bounded: a stuck peer cannot hold us).
+    let drain = async {
+        while let Ok(item) = rx.try_recv() {
+            socket.feed(outbound_message(item)).await?;
+        }
+        socket.flush().await
+    };
+    match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, drain).await {
+        Ok(Ok(())) => End::Close(CloseCode::GOING_AWAY, "server shutting down".into()),
+        _ => End::Gone,
     }
 }
 
