@@ -45,7 +45,8 @@ pub struct CloseRequest {
 pub struct ConnHandle {
     /// Process-unique numeric id.
     pub id: u64,
-    /// The id clients see (`info.client`): random, unique per connection.
+    /// The id clients see (`info.client`): 16 hex digits, unique per connection, derived
+    /// from `id` with a per-process key (see `Hub::find_connections`).
     pub client_id: Arc<str>,
     user: Mutex<Arc<str>>,
     queue: Mutex<Queue>,
