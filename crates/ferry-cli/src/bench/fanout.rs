@@ -342,6 +342,41 @@ pub struct WindowOutcome {
     pub received: GroupResult,
 }
 
+impl WindowOutcome {
+    /// The report of a publish/deliver scenario: the receivers' errors join `errors`, and
+    /// the server's CPU is set per million deliveries.
+    pub fn report(
+        mut self,
+        scenario: &str,
+        protocol: &str,
+        url: &str,
+        connections: usize,
+        setup_s: f64,
+        mut errors: Errors,
+    ) -> Report {
+        errors.merge(std::mem::take(&mut self.received.errors));
+        let measured = self.received.measured;
+        if let Some(u) = self.usage.as_mut() {
+            u.cpu_s_per_million = (measured > 0).then(|| u.cpu_s / (measured as f64 / 1e6));
+        }
+        Report {
+            scenario: scenario.into(),
+            protocol: protocol.into(),
+            url: url.into(),
+            connections,
+            setup_s,
+            duration_s: self.elapsed.as_secs_f64(),
+            publications: self.publications,
+            messages: measured,
+            messages_per_s: measured as f64 / self.elapsed.as_secs_f64(),
+            latency: Latency::from_micros(&self.received.latency),
+            errors: errors.count,
+            error_samples: errors.samples,
+            server: self.usage,
+        }
+    }
+}
+
 /// Publish from `pubs` through the warm-up and the measured window, let deliveries drain,
 /// then stop the receivers and collect what they counted. Shared by the WebSocket and SSE
 /// fan-out scenarios.
@@ -459,12 +494,7 @@ pub async fn run(
     let shared = Shared::new(subs.len() as u64, plan.window);
     let (stop_tx, stop_rx) = watch::channel(false);
     let groups = spawn_groups(subs, plan.group_size, target.protocol, &shared, &stop_rx);
-    let WindowOutcome {
-        elapsed,
-        mut usage,
-        publications,
-        received: all,
-    } = publish_window(
+    let outcome = publish_window(
         pubs,
         &target,
         &shared,
@@ -475,28 +505,17 @@ pub async fn run(
         &mut errors,
     )
     .await?;
-    errors.merge(all.errors);
     let missing = shared.outstanding();
     errors.add_n(
         missing,
         format!("{missing} deliveries had not arrived {DRAIN_TIMEOUT:?} after the window"),
     );
-    if let Some(u) = usage.as_mut() {
-        u.cpu_s_per_million = (all.measured > 0).then(|| u.cpu_s / (all.measured as f64 / 1e6));
-    }
-    Ok(Report {
-        scenario: scenario.into(),
-        protocol: target.protocol.name().into(),
-        url: target.url.clone(),
+    Ok(outcome.report(
+        scenario,
+        target.protocol.name(),
+        &target.url,
         connections,
         setup_s,
-        duration_s: elapsed.as_secs_f64(),
-        publications,
-        messages: all.measured,
-        messages_per_s: all.measured as f64 / elapsed.as_secs_f64(),
-        latency: Latency::from_micros(&all.latency),
-        errors: errors.count,
-        error_samples: errors.samples,
-        server: usage,
-    })
+        errors,
+    ))
 }

@@ -16,8 +16,8 @@ use tokio::time::{Instant, timeout};
 
 use super::Common;
 use super::client::Target;
-use super::fanout::{FanoutPlan, GroupResult, Shared, WindowOutcome, publish_window};
-use super::report::{Errors, Latency, Report};
+use super::fanout::{FanoutPlan, GroupResult, Shared, publish_window};
+use super::report::{Errors, Report};
 use super::wire;
 
 type Body = hyper::body::Incoming;
@@ -145,12 +145,7 @@ pub async fn run(
         .into_iter()
         .map(|b| tokio::spawn(subscriber(b, shared.clone(), stop_rx.clone())))
         .collect();
-    let WindowOutcome {
-        elapsed,
-        mut usage,
-        publications,
-        received: all,
-    } = publish_window(
+    let outcome = publish_window(
         pubs,
         &target,
         &shared,
@@ -161,25 +156,7 @@ pub async fn run(
         &mut errors,
     )
     .await?;
-    errors.merge(all.errors);
-    if let Some(u) = usage.as_mut() {
-        u.cpu_s_per_million = (all.measured > 0).then(|| u.cpu_s / (all.measured as f64 / 1e6));
-    }
-    Ok(Report {
-        scenario: "sse".into(),
-        protocol: "sse".into(),
-        url: target.url.clone(),
-        connections,
-        setup_s,
-        duration_s: elapsed.as_secs_f64(),
-        publications,
-        messages: all.measured,
-        messages_per_s: all.measured as f64 / elapsed.as_secs_f64(),
-        latency: Latency::from_micros(&all.latency),
-        errors: errors.count,
-        error_samples: errors.samples,
-        server: usage,
-    })
+    Ok(outcome.report("sse", "sse", &target.url, connections, setup_s, errors))
 }
 
 #[cfg(test)]
