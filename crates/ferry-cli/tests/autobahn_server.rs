@@ -148,7 +148,7 @@ fn summary(outcomes: &[CaseOutcome]) -> String {
     let _ = writeln!(
         out,
         "The Autobahn TestSuite server cases (sections 1–7, 9 and 10), run by PyPI `kosoku` (version \
-         pinned in `.ci/run`) against `ws://127.0.0.1:PORT/test/echo` of the real `ferry` binary: \
+         pinned in `scripts/peers.d/10-base.sh`) against `ws://127.0.0.1:PORT/test/echo` of the real `ferry` binary: \
          the testbed echo, which shares its WebSocket stack (`ferry-hub/src/transports/ws_io.rs`) \
          with `/ws`. Produced by `crates/ferry-cli/tests/autobahn_server.rs`; regenerate with \
          `FERRY_WRITE_AUTOBAHN=1 cargo test -p ferry-cli --test autobahn_server`.\n"
@@ -274,7 +274,7 @@ async fn autobahn_server_cases_pass_against_test_echo() -> anyhow::Result<()> {
 
     let missing = || {
         format!(
-            "the Autobahn runner `{kosoku}` is not installed: `.ci/run` installs it (pip install \
+            "the Autobahn runner `{kosoku}` is not installed: `scripts/test.sh` installs it (pip install \
              kosoku==VERSION, pinned there); or point FERRY_KOSOKU at the executable"
         )
     };

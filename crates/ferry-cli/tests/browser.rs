@@ -5,7 +5,7 @@
 //! must reach both, unchanged.
 //!
 //! Needs `node`, `tests/browser/node_modules` (`npm ci --prefix tests/browser`) and
-//! `/usr/bin/chromium` (or `FERRY_CHROMIUM`); `.ci/run` installs all three. A missing piece
+//! `/usr/bin/chromium` (or `FERRY_CHROMIUM`); `scripts/test.sh` installs all three. A missing piece
 //! fails the test with that instruction rather than skipping it.
 
 mod support;
@@ -28,7 +28,7 @@ async fn browser_websocket_and_eventsource_receive_an_api_publication() -> anyho
     let chromium =
         std::env::var("FERRY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
     let setup =
-        "run `.ci/run`, or `apt-get install -y chromium` and `npm ci --prefix tests/browser`";
+        "run `bash scripts/test.sh`, or `apt-get install -y chromium` and `npm ci --prefix tests/browser`";
     assert!(
         browser_dir
             .join("node_modules/playwright-core/package.json")
