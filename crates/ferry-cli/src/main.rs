@@ -105,9 +105,10 @@ struct ServeArgs {
     /// Let clients without a token in where a namespace allows anonymous access.
     #[arg(long)]
     allow_anonymous: bool,
-    /// Do not serve the /test/* testbed.
+    /// Serve the /test/* testbed (echo WebSocket, delays, byte streams for testing
+    /// clients). Off by default: it is unauthenticated.
     #[arg(long)]
-    no_testbed: bool,
+    testbed: bool,
     /// Serve this directory's files at / (with compression and CORS).
     #[arg(long = "static", value_name = "DIR")]
     static_dir: Option<PathBuf>,
@@ -138,8 +139,8 @@ impl ServeArgs {
         if self.allow_anonymous {
             o.insert("allow_anonymous".into(), true.into());
         }
-        if self.no_testbed {
-            o.insert("testbed".into(), false.into());
+        if self.testbed {
+            o.insert("testbed".into(), true.into());
         }
         if let Some(v) = &self.static_dir {
             o.insert("static_dir".into(), v.display().to_string().into());

@@ -257,7 +257,12 @@ fn summary(outcomes: &[CaseOutcome]) -> String {
 #[tokio::test]
 async fn autobahn_server_cases_pass_against_test_echo() -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut server = FerryServer::start(&[]).await?;
+    // Section 9 sends messages of up to 16 MiB; the echo's default cap is 1 MiB.
+    let config_dir = tempfile::tempdir()?;
+    let config = config_dir.path().join("ferry.toml");
+    std::fs::write(&config, "[limits]\ntestbed_max_echo_size = 16777216\n")?;
+    let config = config.to_str().context("temp path is UTF-8")?.to_string();
+    let mut server = FerryServer::start(&["--config", &config]).await?;
     let url = server.ws_url("/test/echo");
 
     let report_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("autobahn-server");

@@ -72,7 +72,10 @@ pub struct Config {
     /// `["https://app.example.com"]`; `["*"]` allows any. Default empty: same-origin
     /// browsers and non-browser clients (no `Origin` header) only.
     pub allowed_origins: Vec<String>,
-    /// Serve the `/test/*` testbed. Default true (it has its own caps on sizes and delays).
+    /// Serve the `/test/*` testbed (echo WebSocket, delays, byte streams: tools for testing
+    /// clients). Default false: it is unauthenticated, so it is on only when asked for
+    /// (`--testbed`, or `ferry serve --dev`). When on, `/test/echo` follows the same
+    /// Origin rule as `/ws` and its own size cap.
     pub testbed: bool,
     /// Serve this directory's files at `/` (with compression and CORS). Default none.
     pub static_dir: Option<PathBuf>,
@@ -85,6 +88,14 @@ pub struct Config {
     /// Users who may log in at `/auth/login`. Passwords are argon2 hashes made with
     /// `ferry hash-password`, never plain text. Default none.
     pub users: Vec<UserConfig>,
+    /// Pending connections the kernel queues before `accept` (the listen backlog), capped
+    /// by the system's `net.core.somaxconn`. Default 4096: a reconnect storm of thousands
+    /// of clients after a restart waits in the queue instead of being refused and retrying
+    /// a second later (tokio's default is 128).
+    pub listen_backlog: u32,
+    /// Set `SO_REUSEPORT` on the listener, so several `ferry serve` processes can share one
+    /// port (the kernel spreads connections between them). Default false.
+    pub reuse_port: bool,
     /// Limits on everything a peer controls.
     pub limits: Limits,
 }
@@ -103,11 +114,13 @@ impl Default for Config {
             token_ttl_secs: 3600,
             allow_anonymous: false,
             allowed_origins: Vec::new(),
-            testbed: true,
+            testbed: false,
             static_dir: None,
             default_namespace: NamespaceConfig::default(),
             namespaces,
             users: Vec::new(),
+            listen_backlog: 4096,
+            reuse_port: false,
             limits: Limits::default(),
         }
     }
@@ -125,7 +138,10 @@ pub struct NamespaceConfig {
     pub history_ttl_secs: u64,
     /// Track who is subscribed (the `presence` command). Default true.
     pub presence: bool,
-    /// Push `join`/`leave` to subscribers when someone subscribes or leaves. Default true.
+    /// Push `join`/`leave` to subscribers when someone subscribes or leaves. Default false:
+    /// each subscribe or leave is one push to every other subscriber, so N subscribers
+    /// joining one channel cost N(N-1)/2 pushes (499,500 for 1,000). Turn it on for small
+    /// rooms (chat, collaboration) where members want to see each other arrive.
     pub join_leave: bool,
     /// Authenticated users may subscribe. Default true.
     pub allow_subscribe: bool,
@@ -146,7 +162,7 @@ impl Default for NamespaceConfig {
             history_size: 100,
             history_ttl_secs: 0,
             presence: true,
-            join_leave: true,
+            join_leave: false,
             allow_subscribe: true,
             allow_publish: true,
             allow_history: true,
@@ -174,6 +190,24 @@ pub struct Limits {
     /// Open WebSocket + SSE connections in total; more → HTTP 503 `CONNECTION_LIMIT`.
     /// Default 15000 (below the usual 20000 open-files limit).
     pub max_connections: usize,
+    /// Accepted TCP sockets of any kind (HTTP requests, keep-alive connections, sockets
+    /// that have not sent a byte yet, WebSockets, SSE streams). A socket past this is
+    /// closed at once. Default 16000; at start it is lowered to fit the open-files limit
+    /// (which `ferry serve` raises to its hard maximum), with a warning.
+    pub max_sockets: usize,
+    /// Time to receive a complete request head, ms, counted whenever a connection waits
+    /// for one: on a new socket and between requests on a kept-alive connection. Silent
+    /// sockets, headers sent a byte at a time and idle keep-alive connections are closed
+    /// after it. Default 10000.
+    pub header_timeout_ms: u64,
+    /// Time for an `/api/*` or `/auth/*` request, body included, to be answered, ms;
+    /// then 408. Default 30000.
+    pub request_timeout_ms: u64,
+    /// A socket whose pending write makes no progress for this long is closed, ms: a peer
+    /// that stops reading (WebSocket, SSE, any HTTP response) is dropped, with no close
+    /// frame since none could be written. Runs whether or not the connection's other
+    /// timers do. Default 10000.
+    pub write_timeout_ms: u64,
     /// Open connections per client IP. Default 2000.
     pub max_connections_per_ip: usize,
     /// Largest WebSocket message on `/ws`, in bytes; more → close 1009. Default 1 MiB.
@@ -206,6 +240,15 @@ pub struct Limits {
     /// Frames queued for one connection before it counts as too slow and is closed with
     /// 1013 (memory stays bounded). Default 1024.
     pub send_queue_size: usize,
+    /// Bytes queued for one connection (the frames' encoded sizes) before it counts as too
+    /// slow and is closed with 1013. Default 16 MiB.
+    pub send_queue_bytes: usize,
+    /// Largest single reply, bytes. A history page or a subscribe-with-recovery reply
+    /// stops adding publications at this size (the page says `has_more`; recovered
+    /// publications past it follow as `message` pushes); any other reply that would pass
+    /// it is answered with `MESSAGE_TOO_BIG` instead. Default 4 MiB (at least
+    /// `max_message_size` + 64 KiB).
+    pub max_reply_size: usize,
     /// Interval of `: keep-alive` comments on SSE streams, ms; they keep proxies from
     /// closing an idle stream. Default 15000.
     pub sse_keep_alive_ms: u64,
@@ -215,7 +258,8 @@ pub struct Limits {
     pub testbed_max_delay_secs: u64,
     /// Largest `/test/bytes/{n}`, bytes. Default 10 MiB.
     pub testbed_max_bytes: usize,
-    /// Largest message on the `/test/echo` WebSocket, bytes. Default 16 MiB.
+    /// Largest message on the `/test/echo` WebSocket, bytes; more → close 1009. Default
+    /// 1 MiB (the Autobahn TestSuite's 16 MiB cases need `16777216`).
     pub testbed_max_echo_size: usize,
 }
 
@@ -223,6 +267,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 15_000,
+            max_sockets: 16_000,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            write_timeout_ms: 10_000,
             max_connections_per_ip: 2_000,
             max_message_size: 1 << 20,
             max_body_size: 1 << 20,
@@ -236,11 +284,13 @@ impl Default for Limits {
             ping_interval_ms: 25_000,
             pong_timeout_ms: 10_000,
             send_queue_size: 1024,
+            send_queue_bytes: 16 << 20,
+            max_reply_size: 4 << 20,
             sse_keep_alive_ms: 15_000,
             shutdown_grace_ms: 5_000,
             testbed_max_delay_secs: 10,
             testbed_max_bytes: 10 << 20,
-            testbed_max_echo_size: 16 << 20,
+            testbed_max_echo_size: 1 << 20,
         }
     }
 }
@@ -259,6 +309,8 @@ const ENV_KEYS: &[&str] = &[
     "allowed_origins",
     "testbed",
     "static_dir",
+    "listen_backlog",
+    "reuse_port",
     "limits",
 ];
 
@@ -271,6 +323,14 @@ pub enum ConfigError {
     /// A file named explicitly with `--config` does not exist.
     #[error("config file {0} not found; create it or leave out --config to use defaults")]
     Missing(PathBuf),
+}
+
+impl Limits {
+    /// The reply budget actually used: `max_reply_size`, but never below one message plus
+    /// room for its envelope.
+    pub fn reply_budget(&self) -> usize {
+        self.max_reply_size.max(self.max_message_size + (64 << 10))
+    }
 }
 
 impl Config {

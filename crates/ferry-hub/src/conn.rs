@@ -18,17 +18,40 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::publication::Publication;
+use crate::publication::Delivery;
 use crate::transports::ws_io::WsText;
 
 /// One item in a connection's send queue. Both variants are cheap to clone: the bytes are
 /// shared, never copied per subscriber.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// A publication; each transport picks its encoding (already made once and shared).
-    Publication(Arc<Publication>),
+    /// A publication; each transport picks its encoding (made once per fan-out and
+    /// shared).
+    Publication(Arc<Delivery>),
     /// A pre-encoded JSON frame (`join`, `leave`, `direct`, ...).
     Frame(WsText),
+}
+
+impl Outbound {
+    /// The bytes this item costs in a send queue (its encoded size, roughly).
+    fn queued_bytes(&self) -> usize {
+        match self {
+            Outbound::Publication(d) => d.publication().encoded_size(),
+            Outbound::Frame(text) => text.len(),
+        }
+    }
+}
+
+/// What became of an item offered to a send queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued for the peer.
+    Queued,
+    /// This item overflowed the queue (in frames or bytes): the connection is asked to
+    /// close with 1013 and the item is dropped. Said once per connection.
+    Overflowed,
+    /// Dropped: the connection is closing or gone.
+    Dropped,
 }
 
 /// Why and how a connection is to be closed.
@@ -51,6 +74,7 @@ pub struct ConnHandle {
     user: Mutex<Arc<str>>,
     queue: Mutex<Queue>,
     queue_limit: usize,
+    queue_bytes_limit: usize,
     queue_waker: AtomicWaker,
     close: Mutex<Option<CloseRequest>>,
     close_notify: Notify,
@@ -63,6 +87,7 @@ impl ConnHandle {
         client_id: &str,
         user: &str,
         queue: usize,
+        queue_bytes: usize,
     ) -> (Arc<ConnHandle>, Receiver) {
         let handle = ConnHandle {
             id,
@@ -70,6 +95,7 @@ impl ConnHandle {
             user: Mutex::new(user.into()),
             queue: Mutex::new(Queue::default()),
             queue_limit: queue.max(1),
+            queue_bytes_limit: queue_bytes.max(1),
             queue_waker: AtomicWaker::new(),
             close: Mutex::new(None),
             close_notify: Notify::new(),
@@ -99,25 +125,36 @@ impl ConnHandle {
         }
     }
 
-    /// Queue an item without waiting. A full queue means the peer reads too slowly: the
-    /// connection is asked to close with 1013 and the item is dropped (the client recovers
-    /// from history when it reconnects). Returns whether the item was queued.
-    pub fn push(&self, item: Outbound) -> bool {
+    /// Queue an item without waiting. A full queue (`send_queue_size` frames or
+    /// `send_queue_bytes` bytes) means the peer reads too slowly: the connection is asked
+    /// to close with 1013, its queue is emptied, and the item is dropped (the client
+    /// recovers from history when it reconnects).
+    pub fn push(&self, item: Outbound) -> Pushed {
         let mut queue = self.queue.lock();
-        if queue.closed {
-            return false;
+        if queue.closed || queue.overflowed {
+            return Pushed::Dropped;
         }
-        if queue.items.len() >= self.queue_limit {
+        let size = item.queued_bytes();
+        if queue.items.len() >= self.queue_limit
+            || queue.bytes.saturating_add(size) > self.queue_bytes_limit
+        {
+            // Nothing queued will be sent: the close comes first (1013 reaches the peer
+            // as soon as its socket takes it), so the memory is given back now.
+            queue.overflowed = true;
+            queue.items = VecDeque::new();
+            queue.bytes = 0;
             drop(queue);
             self.request_close(CloseCode::TRY_AGAIN_LATER, "slow consumer: send queue full");
-            return false;
+            self.queue_waker.wake();
+            return Pushed::Overflowed;
         }
+        queue.bytes += size;
         queue.items.push_back(item);
         drop(queue);
         // A no-op (one atomic operation) while the task is already woken and not yet
         // polled: a burst wakes the task once.
         self.queue_waker.wake();
-        true
+        Pushed::Queued
     }
 
     /// Ask the transport to close the connection. The first request wins.
@@ -157,8 +194,12 @@ impl ConnHandle {
 #[derive(Debug, Default)]
 struct Queue {
     items: VecDeque<Outbound>,
+    /// The sum of the items' `queued_bytes`.
+    bytes: usize,
     /// The receiver is gone: pushes fail.
     closed: bool,
+    /// The queue overflowed once: the connection is closing, pushes fail.
+    overflowed: bool,
 }
 
 /// A drained queue keeps at most this much capacity, so a connection that once had a
@@ -196,6 +237,9 @@ impl Receiver {
     pub fn try_recv(&mut self) -> Result<Outbound, TryRecvError> {
         let mut queue = self.conn.queue.lock();
         let item = queue.items.pop_front();
+        if let Some(item) = &item {
+            queue.bytes = queue.bytes.saturating_sub(item.queued_bytes());
+        }
         if queue.items.is_empty() && queue.items.capacity() > QUEUE_KEEP_CAPACITY {
             queue.items = VecDeque::new();
         }
@@ -221,37 +265,62 @@ mod tests {
 
     #[tokio::test]
     async fn queue_is_bounded_ordered_and_closed_with_its_receiver() {
-        let (conn, mut rx) = ConnHandle::new(1, "c1", "u", 3);
+        let (conn, mut rx) = ConnHandle::new(1, "c1", "u", 3, 1 << 20);
         for n in 0..3 {
-            assert!(conn.push(frame(n)));
+            assert_eq!(conn.push(frame(n)), Pushed::Queued);
         }
-        // Full: the item is dropped and the connection is asked to close with 1013.
-        assert!(!conn.push(frame(3)));
-        assert_eq!(
-            conn.close_request().map(|r| r.code),
-            Some(CloseCode::TRY_AGAIN_LATER)
-        );
-        for n in 0..3 {
+        for n in 0..2 {
             match rx.recv().await {
                 Some(Outbound::Frame(t)) => assert_eq!(t.as_str(), n.to_string()),
                 other => panic!("expected frame {n}, got {other:?}"),
             }
         }
-        assert!(rx.try_recv().is_err());
+        assert_eq!(conn.push(frame(3)), Pushed::Queued);
+        assert_eq!(conn.push(frame(4)), Pushed::Queued);
+        // Full: the connection is asked to close with 1013 and the queue is given up.
+        assert_eq!(conn.push(frame(5)), Pushed::Overflowed);
+        assert_eq!(
+            conn.close_request().map(|r| r.code),
+            Some(CloseCode::TRY_AGAIN_LATER)
+        );
+        assert_eq!(
+            conn.push(frame(6)),
+            Pushed::Dropped,
+            "overflow is said once"
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing queued survives an overflow"
+        );
         drop(rx);
-        assert!(!conn.push(frame(9)), "no receiver: pushes fail");
+        assert_eq!(
+            conn.push(frame(9)),
+            Pushed::Dropped,
+            "no receiver: pushes fail"
+        );
+    }
+
+    #[tokio::test]
+    async fn queue_is_bounded_in_bytes_too() {
+        let (conn, mut rx) = ConnHandle::new(1, "c1", "u", 1000, 100);
+        let big = || Outbound::Frame(WsText::from("x".repeat(40)));
+        assert_eq!(conn.push(big()), Pushed::Queued);
+        assert_eq!(conn.push(big()), Pushed::Queued);
+        assert!(rx.try_recv().is_ok(), "taking one gives its bytes back");
+        assert_eq!(conn.push(big()), Pushed::Queued);
+        assert_eq!(conn.push(big()), Pushed::Overflowed, "120 bytes > 100");
     }
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken_and_a_drained_queue_gives_memory_back() {
-        let (conn, mut rx) = ConnHandle::new(1, "c1", "u", 1000);
+        let (conn, mut rx) = ConnHandle::new(1, "c1", "u", 1000, 1 << 20);
         let pusher = conn.clone();
         let waiter = tokio::spawn(async move { rx.recv().await.map(|_| rx) });
         tokio::task::yield_now().await;
-        assert!(pusher.push(frame(1)));
+        assert_eq!(pusher.push(frame(1)), Pushed::Queued);
         let mut rx = waiter.await.expect("join").expect("item");
         for n in 0..100 {
-            assert!(conn.push(frame(n)));
+            assert_eq!(conn.push(frame(n)), Pushed::Queued);
         }
         while rx.try_recv().is_ok() {}
         assert!(conn.queue.lock().items.capacity() <= QUEUE_KEEP_CAPACITY);

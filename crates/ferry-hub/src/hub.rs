@@ -18,10 +18,10 @@ use crate::auth::{Authenticator, Capability, Identity};
 use crate::broker::{Broker, BrokerMessage, DeliverySink, MemoryBroker};
 use crate::channel::ChannelName;
 use crate::config::{Config, NamespaceConfig};
-use crate::conn::{ConnHandle, Outbound, Receiver};
+use crate::conn::{ConnHandle, Outbound, Pushed, Receiver};
 use crate::error::{HubError, HubResult};
 use crate::presence::{MemoryPresence, PresenceStore};
-use crate::publication::{Publication, StreamPosition};
+use crate::publication::{Delivery, Publication, StreamPosition};
 use crate::sharded::Sharded;
 use crate::store::{HistoryPage, HistoryQuery, HistoryStore, MemoryStore, Retention};
 use crate::transports::ws_io::WsText;
@@ -75,7 +75,7 @@ pub struct Stats {
     pub publications: u64,
     /// Frames queued to subscribers since start.
     pub deliveries: u64,
-    /// Connections closed for reading too slowly.
+    /// Connections closed because their send queue overflowed (each counted once).
     pub slow_consumers: u64,
     /// Seconds since start.
     pub uptime_secs: u64,
@@ -122,18 +122,18 @@ impl DeliverySink for HubInner {
         let subscribers = channel.subscribers.read();
         let mut delivered = 0u64;
         let mut slow = 0u64;
-        let mut send = |conn: &ConnHandle, item: Outbound| {
-            if conn.push(item) {
-                delivered += 1;
-            } else if conn.close_request().is_some() {
-                slow += 1;
-            }
+        let mut send = |conn: &ConnHandle, item: Outbound| match conn.push(item) {
+            Pushed::Queued => delivered += 1,
+            // Counted once per connection, when its queue overflows.
+            Pushed::Overflowed => slow += 1,
+            Pushed::Dropped => {}
         };
         match message {
             BrokerMessage::Publication { publication, skip } => {
+                let delivery = Delivery::new(publication);
                 for (id, conn) in subscribers.iter() {
                     if Some(*id) != skip {
-                        send(conn, Outbound::Publication(publication.clone()));
+                        send(conn, Outbound::Publication(delivery.clone()));
                     }
                 }
             }
@@ -156,6 +156,18 @@ impl DeliverySink for HubInner {
         self.deliveries.fetch_add(delivered, Ordering::Relaxed);
         self.slow_consumers.fetch_add(slow, Ordering::Relaxed);
     }
+}
+
+/// How many of `publications`, from the first, fit in `budget` bytes (at least one).
+pub(crate) fn fit_in_budget(publications: &[Arc<Publication>], budget: usize) -> usize {
+    let mut used = 0usize;
+    for (i, p) in publications.iter().enumerate() {
+        used = used.saturating_add(p.encoded_size());
+        if used > budget && i > 0 {
+            return i;
+        }
+    }
+    publications.len()
 }
 
 fn presence_frame(kind: &str, channel: &str, info: &ClientInfo) -> WsText {
@@ -288,6 +300,7 @@ impl Hub {
             &client_id,
             user,
             self.inner.config.limits.send_queue_size,
+            self.inner.config.limits.send_queue_bytes,
         );
         self.inner
             .connections
@@ -514,7 +527,7 @@ impl Hub {
     pub async fn publish(
         &self,
         channel: &str,
-        data: Box<RawValue>,
+        data: Arc<RawValue>,
         info: Option<ClientInfo>,
         skip: Option<u64>,
     ) -> HubResult<Arc<Publication>> {
@@ -537,17 +550,33 @@ impl Hub {
         Ok(publication)
     }
 
-    /// Read a channel's history.
+    /// Read a channel's history. A page also stops at `limits.max_reply_size` bytes of
+    /// publications (always holding at least one), with `has_more` set, so one page is
+    /// never larger than a reply may be.
     pub async fn history(&self, channel: &str, query: HistoryQuery) -> HubResult<HistoryPage> {
         let (_, ns) = self.resolve(channel)?;
         let query = HistoryQuery {
             limit: query.limit.min(MAX_HISTORY_PAGE),
             ..query
         };
-        self.inner
+        let mut page = self
+            .inner
             .store
             .read(channel, query, Self::retention(ns))
-            .await
+            .await?;
+        let budget = self.inner.config.limits.reply_budget();
+        let fits = fit_in_budget(&page.publications, budget);
+        if fits < page.publications.len() {
+            page.publications.truncate(fits);
+            page.has_more = true;
+        }
+        Ok(page)
+    }
+
+    /// Housekeeping, about once a second: history past its retention is dropped and its
+    /// memory given back.
+    pub async fn maintain(&self) {
+        self.inner.store.maintain().await;
     }
 
     /// Who is in a channel. `PERMISSION_DENIED`-free: callers check capabilities first.
@@ -615,7 +644,7 @@ impl Hub {
         let frame = WsText::from(encode_push("direct", serde_json::json!({ "data": data })));
         targets
             .iter()
-            .filter(|c| c.push(Outbound::Frame(frame.clone())))
+            .filter(|c| c.push(Outbound::Frame(frame.clone())) == Pushed::Queued)
             .count()
     }
 

@@ -16,6 +16,7 @@ pub mod publication;
 pub mod secrets;
 pub mod server;
 mod sharded;
+pub mod sockets;
 pub mod store;
 pub mod transports;
 

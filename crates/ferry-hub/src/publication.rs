@@ -1,9 +1,16 @@
-//! A publication as the hub holds it: the wire value plus its encodings, made once and
-//! shared by every subscriber's queue.
+//! A publication as the hub holds it, and its fan-out form.
+//!
+//! A [`Publication`] keeps its data as a shared `Arc<RawValue>`: a broadcast to many
+//! channels holds the data once, and history keeps nothing but the fields. Encodings are
+//! made when they are needed: a [`Delivery`] (one per publication fan-out) encodes the
+//! WebSocket `message` frame once, on first use, for every subscriber's queue, and is
+//! dropped with the last queue that held it, so retained history never carries a second,
+//! encoded copy of each publication.
 
 use std::sync::{Arc, OnceLock};
 
-use ferry_proto::envelope::{ClientInfo, Publication as WirePublication};
+use ferry_proto::envelope::ClientInfo;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 use serde_json::value::RawValue;
 
 use crate::transports::ws_io::WsText;
@@ -17,73 +24,168 @@ pub struct StreamPosition {
     pub epoch: String,
 }
 
-/// One publication, immutable once made.
+/// One publication, immutable once made. Serialises as the wire payload
+/// `{"channel","offset","epoch","data","info"?,"time"}` (docs/PROTOCOL.md).
 #[derive(Debug)]
 pub struct Publication {
-    wire: WirePublication,
-    payload_json: Box<RawValue>,
-    ws_frame: OnceLock<WsText>,
+    channel: Box<str>,
+    offset: u64,
+    epoch: Arc<str>,
+    data: Arc<RawValue>,
+    info: Option<ClientInfo>,
+    time: u64,
 }
 
+/// `{"type":"message","payload":` — the `message` push frame around a payload.
+const FRAME_PREFIX: &str = r#"{"type":"message","payload":"#;
+
 impl Publication {
-    /// Make a publication and encode its payload JSON (the one serialisation it gets).
+    /// Make a publication.
     pub fn new(
         channel: &str,
         offset: u64,
-        epoch: &str,
-        data: Box<RawValue>,
+        epoch: &Arc<str>,
+        data: Arc<RawValue>,
         info: Option<ClientInfo>,
         time: u64,
     ) -> Arc<Publication> {
-        let wire = WirePublication {
-            channel: channel.to_string(),
+        Arc::new(Publication {
+            channel: channel.into(),
             offset,
-            epoch: epoch.to_string(),
+            epoch: epoch.clone(),
             data,
             info,
             time,
-        };
-        let payload_json = serde_json::value::to_raw_value(&wire).unwrap_or_default();
-        Arc::new(Publication {
-            wire,
-            payload_json,
-            ws_frame: OnceLock::new(),
         })
-    }
-
-    /// The wire value.
-    pub fn wire(&self) -> &WirePublication {
-        &self.wire
     }
 
     /// The channel.
     pub fn channel(&self) -> &str {
-        &self.wire.channel
+        &self.channel
     }
 
     /// The offset.
     pub fn offset(&self) -> u64 {
-        self.wire.offset
+        self.offset
     }
 
     /// The epoch.
     pub fn epoch(&self) -> &str {
-        &self.wire.epoch
+        &self.epoch
     }
 
-    /// The payload object `{"channel","offset","epoch","data","info","time"}` as JSON.
-    pub fn payload_json(&self) -> &RawValue {
-        &self.payload_json
+    /// The published value, unchanged.
+    pub fn data(&self) -> &RawValue {
+        &self.data
     }
 
-    /// The complete `message` push frame, encoded on first use and shared afterwards.
-    pub(crate) fn ws_frame(&self) -> &WsText {
-        self.ws_frame.get_or_init(|| {
-            let mut s = String::with_capacity(self.payload_json.get().len() + 32);
-            s.push_str(r#"{"type":"message","payload":"#);
-            s.push_str(self.payload_json.get());
-            s.push('}');
-            WsText::from(s)
+    /// About how many bytes the encoded payload takes (for size budgets).
+    pub fn encoded_size(&self) -> usize {
+        let info = self
+            .info
+            .as_ref()
+            .map_or(0, |i| i.user.len() + i.client.len() + 32);
+        self.data.get().len() + self.channel.len() + self.epoch.len() + info + 128
+    }
+
+    /// The payload object as JSON text.
+    pub fn payload_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The complete `message` push frame.
+    pub fn ws_frame(&self) -> WsText {
+        let mut frame = Vec::with_capacity(self.encoded_size() + FRAME_PREFIX.len() + 1);
+        frame.extend_from_slice(FRAME_PREFIX.as_bytes());
+        // Writing into a Vec cannot fail, and every field serialises.
+        let _ = serde_json::to_writer(&mut frame, self);
+        frame.push(b'}');
+        // serde_json writes UTF-8 only; the check is one pass over bytes just written.
+        WsText::from(String::from_utf8(frame).unwrap_or_default())
+    }
+}
+
+impl Serialize for Publication {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = if self.info.is_some() { 6 } else { 5 };
+        let mut s = serializer.serialize_struct("Publication", fields)?;
+        s.serialize_field("channel", &*self.channel)?;
+        s.serialize_field("offset", &self.offset)?;
+        s.serialize_field("epoch", &*self.epoch)?;
+        s.serialize_field("data", &*self.data)?;
+        if let Some(info) = &self.info {
+            s.serialize_field("info", info)?;
+        }
+        s.serialize_field("time", &self.time)?;
+        s.end()
+    }
+}
+
+/// One publication on its way to subscribers: shared by every queue it is pushed to, it
+/// encodes the WebSocket frame once, on first use, and lives only as long as a queue holds
+/// it.
+#[derive(Debug)]
+pub struct Delivery {
+    publication: Arc<Publication>,
+    frame: OnceLock<WsText>,
+}
+
+impl Delivery {
+    /// Wrap a publication for fan-out.
+    pub fn new(publication: Arc<Publication>) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            publication,
+            frame: OnceLock::new(),
         })
+    }
+
+    /// The publication.
+    pub fn publication(&self) -> &Arc<Publication> {
+        &self.publication
+    }
+
+    /// The `message` push frame, encoded on first use and shared afterwards.
+    pub fn ws_frame(&self) -> &WsText {
+        self.frame.get_or_init(|| self.publication.ws_frame())
+    }
+
+    /// The payload JSON: the part of the frame inside `{"type":"message","payload":…}`.
+    pub fn payload_json(&self) -> &str {
+        let frame = self.ws_frame().as_str();
+        frame
+            .get(FRAME_PREFIX.len()..frame.len().saturating_sub(1))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frame_wraps_the_payload_and_matches_the_wire_format() {
+        let epoch: Arc<str> = "e1".into();
+        let data: Arc<RawValue> = RawValue::from_string(r#"{"b":1, "a":"é\n"}"#.into())
+            .expect("json")
+            .into();
+        let info = ClientInfo {
+            user: "alice".into(),
+            client: "c1".into(),
+        };
+        let p = Publication::new("chat:x", 7, &epoch, data, Some(info), 42);
+        let payload = p.payload_json();
+        assert_eq!(
+            payload,
+            r#"{"channel":"chat:x","offset":7,"epoch":"e1","data":{"b":1, "a":"é\n"},"info":{"user":"alice","client":"c1"},"time":42}"#
+        );
+        let wire: ferry_proto::envelope::Publication =
+            serde_json::from_str(&payload).expect("the client's type reads it");
+        assert_eq!(wire.offset, 7);
+        let delivery = Delivery::new(p);
+        assert_eq!(delivery.payload_json(), payload);
+        assert_eq!(
+            delivery.ws_frame().as_str(),
+            format!(r#"{{"type":"message","payload":{payload}}}"#)
+        );
     }
 }

@@ -6,23 +6,29 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use governor::{Quota, RateLimiter};
 use http::{HeaderValue, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::services::ServeDir;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
+use crate::sockets::Sockets;
 use crate::transports::{AppState, api, sse, testbed, ws};
 
 /// Why the server could not start.
@@ -51,6 +57,8 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    /// `limits.max_sockets`, lowered to fit the open-files limit.
+    max_sockets: usize,
 }
 
 fn cors(config: &Config) -> CorsLayer {
@@ -93,7 +101,10 @@ pub fn router(state: AppState) -> Router {
         .route("/sse", get(sse::handler))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .merge(api::routes());
+        .merge(api::routes().layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(config.limits.request_timeout_ms),
+        )));
     if config.testbed {
         app = app.merge(testbed::routes());
     }
@@ -118,13 +129,11 @@ impl Server {
     /// Bind a server around an existing hub.
     pub async fn bind_hub(hub: Hub) -> Result<Server, ServeError> {
         let config = hub.config().clone();
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = listen(&config).map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let max_sockets = fit_open_files(config.limits.max_sockets);
         let login_quota = Quota::per_second(NonZeroU32::MIN.saturating_add(4))
             .allow_burst(NonZeroU32::MIN.saturating_add(9));
         let state = AppState {
@@ -134,11 +143,13 @@ impl Server {
                 config.limits.max_connections_per_ip,
             ),
             login_limiter: Arc::new(RateLimiter::keyed(login_quota)),
+            sockets: Sockets::new(),
         };
         Ok(Server {
             listener,
             router: router(state.clone()),
             state,
+            max_sockets,
         })
     }
 
@@ -161,17 +172,10 @@ impl Server {
     ) -> Result<(), ServeError> {
         let hub = self.state.hub.clone();
         let limiter = self.state.limiter.clone();
-        let grace = Duration::from_millis(hub.config().limits.shutdown_grace_ms);
+        let limits = &hub.config().limits;
+        let grace = Duration::from_millis(limits.shutdown_grace_ms);
         let stop = hub.clone();
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        // TCP_NODELAY: a push is a small frame that must leave at once; with Nagle's
-        // algorithm it can wait for the peer's delayed ACK (up to 40 ms on Linux).
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
+        tokio::spawn(async move {
             // Either the caller's trigger (a signal) or `Hub::shutdown` stops accepting.
             let token = stop.shutdown_token().clone();
             tokio::select! {
@@ -181,11 +185,42 @@ impl Server {
             tracing::info!("shutting down: closing connections with 1001");
             stop.shutdown();
         });
-        let serve = tokio::spawn(async move { serve.await });
-        hub.shutdown_token().cancelled().await;
+        let sockets = self.state.sockets.clone();
+        let sweeper_stop = CancellationToken::new();
+        tokio::spawn(sockets.clone().run_sweeper(
+            Duration::from_millis(limits.write_timeout_ms.max(1)),
+            sweeper_stop.clone(),
+        ));
+        let housekeeping = hub.clone();
+        let housekeeping_stop = sweeper_stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => housekeeping.maintain().await,
+                    _ = housekeeping_stop.cancelled() => return,
+                }
+            }
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(limits.header_timeout_ms.max(1)))
+            .max_buf_size(64 << 10);
+        let connections = TaskTracker::new();
+        let accept = Accept {
+            listener: self.listener,
+            router: self.router,
+            sockets,
+            max_sockets: self.max_sockets,
+            http,
+            shutdown: hub.shutdown_token().clone(),
+        };
+        accept.run(&connections).await;
+        connections.close();
         let drained = async {
             limiter.drained().await;
-            let _ = serve.await;
+            connections.wait().await;
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(
@@ -193,8 +228,129 @@ impl Server {
                 "shutdown grace elapsed with connections still open"
             );
         }
+        sweeper_stop.cancel();
         Ok(())
     }
+}
+
+/// Bind the listen address with the configured backlog (and `SO_REUSEPORT` if asked).
+fn listen(config: &Config) -> std::io::Result<TcpListener> {
+    let socket = if config.listen.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if config.reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(config.listen)?;
+    socket.listen(config.listen_backlog.max(1))
+}
+
+/// Raise the open-files limit to its hard maximum and return how many sockets fit under
+/// it, keeping room for files, the listener and the runtime.
+fn fit_open_files(wanted: usize) -> usize {
+    const RESERVE: u64 = 256;
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let fits = limit.saturating_sub(RESERVE).max(16) as usize;
+    if wanted > fits {
+        tracing::warn!(
+            max_sockets = wanted,
+            open_files_limit = limit,
+            using = fits,
+            "limits.max_sockets does not fit the open-files limit; raise it (ulimit -n, LimitNOFILE=) to serve more"
+        );
+        fits
+    } else {
+        wanted
+    }
+}
+
+/// The accept loop: every socket counted, capped, tracked for stalled writes, and served
+/// by hyper with the header read timeout.
+struct Accept {
+    listener: TcpListener,
+    router: Router,
+    sockets: Arc<Sockets>,
+    max_sockets: usize,
+    http: hyper::server::conn::http1::Builder,
+    shutdown: CancellationToken,
+}
+
+impl Accept {
+    async fn run(self, connections: &TaskTracker) {
+        let mut refused_logged: Option<std::time::Instant> = None;
+        loop {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
+                _ = self.shutdown.cancelled() => return,
+            };
+            let (tcp, addr) = match accepted {
+                Ok(pair) => pair,
+                Err(e) if is_per_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors or memory: say so and back off instead of
+                    // spinning on a listener that fails at once.
+                    tracing::error!(error = %e, open_sockets = self.sockets.open(), "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if self.sockets.open() >= self.max_sockets {
+                drop(tcp);
+                if refused_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    refused_logged = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        max_sockets = self.max_sockets,
+                        "socket limit reached: closing new connections (limits.max_sockets)"
+                    );
+                }
+                continue;
+            }
+            // TCP_NODELAY: a push is a small frame that must leave at once; with Nagle's
+            // algorithm it can wait for the peer's delayed ACK (up to 40 ms on Linux).
+            let _ = tcp.set_nodelay(true);
+            let io = TokioIo::new(self.sockets.track(tcp));
+            let service =
+                self.router
+                    .clone()
+                    .map_request(move |mut req: Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(ConnectInfo(addr));
+                        req
+                    });
+            let conn = self
+                .http
+                .serve_connection(io, TowerToHyperService::new(service))
+                .with_upgrades();
+            let shutdown = self.shutdown.clone();
+            connections.spawn(async move {
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = shutdown.cancelled() => {
+                        // Finish the request in flight, then close; idle ones close now.
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+/// Accept errors that concern one connection only (it was reset before we took it).
+fn is_per_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
 
 /// A server running in a background task, from [`Server::spawn`]: for embedding the hub

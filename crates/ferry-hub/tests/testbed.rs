@@ -48,7 +48,7 @@ async fn get_json(url: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn echo_returns_text_and_binary_messages_unchanged() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|cfg| cfg.limits.testbed_max_echo_size = 4 << 20).await;
     let mut socket = echo_socket(&server).await;
 
     socket.send(Message::text("héllo, ferry")).await.unwrap();
@@ -58,7 +58,7 @@ async fn echo_returns_text_and_binary_messages_unchanged() {
     socket.send(Message::binary(small.clone())).await.unwrap();
     assert_eq!(next_data(&mut socket).await, Message::binary(small));
 
-    // 2 MiB: far past /ws's 1 MiB default, well within the echo's 16 MiB.
+    // 2 MiB: past /ws's 1 MiB default, within the 4 MiB echo cap set above.
     let big: Vec<u8> = (0..2 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
     socket.send(Message::binary(big.clone())).await.unwrap();
     match next_data(&mut socket).await {

@@ -169,7 +169,13 @@ async fn history_pages_forward_and_backward() {
 
 #[tokio::test]
 async fn presence_and_join_leave_pushes() {
-    let server = TestServer::start().await;
+    // Join/leave pushes are off by default (their cost is quadratic in a channel's size).
+    let server = TestServer::start_with(|cfg| {
+        if let Some(chat) = cfg.namespaces.get_mut("chat") {
+            chat.join_leave = true;
+        }
+    })
+    .await;
     let mut alice = server.client("alice").await;
     alice
         .request("subscribe", json!({"channel": "chat:p"}))

@@ -122,8 +122,10 @@ pub enum Command {
     Presence(ChannelCommand),
     /// `ping`
     Ping,
-    /// `batch`: several commands in one frame, answered one by one.
-    Batch(Vec<Frame>),
+    /// `batch`: several commands in one frame, answered one by one. An inner command that
+    /// does not parse is kept as its error, so it is answered in its turn (with its own id
+    /// where it had a readable one) and the rest of the batch still runs.
+    Batch(Vec<Result<Frame, FrameError>>),
 }
 
 /// One parsed command with its correlation id.
@@ -203,12 +205,18 @@ fn parse_envelope(envelope: Envelope, allow_batch: bool) -> Result<Frame, FrameE
                     batch.commands.len()
                 )));
             }
-            let mut frames = Vec::with_capacity(batch.commands.len());
-            for raw in batch.commands {
-                let inner: Envelope = serde_json::from_str(raw.get())
-                    .map_err(|e| fail(format!("malformed command in batch: {e}")))?;
-                frames.push(parse_envelope(inner, false)?);
-            }
+            let frames = batch
+                .commands
+                .into_iter()
+                .map(|raw| {
+                    let inner: Envelope =
+                        serde_json::from_str(raw.get()).map_err(|e| FrameError {
+                            id: None,
+                            error: InvalidMessage::new(format!("malformed command in batch: {e}")),
+                        })?;
+                    parse_envelope(inner, false)
+                })
+                .collect();
             Command::Batch(frames)
         }
         "batch" => return Err(fail("a batch cannot contain another batch".into())),
@@ -350,9 +358,39 @@ mod tests {
             Command::Batch(frames) => assert_eq!(frames.len(), 2),
             other => panic!("wrong command {other:?}"),
         }
-        let e = parse_frame(r#"{"type":"batch","payload":{"commands":[{"type":"batch"}]}}"#)
-            .expect_err("nested");
-        assert!(e.error.message.contains("cannot contain another batch"));
+        let f = parse_frame(
+            r#"{"type":"batch","id":"B","payload":{"commands":[{"type":"batch","id":"n"},{"type":"nope","id":"u"},{"oops":1},{"type":"ping","id":"p"}]}}"#,
+        )
+        .expect("a batch with bad inner commands still parses");
+        assert_eq!(f.id, Some(Value::String("B".into())));
+        let Command::Batch(frames) = f.command else {
+            panic!("not a batch");
+        };
+        let outcome: Vec<(Option<Value>, bool)> = frames
+            .iter()
+            .map(|r| match r {
+                Ok(frame) => (frame.id.clone(), true),
+                Err(e) => (e.id.clone(), false),
+            })
+            .collect();
+        assert_eq!(
+            outcome,
+            vec![
+                (Some(Value::String("n".into())), false),
+                (Some(Value::String("u".into())), false),
+                (None, false),
+                (Some(Value::String("p".into())), true),
+            ]
+        );
+        let Err(nested) = &frames[0] else {
+            panic!("nested batch accepted")
+        };
+        assert!(
+            nested
+                .error
+                .message
+                .contains("cannot contain another batch")
+        );
     }
 
     #[test]

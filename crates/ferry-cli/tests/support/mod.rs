@@ -67,6 +67,8 @@ impl FerryServer {
             .args(["--listen", "127.0.0.1:0"])
             .args(["--api-key", API_KEY])
             .args(["--jwt-secret", JWT_SECRET])
+            // The testbed is off by default; the CLI tests use it as their HTTP peer.
+            .arg("--testbed")
             .arg("--data-dir")
             .arg(data_dir.path().join("data"))
             .args(extra_args)

@@ -36,6 +36,7 @@ impl Hub {
             api_key: Some(Secret::new("test-api-key")),
             jwt_secret: Some(Secret::new("test-jwt-secret")),
             data_dir: std::env::temp_dir().join("ferry-http-test-unused"),
+            testbed: true,
             ..Config::default()
         };
         edit(&mut config);

@@ -47,6 +47,7 @@ pub fn test_config(listen: SocketAddr) -> Config {
         api_key: Some(Secret::new(API_KEY)),
         jwt_secret: Some(Secret::new(JWT_SECRET)),
         data_dir: std::env::temp_dir().join("ferry-client-test-unused"),
+        testbed: true,
         ..Config::default()
     }
 }

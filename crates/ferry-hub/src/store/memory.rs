@@ -1,9 +1,17 @@
 //! In-memory history: a bounded ring per channel. Lost on restart: the epoch is chosen once
 //! per process, so after a restart clients are told recovery failed rather than given a
 //! silent gap. Reads never create state: only channels that were published to are kept.
+//!
+//! Memory comes back: a channel whose history is empty (every publication outlived its
+//! TTL, or the namespace keeps none) is dropped by [`HistoryStore::maintain`]. Offsets
+//! must never be reused within an epoch, or a client could "recover" across the gap, so
+//! a dropped channel raises a per-process floor and a channel created later starts above
+//! it: a client that saw offset N of the dropped channel asks for N + 1, finds history
+//! starting higher, and is told recovery failed, unless nothing was published after N.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -19,14 +27,17 @@ struct Stream {
     epoch: Arc<str>,
     top: u64,
     items: VecDeque<(Arc<Publication>, Instant)>,
+    /// The retention of the last append, for `maintain`.
+    retention: Retention,
 }
 
 impl Stream {
-    fn new(epoch: &Arc<str>) -> Self {
+    fn new(epoch: &Arc<str>, floor: u64, retention: Retention) -> Self {
         Stream {
             epoch: epoch.clone(),
-            top: 0,
+            top: floor,
             items: VecDeque::new(),
+            retention,
         }
     }
 
@@ -60,9 +71,11 @@ pub(crate) fn new_epoch() -> String {
 
 /// The default store: history in memory, bounded by each namespace's retention.
 pub struct MemoryStore {
-    streams: Sharded<HashMap<String, Stream>>,
+    streams: Sharded<HashMap<Box<str>, Stream>>,
     /// The epoch of every channel in this process: memory history lives as long as it.
     epoch: Arc<str>,
+    /// The highest offset any dropped channel reached; new channels start above it.
+    floor: AtomicU64,
 }
 
 impl Default for MemoryStore {
@@ -70,6 +83,7 @@ impl Default for MemoryStore {
         MemoryStore {
             streams: Sharded::new(64),
             epoch: new_epoch().into(),
+            floor: AtomicU64::new(0),
         }
     }
 }
@@ -82,9 +96,14 @@ impl MemoryStore {
 
     fn empty_position(&self) -> StreamPosition {
         StreamPosition {
-            offset: 0,
+            offset: self.floor.load(Ordering::Relaxed),
             epoch: self.epoch.to_string(),
         }
+    }
+
+    /// Channels held now.
+    pub fn channel_count(&self) -> usize {
+        self.streams.iter().map(|s| s.lock().len()).sum()
     }
 }
 
@@ -93,7 +112,7 @@ impl HistoryStore for MemoryStore {
     async fn append(
         &self,
         channel: &str,
-        data: Box<RawValue>,
+        data: Arc<RawValue>,
         info: Option<ClientInfo>,
         retention: Retention,
     ) -> HubResult<Arc<Publication>> {
@@ -101,10 +120,14 @@ impl HistoryStore for MemoryStore {
         let mut shard = self.streams.shard(channel).lock();
         let stream = match shard.get_mut(channel) {
             Some(s) => s,
-            None => shard
-                .entry(channel.to_string())
-                .or_insert_with(|| Stream::new(&self.epoch)),
+            None => {
+                let floor = self.floor.load(Ordering::Relaxed);
+                shard
+                    .entry(channel.into())
+                    .or_insert_with(|| Stream::new(&self.epoch, floor, retention))
+            }
         };
+        stream.retention = retention;
         stream.top += 1;
         let publication =
             Publication::new(channel, stream.top, &stream.epoch, data, info, now_millis());
@@ -171,14 +194,39 @@ impl HistoryStore for MemoryStore {
             .map(Stream::position)
             .unwrap_or_else(|| self.empty_position()))
     }
+
+    async fn maintain(&self) {
+        let now = Instant::now();
+        for shard in self.streams.iter() {
+            let mut shard = shard.lock();
+            let mut dropped_top = 0;
+            shard.retain(|_, stream| {
+                let retention = stream.retention;
+                stream.trim(retention, now);
+                if stream.items.is_empty() {
+                    dropped_top = dropped_top.max(stream.top);
+                    false
+                } else {
+                    if stream.items.capacity() > stream.items.len() * 2 + 4 {
+                        stream.items.shrink_to_fit();
+                    }
+                    true
+                }
+            });
+            if shard.capacity() > shard.len() * 2 + 16 {
+                shard.shrink_to_fit();
+            }
+            self.floor.fetch_max(dropped_top, Ordering::Relaxed);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_string()).expect("json")
+    fn raw(s: &str) -> Arc<RawValue> {
+        RawValue::from_string(s.to_string()).expect("json").into()
     }
 
     #[tokio::test]
@@ -245,5 +293,52 @@ mod tests {
         let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
         assert_eq!(offsets, vec![2], "the first publication outlived its TTL");
         assert_eq!(page.position.offset, 2, "offsets keep counting");
+    }
+
+    #[tokio::test]
+    async fn expired_channels_are_dropped_and_never_reuse_an_offset() {
+        let store = MemoryStore::new();
+        let ttl = Retention {
+            size: 10,
+            ttl: Some(std::time::Duration::from_millis(20)),
+        };
+        for channel in ["a", "b"] {
+            for n in 0..3 {
+                store
+                    .append(channel, raw(&n.to_string()), None, ttl)
+                    .await
+                    .expect("append");
+            }
+        }
+        store
+            .append("b", raw("3"), None, ttl)
+            .await
+            .expect("append");
+        assert_eq!(store.channel_count(), 2);
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        store.maintain().await;
+        assert_eq!(
+            store.channel_count(),
+            0,
+            "expired channels give their memory back"
+        );
+        // `a` reached 3 and `b` 4: a new `a` starts above both, so a client that saw a:3
+        // asks for 4, finds 5, and is told recovery failed.
+        let p = store
+            .append("a", raw("5"), None, ttl)
+            .await
+            .expect("append");
+        assert_eq!(p.offset(), 5);
+        let none = Retention { size: 0, ttl: None };
+        store
+            .append("z", raw("1"), None, none)
+            .await
+            .expect("append");
+        store.maintain().await;
+        assert_eq!(
+            store.channel_count(),
+            1,
+            "a channel that keeps no history is dropped"
+        );
     }
 }

@@ -56,7 +56,7 @@ pub trait HistoryStore: Send + Sync + 'static {
     async fn append(
         &self,
         channel: &str,
-        data: Box<RawValue>,
+        data: Arc<RawValue>,
         info: Option<ClientInfo>,
         retention: Retention,
     ) -> HubResult<Arc<Publication>>;
@@ -71,6 +71,10 @@ pub trait HistoryStore: Send + Sync + 'static {
 
     /// The channel's current position (offset 0 and a fresh epoch for a new channel).
     async fn position(&self, channel: &str) -> HubResult<StreamPosition>;
+
+    /// Housekeeping, called about once a second by the server: drop what outlived its
+    /// retention and give the memory back. Default: nothing to do.
+    async fn maintain(&self) {}
 }
 
 /// Milliseconds since the Unix epoch.

@@ -2,7 +2,7 @@
 //! errors are `{"code","message"}` with the code's HTTP status.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState, Peer};
 use crate::auth::{api_key_matches, hash_password, verify_password};
 use crate::error::HubError;
+use crate::publication::Publication;
 use crate::store::HistoryQuery;
 
 /// Proof that the request carried the API key (`Authorization: apikey KEY`).
@@ -95,7 +96,7 @@ async fn publish(
     let body: PublishBody = parse_body(body)?;
     let p = state
         .hub
-        .publish(&body.channel, body.data, None, None)
+        .publish(&body.channel, body.data.into(), None, None)
         .await?;
     Ok(Json(
         json!({"channel": body.channel, "offset": p.offset(), "epoch": p.epoch()}),
@@ -122,12 +123,11 @@ async fn broadcast(
         )
         .into());
     }
+    // One copy of the data, shared by every channel's publication and history.
+    let data: Arc<RawValue> = body.data.into();
     let mut results = Vec::with_capacity(body.channels.len());
     for channel in &body.channels {
-        let result = state
-            .hub
-            .publish(channel, body.data.clone(), None, None)
-            .await;
+        let result = state.hub.publish(channel, data.clone(), None, None).await;
         results.push(match result {
             Ok(p) => json!({"channel": channel, "offset": p.offset(), "epoch": p.epoch()}),
             Err(e) => json!({"channel": channel, "error": e.payload()}),
@@ -163,14 +163,14 @@ async fn history(
     #[derive(serde::Serialize)]
     struct Page<'a> {
         channel: &'a str,
-        publications: Vec<&'a RawValue>,
+        publications: &'a [Arc<Publication>],
         offset: u64,
         epoch: &'a str,
         has_more: bool,
     }
     Ok(Json(Page {
         channel: &body.channel,
-        publications: page.publications.iter().map(|p| p.payload_json()).collect(),
+        publications: &page.publications,
         offset: page.position.offset,
         epoch: &page.position.epoch,
         has_more: page.has_more,
@@ -273,7 +273,10 @@ async fn send(
 }
 
 async fn stats(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
-    Json(json!(state.hub.stats()))
+    let mut stats = json!(state.hub.stats());
+    stats["sockets"] = state.sockets.open().into();
+    stats["stalled_writes"] = state.sockets.stalled().into();
+    Json(stats)
 }
 
 #[derive(Deserialize)]

@@ -30,6 +30,8 @@ pub struct AppState {
     pub limiter: Arc<ConnectionLimiter>,
     /// Per-IP limiter for `/auth/login` attempts.
     pub login_limiter: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
+    /// Every accepted socket (counted in `/api/stats` as `sockets`).
+    pub sockets: Arc<crate::sockets::Sockets>,
 }
 
 /// A [`HubError`] as an HTTP response: `{"code","message","details"?}` with the code's status.

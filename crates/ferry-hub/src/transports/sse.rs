@@ -137,13 +137,14 @@ pub async fn handler(
         let mut positions = positions;
         yield Ok::<Bytes, Infallible>(Bytes::from_static(b": ferry\nretry: 2000\n\n"));
         for publication in backlog {
-            yield Ok(encode(&channels, &mut positions, &publication));
+            let payload = publication.payload_json();
+            yield Ok(encode(&channels, &mut positions, &publication, &payload));
         }
         let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive_every, keep_alive_every);
         loop {
             tokio::select! {
                 item = rx.recv() => match item {
-                    Some(Outbound::Publication(p)) => yield Ok(encode(&channels, &mut positions, &p)),
+                    Some(Outbound::Publication(d)) => yield Ok(encode(&channels, &mut positions, d.publication(), d.payload_json())),
                     // join/leave/direct frames are WebSocket-only.
                     Some(Outbound::Frame(_)) => {}
                     None => break,
@@ -152,8 +153,8 @@ pub async fn handler(
                 _ = shutdown.cancelled() => {
                     // Drain what is already queued before the stream ends, as /ws does.
                     while let Ok(item) = rx.try_recv() {
-                        if let Outbound::Publication(p) = item {
-                            yield Ok(encode(&channels, &mut positions, &p));
+                        if let Outbound::Publication(d) = item {
+                            yield Ok(encode(&channels, &mut positions, d.publication(), d.payload_json()));
                         }
                     }
                     break;
@@ -177,16 +178,17 @@ fn encode(
     channels: &[String],
     positions: &mut [(String, u64)],
     publication: &Publication,
+    payload_json: &str,
 ) -> Bytes {
     if let Some(index) = channels.iter().position(|c| c == publication.channel()) {
         positions[index] = (publication.epoch().to_string(), publication.offset());
     }
-    let mut out = String::with_capacity(publication.payload_json().get().len() + 64);
+    let mut out = String::with_capacity(payload_json.len() + 64);
     encode_event(
         &mut out,
         Some("message"),
         Some(&event_id(positions)),
-        publication.payload_json().get(),
+        payload_json,
     );
     Bytes::from(out)
 }

@@ -34,12 +34,21 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn echo(State(state): State<AppState>, peer: Peer, req: Request) -> Response {
-    // Echo connections count against the same connection limits as /ws.
+    // The same Origin rule and connection limits as /ws.
+    if let Err(e) = super::check_origin(&state, req.headers()) {
+        return e.into_response();
+    }
     let permit = match state.limiter.acquire(peer.0.ip()) {
         Ok(p) => p,
         Err(e) => return ApiError(e).into_response(),
     };
     let max = state.hub.config().limits.testbed_max_echo_size;
+    // A peer that sends nothing for the idle timeout is closed (1008); one that stops
+    // reading its echoes is cut off by the socket layer's write timeout.
+    let idle = match state.hub.config().limits.idle_timeout_ms {
+        0 => Duration::MAX,
+        ms => Duration::from_millis(ms),
+    };
     let shutdown = state.hub.shutdown_token().clone();
     ws_io::upgrade(req, max, &[], move |mut socket, _| async move {
         let _permit = permit;
@@ -49,7 +58,14 @@ async fn echo(State(state): State<AppState>, peer: Peer, req: Request) -> Respon
         tokio::pin!(cancelled);
         loop {
             let frame = tokio::select! {
-                frame = socket.next() => frame,
+                frame = tokio::time::timeout(idle, socket.next()) => match frame {
+                    Ok(frame) => frame,
+                    Err(_) => {
+                        let close = ws_io::close_message(CloseCode::POLICY_VIOLATION, "idle timeout");
+                        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+                        break;
+                    }
+                },
                 _ = &mut cancelled => {
                     let close = ws_io::close_message(CloseCode::GOING_AWAY, "server shutting down");
                     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;

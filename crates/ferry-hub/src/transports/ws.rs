@@ -5,6 +5,7 @@
 //! timer (ping, pong deadline, auth deadline, token expiry, idle). Queued frames are fed
 //! to the socket and flushed once per batch, so a burst of publications is one write.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use ferry_proto::envelope::{
-    Command, Frame, HistoryCommand, SubscribeCommand, encode_error, encode_push, encode_reply,
-    parse_frame,
+    Command, Frame, FrameError, HistoryCommand, SubscribeCommand, encode_error, encode_push,
+    encode_reply, parse_frame,
 };
 use ferry_proto::{CloseCode, ErrorCode, ErrorPayload};
 use futures_util::{SinkExt, StreamExt};
@@ -28,8 +29,9 @@ use super::{ApiError, AppState, Peer, check_origin, request_token};
 use crate::auth::{Capability, Identity};
 use crate::conn::{CloseRequest, ConnHandle, Outbound, Receiver};
 use crate::error::{HubError, HubResult};
-use crate::hub::{Hub, RecoveryRequest};
+use crate::hub::{Hub, RecoveryRequest, fit_in_budget};
 use crate::limits::ConnectionPermit;
+use crate::publication::Publication;
 use crate::store::HistoryQuery;
 
 /// Subprotocols spoken on `/ws`.
@@ -95,11 +97,21 @@ struct Session {
     auth: Auth,
     limiter: Limiter,
     strikes: u32,
+    /// Malformed frames in a row.
+    invalid_strikes: u32,
+    /// The rest of a batch: run one command at a time, each answer written before the
+    /// next runs, so a batch never builds all its answers in memory.
+    pending: VecDeque<Result<Frame, FrameError>>,
+    /// The batch's own id and size, answered after its last command.
+    batch_reply: Option<(Value, usize)>,
     last_seen: Instant,
     idle_check: Option<Instant>,
     next_ping: Instant,
     pong_deadline: Option<Instant>,
     out: Vec<Message>,
+    /// Frames that must follow the reply being made (recovered publications past the
+    /// reply budget); appended to `out` right after it.
+    deferred: Vec<Message>,
 }
 
 /// Why the loop ended.
@@ -120,14 +132,14 @@ struct SubscribeReply<'a> {
     epoch: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<bool>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    publications: Vec<&'a RawValue>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    publications: &'a [Arc<Publication>],
 }
 
 #[derive(Serialize)]
 struct HistoryReply<'a> {
     channel: &'a str,
-    publications: Vec<&'a RawValue>,
+    publications: &'a [Arc<Publication>],
     offset: u64,
     epoch: &'a str,
     has_more: bool,
@@ -161,12 +173,16 @@ impl Session {
             },
             limiter: RateLimiter::direct(quota),
             strikes: 0,
+            invalid_strikes: 0,
+            pending: VecDeque::new(),
+            batch_reply: None,
             last_seen: now,
             idle_check: (limits.idle_timeout_ms > 0)
                 .then(|| now + Duration::from_millis(limits.idle_timeout_ms)),
             next_ping: now + Duration::from_millis(limits.ping_interval_ms),
             pong_deadline: None,
             out: Vec::new(),
+            deferred: Vec::new(),
         };
         match token {
             Some(t) => session.authenticate(None, &t),
@@ -181,8 +197,11 @@ impl Session {
             let end = session.serve(&mut socket, &mut rx).await;
             hub.disconnect(&conn).await;
             if let End::Close(code, reason) = end {
-                // Best effort and bounded: the peer may be gone or not reading at all.
-                let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                // Bounded: a peer that takes no bytes is cut off by the socket layer after
+                // `write_timeout_ms`; one that reads slowly still gets its close code.
+                let limit = CLOSE_WRITE_TIMEOUT
+                    .max(Duration::from_millis(hub.config().limits.write_timeout_ms));
+                let _ = tokio::time::timeout(limit, async {
                     for message in session.out.drain(..) {
                         socket.feed(message).await?;
                     }
@@ -211,20 +230,29 @@ impl Session {
         tokio::pin!(closed, cancelled, timer);
         loop {
             if !self.out.is_empty() {
+                let batch = std::mem::take(&mut self.out);
                 let written = {
-                    let write = std::pin::pin!(flush_out(socket, &mut self.out));
-                    guarded(
-                        write,
-                        closed.as_mut(),
-                        cancelled.as_mut(),
-                        timer.as_mut(),
-                        self.pong_deadline,
-                    )
-                    .await
+                    let write = std::pin::pin!(flush_out(socket, batch));
+                    self.guarded(write, closed.as_mut(), cancelled.as_mut(), timer.as_mut())
+                        .await
                 };
                 if let Err(end) = written {
                     return finish(end, socket, rx).await;
                 }
+                // Timers may have queued more (a ping) while the write was pending.
+                continue;
+            }
+            if let Some(next) = self.pending.pop_front() {
+                match next {
+                    Ok(frame) => Box::pin(self.on_frame(frame)).await,
+                    Err(e) => self.on_invalid(e),
+                }
+                if self.pending.is_empty()
+                    && let Some((id, count)) = self.batch_reply.take()
+                {
+                    self.send(encode_reply(&id, serde_json::json!({ "count": count })));
+                }
+                continue;
             }
             let deadline = tokio::time::Instant::from_std(self.next_deadline());
             if timer.deadline() != deadline {
@@ -241,14 +269,8 @@ impl Session {
                     let Some(item) = item else { return End::Gone };
                     let written = {
                         let write = std::pin::pin!(write_queued(socket, item, rx));
-                        guarded(
-                            write,
-                            closed.as_mut(),
-                            cancelled.as_mut(),
-                            timer.as_mut(),
-                            self.pong_deadline,
-                        )
-                        .await
+                        self.guarded(write, closed.as_mut(), cancelled.as_mut(), timer.as_mut())
+                            .await
                     };
                     if let Err(end) = written {
                         return finish(end, socket, rx).await;
@@ -274,7 +296,7 @@ impl Session {
                     }
                 }
                 _ = &mut timer => {
-                    if let Some(end) = self.on_timer(Instant::now()) {
+                    if let Some(end) = self.on_timer(Instant::now(), false) {
                         return end;
                     }
                 }
@@ -302,7 +324,11 @@ impl Session {
         deadline
     }
 
-    fn on_timer(&mut self, now: Instant) -> Option<End> {
+    /// Run the timers that are due. While a write is pending (`writing`), the ping, pong
+    /// and idle timers wait: the peer's frames are not being read, and a peer that takes
+    /// no bytes at all is closed by the socket layer after `limits.write_timeout_ms`.
+    /// Authentication deadlines and token expiry run either way.
+    fn on_timer(&mut self, now: Instant, writing: bool) -> Option<End> {
         let config = self.hub.config().clone();
         let limits = &config.limits;
         if let Auth::Pending { deadline } = self.auth
@@ -350,6 +376,9 @@ impl Session {
                 ));
             }
         }
+        if writing {
+            return None;
+        }
         if let Some(deadline) = self.pong_deadline {
             if now >= deadline {
                 return Some(End::Close(CloseCode::INTERNAL_ERROR, "ping timeout".into()));
@@ -376,6 +405,54 @@ impl Session {
 }
 
 impl Session {
+    /// Run a socket write, but give up when the connection is asked to close (e.g. its
+    /// queue overflowed while this write was pending on a peer that stopped reading) or
+    /// when the server shuts down, and keep the session's timers running meanwhile.
+    ///
+    /// The close and shutdown waiters and the timer are the serve loop's, borrowed:
+    /// owning them here would copy them into this future (and register a timer per write).
+    async fn guarded(
+        &mut self,
+        mut write: std::pin::Pin<
+            &mut impl std::future::Future<Output = Result<(), ws_io::WsError>>,
+        >,
+        mut closed: std::pin::Pin<&mut impl std::future::Future<Output = CloseRequest>>,
+        mut cancelled: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<(), End> {
+        let result = loop {
+            tokio::select! {
+                // The write first: it nearly always completes at once, and then nothing
+                // else is polled.
+                biased;
+                result = write.as_mut() => break result.map_err(|_| End::Gone),
+                request = closed.as_mut() => break Err(End::Close(request.code, request.reason)),
+                _ = cancelled.as_mut() => {
+                    // Finish the batch in flight (bounded), so no queued frame is lost;
+                    // the session then drains the rest of the queue.
+                    break match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.as_mut()).await {
+                        Ok(Ok(())) => Err(End::ShuttingDown),
+                        _ => Err(End::Gone),
+                    };
+                }
+                _ = timer.as_mut() => {
+                    if let Some(end) = self.on_timer(Instant::now(), true) {
+                        break Err(end);
+                    }
+                    // Ping, pong and idle wait for the write: look again in a second.
+                    let next = self.next_deadline().max(Instant::now() + Duration::from_secs(1));
+                    timer.as_mut().reset(next.into());
+                }
+            }
+        };
+        // The peer's frames (a pong among them) were not read during the write: give the
+        // read side a moment before an outstanding ping counts as unanswered.
+        if let Some(deadline) = self.pong_deadline.as_mut() {
+            *deadline = (*deadline).max(Instant::now() + Duration::from_secs(1));
+        }
+        result
+    }
+
     fn send(&mut self, text: String) {
         self.out.push(Message::Text(WsText::from(text)));
     }
@@ -385,7 +462,18 @@ impl Session {
     }
 
     fn answer(&mut self, id: Option<&Value>, result: HubResult<String>) {
+        let budget = self.hub.config().limits.reply_budget();
         match (id, result) {
+            (Some(id), Ok(payload_json)) if payload_json.len() > budget => {
+                let error = HubError::new(
+                    ErrorCode::MessageTooBig,
+                    format!(
+                        "the reply would be {} bytes, more than limits.max_reply_size ({budget})",
+                        payload_json.len()
+                    ),
+                );
+                self.push_error(Some(id), error);
+            }
             (Some(id), Ok(payload_json)) => {
                 let payload = RawValue::from_string(payload_json).unwrap_or_default();
                 self.send(encode_reply(id, &payload));
@@ -447,6 +535,33 @@ impl Session {
         }
     }
 
+    /// After a token refresh, check every subscription against the new token: those it no
+    /// longer allows end, each with an `unsubscribe` push saying why.
+    async fn revoke_lost_subscriptions(&mut self) {
+        let Auth::Ready { identity, .. } = &self.auth else {
+            return;
+        };
+        let identity = identity.clone();
+        for channel in self.conn.subscriptions() {
+            let Err(e) = self
+                .hub
+                .authorize(&identity, Capability::Subscribe, &channel)
+            else {
+                continue;
+            };
+            if self.hub.unsubscribe(&self.conn, &channel).await.is_ok() {
+                self.send(encode_push(
+                    "unsubscribe",
+                    serde_json::json!({
+                        "channel": &*channel,
+                        "code": e.code,
+                        "reason": "the refreshed token no longer allows this subscription",
+                    }),
+                ));
+            }
+        }
+    }
+
     async fn on_message(&mut self, message: Message) -> Option<End> {
         self.last_seen = Instant::now();
         self.pong_deadline = None;
@@ -454,10 +569,22 @@ impl Session {
             Message::Text(text) => {
                 match parse_frame(text.as_str()) {
                     Err(e) => {
-                        let error = HubError::new(ErrorCode::InvalidMessage, e.error.message);
-                        self.push_error(e.id.as_ref(), error);
+                        // A malformed frame costs a command like any other, and a run of
+                        // them ends the connection: answering garbage forever is a flood.
+                        if let Some(end) = self.rate_check(e.id.as_ref(), 1) {
+                            return Some(end);
+                        }
+                        self.on_invalid(e);
+                        let limit = self.hub.config().limits.rate_abuse_strikes.max(1);
+                        if self.invalid_strikes >= limit {
+                            return Some(End::Close(
+                                CloseCode::POLICY_VIOLATION,
+                                format!("{limit} malformed frames in a row"),
+                            ));
+                        }
                     }
                     Ok(frame) => {
+                        self.invalid_strikes = 0;
                         let cost = match &frame.command {
                             Command::Batch(frames) => frames.len().max(1) as u32,
                             _ => 1,
@@ -510,18 +637,31 @@ impl Session {
         }
     }
 
+    fn on_invalid(&mut self, e: FrameError) {
+        self.invalid_strikes += 1;
+        let error = HubError::new(ErrorCode::InvalidMessage, e.error.message);
+        self.push_error(e.id.as_ref(), error);
+    }
+
     async fn on_frame(&mut self, frame: Frame) {
         match frame.command {
             Command::Batch(frames) => {
+                // Run by the serve loop one command at a time (see `pending`).
                 let count = frames.len();
-                for inner in frames {
-                    Box::pin(self.on_frame(inner)).await;
-                }
-                if let Some(id) = frame.id.as_ref() {
-                    self.send(encode_reply(id, serde_json::json!({ "count": count })));
+                match frame.id {
+                    Some(id) if frames.is_empty() => {
+                        self.send(encode_reply(&id, serde_json::json!({ "count": 0 })));
+                    }
+                    id => {
+                        self.batch_reply = id.map(|id| (id, count));
+                        self.pending.extend(frames);
+                    }
                 }
             }
-            Command::Auth(auth) => self.authenticate(frame.id.as_ref(), &auth.token),
+            Command::Auth(auth) => {
+                self.authenticate(frame.id.as_ref(), &auth.token);
+                self.revoke_lost_subscriptions().await;
+            }
             Command::Ping => match frame.id.as_ref() {
                 Some(id) => self.send(encode_reply(id, serde_json::json!({}))),
                 None => self.send(encode_push("pong", serde_json::json!({}))),
@@ -532,6 +672,8 @@ impl Session {
                     Err(e) => Err(e),
                 };
                 self.answer(frame.id.as_ref(), result);
+                let deferred = std::mem::take(&mut self.deferred);
+                self.out.extend(deferred);
             }
         }
     }
@@ -575,17 +717,22 @@ impl Session {
                     }
                 };
                 let subscribed = hub.subscribe(&self.conn, &channel, recovery).await?;
-                to_json(&SubscribeReply {
+                // A recovery larger than one reply: the reply carries what fits, and the
+                // rest follows at once as `message` pushes, before any live publication
+                // (they are written ahead of the send queue), in offset order.
+                let budget = hub.config().limits.reply_budget().saturating_sub(1024);
+                let fits = fit_in_budget(&subscribed.publications, budget);
+                let (in_reply, after) = subscribed.publications.split_at(fits);
+                let reply = to_json(&SubscribeReply {
                     channel: &channel,
                     offset: subscribed.position.offset,
                     epoch: &subscribed.position.epoch,
                     recovered: subscribed.recovered,
-                    publications: subscribed
-                        .publications
-                        .iter()
-                        .map(|p| p.payload_json())
-                        .collect(),
-                })
+                    publications: in_reply,
+                });
+                self.deferred
+                    .extend(after.iter().map(|p| Message::Text(p.ws_frame())));
+                reply
             }
             Command::Unsubscribe(c) => {
                 hub.unsubscribe(&self.conn, &c.channel).await?;
@@ -595,7 +742,7 @@ impl Session {
                 hub.authorize(&identity, Capability::Publish, &p.channel)?;
                 let skip = p.skip_self.then_some(self.conn.id);
                 let publication = hub
-                    .publish(&p.channel, p.data, Some(self.conn.info()), skip)
+                    .publish(&p.channel, p.data.into(), Some(self.conn.info()), skip)
                     .await?;
                 to_json(&serde_json::json!({
                     "channel": p.channel,
@@ -618,7 +765,7 @@ impl Session {
                 let page = hub.history(&channel, query).await?;
                 to_json(&HistoryReply {
                     channel: &channel,
-                    publications: page.publications.iter().map(|p| p.payload_json()).collect(),
+                    publications: &page.publications,
                     offset: page.position.offset,
                     epoch: &page.position.epoch,
                     has_more: page.has_more,
@@ -651,49 +798,6 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time the peer gets to answer our close frame before the socket is dropped.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Run a socket write, but give up when the connection is asked to close (e.g. its queue
-/// overflowed while this write was stuck on a peer that stopped reading), when the server
-/// shuts down, or when the pong deadline passes. A stuck peer never hangs the task.
-///
-/// Everything is borrowed, pinned where the caller keeps it: the write, the close and
-/// shutdown waiters and the session's timer. Owning them here would copy them into this
-/// future (and a timer of its own would be registered per write).
-async fn guarded(
-    mut write: std::pin::Pin<&mut impl std::future::Future<Output = Result<(), ws_io::WsError>>>,
-    mut closed: std::pin::Pin<&mut impl std::future::Future<Output = CloseRequest>>,
-    mut cancelled: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-    mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
-    pong_deadline: Option<Instant>,
-) -> Result<(), End> {
-    loop {
-        tokio::select! {
-            // The write first: it nearly always completes at once, and then nothing else
-            // is polled.
-            biased;
-            result = write.as_mut() => return result.map_err(|_| End::Gone),
-            request = closed.as_mut() => return Err(End::Close(request.code, request.reason)),
-            _ = cancelled.as_mut() => {
-                // Finish the batch in flight (bounded), so no queued frame is lost; the
-                // session then drains the rest of the queue.
-                return match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.as_mut()).await {
-                    Ok(Ok(())) => Err(End::ShuttingDown),
-                    _ => Err(End::Gone),
-                };
-            }
-            // The session's timer fires at its earliest deadline, which is at or before
-            // the pong deadline; during a write only the pong deadline counts, so the
-            // timer is moved to it (the session resets it after the write).
-            _ = timer.as_mut(), if pong_deadline.is_some() => {
-                let Some(pong) = pong_deadline else { continue };
-                if Instant::now() >= pong {
-                    return Err(End::Close(CloseCode::INTERNAL_ERROR, "ping timeout".into()));
-                }
-                timer.as_mut().reset(pong.into());
-            }
-        }
-    }
-}
-
 /// Turn `End::ShuttingDown` into a drained queue and a 1001 close; other ends pass.
 async fn finish(end: End, socket: &mut ServerSocket, rx: &mut Receiver) -> End {
     if !matches!(end, End::ShuttingDown) {
@@ -712,13 +816,10 @@ async fn finish(end: End, socket: &mut ServerSocket, rx: &mut Receiver) -> End {
     }
 }
 
-async fn flush_out(
-    socket: &mut ServerSocket,
-    out: &mut Vec<Message>,
-) -> Result<(), ws_io::WsError> {
-    // Taken, not drained: replies are rare, and an idle connection should not keep the
-    // capacity of its last burst of them.
-    for message in std::mem::take(out) {
+async fn flush_out(socket: &mut ServerSocket, out: Vec<Message>) -> Result<(), ws_io::WsError> {
+    // Taken from the session, not drained: replies are rare, and an idle connection should
+    // not keep the capacity of its last burst of them.
+    for message in out {
         socket.feed(message).await?;
     }
     socket.flush().await
@@ -738,7 +839,7 @@ async fn write_queued(
 
 fn outbound_message(item: Outbound) -> Message {
     match item {
-        Outbound::Publication(p) => Message::Text(p.ws_frame().clone()),
+        Outbound::Publication(d) => Message::Text(d.ws_frame().clone()),
         Outbound::Frame(text) => Message::Text(text),
     }
 }

@@ -158,7 +158,10 @@ where
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(max_message_size.saturating_mul(2).max(WRITE_BUFFER * 4))
+        // No cap of its own: a frame is copied in whole before it is written, so the
+        // buffer holds at most one frame (a message or a reply, both bounded by the
+        // limits) plus WRITE_BUFFER; a cap below a frame's size would fail that write.
+        .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size));
     tokio::spawn(async move {

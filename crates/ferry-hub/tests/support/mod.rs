@@ -34,6 +34,7 @@ pub fn test_config() -> Config {
         api_key: Some(Secret::new(API_KEY)),
         jwt_secret: Some(Secret::new(JWT_SECRET)),
         data_dir: std::env::temp_dir().join("ferry-test-unused"),
+        testbed: true,
         ..Config::default()
     }
 }
