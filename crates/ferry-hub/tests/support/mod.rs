@@ -47,7 +47,13 @@ impl TestServer {
     pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = test_config();
         edit(&mut config);
-        let running = Server::bind(config)
+        let hub = Hub::new(std::sync::Arc::new(config)).expect("hub");
+        Self::start_hub(hub).await
+    }
+
+    /// Serve an existing hub (for custom backends).
+    pub async fn start_hub(hub: Hub) -> TestServer {
+        let running = Server::bind_hub(hub)
             .await
             .expect("bind")
             .spawn()
