@@ -37,6 +37,7 @@ enum Command {
     ///
     /// Example: `ferry serve`, then publish with
     /// `curl -H "Authorization: apikey $KEY" -d '{"channel":"chat:lobby","data":{"text":"hi"}}' http://127.0.0.1:8080/api/publish`
+    #[command(after_long_help = SERVE_LIMITS_HELP)]
     Serve(ServeArgs),
     /// Hash a password for `[[users]]` in ferry.toml (reads it from stdin, or prompts).
     HashPassword,
@@ -84,6 +85,33 @@ enum Command {
         shell: clap_complete::Shell,
     },
 }
+
+/// Every limit and timeout a peer can reach, with its default (docs/PROTOCOL.md has the
+/// same table). Kept beside the flags so `ferry serve --help` teaches them.
+const SERVE_LIMITS_HELP: &str = "\
+Limits and timeouts ([limits] in ferry.toml, FERRY_LIMITS__NAME=VALUE; defaults):
+  max_sockets = 16000              accepted TCP sockets of any kind; more are closed at once
+                                   (lowered to fit the open-files limit, which is raised to its maximum)
+  max_connections = 15000          WebSocket + SSE connections; more -> 503 CONNECTION_LIMIT
+  max_connections_per_ip = 2000
+  header_timeout_ms = 10000        silent sockets, slow headers, idle keep-alive connections closed
+  request_timeout_ms = 30000       /api and /auth requests -> 408 after it
+  write_timeout_ms = 10000         a peer that takes no bytes for this long is dropped (WS, SSE, HTTP)
+  max_message_size = 1048576       larger /ws message -> close 1009
+  max_body_size = 1048576          larger /api body -> 413
+  max_reply_size = 4194304         history pages and recoveries split at it
+  send_queue_size = 1024           queued frames per connection; overflow -> close 1013
+  send_queue_bytes = 16777216      queued bytes per connection; overflow -> close 1013
+  rate_per_second = 100, rate_burst = 200, rate_abuse_strikes = 50
+                                   commands (malformed ones too); abuse -> close 1008
+  max_subscriptions_per_connection = 128
+  auth_timeout_ms = 10000, auth_refresh_grace_ms = 30000
+  idle_timeout_ms = 90000, ping_interval_ms = 25000, pong_timeout_ms = 10000
+  sse_keep_alive_ms = 15000, shutdown_grace_ms = 5000
+  testbed_max_echo_size = 1048576, testbed_max_bytes = 10485760, testbed_max_delay_secs = 10
+Listener: listen_backlog = 4096 (capped by net.core.somaxconn), reuse_port = false.
+Namespaces: join_leave = false (N joins cost N(N-1)/2 pushes), history_size = 100, history_ttl_secs = 0.
+See the effective values with --print-config.";
 
 #[derive(Args)]
 struct ServeArgs {
@@ -273,4 +301,23 @@ fn hash_password() -> anyhow::Result<ExitCode> {
     let hash = ferry_hub::auth::hash_password(password).map_err(anyhow::Error::msg)?;
     println!("{hash}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod serve_help_tests {
+    #[test]
+    fn serve_help_names_every_limit() {
+        let limits =
+            serde_json::to_value(ferry_hub::config::Limits::default()).expect("limits serialise");
+        let missing: Vec<&String> = limits
+            .as_object()
+            .expect("an object")
+            .keys()
+            .filter(|key| !super::SERVE_LIMITS_HELP.contains(key.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "`ferry serve --help` misses {missing:?}"
+        );
+    }
 }
