@@ -339,6 +339,7 @@ async fn an_overflowed_slow_consumer_receives_1013() {
 async fn silent_and_slow_sockets_are_counted_and_closed() {
     let server = TestServer::start_with(|c| {
         c.limits.header_timeout_ms = 500;
+        c.limits.request_timeout_ms = 500;
         c.limits.max_sockets = 20;
     })
     .await;
@@ -404,6 +405,25 @@ async fn silent_and_slow_sockets_are_counted_and_closed() {
         .expect("the idle keep-alive connection is closed in time")
         .unwrap();
     assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200"));
+
+    // An API request whose body never comes is answered 408 after the request timeout.
+    let mut slow_body = TcpStream::connect(server.addr).await.unwrap();
+    slow_body
+        .write_all(
+            format!(
+                "POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: apikey {}\r\nContent-Length: 100\r\n\r\n{{",
+                support::API_KEY
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(support::WAIT, slow_body.read_to_end(&mut response))
+        .await
+        .expect("answered in time");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
 }
 
 /// Observation 6: the testbed is off by default; when on, its echo follows /ws's Origin
