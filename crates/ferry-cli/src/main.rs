@@ -186,10 +186,16 @@ fn init_logging(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Never the WebSocket library's frame dumps: they print `auth` tokens.
+    let frames = tracing_subscriber::filter::filter_fn(|meta| {
+        ferry_hub::redact::may_log(meta.target(), meta.level())
+    });
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     if json {
-        builder.json().init();
+        builder.json().finish().with(frames).init();
     } else {
-        builder.init();
+        builder.finish().with(frames).init();
     }
 }
 
