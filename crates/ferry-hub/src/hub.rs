@@ -175,9 +175,7 @@ fn check_data_depth(data: &RawValue, max: usize) -> HubResult<()> {
     if ferry_proto::json_depth::json_depth(data.get(), max) > max {
         return Err(HubError::new(
             ErrorCode::InvalidMessage,
-            format!(
-                "`data` nests arrays and objects more than {max} deep (limits.max_data_depth)"
-            ),
+            format!("`data` nests arrays and objects more than {max} deep (limits.max_data_depth)"),
         ));
     }
     Ok(())

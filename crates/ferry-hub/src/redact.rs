@@ -13,13 +13,7 @@ use percent_encoding::percent_decode_str;
 
 /// Query parameters whose values are credentials (compared case-insensitively, after
 /// percent-decoding the name, as the server's own query parsing decodes it).
-const SECRET_PARAMS: &[&str] = &[
-    "token",
-    "access_token",
-    "api_key",
-    "apikey",
-    "password",
-];
+const SECRET_PARAMS: &[&str] = &["token", "access_token", "api_key", "apikey", "password"];
 
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "<redacted>";
@@ -56,7 +50,9 @@ pub fn redact_query(query: &str) -> Cow<'_, str> {
     let is_secret = |pair: &str| {
         let name = pair.split_once('=').map_or(pair, |(name, _)| name);
         let name = percent_decode_str(name).decode_utf8_lossy();
-        SECRET_PARAMS.iter().any(|s| s.eq_ignore_ascii_case(name.trim()))
+        SECRET_PARAMS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name.trim()))
     };
     if !query.split('&').any(is_secret) {
         return Cow::Borrowed(query);
@@ -104,10 +100,7 @@ mod tests {
 
     #[test]
     fn tokens_and_keys_are_redacted_from_uris() {
-        assert_eq!(
-            redacted("/ws?token=eyJhbGciOi.x.y"),
-            "/ws?token=<redacted>"
-        );
+        assert_eq!(redacted("/ws?token=eyJhbGciOi.x.y"), "/ws?token=<redacted>");
         assert_eq!(
             redacted("/sse?channel=chat:a&token=abc&x=1"),
             "/sse?channel=chat:a&token=<redacted>&x=1"

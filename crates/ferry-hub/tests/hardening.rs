@@ -51,9 +51,13 @@ async fn tokens_not_valid_yet_are_refused_on_ws_sse_and_in_band() {
         assert!(body["message"].as_str().unwrap().contains(why), "{body}");
     }
     // Within the leeway (5 s) a token is accepted: clocks drift a little.
-    let token = token_with(json!({"sub": "ok", "nbf": now() + 2, "iat": now() + 2, "exp": now() + 600}));
+    let token =
+        token_with(json!({"sub": "ok", "nbf": now() + 2, "iat": now() + 2, "exp": now() + 600}));
     let mut c = WsClient::connect(&server.ws_url(&format!("/ws?token={token}"))).await;
-    assert_eq!(c.next_of_type("auth_success").await["payload"]["user"], "ok");
+    assert_eq!(
+        c.next_of_type("auth_success").await["payload"]["user"],
+        "ok"
+    );
     server.stop().await;
 }
 
@@ -71,10 +75,18 @@ async fn static_files_never_resolve_outside_the_directory() {
     std::fs::write(outside.path().join("secret.txt"), "outside secret").unwrap();
     std::fs::write(outside.path().join("index.html"), "outside index").unwrap();
     symlink("/etc/passwd", root.path().join("passwd")).unwrap();
-    symlink(outside.path().join("secret.txt"), root.path().join("secret.txt")).unwrap();
+    symlink(
+        outside.path().join("secret.txt"),
+        root.path().join("secret.txt"),
+    )
+    .unwrap();
     symlink(outside.path(), root.path().join("out")).unwrap();
     // Links that stay inside the directory are fine.
-    symlink(root.path().join("index.html"), root.path().join("home.html")).unwrap();
+    symlink(
+        root.path().join("index.html"),
+        root.path().join("home.html"),
+    )
+    .unwrap();
     symlink("docs", root.path().join("documents")).unwrap();
     let dir = root.path().to_path_buf();
     let server = TestServer::start_with(move |c| c.static_dir = Some(dir)).await;
@@ -96,7 +108,10 @@ async fn static_files_never_resolve_outside_the_directory() {
     ] {
         let (status, body) = get(path).await;
         assert_eq!(status, 404, "{path} must be refused, got {body:?}");
-        assert!(!body.contains("outside") && !body.contains("root:"), "{path}: {body}");
+        assert!(
+            !body.contains("outside") && !body.contains("root:"),
+            "{path}: {body}"
+        );
     }
     assert_eq!(get("/home.html").await, (200, "<p>inside</p>".to_string()));
     assert_eq!(get("/documents/a.txt").await, (200, "inside a".to_string()));
@@ -125,10 +140,19 @@ async fn next_text(c: &mut WsClient) -> String {
 async fn numeric_ids_are_echoed_verbatim() {
     let server = TestServer::start().await;
     let mut c = server.client("alice").await;
-    for id in ["18446744073709551617", "-99999999999999999999999", "1.50", "7"] {
-        c.send_text(&format!(r#"{{"type":"ping","id":{id}}}"#)).await;
+    for id in [
+        "18446744073709551617",
+        "-99999999999999999999999",
+        "1.50",
+        "7",
+    ] {
+        c.send_text(&format!(r#"{{"type":"ping","id":{id}}}"#))
+            .await;
         let text = next_text(&mut c).await;
-        assert_eq!(text, format!(r#"{{"type":"reply","id":{id},"payload":{{}}}}"#));
+        assert_eq!(
+            text,
+            format!(r#"{{"type":"reply","id":{id},"payload":{{}}}}"#)
+        );
         // Errors echo it as well.
         c.send_text(&format!(
             r#"{{"type":"subscribe","id":{id},"payload":{{"channel":"nope:x"}}}}"#
@@ -156,7 +180,10 @@ async fn channel_names_with_format_characters_are_refused() {
         assert_eq!(r["type"], "error", "{r}");
         assert_eq!(r["payload"]["code"], "UNKNOWN_CHANNEL");
         let message = r["payload"]["message"].as_str().unwrap();
-        assert!(message.contains("invisible formatting characters"), "{message}");
+        assert!(
+            message.contains("invisible formatting characters"),
+            "{message}"
+        );
         let (status, body) = server
             .api()
             .post("/api/publish", json!({"channel": name, "data": 1}))
@@ -165,7 +192,9 @@ async fn channel_names_with_format_characters_are_refused() {
         assert_eq!(body["code"], "UNKNOWN_CHANNEL");
     }
     // Ordinary non-ASCII names are still fine.
-    let r = c.request("subscribe", json!({"channel": "chat:café-日本"})).await;
+    let r = c
+        .request("subscribe", json!({"channel": "chat:café-日本"}))
+        .await;
     assert_eq!(r["type"], "reply", "{r}");
     server.stop().await;
 }
@@ -189,12 +218,18 @@ async fn deeply_nested_data_is_refused_on_ws_and_the_api() {
     assert_eq!(r["type"], "error", "{r}");
     assert_eq!(r["payload"]["code"], "INVALID_MESSAGE");
     assert!(
-        r["payload"]["message"].as_str().unwrap().contains("more than 32 deep"),
+        r["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 32 deep"),
         "{r}"
     );
     let client = reqwest::Client::new();
     for (path, body) in [
-        ("/api/publish", format!(r#"{{"channel":"chat:d","data":{deep}}}"#)),
+        (
+            "/api/publish",
+            format!(r#"{{"channel":"chat:d","data":{deep}}}"#),
+        ),
         (
             "/api/broadcast",
             format!(r#"{{"channels":["chat:d","chat:e"],"data":{deep}}}"#),
@@ -245,9 +280,16 @@ async fn a_readable_secrets_file_is_made_private_when_a_secret_is_added() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "mode {mode:o}");
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("operator-key") && text.contains("jwt_secret"), "{text}");
+    assert!(
+        text.contains("operator-key") && text.contains("jwt_secret"),
+        "{text}"
+    );
     // The server uses the kept key and the added secret.
-    let running = ferry_hub::Server::bind(config).await.unwrap().spawn().unwrap();
+    let running = ferry_hub::Server::bind(config)
+        .await
+        .unwrap()
+        .spawn()
+        .unwrap();
     let r = reqwest::Client::new()
         .get(format!("http://{}/api/stats", running.local_addr()))
         .header("authorization", "apikey operator-key")

@@ -57,8 +57,9 @@ async fn tokens_and_api_keys_never_appear_in_logs_at_trace_level() {
     let captured = Captured::default();
     install(&captured);
     let server = TestServer::start().await;
-    let secrets: Vec<String> = (0..4)
-        .map(|i| token_with(json!({"sub": format!("user{i}"), "exp": now() + 600})))
+    // secrets[1] refreshes secrets[0] (same user: a connection cannot switch users).
+    let secrets: Vec<String> = (0..4u64)
+        .map(|i| token_with(json!({"sub": format!("user{}", if i == 1 { 0 } else { i }), "exp": now() + 600 + i})))
         .collect();
 
     // WebSocket: token in the URL, then a refresh in-band.
@@ -125,7 +126,10 @@ async fn tokens_and_api_keys_never_appear_in_logs_at_trace_level() {
     // The requests were logged (at debug), with the credentials redacted.
     assert!(logs.contains("/ws?token=<redacted>"), "{logs}");
     assert!(logs.contains("/ws?%74oken=<redacted>"), "{logs}");
-    assert!(logs.contains("/sse?channel=chat:a&token=<redacted>"), "{logs}");
+    assert!(
+        logs.contains("/sse?channel=chat:a&token=<redacted>"),
+        "{logs}"
+    );
     assert!(logs.contains("/api/stats?api_key=<redacted>"), "{logs}");
     for secret in secrets.iter().map(String::as_str).chain([API_KEY]) {
         // A JWT's signature part alone is enough to give it away.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
+use ferry_proto::envelope::FrameId;
 use ferry_proto::envelope::{
     Command, Frame, FrameError, HistoryCommand, SubscribeCommand, encode_error, encode_push,
     encode_reply, parse_frame,
@@ -20,7 +21,6 @@ use ferry_proto::{CloseCode, ErrorCode, ErrorPayload};
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
-use ferry_proto::envelope::FrameId;
 use serde_json::value::RawValue;
 use tokio::time::sleep_until;
 
