@@ -109,6 +109,11 @@ Limits and timeouts ([limits] in ferry.toml, FERRY_LIMITS__NAME=VALUE; defaults)
   idle_timeout_ms = 90000, ping_interval_ms = 25000, pong_timeout_ms = 10000
   sse_keep_alive_ms = 15000, shutdown_grace_ms = 5000
   testbed_max_echo_size = 1048576, testbed_max_bytes = 10485760, testbed_max_delay_secs = 10
+  max_data_depth = 32              nesting of publication data; deeper -> INVALID_MESSAGE
+  login_concurrency = 2, login_queue_size = 16
+                                   argon2 checks at once, and waiting; more -> 429
+  login_rate_per_second = 20, login_rate_burst = 40
+                                   /auth/login attempts, all addresses together
 Listener: listen_backlog = 4096 (capped by net.core.somaxconn), reuse_port = false.
 Namespaces: join_leave = false (N joins cost N(N-1)/2 pushes), history_size = 100, history_ttl_secs = 0.
 See the effective values with --print-config.";
@@ -214,10 +219,16 @@ fn init_logging(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    // Never the WebSocket library's frame dumps: they print `auth` tokens.
+    let frames = tracing_subscriber::filter::filter_fn(|meta| {
+        ferry_hub::redact::may_log(meta.target(), meta.level())
+    });
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     if json {
-        builder.json().init();
+        builder.json().finish().with(frames).init();
     } else {
-        builder.init();
+        builder.finish().with(frames).init();
     }
 }
 

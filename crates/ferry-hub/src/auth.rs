@@ -59,6 +59,14 @@ pub struct Claims {
     /// Expiry, seconds since the Unix epoch; absent = never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
+    /// Not before, seconds since the Unix epoch: the token is refused until then (less
+    /// the leeway). Absent = valid at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, seconds since the Unix epoch: a token issued in the future (beyond the
+    /// leeway) is refused. Absent = not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     /// Capability grants beyond the namespace rules.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<CapabilityGrant>,
@@ -189,6 +197,7 @@ impl Authenticator {
         }
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["sub"]);
         let mut last = failed("signature does not match");
         for key in keys {
@@ -196,6 +205,15 @@ impl Authenticator {
                 Ok(data) => {
                     if data.claims.sub.is_empty() {
                         return Err(failed("empty `sub`"));
+                    }
+                    // jsonwebtoken checks `nbf` (above) but not `iat`.
+                    if let Some(iat) = data.claims.iat
+                        && iat > unix_now().saturating_add(self.leeway)
+                    {
+                        return Err(failed(&format!(
+                            "`iat` is in the future (more than the {} s leeway); check the issuer's clock",
+                            self.leeway
+                        )));
                     }
                     return Ok(Identity {
                         user: data.claims.sub,
@@ -208,6 +226,12 @@ impl Authenticator {
                         ErrorCode::AuthExpired,
                         "token expired; get a fresh one and send it with an `auth` command",
                     ));
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::ImmatureSignature) => {
+                    return Err(failed(&format!(
+                        "not valid yet: `nbf` is in the future (more than the {} s leeway)",
+                        self.leeway
+                    )));
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => {}
                 Err(e) => last = failed(&e.to_string()),
@@ -225,10 +249,13 @@ impl Authenticator {
                 "no jwt_secret configured, so no tokens can be issued",
             ));
         };
-        let exp = unix_now() + self.token_ttl;
+        let now = unix_now();
+        let exp = now + self.token_ttl;
         let claims = Claims {
             sub: user.to_string(),
             exp: Some(exp),
+            nbf: None,
+            iat: Some(now),
             caps: Vec::new(),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)

@@ -223,6 +223,25 @@ pub struct Limits {
     /// Consecutive rate-limited commands after which the connection is closed with 1008.
     /// Default 50.
     pub rate_abuse_strikes: u32,
+    // --- Login and payload hardening (issue 8, part B) ---
+    /// Threads that check passwords for `/auth/login`. Each owns one argon2 memory buffer
+    /// of the largest configured hash's memory cost (19 MiB for `ferry hash-password`
+    /// hashes), allocated at its first login and reused: login memory is at most
+    /// `login_concurrency` × that, whatever the burst. Default 2.
+    pub login_concurrency: usize,
+    /// Logins waiting for a free password-check thread; when full, `/auth/login` answers
+    /// 429 `RATE_LIMIT_EXCEEDED` with `Retry-After: 1`. Default 16.
+    pub login_queue_size: usize,
+    /// Logins per second accepted from all addresses together (token bucket refill), on
+    /// top of the per-address limit of 5 per second (burst 10); more → 429 with
+    /// `Retry-After`. Default 20.
+    pub login_rate_per_second: u32,
+    /// Burst of the global login limit. Default 40.
+    pub login_rate_burst: u32,
+    /// Deepest nesting of arrays and objects in publication `data` (`{"a":[1]}` is 2) on
+    /// `/ws` `publish`, `/api/publish` and `/api/broadcast`; deeper → `INVALID_MESSAGE`
+    /// (HTTP 400). Default 32.
+    pub max_data_depth: usize,
     /// Time to authenticate (token in URL/header or a first `auth` command), ms; then
     /// close 1008. Default 10000.
     pub auth_timeout_ms: u64,
@@ -278,6 +297,11 @@ impl Default for Limits {
             rate_per_second: 100,
             rate_burst: 200,
             rate_abuse_strikes: 50,
+            login_concurrency: 2,
+            login_queue_size: 16,
+            login_rate_per_second: 20,
+            login_rate_burst: 40,
+            max_data_depth: 32,
             auth_timeout_ms: 10_000,
             auth_refresh_grace_ms: 30_000,
             idle_timeout_ms: 90_000,

@@ -170,6 +170,17 @@ pub(crate) fn fit_in_budget(publications: &[Arc<Publication>], budget: usize) ->
     publications.len()
 }
 
+/// `INVALID_MESSAGE` when publication `data` nests deeper than `limits.max_data_depth`.
+fn check_data_depth(data: &RawValue, max: usize) -> HubResult<()> {
+    if ferry_proto::json_depth::json_depth(data.get(), max) > max {
+        return Err(HubError::new(
+            ErrorCode::InvalidMessage,
+            format!("`data` nests arrays and objects more than {max} deep (limits.max_data_depth)"),
+        ));
+    }
+    Ok(())
+}
+
 fn presence_frame(kind: &str, channel: &str, info: &ClientInfo) -> WsText {
     WsText::from(encode_push(
         kind,
@@ -532,6 +543,7 @@ impl Hub {
         skip: Option<u64>,
     ) -> HubResult<Arc<Publication>> {
         let (_, ns) = self.resolve(channel)?;
+        self.check_data(&data)?;
         let retention = Self::retention(ns);
         let _order = self.order_lock(channel).lock().await;
         let publication = self
@@ -548,6 +560,13 @@ impl Hub {
             .await?;
         self.inner.publications.fetch_add(1, Ordering::Relaxed);
         Ok(publication)
+    }
+
+    /// Check publication `data` against the payload limits (nesting depth:
+    /// `limits.max_data_depth`); `INVALID_MESSAGE` when it breaks one. [`Hub::publish`]
+    /// checks every publication; callers publishing one `data` many times check it once.
+    pub fn check_data(&self, data: &RawValue) -> HubResult<()> {
+        check_data_depth(data, self.config().limits.max_data_depth)
     }
 
     /// Read a channel's history. A page also stops at `limits.max_reply_size` bytes of

@@ -11,12 +11,15 @@ pub mod conn;
 pub mod error;
 pub mod hub;
 pub mod limits;
+pub mod login_pool;
 pub mod presence;
 pub mod publication;
+pub mod redact;
 pub mod secrets;
 pub mod server;
 mod sharded;
 pub mod sockets;
+pub mod static_files;
 pub mod store;
 pub mod transports;
 

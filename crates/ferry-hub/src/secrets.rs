@@ -88,8 +88,34 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
     let mut f = options
         .open(path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // `mode` applies only when the file is created: an existing file readable by others
+    // is tightened before the secrets are written into it.
+    #[cfg(unix)]
+    tighten(path, &f)?;
     f.write_all(text.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Make `file` (open at `path`) readable and writable by its owner only, with a warning
+/// when it was not.
+#[cfg(unix)]
+fn tighten(path: &std::path::Path, file: &std::fs::File) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file
+        .metadata()
+        .map_err(|e| format!("cannot read the mode of {}: {e}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot make {} private (chmod 600): {e}", path.display()))?;
+        tracing::warn!(
+            path = %path.display(),
+            "secrets file was readable by others (mode {mode:04o}); changed it to 0600"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

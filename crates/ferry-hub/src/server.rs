@@ -28,6 +28,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
+use crate::login_pool::LoginPool;
 use crate::sockets::Sockets;
 use crate::transports::{AppState, api, sse, testbed, ws};
 
@@ -109,12 +110,19 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(testbed::routes());
     }
     if let Some(dir) = &config.static_dir {
-        app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true));
+        // Symlinks that resolve outside `dir` are refused (static_files.rs).
+        app = app.fallback_service(crate::static_files::confined(
+            dir.clone(),
+            ServeDir::new(dir).append_index_html_on_directories(true),
+        ));
     }
     app.layer(DefaultBodyLimit::max(config.limits.max_body_size))
         .layer(CompressionLayer::new())
         .layer(cors(&config))
-        .layer(TraceLayer::new_for_http())
+        // Request URIs may carry `?token=`: the span logs them redacted, without headers.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &http::Request<axum::body::Body>| crate::redact::request_span(request),
+        ))
         .with_state(state)
 }
 
@@ -144,6 +152,7 @@ impl Server {
             ),
             login_limiter: Arc::new(RateLimiter::keyed(login_quota)),
             sockets: Sockets::new(),
+            logins: Arc::new(LoginPool::new(&config).map_err(ServeError::Config)?),
         };
         Ok(Server {
             listener,

@@ -14,15 +14,54 @@ pub struct Envelope {
     /// The frame type: a command name from a client, a push or `reply`/`error` from the server.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Correlation id chosen by the client; echoed in the one answer to the command.
+    /// Correlation id chosen by the client, as written; echoed in the one answer to the
+    /// command (see [`FrameId`]).
     #[serde(default)]
-    pub id: Option<Value>,
+    pub id: Option<Box<RawValue>>,
     /// The type-specific body; absent means `{}`.
     #[serde(default)]
     pub payload: Option<Box<RawValue>>,
     /// Optional client-side timestamp (milliseconds since the Unix epoch); informational.
     #[serde(default)]
     pub timestamp: Option<u64>,
+}
+
+/// A command's correlation id exactly as the client wrote it: a JSON string or number,
+/// echoed byte for byte in the answer. A number is never converted, so ids beyond 2^64
+/// (`18446744073709551617`) or with a fraction (`1.50`) come back unchanged instead of
+/// as a rounded float.
+#[derive(Debug, Clone)]
+pub struct FrameId(Box<RawValue>);
+
+impl PartialEq for FrameId {
+    fn eq(&self, other: &FrameId) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl Eq for FrameId {}
+
+impl FrameId {
+    /// Read an envelope's raw `id`: `None` for `null`, an error for anything that is not
+    /// a string or a number.
+    fn from_raw(raw: Box<RawValue>) -> Result<Option<FrameId>, InvalidMessage> {
+        match raw.get().as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9') => Ok(Some(FrameId(raw))),
+            Some(b'n') => Ok(None),
+            _ => Err(InvalidMessage::new("`id` must be a string or a number")),
+        }
+    }
+
+    /// The id as JSON text, e.g. `"a1"` (with quotes) or `18446744073709551617`.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Serialize for FrameId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
 }
 
 /// Why a frame could not be turned into a command. Always answered with `INVALID_MESSAGE`.
@@ -132,7 +171,7 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct Frame {
     /// The id to echo in the answer; `None` means the client wants no reply.
-    pub id: Option<Value>,
+    pub id: Option<FrameId>,
     /// The command.
     pub command: Command,
 }
@@ -142,7 +181,7 @@ pub struct Frame {
 #[derive(Debug, Clone)]
 pub struct FrameError {
     /// The id, if the envelope carried a usable one.
-    pub id: Option<Value>,
+    pub id: Option<FrameId>,
     /// What was wrong.
     pub error: InvalidMessage,
 }
@@ -170,14 +209,8 @@ pub fn parse_frame(text: &str) -> Result<Frame, FrameError> {
 
 fn parse_envelope(envelope: Envelope, allow_batch: bool) -> Result<Frame, FrameError> {
     let id = match envelope.id {
-        None | Some(Value::Null) => None,
-        Some(v @ (Value::String(_) | Value::Number(_))) => Some(v),
-        Some(_) => {
-            return Err(FrameError {
-                id: None,
-                error: InvalidMessage::new("`id` must be a string or a number"),
-            });
-        }
+        None => None,
+        Some(raw) => FrameId::from_raw(raw).map_err(|error| FrameError { id: None, error })?,
     };
     let fail = |message: String| FrameError {
         id: id.clone(),
@@ -278,11 +311,11 @@ struct OutFrame<'a, P: Serialize> {
     #[serde(rename = "type")]
     kind: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a Value>,
+    id: Option<&'a FrameId>,
     payload: P,
 }
 
-fn encode<P: Serialize>(kind: &str, id: Option<&Value>, payload: P) -> String {
+fn encode<P: Serialize>(kind: &str, id: Option<&FrameId>, payload: P) -> String {
     // Serializing plain structs of strings, numbers and raw JSON cannot fail; fall back
     // to an INTERNAL_ERROR frame rather than panicking if a future type ever could.
     serde_json::to_string(&OutFrame { kind, id, payload }).unwrap_or_else(|e| {
@@ -294,12 +327,12 @@ fn encode<P: Serialize>(kind: &str, id: Option<&Value>, payload: P) -> String {
 }
 
 /// Encode `{"type":"reply","id":ID,"payload":PAYLOAD}`.
-pub fn encode_reply<P: Serialize>(id: &Value, payload: P) -> String {
+pub fn encode_reply<P: Serialize>(id: &FrameId, payload: P) -> String {
     encode("reply", Some(id), payload)
 }
 
 /// Encode `{"type":"error","id"?:ID,"payload":{"code","message","details"?}}`.
-pub fn encode_error(id: Option<&Value>, error: &ErrorPayload) -> String {
+pub fn encode_error(id: Option<&FrameId>, error: &ErrorPayload) -> String {
     encode("error", id, error)
 }
 
@@ -316,7 +349,7 @@ mod tests {
     fn parses_the_documented_subscribe_example() {
         let f = parse_frame(r#"{"type":"subscribe","id":"1","payload":{"channel":"chat:lobby"}}"#)
             .expect("valid");
-        assert_eq!(f.id, Some(Value::String("1".into())));
+        assert_eq!(f.id.as_ref().map(FrameId::json), Some(r#""1""#));
         match f.command {
             Command::Subscribe(s) => assert_eq!(s.channel, "chat:lobby"),
             other => panic!("wrong command {other:?}"),
@@ -338,7 +371,7 @@ mod tests {
     #[test]
     fn errors_keep_the_id_when_they_can() {
         let e = parse_frame(r#"{"type":"subscribe","id":"9","payload":{}}"#).expect_err("missing");
-        assert_eq!(e.id, Some(Value::String("9".into())));
+        assert_eq!(e.id.as_ref().map(FrameId::json), Some(r#""9""#));
         assert!(e.error.message.contains("channel"), "{}", e.error.message);
         let e = parse_frame(r#"{"type":"nope","id":"3"}"#).expect_err("unknown");
         assert!(e.error.message.contains("unknown type `nope`"));
@@ -346,6 +379,36 @@ mod tests {
         assert!(e.id.is_none());
         let e = parse_frame(r#"{"type":"ping","id":{"x":1}}"#).expect_err("bad id");
         assert!(e.error.message.contains("`id`"));
+    }
+
+    #[test]
+    fn numeric_ids_are_echoed_exactly_as_written() {
+        for written in [
+            "18446744073709551617",
+            "-18446744073709551617",
+            "123456789012345678901234567890",
+            "1.50",
+            "7",
+            r#""x""#,
+        ] {
+            let frame = format!(r#"{{"type":"ping","id": {written} }}"#);
+            let id = parse_frame(&frame).expect("valid").id.expect("id");
+            assert_eq!(id.json(), written);
+            assert_eq!(
+                encode_reply(&id, serde_json::json!({})),
+                format!(r#"{{"type":"reply","id":{written},"payload":{{}}}}"#)
+            );
+        }
+        assert!(
+            parse_frame(r#"{"type":"ping","id":null}"#)
+                .expect("valid")
+                .id
+                .is_none()
+        );
+        for bad in ["true", "[1]", "{}"] {
+            let e = parse_frame(&format!(r#"{{"type":"ping","id":{bad}}}"#)).expect_err(bad);
+            assert!(e.error.message.contains("`id`"), "{}", e.error.message);
+        }
     }
 
     #[test]
@@ -362,24 +425,24 @@ mod tests {
             r#"{"type":"batch","id":"B","payload":{"commands":[{"type":"batch","id":"n"},{"type":"nope","id":"u"},{"oops":1},{"type":"ping","id":"p"}]}}"#,
         )
         .expect("a batch with bad inner commands still parses");
-        assert_eq!(f.id, Some(Value::String("B".into())));
+        assert_eq!(f.id.as_ref().map(FrameId::json), Some(r#""B""#));
         let Command::Batch(frames) = f.command else {
             panic!("not a batch");
         };
-        let outcome: Vec<(Option<Value>, bool)> = frames
+        let outcome: Vec<(Option<&str>, bool)> = frames
             .iter()
             .map(|r| match r {
-                Ok(frame) => (frame.id.clone(), true),
-                Err(e) => (e.id.clone(), false),
+                Ok(frame) => (frame.id.as_ref().map(FrameId::json), true),
+                Err(e) => (e.id.as_ref().map(FrameId::json), false),
             })
             .collect();
         assert_eq!(
             outcome,
             vec![
-                (Some(Value::String("n".into())), false),
-                (Some(Value::String("u".into())), false),
+                (Some(r#""n""#), false),
+                (Some(r#""u""#), false),
                 (None, false),
-                (Some(Value::String("p".into())), true),
+                (Some(r#""p""#), true),
             ]
         );
         let Err(nested) = &frames[0] else {
@@ -395,7 +458,10 @@ mod tests {
 
     #[test]
     fn encodes_replies_errors_and_pushes() {
-        let id = Value::String("1".into());
+        let id = parse_frame(r#"{"type":"ping","id":"1"}"#)
+            .expect("valid")
+            .id
+            .expect("id");
         assert_eq!(
             encode_reply(&id, serde_json::json!({"offset": 3})),
             r#"{"type":"reply","id":"1","payload":{"offset":3}}"#

@@ -6,6 +6,7 @@
 
 pub mod codes;
 pub mod envelope;
+pub mod json_depth;
 pub mod reconnect;
 pub mod sse;
 

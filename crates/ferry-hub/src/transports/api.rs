@@ -1,8 +1,7 @@
 //! `/api/*` (server API, API key) and `/auth/login` (token issue). JSON in and out;
 //! errors are `{"code","message"}` with the code's HTTP status.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Peer};
-use crate::auth::{api_key_matches, hash_password, verify_password};
+use crate::auth::api_key_matches;
 use crate::error::HubError;
 use crate::publication::Publication;
 use crate::store::HistoryQuery;
@@ -123,6 +122,8 @@ async fn broadcast(
         )
         .into());
     }
+    // Refuse bad `data` once for the request rather than once per channel.
+    state.hub.check_data(&body.data)?;
     // One copy of the data, shared by every channel's publication and history.
     let data: Arc<RawValue> = body.data.into();
     let mut results = Vec::with_capacity(body.channels.len());
@@ -286,11 +287,6 @@ struct LoginBody {
     password: String,
 }
 
-/// A hash checked when the user does not exist, so that a wrong user name takes as long
-/// as a wrong password and user names cannot be probed by timing.
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| hash_password("ferry-dummy-password").unwrap_or_default());
-
 async fn login(
     State(state): State<AppState>,
     peer: Peer,
@@ -308,23 +304,19 @@ async fn login(
         .into());
     }
     let body: LoginBody = parse_body(body)?;
-    let users: HashMap<&str, &str> = state
-        .hub
-        .config()
-        .users
-        .iter()
-        .map(|u| (u.name.as_str(), u.password_hash.as_str()))
-        .collect();
-    let hash = users
-        .get(body.user.as_str())
-        .map(|h| h.to_string())
-        .unwrap_or_else(|| DUMMY_HASH.clone());
-    let known = users.contains_key(body.user.as_str());
-    let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .unwrap_or(false);
-    if !(ok && known) {
+    // Bounded work and memory: see login_pool.rs. A refusal carries `Retry-After`.
+    let ok = match state.logins.check(&body.user, body.password).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            let mut response = ApiError(e).into_response();
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(crate::login_pool::LOGIN_RETRY_AFTER_SECS),
+            );
+            return Ok(response);
+        }
+    };
+    if !ok {
         return Err(HubError::new(ErrorCode::AuthFailed, "wrong user name or password").into());
     }
     let (token, expires_at) = state.hub.auth().issue(&body.user)?;

@@ -32,6 +32,8 @@ pub struct AppState {
     pub login_limiter: Arc<governor::DefaultKeyedRateLimiter<std::net::IpAddr>>,
     /// Every accepted socket (counted in `/api/stats` as `sockets`).
     pub sockets: Arc<crate::sockets::Sockets>,
+    /// Password checks for `/auth/login` (bounded threads, queue and global rate).
+    pub logins: Arc<crate::login_pool::LoginPool>,
 }
 
 /// A [`HubError`] as an HTTP response: `{"code","message","details"?}` with the code's status.

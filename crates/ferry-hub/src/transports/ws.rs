@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
+use ferry_proto::envelope::FrameId;
 use ferry_proto::envelope::{
     Command, Frame, FrameError, HistoryCommand, SubscribeCommand, encode_error, encode_push,
     encode_reply, parse_frame,
@@ -20,7 +21,6 @@ use ferry_proto::{CloseCode, ErrorCode, ErrorPayload};
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::time::sleep_until;
 
@@ -103,7 +103,7 @@ struct Session {
     /// next runs, so a batch never builds all its answers in memory.
     pending: VecDeque<Result<Frame, FrameError>>,
     /// The batch's own id and size, answered after its last command.
-    batch_reply: Option<(Value, usize)>,
+    batch_reply: Option<(FrameId, usize)>,
     last_seen: Instant,
     idle_check: Option<Instant>,
     next_ping: Instant,
@@ -457,11 +457,11 @@ impl Session {
         self.out.push(Message::Text(WsText::from(text)));
     }
 
-    fn push_error(&mut self, id: Option<&Value>, error: HubError) {
+    fn push_error(&mut self, id: Option<&FrameId>, error: HubError) {
         self.send(encode_error(id, &error.payload()));
     }
 
-    fn answer(&mut self, id: Option<&Value>, result: HubResult<String>) {
+    fn answer(&mut self, id: Option<&FrameId>, result: HubResult<String>) {
         let budget = self.hub.config().limits.reply_budget();
         match (id, result) {
             (Some(id), Ok(payload_json)) if payload_json.len() > budget => {
@@ -499,7 +499,7 @@ impl Session {
     }
 
     /// Handle a token from the URL, a header or an `auth` command.
-    fn authenticate(&mut self, id: Option<&Value>, token: &str) {
+    fn authenticate(&mut self, id: Option<&FrameId>, token: &str) {
         let result = self.hub.auth().verify(token).and_then(|identity| {
             if let Auth::Ready {
                 identity: current, ..
@@ -608,7 +608,7 @@ impl Session {
         }
     }
 
-    fn rate_check(&mut self, id: Option<&Value>, cost: u32) -> Option<End> {
+    fn rate_check(&mut self, id: Option<&FrameId>, cost: u32) -> Option<End> {
         let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         match self.limiter.check_n(cost) {
             Ok(Ok(())) => {
