@@ -235,10 +235,11 @@ pub fn presence(args: PresenceArgs) -> anyhow::Result<ExitCode> {
             .await?;
         args.api.print(&doc, || {
             eprintln!("ferry: {}: {} subscriber(s)", args.channel, doc["count"]);
+            // `clients` maps client ids to {user, client}.
             doc["clients"]
-                .as_array()
+                .as_object()
                 .map(|cs| {
-                    cs.iter()
+                    cs.values()
                         .map(|c| {
                             let user = c["user"].as_str().unwrap_or_default();
                             format!(

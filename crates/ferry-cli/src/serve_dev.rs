@@ -25,10 +25,10 @@ pub const SERVE_HELP: &str = "Routes:
   GET  /health                  liveness: 200 {\"status\":\"ok\"}
   GET  /ready                   readiness: 503 while shutting down
   /test/* (testbed; on with --dev or testbed = true):
-       /test/echo (WebSocket echo)   /test/anything[/...]   /test/status/{code}[?retry_after=N]
-       /test/delay/{s}   /test/bytes/{n}[?seed=S] (ETag, Range)   /test/stream/{n}
-       /test/sse[?count=N&interval_ms=M]   /test/cache/{key}   /test/range/{n}
-       /test/flaky/{key}/{n}
+       /test/echo (WebSocket echo)   /test/anything[/...]   /test/status/CODE[?retry_after=N]
+       /test/delay/SECS   /test/bytes/N[?seed=S] (ETag, Range)   /test/stream/N
+       /test/sse[?count=N&interval_ms=M]   /test/cache/KEY   /test/range/N
+       /test/flaky/KEY/N
   /    files of --static DIR, when given
 
 --dev: loopback only, anonymous access in every namespace, any origin, the testbed on,
