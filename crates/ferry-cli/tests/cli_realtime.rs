@@ -98,7 +98,7 @@ async fn ws_refused_and_bad_urls_have_codes_hints_and_exit_codes() {
         .stderr(predicate::str::contains("error: CONNECTION_ERROR"))
         .stderr(predicate::str::contains("hint: is the server running?"));
     ferry()
-        .args(["ws", "http://127.0.0.1:1/"])
+        .args(["ws", "ftp://127.0.0.1:1/"])
         .write_stdin("")
         .assert()
         .code(2)
@@ -267,6 +267,7 @@ async fn sub_prints_what_pub_publishes() {
             "pub",
             "chat:cli",
             "plain text",
+            "--raw",
             "--url",
             &server.base_url,
             "--api-key",
