@@ -16,7 +16,8 @@ use crate::urls::{Family, complete};
 const EXIT_USAGE: u8 = 2;
 
 /// The exit codes of the server API commands, appended to their help.
-pub const API_HELP: &str = "The API key: --api-key, FERRY_API_KEY, api_key in ferry.toml, or api_key in
+pub const API_HELP: &str =
+    "The API key: --api-key, FERRY_API_KEY, api_key in ferry.toml, or api_key in
 DATA_DIR/secrets.toml (read when you run ferry next to the hub's ferry-data, or give
 --data-dir). Add --json for the server's answer as one JSON document.
 
@@ -64,7 +65,10 @@ impl ApiArgs {
         tokio::time::timeout(Duration::from_secs(60), api.call(name, body))
             .await
             .map_err(|_| {
-                Failure::from_code("TIMEOUT", format!("{} did not answer within 60 s", self.url))
+                Failure::from_code(
+                    "TIMEOUT",
+                    format!("{} did not answer within 60 s", self.url),
+                )
             })?
             .map_err(|e| Failure::from(e).for_api_key())
     }
@@ -198,7 +202,8 @@ fn publication_line(p: &Value) -> String {
 /// `ferry history CHANNEL`.
 pub fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     run(async move {
-        let mut body = json!({"channel": args.channel, "limit": args.limit, "reverse": args.reverse});
+        let mut body =
+            json!({"channel": args.channel, "limit": args.limit, "reverse": args.reverse});
         if let Some(since) = args.since {
             body["since"] = since.into();
         }
@@ -323,8 +328,9 @@ pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         let mut body = args.target.body();
         body.insert("data".into(), data);
         let doc = args.api.call("send", Value::Object(body)).await?;
-        args.api
-            .print(&doc, || format!("delivered to {} connection(s)", doc["delivered"]));
+        args.api.print(&doc, || {
+            format!("delivered to {} connection(s)", doc["delivered"])
+        });
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -26,8 +26,7 @@ pub fn run(args: ManArgs, command: clap::Command) -> anyhow::Result<ExitCode> {
             std::io::stdout().write_all(&out)?;
         }
         Some(dir) => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             clap_mangen::generate_to(command, &dir)
                 .with_context(|| format!("writing man pages into {}", dir.display()))?;
             println!("wrote man pages into {}", dir.display());

@@ -17,7 +17,8 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_REFUSED: u8 = 3;
 
 /// Shown after `ferry token --help`.
-pub const TOKEN_HELP: &str = "Signs with the hub's JWT secret: --jwt-secret, FERRY_JWT_SECRET, jwt_secret in
+pub const TOKEN_HELP: &str =
+    "Signs with the hub's JWT secret: --jwt-secret, FERRY_JWT_SECRET, jwt_secret in
 ferry.toml, or DATA_DIR/secrets.toml as `ferry serve` generated it. Prints the token alone
 on stdout (and what it grants on stderr), so it can go straight into a variable.
 
@@ -109,7 +110,9 @@ fn parse_ttl(raw: &str) -> Result<Duration, String> {
         other => return Err(format!("unknown unit `{other}`: use s, m, h or d")),
     };
     match n.checked_mul(unit) {
-        Some(0) => Err("the lifetime must be more than 0 (tokens without expiry are a risk)".into()),
+        Some(0) => {
+            Err("the lifetime must be more than 0 (tokens without expiry are a risk)".into())
+        }
         Some(secs) => Ok(Duration::from_secs(secs)),
         None => Err(format!("`{raw}` is too long")),
     }
@@ -246,7 +249,11 @@ fn run_check(args: CheckArgs) -> ExitCode {
         config.jwt_secret = Some(Secret::new(s.clone()));
     }
     let parts: Vec<&str> = token.split('.').collect();
-    let (header, claims) = match (parts.len(), segment(parts.first().copied()), segment(parts.get(1).copied())) {
+    let (header, claims) = match (
+        parts.len(),
+        segment(parts.first().copied()),
+        segment(parts.get(1).copied()),
+    ) {
         (3, Some(h), Some(c)) => (h, c),
         _ => {
             line(
@@ -299,13 +306,20 @@ fn run_check(args: CheckArgs) -> ExitCode {
     let leeway = config.jwt_leeway_secs;
     match claims["sub"].as_str() {
         Some(sub) if !sub.is_empty() => line(true, "sub", format!("user {sub}")),
-        _ => line(false, "sub", "missing or empty: the hub needs the user in `sub`"),
+        _ => line(
+            false,
+            "sub",
+            "missing or empty: the hub needs the user in `sub`",
+        ),
     }
     match claims["exp"].as_u64() {
         Some(exp) if exp + leeway < now => line(
             false,
             "exp",
-            format!("expired {} (mint a fresh one with `ferry token`)", ago(exp, now)),
+            format!(
+                "expired {} (mint a fresh one with `ferry token`)",
+                ago(exp, now)
+            ),
         ),
         Some(exp) => line(true, "exp", format!("expires {}", ago(exp, now))),
         None => println!(
@@ -332,13 +346,18 @@ fn run_check(args: CheckArgs) -> ExitCode {
             Err(e) => line(false, "caps", format!("not a list of grants: {e}")),
         }
     }
-    let verdict = Authenticator::from_config(&config).map_err(|e| e.to_string()).and_then(|a| {
-        a.verify(token)
-            .map_err(|e| format!("{}: {}", e.code, e.message))
-    });
+    let verdict = Authenticator::from_config(&config)
+        .map_err(|e| e.to_string())
+        .and_then(|a| {
+            a.verify(token)
+                .map_err(|e| format!("{}: {}", e.code, e.message))
+        });
     match verdict {
         Ok(identity) => {
-            println!("accepted: the hub takes this token as user {}", identity.user);
+            println!(
+                "accepted: the hub takes this token as user {}",
+                identity.user
+            );
             ExitCode::SUCCESS
         }
         Err(why) => {

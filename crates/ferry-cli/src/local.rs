@@ -48,8 +48,8 @@ impl LocalArgs {
         if let Some(dir) = &self.data_dir {
             overrides.insert("data_dir".into(), dir.display().to_string().into());
         }
-        let config = Config::load(self.config.as_deref(), overrides.into())
-            .map_err(|e| e.to_string())?;
+        let config =
+            Config::load(self.config.as_deref(), overrides.into()).map_err(|e| e.to_string())?;
         let configured = match which {
             Which::ApiKey => config.api_key.as_ref(),
             Which::JwtSecret => config.jwt_secret.as_ref(),

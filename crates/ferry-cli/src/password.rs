@@ -9,7 +9,8 @@ use anyhow::Context;
 const EXIT_USAGE: u8 = 2;
 
 /// Shown after `ferry hash-password --help`.
-pub const HASH_PASSWORD_HELP: &str = "On a terminal the password is asked twice and never shown; piped in
+pub const HASH_PASSWORD_HELP: &str =
+    "On a terminal the password is asked twice and never shown; piped in
 (`printf %s \"$PW\" | ferry hash-password`) it is read from standard input, one final
 newline removed. Prints the hash alone on stdout.
 

@@ -41,7 +41,10 @@ mod tests {
     fn every_family_reads_the_same_shorthands() {
         assert_eq!(complete(":8080/x", Family::Http), "http://localhost:8080/x");
         assert_eq!(complete(":8080", Family::Ws), "ws://localhost:8080");
-        assert_eq!(complete("127.0.0.1:1/y", Family::Http), "http://127.0.0.1:1/y");
+        assert_eq!(
+            complete("127.0.0.1:1/y", Family::Http),
+            "http://127.0.0.1:1/y"
+        );
         assert_eq!(complete("https://h/z", Family::Http), "https://h/z");
         assert_eq!(complete("http://h:1", Family::Ws), "ws://h:1");
         assert_eq!(complete("wss://h", Family::Http), "https://h");

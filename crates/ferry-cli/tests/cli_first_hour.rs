@@ -125,7 +125,9 @@ async fn item1_token_mints_from_the_local_secret_and_check_explains_refusals() {
         .assert()
         .code(0)
         .stdout(predicate::str::contains("ok   signature"))
-        .stdout(predicate::str::contains("accepted: the hub takes this token as user alice"));
+        .stdout(predicate::str::contains(
+            "accepted: the hub takes this token as user alice",
+        ));
     let mut tampered = token.clone();
     tampered.push('x');
     ferry()
@@ -255,16 +257,9 @@ async fn item2_foreign_origins_are_logged_and_allowed_by_a_comma_separated_varia
         .stdout(predicate::str::contains("\"http://a.example\""))
         .stdout(predicate::str::contains("\"http://b.example\""));
     // `*` is documented where people look.
-    ferry()
-        .args(["init", "--help"])
-        .assert()
-        .success();
+    ferry().args(["init", "--help"]).assert().success();
     let dir = tempfile::tempdir().unwrap();
-    ferry()
-        .args(["init"])
-        .arg(dir.path())
-        .assert()
-        .success();
+    ferry().args(["init"]).arg(dir.path()).assert().success();
     let toml = std::fs::read_to_string(dir.path().join("ferry.toml")).unwrap();
     assert!(toml.contains(r#"["*"] allows any"#), "{toml}");
 }
@@ -279,22 +274,34 @@ async fn item3_sub_and_sse_report_what_the_server_said() {
         .args(["--url", &format!(":{}", server.port)])
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("error: AUTH_FAILED: invalid token: malformed JWT"))
+        .stderr(predicate::str::contains(
+            "error: AUTH_FAILED: invalid token: malformed JWT",
+        ))
         .stderr(predicate::str::contains("ferry token check"));
     ferry()
         .args(["sse", &format!("{}/sse", server.base_url)])
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("INVALID_MESSAGE: name at least one channel"));
+        .stderr(predicate::str::contains(
+            "INVALID_MESSAGE: name at least one channel",
+        ));
     ferry()
         .args([
             "sse",
-            &format!("{}/sse?channel=nope:x&token={}", server.base_url, token_for("u")),
+            &format!(
+                "{}/sse?channel=nope:x&token={}",
+                server.base_url,
+                token_for("u")
+            ),
         ])
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("namespace `nope` is not configured"))
-        .stderr(predicate::str::contains("hint: add the namespace to ferry.toml"));
+        .stderr(predicate::str::contains(
+            "namespace `nope` is not configured",
+        ))
+        .stderr(predicate::str::contains(
+            "hint: add the namespace to ferry.toml",
+        ));
 }
 
 // --- 4. logs ----------------------------------------------------------------------------
@@ -309,7 +316,13 @@ async fn item4_refusals_are_logged_at_info_without_secrets_or_colours() {
         .assert()
         .code(3);
     ferry()
-        .args(["stats", "--url", &server.base_url, "--api-key", "not-the-key-123"])
+        .args([
+            "stats",
+            "--url",
+            &server.base_url,
+            "--api-key",
+            "not-the-key-123",
+        ])
         .assert()
         .code(3);
     let logs = server.logs();
@@ -318,11 +331,17 @@ async fn item4_refusals_are_logged_at_info_without_secrets_or_colours() {
         "{logs}"
     );
     assert!(logs.contains("signature does not match"), "{logs}");
-    assert!(logs.contains("refused a server API call to /api/stats"), "{logs}");
+    assert!(
+        logs.contains("refused a server API call to /api/stats"),
+        "{logs}"
+    );
     let signature = bad.rsplit('.').next().unwrap();
     assert!(!logs.contains(signature), "the token leaked:\n{logs}");
     assert!(!logs.contains("not-the-key-123"), "the key leaked:\n{logs}");
-    assert!(!logs.contains('\u{1b}'), "ANSI escapes in a log file:\n{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escapes in a log file:\n{logs}"
+    );
 }
 
 #[tokio::test]
@@ -344,8 +363,8 @@ async fn item4_log_json_makes_every_line_json_banner_included() {
     let url = tokio::time::timeout(LIMIT, async {
         loop {
             let line = lines.next_line().await.unwrap().expect("serve ended");
-            let event: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let event: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
             seen.push(event.clone());
             if let Some(url) = event["fields"]["url"].as_str() {
                 return url.to_string();
@@ -362,8 +381,8 @@ async fn item4_log_json_makes_every_line_json_banner_included() {
     tokio::time::timeout(LIMIT, async {
         loop {
             let line = lines.next_line().await.unwrap().expect("serve ended");
-            let event: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let event: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
             let refused = event["fields"]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("refused a server API call"));
@@ -383,7 +402,10 @@ async fn item4_log_json_makes_every_line_json_banner_included() {
         messages.iter().any(|m| m.contains("generated an API key")),
         "{messages:?}"
     );
-    assert!(messages.iter().any(|m| m.contains("config:")), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m.contains("config:")),
+        "{messages:?}"
+    );
     let _ = child.start_kill();
     let _ = child.wait().await;
     let mut err = String::new();
@@ -449,10 +471,20 @@ async fn item6_pub_validates_json_reads_shorthands_and_explains_keys() {
         .stdout(predicate::str::contains(r#""data":"hi there""#))
         .stdout(predicate::str::contains(r#""offset":1"#));
     ferry()
-        .args(["pub", "chat:six", "1", "--url", &short, "--api-key", "wrong"])
+        .args([
+            "pub",
+            "chat:six",
+            "1",
+            "--url",
+            &short,
+            "--api-key",
+            "wrong",
+        ])
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("error: AUTH_FAILED: wrong API key"))
+        .stderr(predicate::str::contains(
+            "error: AUTH_FAILED: wrong API key",
+        ))
         .stderr(predicate::str::contains("hint: check the API key"))
         .stderr(predicate::str::contains("token").not());
     let port = {
@@ -499,7 +531,10 @@ async fn item7_download_resume_of_test_bytes_continues() {
         .args(["download", &url, "-o", whole.to_str().unwrap()])
         .assert()
         .success();
-    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&whole).unwrap());
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        std::fs::read(&whole).unwrap()
+    );
     assert_eq!(std::fs::read(&file).unwrap().len(), 300_000);
 }
 
@@ -557,7 +592,10 @@ fn item8_hash_password_hides_the_password_and_asks_twice() {
     let (code, screen) = on_a_terminal("hunter22-secret", "hunter22-secret");
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("$argon2id$"), "{screen}");
-    assert!(!screen.contains("hunter22-secret"), "the password was shown:\n{screen}");
+    assert!(
+        !screen.contains("hunter22-secret"),
+        "the password was shown:\n{screen}"
+    );
     let (code, screen) = on_a_terminal("one-password", "another-one");
     assert_eq!(code, 2, "{screen}");
     assert!(screen.contains("the two entries differ"), "{screen}");
@@ -581,13 +619,20 @@ async fn item9_help_exit_codes_files_newlines_banner_routes_and_man() {
     assert!(sub_help.contains("--count reached") && !pub_help.contains("--count reached"));
     assert!(!sub_help.contains("QUEUE_FULL"), "{sub_help}");
     let get_help = stdout(&ferry().args(["get", "--help"]).assert().success());
-    assert!(get_help.contains("a file@path that is missing"), "{get_help}");
+    assert!(
+        get_help.contains("a file@path that is missing"),
+        "{get_help}"
+    );
 
     let server = FerryServer::start(&[]).await.unwrap();
     let short = format!(":{}", server.port);
     // A missing file is a usage error (2), as the help says.
     ferry()
-        .args(["post", &format!("{short}/test/anything"), "photo@/nonexistent/cat.jpg"])
+        .args([
+            "post",
+            &format!("{short}/test/anything"),
+            "photo@/nonexistent/cat.jpg",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no such file"));
@@ -613,13 +658,34 @@ async fn item9_help_exit_codes_files_newlines_banner_routes_and_man() {
     // Every route in `ferry serve --help`.
     let serve_help = stdout(&ferry().args(["serve", "--help"]).assert().success());
     for route in [
-        "/ws", "/sse", "/api/publish", "/api/broadcast", "/api/history", "/api/presence",
-        "/api/channels", "/api/stats", "/api/disconnect", "/api/send", "/auth/login",
-        "/health", "/ready", "/test/echo", "/test/anything", "/test/status/CODE",
-        "/test/delay/SECS", "/test/bytes/N", "/test/stream/N", "/test/sse",
-        "/test/cache/KEY", "/test/range/N", "/test/flaky/KEY/N",
+        "/ws",
+        "/sse",
+        "/api/publish",
+        "/api/broadcast",
+        "/api/history",
+        "/api/presence",
+        "/api/channels",
+        "/api/stats",
+        "/api/disconnect",
+        "/api/send",
+        "/auth/login",
+        "/health",
+        "/ready",
+        "/test/echo",
+        "/test/anything",
+        "/test/status/CODE",
+        "/test/delay/SECS",
+        "/test/bytes/N",
+        "/test/stream/N",
+        "/test/sse",
+        "/test/cache/KEY",
+        "/test/range/N",
+        "/test/flaky/KEY/N",
     ] {
-        assert!(serve_help.contains(route), "{route} missing from serve --help");
+        assert!(
+            serve_help.contains(route),
+            "{route} missing from serve --help"
+        );
     }
     // A man page from the clap definitions.
     let man = stdout(&ferry().arg("man").assert().success());
@@ -644,7 +710,9 @@ async fn server_api_commands_read_the_local_key_and_show_what_the_hub_knows() {
     let short = format!(":{}", server.port);
     let run = |args: &[&str]| {
         let mut cmd = ferry();
-        cmd.current_dir(dir.path()).args(args).args(["--url", &short]);
+        cmd.current_dir(dir.path())
+            .args(args)
+            .args(["--url", &short]);
         cmd.assert()
     };
     let (mut sub, sub_stderr) = subscribed(&server, "chat:room", &token_for("alice")).await;
@@ -675,9 +743,16 @@ async fn server_api_commands_read_the_local_key_and_show_what_the_hub_knows() {
     run(&["disconnect", "--user", "alice"])
         .success()
         .stdout(predicate::str::contains("disconnected 1 connection(s)"));
-    let status = tokio::time::timeout(LIMIT, sub.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(LIMIT, sub.wait())
+        .await
+        .unwrap()
+        .unwrap();
     let sub_stderr = sub_stderr.await.unwrap();
-    assert_eq!(status.code(), Some(3), "closed with 1008: refused\n{sub_stderr}");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "closed with 1008: refused\n{sub_stderr}"
+    );
     assert!(sub_stderr.contains("1008"), "{sub_stderr}");
     // Without any key: a usage error that says where it looked.
     ferry()
@@ -699,7 +774,13 @@ fn init_writes_every_option_and_check_config_validates() {
         .stdout(predicate::str::contains("wrote"));
     let path = dir.path().join("ferry.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    for key in ["listen", "allowed_origins", "[limits]", "max_connections", "[namespaces.chat]"] {
+    for key in [
+        "listen",
+        "allowed_origins",
+        "[limits]",
+        "max_connections",
+        "[namespaces.chat]",
+    ] {
         assert!(text.contains(key), "{key} missing");
     }
     ferry()
@@ -713,8 +794,14 @@ fn init_writes_every_option_and_check_config_validates() {
         .args(["serve", "--check-config"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("configuration OK: listen 127.0.0.1:8080"));
-    std::fs::write(&path, text.replace("history_size = 100", "history_size = \"lots\"")).unwrap();
+        .stdout(predicate::str::contains(
+            "configuration OK: listen 127.0.0.1:8080",
+        ));
+    std::fs::write(
+        &path,
+        text.replace("history_size = 100", "history_size = \"lots\""),
+    )
+    .unwrap();
     ferry()
         .current_dir(dir.path())
         .args(["serve", "--check-config"])
@@ -728,7 +815,10 @@ fn init_writes_every_option_and_check_config_validates() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("/nonexistent/key.pem"));
-    assert!(!Path::new(&dir.path().join("ferry-data")).exists(), "checking writes nothing");
+    assert!(
+        !Path::new(&dir.path().join("ferry-data")).exists(),
+        "checking writes nothing"
+    );
 }
 
 #[test]

@@ -365,7 +365,9 @@ async fn pub_and_sub_errors_have_codes_hints_and_exit_codes() {
         .code(3)
         .stderr(predicate::str::contains("error: AUTH_FAILED"))
         .stderr(predicate::str::contains("malformed JWT"))
-        .stderr(predicate::str::contains("hint: the server refused the token"));
+        .stderr(predicate::str::contains(
+            "hint: the server refused the token",
+        ));
     ferry()
         .args(["sub", "chat:x", "--url", &format!("ws://127.0.0.1:{port}")])
         .assert()

@@ -42,7 +42,9 @@ async fn readme_tour_dev_server_token_foreign_origin_browser_and_pub() {
     );
 
     // 1. `ferry serve --dev` in an empty directory: secrets generated, a dev token shown.
-    let server = FerryServer::start_with(&["--dev"], &[], false).await.unwrap();
+    let server = FerryServer::start_with(&["--dev"], &[], false)
+        .await
+        .unwrap();
     let ferry = |args: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
         c.args(args)
@@ -92,8 +94,7 @@ async fn readme_tour_dev_server_token_foreign_origin_browser_and_pub() {
             Ok(Ok(Some(line))) => serde_json::from_str(&line).unwrap(),
             other => {
                 let mut err = String::new();
-                let _ =
-                    tokio::io::AsyncReadExt::read_to_string(&mut tour_stderr, &mut err).await;
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut tour_stderr, &mut err).await;
                 panic!(
                     "tour.mjs stopped ({other:?}); its stderr:\n{err}\nserver log:\n{}",
                     server.logs()
@@ -143,7 +144,11 @@ async fn readme_tour_dev_server_token_foreign_origin_browser_and_pub() {
     let message = &result["messages"][0];
     assert_eq!(message["channel"], "chat:lobby", "{result}");
     assert_eq!(message["offset"], 1, "{result}");
-    assert_eq!(message["data"], json!({"text": "hi from the tour"}), "{result}");
+    assert_eq!(
+        message["data"],
+        json!({"text": "hi from the tour"}),
+        "{result}"
+    );
     assert_eq!(result["pageErrors"], json!([]), "{result}");
     let status = tokio::time::timeout(STEP_LIMIT, tour.wait())
         .await
@@ -155,5 +160,8 @@ async fn readme_tour_dev_server_token_foreign_origin_browser_and_pub() {
     let logs = server.logs();
     assert!(logs.contains("dev token (user dev"), "{logs}");
     assert!(logs.contains("new WebSocket(\"ws://127.0.0.1:"), "{logs}");
-    assert!(!logs.contains('\u{1b}'), "no ANSI escapes in a log file:\n{logs}");
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no ANSI escapes in a log file:\n{logs}"
+    );
 }

@@ -12,7 +12,7 @@ use super::items::Item;
 use super::{ClientArgs, Failure, interrupt_token, normalize_url, parse_items, runtime, seconds};
 
 /// Shown after `ferry download --help`.
-pub const DOWNLOAD_HELP: &str = concat!(
+pub const DOWNLOAD_HELP: &str =
     "Bytes go to FILE.part until complete. --resume continues it with a Range request that
 the server must confirm is for the same version (If-Range), else it starts over.
 A progress bar shows on a terminal; --json prints {path, size, resumed_from, restarted}.
@@ -30,8 +30,7 @@ Exit codes:
   3    the server answered 4xx or 5xx (HTTP_STATUS)
   4    TIMEOUT: no data for --timeout seconds; FILE.part is kept for --resume
   130  interrupted (Ctrl-C); FILE.part is kept for --resume
-Errors print `error: CODE: message (URL)` and a `hint:` line on stderr."
-);
+Errors print `error: CODE: message (URL)` and a `hint:` line on stderr.";
 
 /// `ferry download URL [-o FILE] [--resume]`.
 #[derive(Args, Debug)]

@@ -38,7 +38,9 @@ impl FromRequestParts<AppState> for ApiKey {
             });
         let expected = state.hub.config().api_key.as_ref().map(|k| k.expose());
         let refused = match (expected, offered) {
-            (Some(expected), Some(offered)) if api_key_matches(expected, offered.trim()) => return Ok(ApiKey),
+            (Some(expected), Some(offered)) if api_key_matches(expected, offered.trim()) => {
+                return Ok(ApiKey);
+            }
             (_, None) => HubError::new(
                 ErrorCode::AuthRequired,
                 "the server API needs `Authorization: apikey KEY` (the key is in ferry-data/secrets.toml or FERRY_API_KEY)",
@@ -48,7 +50,10 @@ impl FromRequestParts<AppState> for ApiKey {
                 "wrong API key; the server's key is api_key in its ferry-data/secrets.toml (or its --api-key / FERRY_API_KEY)",
             ),
         };
-        super::log_auth_refused(&format!("a server API call to {}", parts.uri.path()), &refused);
+        super::log_auth_refused(
+            &format!("a server API call to {}", parts.uri.path()),
+            &refused,
+        );
         Err(refused.into())
     }
 }
