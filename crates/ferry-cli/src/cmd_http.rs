@@ -20,13 +20,13 @@ use serde_json::{Map, Value, json};
 use items::Item;
 use output::Shown;
 
-/// The exit codes of the HTTP commands, appended to their help.
-macro_rules! exit_codes {
+/// The exit codes of the request commands, appended to their help.
+macro_rules! request_exit_codes {
     () => {
         "Exit codes:
-  0    success (1xx-3xx)
-  1    the request failed: CONNECTION_ERROR, TLS_ERROR, NETWORK_ERROR, DECODE_ERROR, IO_ERROR
-  2    usage: bad arguments, an invalid URL (INVALID_REQUEST), an unreadable file
+  0    the server answered 1xx-3xx
+  1    CONNECTION_ERROR, TLS_ERROR, NETWORK_ERROR, DECODE_ERROR: no usable answer
+  2    usage: bad items, an invalid URL (INVALID_REQUEST), a file@path that is missing
   3    the server answered 4xx or 5xx (HTTP_STATUS); the response is still printed
   4    TIMEOUT: allow more time with --timeout
   130  interrupted (Ctrl-C)
@@ -56,7 +56,7 @@ Examples:
   ferry post :8080/test/anything title=cat photo@cat.jpg
 
 ",
-    exit_codes!()
+    request_exit_codes!()
 );
 
 const EXIT_REQUEST_FAILED: u8 = 1;
@@ -258,15 +258,10 @@ impl ClientArgs {
     }
 }
 
-/// `:8080/x` → `http://localhost:8080/x`; a URL without a scheme gets `http://`.
+/// `:8080/x` → `http://localhost:8080/x`; a URL without a scheme gets `http://` (the
+/// shorthands of every command, see [`crate::urls`]).
 fn normalize_url(url: &str) -> String {
-    if url.starts_with(':') {
-        format!("http://localhost{url}")
-    } else if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    }
+    crate::urls::complete(url, crate::urls::Family::Http)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -354,6 +349,12 @@ async fn send_request(method: Method, args: RequestArgs) -> Result<ExitCode, Fai
             return Err(Failure::usage(
                 "query items cannot be combined with a file upload",
                 "put the query in the URL",
+            ));
+        }
+        if let Some((field, path)) = files.iter().find(|(_, p)| !p.is_file()) {
+            return Err(Failure::usage(
+                format!("{field}@{}: no such file", path.display()),
+                "check the path after @ (relative paths start in the current directory)",
             ));
         }
         let mut upload = http.multipart(&url).method(method);
@@ -462,10 +463,26 @@ async fn show(
         let shown = read_all(response).await?;
         output::write_head(&mut stdout, &shown).map_err(io_failure)?;
     } else {
+        let textual = is_textual(
+            response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
         let mut body = response.stream();
         let mut raw = std::io::stdout().lock();
+        let mut last = None;
         while let Some(chunk) = body.next().await {
-            raw.write_all(&chunk?).map_err(io_failure)?;
+            let chunk = chunk?;
+            if let Some(b) = chunk.last() {
+                last = Some(*b);
+            }
+            raw.write_all(&chunk).map_err(io_failure)?;
+        }
+        // A text body without a final newline would leave the shell prompt glued to it;
+        // binary bodies stay byte-exact.
+        if textual && last.is_some_and(|b| b != b'\n') {
+            raw.write_all(b"\n").map_err(io_failure)?;
         }
         raw.flush().map_err(io_failure)?;
     }
@@ -474,6 +491,19 @@ async fn show(
         return Ok(ExitCode::from(EXIT_HTTP_STATUS));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a body of this content type is text meant for a terminal or a line-based tool.
+fn is_textual(content_type: Option<&str>) -> bool {
+    let Some(essence) = content_type.and_then(|c| c.split(';').next()) else {
+        return false;
+    };
+    let essence = essence.trim().to_ascii_lowercase();
+    essence.starts_with("text/")
+        || essence.ends_with("json")
+        || essence.ends_with("+xml")
+        || essence == "application/xml"
+        || essence == "application/javascript"
 }
 
 async fn read_all(response: Response) -> Result<Shown, Failure> {

@@ -9,23 +9,18 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine;
 use clap::Args;
 use ferry_client::event_source::{self, EventSource};
-use ferry_client::hub::{HubApi, HubClient, HubError, SubscriptionEvent};
+use ferry_client::hub::{HubClient, HubError, HubEvent, SubscriptionEvent};
 use ferry_client::ws::{self, ConnectionState, Message, MessageKind, StateStream, WebSocket};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-/// The exit codes of the realtime commands, appended to their help.
-macro_rules! exit_codes {
+use crate::urls::{Family, complete};
+
+/// The common tail of every realtime command's exit codes.
+macro_rules! exit_tail {
     () => {
-        "Exit codes:
-  0    success: input ended, --count reached, or the server closed normally (1000)
-  1    the connection failed or was lost: CONNECTION_ERROR, TLS_ERROR, PROTOCOL_ERROR,
-       CONNECTION_LOST, QUEUE_FULL, an abnormal close
-  2    usage: bad arguments, an invalid URL (INVALID_URL), a missing API key
-  3    the server refused: HTTP_STATUS, AUTH_REQUIRED/AUTH_FAILED/PERMISSION_DENIED and
-       other hub error codes, a policy close (1008)
-  4    TIMEOUT
+        "  4    TIMEOUT: the server did not answer in time
   130  interrupted (Ctrl-C)
 Errors print `error: CODE: message` and a `hint:` line on stderr."
     };
@@ -44,8 +39,14 @@ Examples:
   ferry ws ws://127.0.0.1:8080/ws --subprotocol ferry.json --token \"$FERRY_TOKEN\"
   ferry ws wss://example.invalid/feed -H 'Authorization: Bearer abc' --reconnect
 
+Exit codes:
+  0    input ended, --count reached, or the server closed normally (1000)
+  1    CONNECTION_ERROR, TLS_ERROR, PROTOCOL_ERROR, CONNECTION_LOST, QUEUE_FULL, an
+       abnormal close
+  2    an invalid URL or header
+  3    the server refused: HTTP_STATUS on the upgrade, a policy close (1008)
 ",
-    exit_codes!()
+    exit_tail!()
 );
 
 /// Shown after `ferry sse --help`.
@@ -58,8 +59,13 @@ Examples:
   ferry sse 'http://127.0.0.1:8080/test/sse?count=5' --event tick
   ferry sse 'http://127.0.0.1:8080/sse?channel=chat:lobby' --token \"$FERRY_TOKEN\" --json
 
+Exit codes:
+  0    --count reached, or the stream ended with --no-reconnect
+  1    CONNECTION_ERROR, TLS_ERROR, PROTOCOL_ERROR (not an event stream)
+  2    an invalid URL or header
+  3    the server refused: HTTP_STATUS, with the server's own code and message
 ",
-    exit_codes!()
+    exit_tail!()
 );
 
 /// Shown after `ferry sub --help`.
@@ -72,22 +78,34 @@ Examples:
   ferry sub chat:lobby --token \"$FERRY_TOKEN\"
   FERRY_TOKEN=... ferry sub chat:a chat:b --url ws://10.0.0.5:8080 --json
 
+Exit codes:
+  0    --count reached
+  1    CONNECTION_ERROR, CONNECTION_LOST, an abnormal close
+  2    an invalid URL
+  3    the server refused: AUTH_REQUIRED, AUTH_FAILED (see `ferry token check`),
+       AUTH_EXPIRED, PERMISSION_DENIED, UNKNOWN_CHANNEL, a policy close (1008)
 ",
-    exit_codes!()
+    exit_tail!()
 );
 
 /// Shown after `ferry pub --help`.
 pub const PUB_HELP: &str = concat!(
-    "DATA is sent as JSON when it parses as JSON ('{\"text\":\"hi\"}', 42, true), otherwise
-as a JSON string. Prints `published to CHANNEL at offset N` (--json: {channel, offset,
-epoch}). Uses the server API (POST /api/publish) with the API key.
+    "DATA must be JSON ('{\"text\":\"hi\"}', 42, true, '\"hi\"'); --raw sends it as a JSON
+string instead. Prints `published to CHANNEL at offset N` (--json: {channel, offset,
+epoch}). Uses the server API (POST /api/publish) with the API key: --api-key,
+FERRY_API_KEY, ferry.toml, or DATA_DIR/secrets.toml next to the hub.
 
 Examples:
-  ferry pub chat:lobby '{\"text\":\"hi\"}' --api-key \"$KEY\"
-  FERRY_API_KEY=... ferry pub chat:lobby hello --url http://10.0.0.5:8080
+  ferry pub chat:lobby '{\"text\":\"hi\"}'
+  ferry pub chat:lobby hello --raw --url :8080
 
+Exit codes:
+  0    published
+  1    CONNECTION_ERROR: no server at --url
+  2    DATA is not JSON (INVALID_JSON; use --raw for text), no API key found, a bad URL
+  3    the server refused: AUTH_FAILED (wrong API key), UNKNOWN_CHANNEL, MESSAGE_TOO_BIG
 ",
-    exit_codes!()
+    exit_tail!()
 );
 
 const EXIT_FAILED: u8 = 1;
@@ -158,7 +176,8 @@ pub struct SubArgs {
     /// Channels to subscribe to, e.g. chat:lobby.
     #[arg(required = true, value_name = "CHANNEL")]
     channels: Vec<String>,
-    /// The hub (the /ws path is added when the URL has none).
+    /// The hub (the /ws path is added when the URL has none; `:8080` and `http://` forms
+    /// are accepted).
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     url: String,
     /// Client token (JWT).
@@ -177,29 +196,25 @@ pub struct SubArgs {
 pub struct PubArgs {
     /// The channel, e.g. chat:lobby.
     channel: String,
-    /// The data: JSON, or any text (sent as a JSON string).
+    /// The data: JSON (text with --raw).
     data: String,
-    /// The hub's HTTP address.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
-    /// The server API key.
-    #[arg(long, env = "FERRY_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Print {channel, offset, epoch}.
+    /// Send DATA as a JSON string instead of parsing it as JSON.
     #[arg(long)]
-    json: bool,
+    raw: bool,
+    #[command(flatten)]
+    api: crate::cmd_api::ApiArgs,
 }
 
-/// A failure with its exit code and a suggestion.
-struct Failure {
-    exit: u8,
-    code: String,
-    message: String,
-    hint: String,
+/// A failure with its exit code and a suggestion (shared with the server API commands).
+pub(crate) struct Failure {
+    pub(crate) exit: u8,
+    pub(crate) code: String,
+    pub(crate) message: String,
+    pub(crate) hint: String,
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>, hint: impl Into<String>) -> Failure {
+    pub(crate) fn usage(message: impl Into<String>, hint: impl Into<String>) -> Failure {
         Failure {
             exit: EXIT_USAGE,
             code: "USAGE".into(),
@@ -208,7 +223,15 @@ impl Failure {
         }
     }
 
-    fn from_code(code: &str, message: String) -> Failure {
+    /// For commands that use the API key: `AUTH_*` is about the key, not a token.
+    pub(crate) fn for_api_key(mut self) -> Failure {
+        if self.code.starts_with("AUTH_") || self.message.contains(": AUTH_") {
+            self.hint = API_KEY_HINT.into();
+        }
+        self
+    }
+
+    pub(crate) fn from_code(code: &str, message: String) -> Failure {
         let exit = match code {
             "INVALID_URL" => EXIT_USAGE,
             "TIMEOUT" => EXIT_TIMEOUT,
@@ -217,15 +240,22 @@ impl Failure {
             // HTTP_STATUS and every hub error code: the server said no.
             _ => EXIT_REFUSED,
         };
+        // An HTTP refusal that carries the hub's `{code, message}`: the hint of that code.
+        let hint = match code {
+            "HTTP_STATUS" => server_code_in(&message)
+                .map(hint_for)
+                .unwrap_or(hint_for(code)),
+            _ => hint_for(code),
+        };
         Failure {
             exit,
             code: code.to_string(),
-            hint: hint_for(code).to_string(),
+            hint: hint.to_string(),
             message,
         }
     }
 
-    fn report(&self) -> ExitCode {
+    pub(crate) fn report(&self) -> ExitCode {
         eprintln!("error: {}: {}", self.code, self.message);
         if !self.hint.is_empty() {
             eprintln!("hint: {}", self.hint);
@@ -251,6 +281,29 @@ impl From<HubError> for Failure {
     }
 }
 
+/// The hint for a refused API key.
+pub(crate) const API_KEY_HINT: &str = "check the API key: it is api_key in the server's ferry-data/secrets.toml (read automatically when you run ferry next to ferry-data, or give --data-dir), or pass --api-key KEY / FERRY_API_KEY";
+
+/// The hub error code inside a transport message such as
+/// `URL answered HTTP 400 Bad Request: INVALID_MESSAGE: ...`.
+fn server_code_in(message: &str) -> Option<&'static str> {
+    const CODES: &[&str] = &[
+        "AUTH_REQUIRED",
+        "AUTH_FAILED",
+        "AUTH_EXPIRED",
+        "PERMISSION_DENIED",
+        "INVALID_MESSAGE",
+        "UNKNOWN_CHANNEL",
+        "CONNECTION_LIMIT",
+        "RATE_LIMIT_EXCEEDED",
+        "MESSAGE_TOO_BIG",
+    ];
+    CODES
+        .iter()
+        .find(|c| message.contains(&format!(": {c}: ")))
+        .copied()
+}
+
 fn hint_for(code: &str) -> &'static str {
     match code {
         "INVALID_URL" => {
@@ -267,13 +320,20 @@ fn hint_for(code: &str) -> &'static str {
             "the connection is down or too slow for the input; try --reconnect or slow down"
         }
         "CONNECTION_LOST" => "the connection dropped; add --reconnect to keep going",
-        "AUTH_REQUIRED" | "AUTH_FAILED" | "AUTH_EXPIRED" => {
-            "pass a valid token with --token or FERRY_TOKEN (an API key with --api-key or FERRY_API_KEY)"
+        "AUTH_REQUIRED" => {
+            "pass a token with --token or FERRY_TOKEN (mint one with `ferry token --user NAME`)"
         }
-        "PERMISSION_DENIED" => "the token's user may not do this on that channel",
+        "AUTH_FAILED" => {
+            "the server refused the token: `ferry token check TOKEN` says why; mint a new one with `ferry token --user NAME`"
+        }
+        "AUTH_EXPIRED" => "the token expired: mint a fresh one with `ferry token --user NAME`",
+        "PERMISSION_DENIED" => {
+            "the server's message says which permission is missing; grants go in the token (`ferry token --caps`) or the namespace options in ferry.toml"
+        }
         "UNKNOWN_CHANNEL" => {
-            "the channel's namespace is not configured on the server (channels look like chat:NAME)"
+            "add the namespace to ferry.toml ([namespaces.NAME]); `ferry serve --print-config` lists those configured"
         }
+        "INVALID_MESSAGE" => "the server could not use the request: its message says what to fix",
         _ => "",
     }
 }
@@ -289,7 +349,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// Run a command on its own runtime. The runtime is shut down without waiting for
 /// blocking tasks: a read of standard input may be stuck in one until the next line.
-fn run<F: std::future::Future<Output = Result<ExitCode, Failure>>>(
+pub(crate) fn run<F: std::future::Future<Output = Result<ExitCode, Failure>>>(
     command: F,
 ) -> anyhow::Result<ExitCode> {
     let result = match runtime() {
@@ -360,7 +420,8 @@ pub fn ws(args: WsArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_ws(args: WsArgs) -> Result<ExitCode, Failure> {
-    let mut builder = WebSocket::builder(&args.url).queue_capacity(1 << 16);
+    let url = complete(&args.url, Family::Ws);
+    let mut builder = WebSocket::builder(&url).queue_capacity(1 << 16);
     for h in &args.headers {
         let (name, value) = split_header(h)?;
         builder = builder.header(name, value);
@@ -377,7 +438,7 @@ async fn run_ws(args: WsArgs) -> Result<ExitCode, Failure> {
     let ws = builder.connect().await?;
     eprintln!(
         "ferry: connected to {}{}",
-        args.url,
+        url,
         ws.protocol()
             .map(|p| format!(" (subprotocol {p})"))
             .unwrap_or_default()
@@ -496,7 +557,7 @@ pub fn sse(args: SseArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_sse(args: SseArgs) -> Result<ExitCode, Failure> {
-    let mut builder = EventSource::builder(&args.url);
+    let mut builder = EventSource::builder(&complete(&args.url, Family::Http));
     for h in &args.headers {
         let (name, value) = split_header(h)?;
         builder = builder.header(name, value);
@@ -577,26 +638,57 @@ fn hub_ws_url(url: &str) -> String {
     }
 }
 
+/// Wait for the server's verdict on the token: `auth_success`, or the `auth_error`
+/// with its code and reason.
+async fn wait_for_auth(hub: &HubClient) -> Result<(), Failure> {
+    let verdict = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = hub.next_event().await {
+            match event {
+                HubEvent::AuthSuccess { user, .. } => {
+                    eprintln!("ferry: authenticated as {user}");
+                    return Ok(());
+                }
+                HubEvent::AuthError(e) => return Err(Failure::from(e)),
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+    .await;
+    verdict.unwrap_or_else(|_| {
+        Err(Failure::from_code(
+            "TIMEOUT",
+            "the server did not answer the token within 30 s".into(),
+        ))
+    })
+}
+
 /// `ferry sub CHANNEL...`.
 pub fn sub(args: SubArgs) -> anyhow::Result<ExitCode> {
     run(run_sub(args))
 }
 
 async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {
-    let url = hub_ws_url(&args.url);
+    let url = hub_ws_url(&complete(&args.url, Family::Ws));
     let mut builder = HubClient::builder(&url);
     if let Some(token) = &args.token {
         builder = builder.token(token);
     }
     let hub = builder.connect().await?;
+    if args.token.is_some() {
+        // The server answers a token at once, before any subscribe: report its verdict
+        // (AUTH_FAILED and why) rather than a later AUTH_REQUIRED on the subscribe.
+        wait_for_auth(&hub).await?;
+    }
     log_states(hub.states());
-    let (events_tx, mut events) = mpsc::unbounded_channel::<SubscriptionEvent>();
+    let (events_tx, mut events) = mpsc::unbounded_channel::<(String, SubscriptionEvent)>();
     for channel in &args.channels {
         let mut subscription = hub.subscribe(channel).await?;
         let tx = events_tx.clone();
+        let channel = channel.clone();
         tokio::spawn(async move {
             while let Some(event) = subscription.next().await {
-                if tx.send(event).is_err() {
+                if tx.send((channel.clone(), event)).is_err() {
                     break;
                 }
             }
@@ -614,11 +706,11 @@ async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {
                 return Ok(ExitCode::from(EXIT_INTERRUPTED));
             }
         };
-        let Some(event) = event else { break };
+        let Some((channel, event)) = event else { break };
         match event {
             SubscriptionEvent::Subscribed { position } => {
                 eprintln!(
-                    "ferry: subscribed at offset {} (epoch {})",
+                    "ferry: subscribed to {channel} at offset {} (epoch {})",
                     position.offset, position.epoch
                 );
             }
@@ -628,17 +720,19 @@ async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {
                 position,
             } => {
                 if recovered {
-                    eprintln!("ferry: resubscribed, recovering {missed} missed publication(s)");
+                    eprintln!(
+                        "ferry: resubscribed to {channel}, recovering {missed} missed publication(s)"
+                    );
                 } else {
                     eprintln!(
-                        "ferry: resubscribed at offset {}, but publications missed while disconnected are lost",
+                        "ferry: resubscribed to {channel} at offset {}, but publications missed while disconnected are lost",
                         position.offset
                     );
                 }
             }
-            SubscriptionEvent::Join(info) => eprintln!("ferry: {} joined", info.user),
-            SubscriptionEvent::Leave(info) => eprintln!("ferry: {} left", info.user),
-            SubscriptionEvent::Error(e) => eprintln!("ferry: {e}"),
+            SubscriptionEvent::Join(info) => eprintln!("ferry: {channel}: {} joined", info.user),
+            SubscriptionEvent::Leave(info) => eprintln!("ferry: {channel}: {} left", info.user),
+            SubscriptionEvent::Error(e) => eprintln!("ferry: {channel}: {e}"),
             SubscriptionEvent::Publication(p) => {
                 let text = if args.json {
                     format!("{}\n", serde_json::to_string(&p).unwrap_or_default())
@@ -694,25 +788,19 @@ pub fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_pub(args: PubArgs) -> Result<ExitCode, Failure> {
-    let Some(key) = args.api_key.as_deref().filter(|k| !k.is_empty()) else {
-        return Err(Failure::usage(
-            "an API key is required",
-            "pass --api-key KEY or set FERRY_API_KEY (ferry serve prints where its key is stored)",
-        ));
-    };
-    let data: Value =
-        serde_json::from_str(&args.data).unwrap_or_else(|_| Value::String(args.data.clone()));
-    let api = HubApi::new(&args.url, key)?;
+    let data = crate::cmd_api::parse_data(&args.data, args.raw)?;
+    let api = args.api.client()?;
     let published =
         tokio::time::timeout(Duration::from_secs(60), api.publish(&args.channel, &data))
             .await
             .map_err(|_| {
                 Failure::from_code(
                     "TIMEOUT",
-                    format!("{} did not answer within 60 s", args.url),
+                    format!("{} did not answer within 60 s", args.api.url),
                 )
-            })??;
-    if args.json {
+            })?
+            .map_err(|e| Failure::from(e).for_api_key())?;
+    if args.api.json {
         println!(
             "{}",
             json!({"channel": args.channel, "offset": published.offset, "epoch": published.epoch})

@@ -9,7 +9,6 @@
 //! - 4 timeout
 //! - 130 interrupted (Ctrl-C)
 
-use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,8 +19,16 @@ use ferry_hub::secrets::{SecretsOutcome, ensure_secrets};
 use ferry_hub::{Config, Server};
 
 mod bench;
+mod cmd_api;
 mod cmd_http;
+mod cmd_init;
+mod cmd_man;
 mod cmd_realtime;
+mod cmd_token;
+mod local;
+mod password;
+mod serve_dev;
+mod urls;
 
 /// ferry: a realtime hub (WebSocket, SSE, HTTP API) and network tools in one binary.
 #[derive(Parser)]
@@ -37,10 +44,38 @@ enum Command {
     ///
     /// Example: `ferry serve`, then publish with
     /// `curl -H "Authorization: apikey $KEY" -d '{"channel":"chat:lobby","data":{"text":"hi"}}' http://127.0.0.1:8080/api/publish`
-    #[command(after_long_help = SERVE_LIMITS_HELP)]
+    /// or `ferry pub chat:lobby '{"text":"hi"}'`. For local development: `ferry serve --dev`.
+    #[command(after_help = serve_dev::SERVE_HELP, after_long_help = SERVE_LIMITS_HELP)]
     Serve(ServeArgs),
-    /// Hash a password for `[[users]]` in ferry.toml (reads it from stdin, or prompts).
+    /// Mint a client token (JWT) with the local hub's secret, or `check` one.
+    #[command(after_help = cmd_token::TOKEN_HELP)]
+    Token(cmd_token::TokenArgs),
+    /// Write a commented ferry.toml with every option at its default.
+    #[command(after_help = cmd_init::INIT_HELP)]
+    Init(cmd_init::InitArgs),
+    /// Read a channel's history through the server API.
+    #[command(after_help = cmd_api::API_HELP)]
+    History(cmd_api::HistoryArgs),
+    /// List who is subscribed to a channel (server API).
+    #[command(after_help = cmd_api::API_HELP)]
+    Presence(cmd_api::PresenceArgs),
+    /// List channels with subscribers (server API).
+    #[command(after_help = cmd_api::API_HELP)]
+    Channels(cmd_api::PlainArgs),
+    /// Show the hub's connection and channel counts (server API).
+    #[command(after_help = cmd_api::API_HELP)]
+    Stats(cmd_api::PlainArgs),
+    /// Close the connections of a user or one client (server API).
+    #[command(after_help = cmd_api::API_HELP)]
+    Disconnect(cmd_api::DisconnectArgs),
+    /// Send a message to a user's connections or one client (server API).
+    #[command(after_help = cmd_api::API_HELP)]
+    Send(cmd_api::SendArgs),
+    /// Hash a password for `[[users]]` in ferry.toml (hidden prompt, asked twice; or stdin).
+    #[command(after_help = password::HASH_PASSWORD_HELP)]
     HashPassword,
+    /// Print the manual page (generated from these definitions), or write all of them.
+    Man(cmd_man::ManArgs),
     /// Load-test a hub (or a peer server) over loopback: idle, fanout, latency, echo, sse.
     ///
     /// Example: `ferry bench --jwt-secret S fanout --subscribers 1000 --duration 5`.
@@ -135,9 +170,18 @@ struct ServeArgs {
     /// HS256 secret for client tokens [default: generated into DATA_DIR/secrets.toml].
     #[arg(long, env = "FERRY_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
-    /// Let clients without a token in where a namespace allows anonymous access.
+    /// Let clients without a token in. They may only use namespaces that also set
+    /// allow_anonymous = true in ferry.toml (--dev sets both).
     #[arg(long)]
     allow_anonymous: bool,
+    /// Local development: loopback only, anonymous access, any origin, the testbed on, and
+    /// a dev token and browser snippet printed at start.
+    #[arg(long)]
+    dev: bool,
+    /// Load and validate the configuration (files, variables, flags, key files), print a
+    /// summary and exit.
+    #[arg(long)]
+    check_config: bool,
     /// Serve the /test/* testbed (echo WebSocket, delays, byte streams for testing
     /// clients). Off by default: it is unauthenticated.
     #[arg(long)]
@@ -148,7 +192,7 @@ struct ServeArgs {
     /// Print the effective configuration (secrets redacted) as TOML and exit.
     #[arg(long)]
     print_config: bool,
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines on stdout instead of text, the banner included.
     #[arg(long)]
     log_json: bool,
 }
@@ -186,7 +230,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::HashPassword => hash_password(),
+        Command::HashPassword => password::hash_password(),
+        Command::Token(args) => cmd_token::run(args),
+        Command::Init(args) => cmd_init::init(args),
+        Command::History(args) => cmd_api::history(args),
+        Command::Presence(args) => cmd_api::presence(args),
+        Command::Channels(args) => cmd_api::channels(args),
+        Command::Stats(args) => cmd_api::stats(args),
+        Command::Disconnect(args) => cmd_api::disconnect(args),
+        Command::Send(args) => cmd_api::send(args),
+        Command::Man(args) => cmd_man::run(args, Cli::command()),
         Command::Bench(args) => bench::run(args),
         Command::Get(args) => cmd_http::request(http::Method::GET, args),
         Command::Post(args) => cmd_http::request(http::Method::POST, args),
@@ -213,33 +266,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // Never the WebSocket library's frame dumps: they print `auth` tokens.
-    let frames = tracing_subscriber::filter::filter_fn(|meta| {
-        ferry_hub::redact::may_log(meta.target(), meta.level())
-    });
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    if json {
-        builder.json().finish().with(frames).init();
-    } else {
-        builder.finish().with(frames).init();
-    }
-}
-
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let json = args.log_json;
+    if !args.print_config && !args.check_config {
+        serve_dev::init_logging(json);
+    }
     let mut config = match Config::load(args.config.as_deref(), args.overrides()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            serve_dev::say_error(json, &e.to_string());
             return Ok(ExitCode::from(2));
         }
     };
+    if args.dev
+        && let Err(e) = serve_dev::apply_dev(&mut config)
+    {
+        serve_dev::say_error(json, &e);
+        return Ok(ExitCode::from(2));
+    }
     if args.print_config {
         print!(
             "{}",
@@ -247,20 +291,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    init_logging(args.log_json);
+    if args.check_config {
+        return Ok(cmd_init::check_config(&config));
+    }
     match ensure_secrets(&mut config) {
-        Ok(SecretsOutcome::Generated(path)) => {
-            eprintln!(
+        Ok(SecretsOutcome::Generated(path)) => serve_dev::say(
+            json,
+            &format!(
                 "generated an API key and a JWT secret into {} (mode 0600)",
                 path.display()
-            )
-        }
-        Ok(SecretsOutcome::Loaded(path)) => {
-            eprintln!("using the API key and JWT secret in {}", path.display())
-        }
+            ),
+        ),
+        Ok(SecretsOutcome::Loaded(path)) => serve_dev::say(
+            json,
+            &format!("using the API key and JWT secret in {}", path.display()),
+        ),
         Ok(SecretsOutcome::Configured) => {}
         Err(e) => {
-            eprintln!("error: {e}");
+            serve_dev::say_error(json, &e);
             return Ok(ExitCode::from(2));
         }
     }
@@ -268,50 +316,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let config_file = args.config.clone();
     runtime.block_on(async move {
+        let shown = config.clone();
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: {e}");
+                serve_dev::say_error(json, &e.to_string());
                 return Ok(ExitCode::from(2));
             }
         };
         let addr = server.local_addr()?;
-        // Scripts and tests read this line to learn the port (with --listen ...:0).
-        println!("ferry listening on http://{addr}");
-        eprintln!(
-            "  WebSocket ws://{addr}/ws   SSE http://{addr}/sse?channel=NAME   API http://{addr}/api/"
-        );
+        // Scripts and tests read this line to learn the port (with --listen ...:0); with
+        // --log-json it is a JSON event with a `url` field.
+        if json {
+            tracing::info!(url = %format!("http://{addr}"), "ferry listening on http://{addr}");
+        } else {
+            println!("ferry listening on http://{addr}");
+        }
+        serve_dev::banner(json, addr, &shown, config_file.as_deref());
+        if args.dev {
+            serve_dev::dev_banner(json, addr, &shown);
+        }
         server.run(ferry_hub::shutdown_signal()).await?;
-        eprintln!("ferry stopped");
+        serve_dev::say(json, "ferry stopped");
         Ok(ExitCode::SUCCESS)
     })
-}
-
-fn hash_password() -> anyhow::Result<ExitCode> {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("password (input is shown; pipe it in to hide it): ");
-    }
-    let mut password = String::new();
-    if stdin.is_terminal() {
-        stdin
-            .read_line(&mut password)
-            .context("reading the password")?;
-    } else {
-        stdin
-            .lock()
-            .read_to_string(&mut password)
-            .context("reading the password")?;
-    }
-    let password = password.trim_end_matches(['\r', '\n']);
-    if password.is_empty() {
-        eprintln!("error: empty password; pipe one in: echo -n 'secret' | ferry hash-password");
-        return Ok(ExitCode::from(2));
-    }
-    let hash = ferry_hub::auth::hash_password(password).map_err(anyhow::Error::msg)?;
-    println!("{hash}");
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

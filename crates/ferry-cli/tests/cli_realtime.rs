@@ -98,7 +98,7 @@ async fn ws_refused_and_bad_urls_have_codes_hints_and_exit_codes() {
         .stderr(predicate::str::contains("error: CONNECTION_ERROR"))
         .stderr(predicate::str::contains("hint: is the server running?"));
     ferry()
-        .args(["ws", "http://127.0.0.1:1/"])
+        .args(["ws", "ftp://127.0.0.1:1/"])
         .write_stdin("")
         .assert()
         .code(2)
@@ -247,7 +247,7 @@ async fn sub_prints_what_pub_publishes() {
     let mut stderr = BufReader::new(sub.stderr.take().unwrap()).lines();
     tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = stderr.next_line().await.unwrap() {
-            if line.contains("subscribed at offset 0") {
+            if line.contains("subscribed to chat:cli at offset 0") {
                 return;
             }
         }
@@ -267,6 +267,7 @@ async fn sub_prints_what_pub_publishes() {
             "pub",
             "chat:cli",
             "plain text",
+            "--raw",
             "--url",
             &server.base_url,
             "--api-key",
@@ -302,11 +303,14 @@ async fn sub_prints_what_pub_publishes() {
 #[tokio::test]
 async fn pub_and_sub_errors_have_codes_hints_and_exit_codes() {
     let server = server().await;
+    // No key anywhere: not given, and no ferry-data/secrets.toml in the directory.
+    let empty = tempfile::tempdir().unwrap();
     ferry()
+        .current_dir(empty.path())
         .args(["pub", "chat:x", "1", "--url", &server.base_url])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("API key is required"))
+        .stderr(predicate::str::contains("no API key"))
         .stderr(predicate::str::contains("hint: pass --api-key"));
     ferry()
         .args([
@@ -359,8 +363,11 @@ async fn pub_and_sub_errors_have_codes_hints_and_exit_codes() {
         .args(["sub", "chat:x", "--url", &ws_base, "--token", "not-a-jwt"])
         .assert()
         .code(3)
-        .stderr(predicate::str::contains("error: AUTH_REQUIRED"))
-        .stderr(predicate::str::contains("hint: pass a valid token"));
+        .stderr(predicate::str::contains("error: AUTH_FAILED"))
+        .stderr(predicate::str::contains("malformed JWT"))
+        .stderr(predicate::str::contains(
+            "hint: the server refused the token",
+        ));
     ferry()
         .args(["sub", "chat:x", "--url", &format!("ws://127.0.0.1:{port}")])
         .assert()

@@ -338,6 +338,44 @@ const ENV_KEYS: &[&str] = &[
     "limits",
 ];
 
+/// List-valued keys whose `FERRY_*` variables are comma-separated values
+/// (`FERRY_ALLOWED_ORIGINS=http://127.0.0.1:5173,https://app.example`); a value starting
+/// with `[` is read as a TOML array instead.
+const LIST_ENV_KEYS: &[&str] = &["allowed_origins", "jwt_public_keys"];
+
+/// The list-valued `FERRY_*` variables that are set, as configuration values.
+fn list_env_values() -> serde_json::Value {
+    let mut values = serde_json::Map::new();
+    for key in LIST_ENV_KEYS {
+        let Ok(raw) = std::env::var(format!("FERRY_{}", key.to_ascii_uppercase())) else {
+            continue;
+        };
+        let raw = raw.trim();
+        let list: Vec<String> = if raw.starts_with('[') {
+            match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+                Ok(t) => t
+                    .get("v")
+                    .and_then(|v| v.as_array())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Err(_) => vec![raw.to_string()],
+            }
+        } else {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        values.insert((*key).to_string(), list.into());
+    }
+    serde_json::Value::Object(values)
+}
+
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -374,9 +412,11 @@ impl Config {
                     .filter(|key| {
                         let top = key.as_str().split("__").next().unwrap_or_default();
                         ENV_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+                            && !LIST_ENV_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
                     })
                     .split("__"),
             )
+            .merge(Serialized::defaults(list_env_values()))
             .merge(Serialized::defaults(overrides));
         figment
             .extract()

@@ -266,6 +266,18 @@ impl Hub {
                 Capability::History => "history",
                 Capability::Presence => "presence",
             };
+            if identity.is_anonymous() && !ns.allow_anonymous {
+                let section = match name.namespace {
+                    Some(ns) => format!("[namespaces.{ns}]"),
+                    None => "[default_namespace]".to_string(),
+                };
+                return Err(HubError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "anonymous connections may not {what} on `{channel}`: connect with a token (`ferry token --user NAME` mints one), or set allow_anonymous = true in {section} of ferry.toml (the top-level allow_anonymous only lets them connect)"
+                    ),
+                ));
+            }
             Err(HubError::permission_denied(what, channel))
         }
     }

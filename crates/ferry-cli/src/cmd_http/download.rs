@@ -12,7 +12,7 @@ use super::items::Item;
 use super::{ClientArgs, Failure, interrupt_token, normalize_url, parse_items, runtime, seconds};
 
 /// Shown after `ferry download --help`.
-pub const DOWNLOAD_HELP: &str = concat!(
+pub const DOWNLOAD_HELP: &str =
     "Bytes go to FILE.part until complete. --resume continues it with a Range request that
 the server must confirm is for the same version (If-Range), else it starts over.
 A progress bar shows on a terminal; --json prints {path, size, resumed_from, restarted}.
@@ -22,9 +22,15 @@ Examples:
   ferry download http://127.0.0.1:8080/test/bytes/1000000 -o data.bin
   ferry download http://127.0.0.1:8080/test/bytes/1000000 -o data.bin --resume
 
-",
-    exit_codes!()
-);
+Exit codes:
+  0    saved
+  1    the transfer failed (CONNECTION_ERROR, NETWORK_ERROR, IO_ERROR); FILE.part is kept
+       for --resume
+  2    usage: FILE exists (use --force), items other than headers, an invalid URL
+  3    the server answered 4xx or 5xx (HTTP_STATUS)
+  4    TIMEOUT: no data for --timeout seconds; FILE.part is kept for --resume
+  130  interrupted (Ctrl-C); FILE.part is kept for --resume
+Errors print `error: CODE: message (URL)` and a `hint:` line on stderr.";
 
 /// `ferry download URL [-o FILE] [--resume]`.
 #[derive(Args, Debug)]
@@ -48,8 +54,25 @@ pub struct DownloadArgs {
 }
 
 /// The download progress bar (drawn on stderr, only when it is a terminal).
-const PROGRESS_TEMPLATE: &str =
-    "{spinner} {bytes}/{total_bytes} [{bar:30}] {percent}% {msg} eta {eta}";
+/// The speed and the time left are both computed from the library's speed estimate (in
+/// `{msg}`, see [`rate_and_eta`]), so they always agree.
+const PROGRESS_TEMPLATE: &str = "{spinner} {bytes}/{total_bytes} [{bar:30}] {percent}% {msg}";
+
+/// `1.2 MiB/s, 3s left` from one speed estimate; the time left only once there is a speed
+/// and a total.
+fn rate_and_eta(loaded: u64, total: Option<u64>, speed: f64) -> String {
+    let rate = format!("{}/s", indicatif::HumanBytes(speed as u64));
+    match total {
+        Some(total) if speed >= 1.0 && total >= loaded => {
+            let left = Duration::from_secs_f64((total - loaded) as f64 / speed);
+            format!(
+                "{rate}, {} left",
+                indicatif::HumanDuration(Duration::from_secs(left.as_secs()))
+            )
+        }
+        _ => rate,
+    }
+}
 
 /// Run `ferry download URL [-o FILE] [--resume]`.
 pub fn download(args: DownloadArgs) -> anyhow::Result<ExitCode> {
@@ -122,7 +145,7 @@ async fn run_download(args: DownloadArgs) -> Result<ExitCode, Failure> {
                 shown.set_length(total);
             }
             shown.set_position(p.loaded);
-            shown.set_message(format!("{}/s", indicatif::HumanBytes(p.speed as u64)));
+            shown.set_message(rate_and_eta(p.loaded, p.total, p.speed));
         })
         .start()
         .await;
@@ -167,6 +190,16 @@ async fn run_download(args: DownloadArgs) -> Result<ExitCode, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speed_and_time_left_come_from_one_estimate() {
+        assert_eq!(
+            rate_and_eta(0, Some(10 * 1024 * 1024), 1024.0 * 1024.0),
+            "1.00 MiB/s, 10 seconds left"
+        );
+        assert_eq!(rate_and_eta(5, None, 1024.0), "1.00 KiB/s");
+        assert_eq!(rate_and_eta(0, Some(100), 0.0), "0 B/s");
+    }
 
     #[test]
     fn progress_template_is_valid() {

@@ -56,21 +56,39 @@ impl FerryServer {
     /// Start `ferry serve --listen 127.0.0.1:0` with [`API_KEY`], [`JWT_SECRET`], a fresh
     /// data dir and `extra_args`, and wait for its `ferry listening on URL` line.
     pub async fn start(extra_args: &[&str]) -> anyhow::Result<FerryServer> {
+        Self::start_with(extra_args, &[], true).await
+    }
+
+    /// Like [`start`](Self::start), with extra environment variables; without
+    /// `fixed_secrets` the server generates its own into `DIR/ferry-data/secrets.toml`,
+    /// `DIR` being [`dir`](Self::dir), its working directory, as after `cd DIR; ferry serve`.
+    pub async fn start_with(
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+        fixed_secrets: bool,
+    ) -> anyhow::Result<FerryServer> {
         let data_dir = tempfile::Builder::new()
             .prefix("ferry-cli-test-")
             .tempdir()
             .context("creating a temporary data dir")?;
         let log_path = data_dir.path().join("ferry-serve.log");
         let log = std::fs::File::create(&log_path).context("creating the server log file")?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(["--api-key", API_KEY])
-            .args(["--jwt-secret", JWT_SECRET])
-            // The testbed is off by default; the CLI tests use it as their HTTP peer.
-            .arg("--testbed")
-            .arg("--data-dir")
-            .arg(data_dir.path().join("data"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command.arg("serve").args(["--listen", "127.0.0.1:0"]);
+        // The testbed is off by default; the CLI tests use it as their HTTP peer.
+        command.arg("--testbed");
+        if fixed_secrets {
+            command
+                .args(["--api-key", API_KEY])
+                .args(["--jwt-secret", JWT_SECRET])
+                .arg("--data-dir")
+                .arg(data_dir.path().join("data"));
+        }
+        command.current_dir(data_dir.path());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let mut child = command
             .args(extra_args)
             .env_remove("FERRY_API_KEY")
             .env_remove("FERRY_JWT_SECRET")
@@ -115,6 +133,12 @@ impl FerryServer {
             log_path,
             _data_dir: data_dir,
         })
+    }
+
+    /// The server's working directory (its `ferry-data/` when started without fixed
+    /// secrets).
+    pub fn dir(&self) -> &Path {
+        self._data_dir.path()
     }
 
     /// `ws://127.0.0.1:PORT{path}`.

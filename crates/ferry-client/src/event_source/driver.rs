@@ -41,6 +41,38 @@ enum Outcome {
     Retry { opened: bool, error: Error },
 }
 
+/// `head`, followed by what the server said: its `{code, message}` error, or the start of
+/// a text body. Read with a small cap and a short deadline, so that a hostile or slow
+/// body cannot hold the client.
+async fn error_body(head: String, response: reqwest::Response) -> String {
+    const CAP: usize = 4096;
+    let read = async {
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Ok(Some(chunk)) = response.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= CAP {
+                body.truncate(CAP);
+                break;
+            }
+        }
+        body
+    };
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .unwrap_or_default();
+    if let Ok(p) = serde_json::from_slice::<ferry_proto::ErrorPayload>(&body) {
+        return format!("{head}: {}: {}", p.code, p.message);
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    if text.is_empty() {
+        head
+    } else {
+        format!("{head}: {}", text.chars().take(300).collect::<String>())
+    }
+}
+
 fn retryable_status(status: u16) -> bool {
     status == 408 || status == 429 || (500..=599).contains(&status)
 }
@@ -174,10 +206,8 @@ impl Driver {
             return Outcome::Final(None);
         }
         if status != 200 {
-            let error = Error::http_status(
-                status,
-                format!("{} answered HTTP {}", self.url, response.status()),
-            );
+            let head = format!("{} answered HTTP {}", self.url, response.status());
+            let error = Error::http_status(status, error_body(head, response).await);
             return if retryable_status(status) {
                 Outcome::Retry {
                     opened: false,

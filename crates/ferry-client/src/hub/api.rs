@@ -72,13 +72,22 @@ impl HubApi {
                 } else {
                     ErrorKind::Connection
                 };
-                let mut detail = e.to_string();
+                // reqwest's own message names the URL again; say it once, then the causes
+                // (skipping any that repeat the one before).
+                let mut causes: Vec<String> = Vec::new();
                 let mut source = std::error::Error::source(&e);
                 while let Some(s) = source {
-                    detail.push_str(": ");
-                    detail.push_str(&s.to_string());
+                    let text = s.to_string();
+                    if !causes.last().is_some_and(|last| last.contains(&text)) {
+                        causes.push(text);
+                    }
                     source = s.source();
                 }
+                let detail = if causes.is_empty() {
+                    e.to_string()
+                } else {
+                    causes.join(": ")
+                };
                 Error::new(kind, format!("{url}: {detail}"))
             })?;
         let status = response.status();
@@ -103,6 +112,16 @@ impl HubApi {
             )
             .into()),
         }
+    }
+
+    /// Call any server API endpoint: `POST {base}/api/{name}` with `body`; the answer's
+    /// JSON document.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn call(&self, name: &str, body: Value) -> Result<Value, HubError> {
+        self.post(&format!("api/{name}"), body).await
     }
 
     /// Publish `data` to `channel` (`POST /api/publish`).

@@ -37,15 +37,24 @@ impl FromRequestParts<AppState> for ApiKey {
                     .or_else(|| v.strip_prefix("Apikey "))
             });
         let expected = state.hub.config().api_key.as_ref().map(|k| k.expose());
-        match (expected, offered) {
-            (Some(expected), Some(offered)) if api_key_matches(expected, offered.trim()) => Ok(ApiKey),
-            (_, None) => Err(HubError::new(
+        let refused = match (expected, offered) {
+            (Some(expected), Some(offered)) if api_key_matches(expected, offered.trim()) => {
+                return Ok(ApiKey);
+            }
+            (_, None) => HubError::new(
                 ErrorCode::AuthRequired,
                 "the server API needs `Authorization: apikey KEY` (the key is in ferry-data/secrets.toml or FERRY_API_KEY)",
-            )
-            .into()),
-            _ => Err(HubError::new(ErrorCode::AuthFailed, "wrong API key").into()),
-        }
+            ),
+            _ => HubError::new(
+                ErrorCode::AuthFailed,
+                "wrong API key; the server's key is api_key in its ferry-data/secrets.toml (or its --api-key / FERRY_API_KEY)",
+            ),
+        };
+        super::log_auth_refused(
+            &format!("a server API call to {}", parts.uri.path()),
+            &refused,
+        );
+        Err(refused.into())
     }
 }
 

@@ -82,11 +82,33 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
     if origin_allowed(&state.hub.config().allowed_origins, headers) {
         Ok(())
     } else {
+        let origin = headers
+            .get(header::ORIGIN)
+            .map(|o| String::from_utf8_lossy(o.as_bytes()).into_owned())
+            .unwrap_or_default();
+        // Browsers show a bare 403 for a refused upgrade or EventSource: the log is the
+        // only place a developer can learn why.
+        tracing::info!(
+            %origin,
+            reason = "origin not in allowed_origins",
+            "refused a browser connection; allow it with allowed_origins = [\"{origin}\"] in ferry.toml, FERRY_ALLOWED_ORIGINS={origin}, or [\"*\"] for any"
+        );
         Err(ApiError(HubError::new(
             ErrorCode::PermissionDenied,
-            "origin not allowed; add it to allowed_origins in ferry.toml",
+            format!(
+                "origin {origin} not allowed; add it to allowed_origins in ferry.toml (or FERRY_ALLOWED_ORIGINS={origin}; [\"*\"] allows any)"
+            ),
         )))
     }
+}
+
+/// Log a refused authentication at `info`, with the reason and never the credential.
+pub fn log_auth_refused(what: &str, error: &HubError) {
+    tracing::info!(
+        code = %error.code,
+        reason = %error.message,
+        "refused {what}"
+    );
 }
 
 /// A token from `?token=` or `Authorization: Bearer`.
@@ -107,14 +129,18 @@ pub fn request_token(query_token: Option<&str>, headers: &HeaderMap) -> Option<S
 /// Identity for a request-scoped transport (SSE): the token's user, anonymous where
 /// allowed, else `AUTH_REQUIRED`.
 pub fn request_identity(hub: &Hub, token: Option<&str>) -> Result<Identity, HubError> {
-    match token {
+    let result = match token {
         Some(t) => hub.auth().verify(t),
         None if hub.config().allow_anonymous => Ok(Identity::anonymous()),
         None => Err(HubError::new(
             ErrorCode::AuthRequired,
             "a token is required: pass ?token=JWT or Authorization: Bearer JWT",
         )),
+    };
+    if let Err(e) = &result {
+        log_auth_refused("an SSE client's token", e);
     }
+    result
 }
 
 /// The peer's address, from axum's connect info.

@@ -27,7 +27,6 @@ pub fn routes() -> Router<AppState> {
         .route("/test/anything/{*rest}", any(anything))
         .route("/test/status/{code}", any(status))
         .route("/test/delay/{secs}", any(delay))
-        .route("/test/bytes/{n}", get(bytes))
         .route("/test/stream/{n}", get(stream))
         .route("/test/sse", get(sse))
         .merge(super::testbed_http::routes())
@@ -185,32 +184,6 @@ async fn delay(State(state): State<AppState>, Path(secs): Path<f64>) -> Json<Val
     };
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     Json(json!({ "delay": secs }))
-}
-
-#[derive(Deserialize)]
-struct BytesQuery {
-    seed: Option<u64>,
-}
-
-/// `n` pseudo-random bytes, the same for the same `n` and `?seed=` (default 0), so that a
-/// client can check what it downloaded.
-async fn bytes(
-    State(state): State<AppState>,
-    Path(n): Path<usize>,
-    Query(q): Query<BytesQuery>,
-) -> Response {
-    let n = n.min(state.hub.config().limits.testbed_max_bytes);
-    let mut x = q.seed.unwrap_or(0) ^ 0x9E37_79B9_7F4A_7C15;
-    let data: Vec<u8> = (0..n)
-        .map(|_| {
-            // xorshift64*: cheap, deterministic, good enough for test payloads.
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
-        })
-        .collect();
-    ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response()
 }
 
 async fn stream(Path(n): Path<usize>, uri: Uri) -> Response {

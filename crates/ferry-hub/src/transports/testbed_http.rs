@@ -11,6 +11,7 @@
 //!   `Last-Modified` and `Accept-Ranges: bytes`; honours one `Range` (`a-b`, `a-`, `-n`)
 //!   and `If-Range`, answers `416` when unsatisfiable, streams in 16 KiB chunks. A request
 //!   header `X-Fail-After: K` aborts the connection after K bytes of body.
+//!   `GET /test/bytes/{n}?seed=S` is the same resource under the README's name.
 //! - `ANY /test/flaky/{key}/{n}?status=503&retry_after=S&retry_after_date=S`: the first `n`
 //!   requests for `key` get `status` (with `Retry-After` in seconds or as an HTTP-date S
 //!   seconds ahead), then `200 {key, attempt}`.
@@ -59,6 +60,9 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/test/cache/{key}", any(cache))
         .route("/test/range/{n}", get(range))
+        // `/test/bytes/{n}` is the same resource (ETag, Last-Modified, Range), so that a
+        // resumed download of the README's example can prove the copy did not change.
+        .route("/test/bytes/{n}", get(range))
         .route("/test/flaky/{key}/{n}", any(flaky))
         .layer(Extension(Arc::new(Counters::default())))
 }
@@ -179,6 +183,7 @@ fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some(range))
 }
 
+/// `GET /test/range/{n}` and `/test/bytes/{n}`.
 async fn range(
     State(state): State<AppState>,
     Path(n): Path<usize>,

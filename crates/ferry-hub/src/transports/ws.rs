@@ -529,8 +529,14 @@ impl Session {
                 }
             }
             Err(e) => match id {
-                Some(id) => self.push_error(Some(id), e),
-                None => self.send(encode_push("auth_error", e.payload())),
+                Some(id) => {
+                    super::log_auth_refused("a WebSocket client's token", &e);
+                    self.push_error(Some(id), e)
+                }
+                None => {
+                    super::log_auth_refused("a WebSocket client's token", &e);
+                    self.send(encode_push("auth_error", e.payload()))
+                }
             },
         }
     }
