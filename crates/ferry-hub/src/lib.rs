@@ -18,6 +18,7 @@ pub mod server;
 mod sharded;
 pub mod store;
 pub mod transports;
+pub mod uploads;
 
 pub use config::Config;
 pub use error::{HubError, HubResult};

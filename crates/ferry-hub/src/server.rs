@@ -23,7 +23,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
-use crate::transports::{AppState, api, sse, testbed, ws};
+use crate::transports::{AppState, api, sse, testbed, tus, ws};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +100,23 @@ pub fn router(state: AppState) -> Router {
     if let Some(dir) = &config.static_dir {
         app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true));
     }
-    app.layer(DefaultBodyLimit::max(config.limits.max_body_size))
+    let uploads = tus::routes(&state.hub);
+    let app = app
+        .layer(DefaultBodyLimit::max(config.limits.max_body_size))
         .layer(CompressionLayer::new())
         .layer(cors(&config))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    // Uploads and downloads sit outside the global body limit and compression (see
+    // transports/tus.rs); they share CORS and tracing.
+    match uploads {
+        Some(uploads) => app.merge(
+            uploads
+                .layer(cors(&config))
+                .layer(TraceLayer::new_for_http()),
+        ),
+        None => app,
+    }
 }
 
 impl Server {

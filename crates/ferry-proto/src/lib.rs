@@ -8,6 +8,7 @@ pub mod codes;
 pub mod envelope;
 pub mod reconnect;
 pub mod sse;
+pub mod tus;
 
 pub use codes::{CloseCode, ErrorCode};
 pub use envelope::{Envelope, ErrorPayload};
