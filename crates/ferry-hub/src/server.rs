@@ -100,21 +100,17 @@ pub fn router(state: AppState) -> Router {
     if let Some(dir) = &config.static_dir {
         app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true));
     }
-    let uploads = tus::routes(&state.hub);
+    let uploads = tus::routes(&state.hub, cors(&config));
     let app = app
         .layer(DefaultBodyLimit::max(config.limits.max_body_size))
         .layer(CompressionLayer::new())
         .layer(cors(&config))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
-    // Uploads and downloads sit outside the global body limit and compression (see
-    // transports/tus.rs); they share CORS and tracing.
+    // Uploads and downloads sit outside the global body limit and compression, with
+    // layers of their own (see transports/tus.rs).
     match uploads {
-        Some(uploads) => app.merge(
-            uploads
-                .layer(cors(&config))
-                .layer(TraceLayer::new_for_http()),
-        ),
+        Some(uploads) => app.merge(uploads),
         None => app,
     }
 }

@@ -52,6 +52,9 @@ pub struct UploadArgs {
     /// Resume store file [default: ~/.local/share/ferry/uploads.json].
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Extra request header, `NAME:VALUE` (e.g. `Authorization:apikey KEY`); repeatable.
+    #[arg(long, short = 'H', value_name = "NAME:VALUE")]
+    header: Vec<String>,
     /// Send a SHA-256 Upload-Checksum with each chunk (the server must support it).
     #[arg(long)]
     checksum: bool,
@@ -158,6 +161,15 @@ async fn run_upload(args: UploadArgs) -> Result<ExitCode, Failure> {
         }
         if let Some((n, v)) = args.client.authorization() {
             up = up.header(n, v);
+        }
+        for h in &args.header {
+            let Some((n, v)) = h.split_once(':') else {
+                return Err(Failure::usage(
+                    format!("invalid header {h:?}"),
+                    "write it as NAME:VALUE",
+                ));
+            };
+            up = up.header(n.trim(), v.trim());
         }
         let (shown, all, before) = (this.clone(), total.clone(), done_before.clone());
         let label = file.display().to_string();

@@ -23,6 +23,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
+use tower_http::cors::CorsLayer;
+use tower_http::trace::TraceLayer;
 
 use crate::auth::{api_key_matches, unix_now};
 use crate::hub::Hub;
@@ -45,7 +47,7 @@ static UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
 
 /// The `/files/` and `/upload` routes with their state, and the expiry sweeper (a task
 /// that ends with the hub's shutdown). `None` when `uploads.enabled` is off.
-pub fn routes(hub: &Hub) -> Option<Router> {
+pub fn routes(hub: &Hub, cors: CorsLayer) -> Option<Router> {
     let config = hub.config();
     if !config.uploads.enabled {
         return None;
@@ -59,19 +61,49 @@ pub fn routes(hub: &Hub) -> Option<Router> {
     let file = axum::routing::get(download)
         .head(head)
         .patch(patch)
-        .delete(terminate)
-        .options(discover);
+        .delete(terminate);
     Some(
         Router::new()
-            .route("/files", post(create).options(discover))
-            .route("/files/", post(create).options(discover))
+            .route("/files", post(create))
+            .route("/files/", post(create))
             .route("/files/{id}", file)
             .route("/upload", post(upload_form::upload))
             // Bodies are streamed to disk and counted against the upload limits, not
             // collected: the hub's 1 MiB limit for JSON bodies does not apply.
             .layer(DefaultBodyLimit::disable())
+            .layer(cors)
+            // tower-http's CORS layer answers every OPTIONS itself; tus discovery headers
+            // are added to that answer here.
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                discovery_headers,
+            ))
+            .layer(TraceLayer::new_for_http())
             .with_state(state),
     )
+}
+
+async fn discovery_headers(
+    State(state): State<UploadState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_options = request.method() == http::Method::OPTIONS;
+    let mut response = next.run(request).await;
+    if is_options {
+        let h = response.headers_mut();
+        for (name, value) in [
+            ("tus-version", tus::TUS_VERSION.to_string()),
+            ("tus-extension", tus::EXTENSIONS.to_string()),
+            ("tus-max-size", state.store.config().max_size.to_string()),
+            ("tus-checksum-algorithm", tus::CHECKSUM_ALGORITHMS.to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+    response
 }
 
 fn spawn_sweeper(hub: &Hub, store: Arc<UploadStore>) {
@@ -205,29 +237,6 @@ pub(crate) async fn announce(hub: &Hub, info: &UploadInfo) {
     if let Err(e) = hub.publish(channel, data, None, None).await {
         tracing::warn!(%channel, error = %e, "cannot announce a finished upload");
     }
-}
-
-/// `OPTIONS`: what this server supports.
-async fn discover(State(state): State<UploadState>) -> Response {
-    let max = state.store.config().max_size;
-    let mut response = reply(
-        204,
-        vec![
-            (HeaderName::from_static("tus-version"), tus::TUS_VERSION.into()),
-            (
-                HeaderName::from_static("tus-extension"),
-                tus::EXTENSIONS.into(),
-            ),
-            (HeaderName::from_static("tus-max-size"), max.to_string()),
-            (
-                HeaderName::from_static("tus-checksum-algorithm"),
-                tus::CHECKSUM_ALGORITHMS.into(),
-            ),
-        ],
-        String::new(),
-    );
-    response.headers_mut().remove(TUS_RESUMABLE.clone());
-    response
 }
 
 #[derive(Deserialize)]
