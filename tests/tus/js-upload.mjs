@@ -2,7 +2,8 @@
 // upload of the same file recorded in STORE (tus-js-client's own FileUrlStorage).
 // With ABORT_AFTER, the process exits as soon as that many bytes were confirmed by the
 // server (an interruption); a second run then resumes.
-// Usage: node js-upload.mjs ENDPOINT FILE STORE [ABORT_AFTER]   (FERRY_TOKEN: bearer token)
+// Usage: node js-upload.mjs ENDPOINT FILE STORE [ABORT_AFTER]
+// Env: FERRY_TOKEN (bearer token) or FERRY_AUTH (whole Authorization value), TUS_CHUNK_SIZE.
 // Prints one JSON line: {"aborted": bytes, "url"} or {"done": true, "url", "resumedFrom"}.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,10 +12,11 @@ import * as tus from 'tus-js-client';
 const [endpoint, file, store, abortAfter] = process.argv.slice(2);
 const headers = {};
 if (process.env.FERRY_TOKEN) headers.Authorization = `Bearer ${process.env.FERRY_TOKEN}`;
+if (process.env.FERRY_AUTH) headers.Authorization = process.env.FERRY_AUTH; // e.g. `apikey KEY`
 let resumedFrom = 0;
 const upload = new tus.Upload(fs.createReadStream(file), {
   endpoint,
-  chunkSize: 256 * 1024,
+  chunkSize: Number(process.env.TUS_CHUNK_SIZE || 256 * 1024),
   headers,
   metadata: { filename: path.basename(file), filetype: 'application/octet-stream' },
   urlStorage: new tus.FileUrlStorage(store),

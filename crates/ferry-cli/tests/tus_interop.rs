@@ -32,7 +32,10 @@ fn tus_dir() -> PathBuf {
 
 fn require_node_modules() {
     for package in ["tus-js-client", "@tus/server", "@tus/file-store"] {
-        let dir = tus_dir().join("node_modules").join(package).join("package.json");
+        let dir = tus_dir()
+            .join("node_modules")
+            .join(package)
+            .join("package.json");
         assert!(dir.is_file(), "{} is missing: {SETUP}", dir.display());
     }
 }
@@ -116,16 +119,33 @@ async fn tus_js_client_uploads_to_ferry_and_resumes_after_an_interruption() -> a
         c
     };
     let first = run(node(Some("1000000")), "node").await?;
-    assert!(first.status.success(), "first run: {}\n{}", first.stderr, server.logs());
+    assert!(
+        first.status.success(),
+        "first run: {}\n{}",
+        first.stderr,
+        server.logs()
+    );
     let aborted = last_json(&first.stdout);
-    let url = aborted["url"].as_str().context("aborted run names its URL")?.to_string();
+    let url = aborted["url"]
+        .as_str()
+        .context("aborted run names its URL")?
+        .to_string();
     assert!(aborted["aborted"].as_u64() >= Some(1_000_000), "{aborted}");
 
     let second = run(node(None), "node").await?;
-    assert!(second.status.success(), "second run: {}\n{}", second.stderr, server.logs());
+    assert!(
+        second.status.success(),
+        "second run: {}\n{}",
+        second.stderr,
+        server.logs()
+    );
     let done = last_json(&second.stdout);
     assert_eq!(done["done"], true, "{done}");
-    assert_eq!(done["url"].as_str(), Some(url.as_str()), "the same upload was resumed");
+    assert_eq!(
+        done["url"].as_str(),
+        Some(url.as_str()),
+        "the same upload was resumed"
+    );
     assert!(done["resumedFrom"].as_u64() >= Some(1_000_000), "{done}");
     assert_eq!(download(&url).await?, std::fs::read(&file)?);
     Ok(())
@@ -163,9 +183,15 @@ async fn curl_multipart_posts_to_upload() -> anyhow::Result<()> {
     let file = random_file(scratch.path(), 2 << 20);
     let mut c = Command::new("curl");
     c.args(["-sS", "--fail-with-body", "-H"])
-        .arg(format!("Authorization: Bearer {}", support::token_for("curl")))
+        .arg(format!(
+            "Authorization: Bearer {}",
+            support::token_for("curl")
+        ))
         .arg("-F")
-        .arg(format!("file=@{};type=application/octet-stream", file.display()))
+        .arg(format!(
+            "file=@{};type=application/octet-stream",
+            file.display()
+        ))
         .args(["-F", "note=ignored"])
         .arg(format!("{}/upload", server.base_url));
     let out = run(c, "curl").await?;
@@ -183,7 +209,12 @@ async fn curl_multipart_posts_to_upload() -> anyhow::Result<()> {
 /// bytes, then run again with `--resume` by a new process. While killed the first process
 /// cannot finish: nothing reads its stdout after the first progress line, so it blocks
 /// writing progress lines long before its last chunk. Returns the second run's `done`.
-async fn kill_and_resume(endpoint: &str, file: &Path, state: &Path, auth: &[&str]) -> anyhow::Result<Value> {
+async fn kill_and_resume(
+    endpoint: &str,
+    file: &Path,
+    state: &Path,
+    auth: &[&str],
+) -> anyhow::Result<Value> {
     let ferry = |resume: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
         c.arg("upload")
@@ -218,7 +249,11 @@ async fn kill_and_resume(endpoint: &str, file: &Path, state: &Path, auth: &[&str
     assert!(confirmed > 0);
 
     let second = run(ferry(true), "ferry").await?;
-    assert!(second.status.success(), "resumed run failed: {}", second.stderr);
+    assert!(
+        second.status.success(),
+        "resumed run failed: {}",
+        second.stderr
+    );
     let done = last_json(&second.stdout);
     assert_eq!(done["event"], "done", "{}", second.stdout);
     assert!(
@@ -231,7 +266,8 @@ async fn kill_and_resume(endpoint: &str, file: &Path, state: &Path, auth: &[&str
 }
 
 #[tokio::test]
-async fn ferry_upload_killed_and_resumed_by_a_new_process_is_byte_identical() -> anyhow::Result<()> {
+async fn ferry_upload_killed_and_resumed_by_a_new_process_is_byte_identical() -> anyhow::Result<()>
+{
     let server = FerryServer::start(&[]).await?;
     let scratch = tempfile::tempdir()?;
     let file = random_file(scratch.path(), 8 << 20);

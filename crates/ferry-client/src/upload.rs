@@ -139,7 +139,9 @@ fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> HttpError {
 }
 
 fn unix_millis(t: std::time::SystemTime) -> u128 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 impl Upload {
@@ -412,7 +414,12 @@ impl Upload {
         }
         let mut paused = self.control.paused.subscribe();
         let mut failures = 0u32;
-        let mut buf = vec![0u8; self.chunk_size.min(usize::try_from(size).unwrap_or(usize::MAX)).max(1)];
+        let mut buf = vec![
+            0u8;
+            self.chunk_size
+                .min(usize::try_from(size).unwrap_or(usize::MAX))
+                .max(1)
+        ];
         while offset < size {
             // Pause between chunks.
             while *paused.borrow_and_update() {
@@ -458,8 +465,8 @@ impl Upload {
                 }
                 Ok(r) => {
                     let s = r.status();
-                    let again = s.is_server_error()
-                        || matches!(s.as_u16(), 408 | 409 | 423 | 429 | 460);
+                    let again =
+                        s.is_server_error() || matches!(s.as_u16(), 408 | 409 | 423 | 429 | 460);
                     if !again {
                         if matches!(s.as_u16(), 404 | 410)
                             && let Some(st) = &store
@@ -550,7 +557,9 @@ impl ResumeStore {
         }
         let json = serde_json::to_vec_pretty(&map)
             .map_err(|e| HttpError::new(ErrorCode::DecodeError, e.to_string()))?;
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
         tokio::fs::write(&tmp, json)
             .await
             .map_err(io_err("write", &tmp))?;

@@ -158,7 +158,12 @@ fn media_type_allowed(allowed: &[String], filetype: Option<&str>) -> bool {
         return true;
     }
     let Some(t) = filetype else { return false };
-    let t = t.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let t = t
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     allowed.iter().any(|a| {
         let a = a.to_ascii_lowercase();
         match a.strip_suffix("/*") {
@@ -474,7 +479,11 @@ impl UploadStore {
     }
 
     /// A complete upload's state and data file, for a download.
-    pub fn download(&self, id: &str, access: &Access) -> Result<(UploadInfo, PathBuf), UploadError> {
+    pub fn download(
+        &self,
+        id: &str,
+        access: &Access,
+    ) -> Result<(UploadInfo, PathBuf), UploadError> {
         let mut entries = self.entries.lock();
         let e = Self::visible(&mut entries, id, access)?;
         if !e.info.is_complete() {
@@ -627,7 +636,9 @@ impl PatchGuard {
         let info = {
             let mut entries = self.store.entries.lock();
             let used = UploadStore::used_by(&entries, &self.store_user(&entries));
-            let e = entries.get_mut(&self.id).ok_or_else(UploadError::not_found)?;
+            let e = entries
+                .get_mut(&self.id)
+                .ok_or_else(UploadError::not_found)?;
             match e.info.length {
                 Some(l) if l == length => return Ok(()),
                 Some(_) => {
@@ -678,7 +689,9 @@ impl PatchGuard {
             let mut entries = self.store.entries.lock();
             let user = self.store_user(&entries);
             let used = UploadStore::used_by(&entries, &user);
-            let e = entries.get_mut(&self.id).ok_or_else(UploadError::not_found)?;
+            let e = entries
+                .get_mut(&self.id)
+                .ok_or_else(UploadError::not_found)?;
             tus::check_offset(e.offset, offset)?;
             let limit = match e.info.length {
                 Some(l) => l,
@@ -714,7 +727,10 @@ impl PatchGuard {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(id = %self.id, error = %e, "upload body broke off");
-                    failure = Some(UploadError::new(400, format!("request body broke off: {e}")));
+                    failure = Some(UploadError::new(
+                        400,
+                        format!("request body broke off: {e}"),
+                    ));
                     break;
                 }
             };
@@ -722,7 +738,9 @@ impl PatchGuard {
             if start.saturating_add(written).saturating_add(n) > limit {
                 failure = Some(UploadError::new(
                     413,
-                    format!("more bytes than the upload's length or the server's limit of {limit} bytes"),
+                    format!(
+                        "more bytes than the upload's length or the server's limit of {limit} bytes"
+                    ),
                 ));
                 break;
             }
@@ -771,7 +789,9 @@ impl PatchGuard {
         let offset = start + written;
         let (mut info, finished) = {
             let mut entries = self.store.entries.lock();
-            let e = entries.get_mut(&self.id).ok_or_else(UploadError::not_found)?;
+            let e = entries
+                .get_mut(&self.id)
+                .ok_or_else(UploadError::not_found)?;
             e.offset = offset;
             e.info.expires_at = now.saturating_add(self.store.config.expiration_secs);
             let finished = e.info.length == Some(offset) && !e.info.is_complete();
@@ -807,7 +827,9 @@ impl PatchGuard {
     pub async fn complete_here(&mut self) -> Result<UploadInfo, UploadError> {
         let (mut info, offset, hash) = {
             let mut entries = self.store.entries.lock();
-            let e = entries.get_mut(&self.id).ok_or_else(UploadError::not_found)?;
+            let e = entries
+                .get_mut(&self.id)
+                .ok_or_else(UploadError::not_found)?;
             (e.info.clone(), e.offset, e.hash.take())
         };
         info.length = Some(offset);
@@ -872,11 +894,25 @@ mod tests {
             admin: false,
         };
         let a = store
-            .create(&me, NewUpload { length: Some(3), ..NewUpload::default() }, 100)
+            .create(
+                &me,
+                NewUpload {
+                    length: Some(3),
+                    ..NewUpload::default()
+                },
+                100,
+            )
             .await
             .expect("create a");
         let b = store
-            .create(&me, NewUpload { length: Some(1), ..NewUpload::default() }, 100)
+            .create(
+                &me,
+                NewUpload {
+                    length: Some(1),
+                    ..NewUpload::default()
+                },
+                100,
+            )
             .await
             .expect("create b");
         let mut g = store.begin_patch(&b.id, &me).expect("lock");

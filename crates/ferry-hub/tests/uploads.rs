@@ -158,7 +158,10 @@ async fn a_server_restart_mid_upload_loses_nothing() {
     let tus = Tus::new(&server, "alice");
     assert_eq!(tus.offset(&loc).await, (StatusCode::OK, Some(120_000)));
     // A stale offset is refused, never written at the wrong place.
-    assert_eq!(tus.patch(&loc, 0, body[..10].to_vec()).await.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        tus.patch(&loc, 0, body[..10].to_vec()).await.status(),
+        StatusCode::CONFLICT
+    );
     let r = tus.patch(&loc, 120_000, body[120_000..].to_vec()).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let got = tus.get(&loc, None).await;
@@ -181,7 +184,10 @@ async fn checksum_mismatch_is_460_and_discards_the_chunk() {
         .header("Content-Type", "application/offset+octet-stream")
         .header(
             "Upload-Checksum",
-            format!("sha1 {}", STANDARD.encode(sha1::Sha1::digest(b"other bytes"))),
+            format!(
+                "sha1 {}",
+                STANDARD.encode(sha1::Sha1::digest(b"other bytes"))
+            ),
         )
         .body(body[..1000].to_vec())
         .send()
@@ -199,7 +205,10 @@ async fn checksum_mismatch_is_460_and_discards_the_chunk() {
         .await
         .unwrap();
     assert_eq!(unsupported.status(), StatusCode::BAD_REQUEST);
-    for (offset, part, algo) in [(0usize, &body[..1000], "sha1"), (1000, &body[1000..], "sha256")] {
+    for (offset, part, algo) in [
+        (0usize, &body[..1000], "sha1"),
+        (1000, &body[1000..], "sha256"),
+    ] {
         let digest = if algo == "sha1" {
             STANDARD.encode(sha1::Sha1::digest(part))
         } else {
@@ -216,7 +225,10 @@ async fn checksum_mismatch_is_460_and_discards_the_chunk() {
             .unwrap();
         assert_eq!(ok.status(), StatusCode::NO_CONTENT, "{algo}");
     }
-    assert_eq!(tus.get(&loc, None).await.bytes().await.unwrap().as_ref(), body.as_slice());
+    assert_eq!(
+        tus.get(&loc, None).await.bytes().await.unwrap().as_ref(),
+        body.as_slice()
+    );
 }
 
 #[tokio::test]
@@ -233,21 +245,36 @@ async fn size_type_and_quota_limits() {
     let tus = Tus::new(&server, "alice");
     let meta = |t: &str| format!("filetype {}", STANDARD.encode(t));
     let octets = meta("application/octet-stream");
-    assert_eq!(tus.create(1001, Some(&octets)).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        tus.create(1001, Some(&octets)).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     assert_eq!(
         tus.create(10, Some(&meta("text/html"))).await.status(),
         StatusCode::UNSUPPORTED_MEDIA_TYPE
     );
-    assert_eq!(tus.create(10, None).await.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(tus.create(10, Some(&meta("image/png"))).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        tus.create(10, None).await.status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        tus.create(10, Some(&meta("image/png"))).await.status(),
+        StatusCode::CREATED
+    );
     let first = tus.create(1000, Some(&octets)).await;
     assert_eq!(first.status(), StatusCode::CREATED);
     let loc = first.headers()["location"].to_str().unwrap().to_string();
     // 1010 of 1500 bytes used: 600 more would pass the quota.
-    assert_eq!(tus.create(600, Some(&octets)).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        tus.create(600, Some(&octets)).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     // Another user has a quota of their own.
     assert_eq!(
-        Tus::new(&server, "bob").create(600, Some(&octets)).await.status(),
+        Tus::new(&server, "bob")
+            .create(600, Some(&octets))
+            .await
+            .status(),
         StatusCode::CREATED
     );
     // Bytes past Upload-Length are refused.
@@ -311,8 +338,14 @@ async fn deferred_length_and_creation_with_upload() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["upload-offset"], "3000");
     let loc = r.headers()["location"].to_str().unwrap().to_string();
-    assert_eq!(tus.patch(&loc, 3000, body[3000..].to_vec()).await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(tus.get(&loc, None).await.bytes().await.unwrap().as_ref(), body.as_slice());
+    assert_eq!(
+        tus.patch(&loc, 3000, body[3000..].to_vec()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        tus.get(&loc, None).await.bytes().await.unwrap().as_ref(),
+        body.as_slice()
+    );
 
     let r = tus
         .req(Method::POST, "/files/")
@@ -323,7 +356,10 @@ async fn deferred_length_and_creation_with_upload() {
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     let head = tus.req(Method::HEAD, &loc).send().await.unwrap();
     assert_eq!(head.headers()["upload-defer-length"], "1");
-    assert_eq!(tus.patch(&loc, 0, body[..100].to_vec()).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        tus.patch(&loc, 0, body[..100].to_vec()).await.status(),
+        StatusCode::NO_CONTENT
+    );
     let r = tus
         .req(Method::PATCH, &loc)
         .header("Upload-Offset", "100")
@@ -334,7 +370,10 @@ async fn deferred_length_and_creation_with_upload() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(tus.get(&loc, None).await.bytes().await.unwrap().as_ref(), body.as_slice());
+    assert_eq!(
+        tus.get(&loc, None).await.bytes().await.unwrap().as_ref(),
+        body.as_slice()
+    );
 }
 
 #[tokio::test]
@@ -350,7 +389,10 @@ async fn expired_partial_uploads_are_swept() {
     let tus = Tus::new(&server, "alice");
     let partial = tus.create_ok(100).await;
     let done = tus.create_ok(4).await;
-    assert_eq!(tus.patch(&done, 0, b"abcd".to_vec()).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        tus.patch(&done, 0, b"abcd".to_vec()).await.status(),
+        StatusCode::NO_CONTENT
+    );
     let head = tus.req(Method::HEAD, &partial).send().await.unwrap();
     assert!(head.headers().contains_key("upload-expires"));
     let gone = tokio::time::timeout(WAIT, async {
@@ -374,10 +416,16 @@ async fn termination_removes_the_upload() {
     let server = TestServer::start_with(uploads_config(tmp.path())).await;
     let tus = Tus::new(&server, "alice");
     let loc = tus.create_ok(10).await;
-    assert_eq!(tus.patch(&loc, 0, b"12345".to_vec()).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        tus.patch(&loc, 0, b"12345".to_vec()).await.status(),
+        StatusCode::NO_CONTENT
+    );
     // Someone else cannot see it, let alone delete it.
     let bob = Tus::new(&server, "bob");
-    assert_eq!(bob.req(Method::DELETE, &loc).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        bob.req(Method::DELETE, &loc).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     let r = tus.req(Method::DELETE, &loc).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(tus.offset(&loc).await.0, StatusCode::NOT_FOUND);
@@ -400,12 +448,18 @@ async fn concatenation_joins_partial_uploads() {
             .await
             .unwrap();
         let loc = r.headers()["location"].to_str().unwrap().to_string();
-        assert_eq!(tus.patch(&loc, 0, part.to_vec()).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            tus.patch(&loc, 0, part.to_vec()).await.status(),
+            StatusCode::NO_CONTENT
+        );
         parts.push(loc);
     }
     let r = tus
         .req(Method::POST, "/files/")
-        .header("Upload-Concat", format!("final;{} {}", parts[0], server.http(&parts[1])))
+        .header(
+            "Upload-Concat",
+            format!("final;{} {}", parts[0], server.http(&parts[1])),
+        )
         .send()
         .await
         .unwrap();
@@ -413,11 +467,19 @@ async fn concatenation_joins_partial_uploads() {
     let fin = r.headers()["location"].to_str().unwrap().to_string();
     let head = tus.req(Method::HEAD, &fin).send().await.unwrap();
     assert_eq!(head.headers()["upload-length"], "103333");
-    assert!(head.headers()["upload-concat"].to_str().unwrap().starts_with("final;"));
+    assert!(
+        head.headers()["upload-concat"]
+            .to_str()
+            .unwrap()
+            .starts_with("final;")
+    );
     let got = tus.get(&fin, None).await.bytes().await.unwrap();
     assert_eq!(got.as_ref(), [a, b].concat().as_slice());
     // A final upload cannot be patched; an incomplete part cannot be concatenated.
-    assert_eq!(tus.patch(&fin, 103_333, vec![1]).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        tus.patch(&fin, 103_333, vec![1]).await.status(),
+        StatusCode::FORBIDDEN
+    );
     let r = tus
         .req(Method::POST, "/files/")
         .header("Upload-Length", "5")
@@ -451,8 +513,8 @@ async fn hostile_ids_and_names_are_refused_and_nothing_lands_outside_the_data_di
         "..",
         "a%00b",
         &"a".repeat(200),
-        "%EF%BC%A1",            // fullwidth A
-        "abc%E2%80%AEfdp",      // right-to-left override
+        "%EF%BC%A1",       // fullwidth A
+        "abc%E2%80%AEfdp", // right-to-left override
         "abc.bin",
     ] {
         let path = format!("/files/{id}");
@@ -472,7 +534,14 @@ async fn hostile_ids_and_names_are_refused_and_nothing_lands_outside_the_data_di
             );
         }
     }
-    for name in ["../../outside/evil", "a\0b", "evil\u{202E}gpj.exe", "..", "a/b", "a\\b"] {
+    for name in [
+        "../../outside/evil",
+        "a\0b",
+        "evil\u{202E}gpj.exe",
+        "..",
+        "a/b",
+        "a\\b",
+    ] {
         let meta = format!("filename {}", STANDARD.encode(name));
         let r = tus.create(4, Some(&meta)).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name:?}");
@@ -490,7 +559,11 @@ async fn hostile_ids_and_names_are_refused_and_nothing_lands_outside_the_data_di
             .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "multipart {name:?}");
     }
-    assert_eq!(files_in(tmp.path()), before, "no file was created or removed");
+    assert_eq!(
+        files_in(tmp.path()),
+        before,
+        "no file was created or removed"
+    );
     assert!(files_in(&outside).is_empty());
 
     // A symlinked data file (planted by someone with access to the directory) is not
@@ -504,8 +577,14 @@ async fn hostile_ids_and_names_are_refused_and_nothing_lands_outside_the_data_di
     let server = TestServer::start_with(uploads_config(tmp.path())).await;
     let tus = Tus::new(&server, "alice");
     assert_eq!(tus.offset(&loc).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(tus.patch(&loc, 0, b"evil".to_vec()).await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"top secret");
+    assert_eq!(
+        tus.patch(&loc, 0, b"evil".to_vec()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        std::fs::read(outside.join("secret")).unwrap(),
+        b"top secret"
+    );
 }
 
 #[tokio::test]
@@ -538,7 +617,11 @@ async fn range_downloads_are_byte_exact() {
             format!("bytes {start}-{end}/100000").as_str()
         );
         assert!(r.headers().get("content-encoding").is_none());
-        assert_eq!(r.bytes().await.unwrap().as_ref(), &body[start..=end], "{range}");
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            &body[start..=end],
+            "{range}"
+        );
     }
     let r = tus.get(&loc, Some("bytes=100000-")).await;
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
@@ -605,7 +688,10 @@ async fn a_second_concurrent_patch_is_refused_not_interleaved() {
     drop(tx);
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), StatusCode::NO_CONTENT);
-    assert_eq!(tus.get(&loc, None).await.bytes().await.unwrap().as_ref(), b"abcdefgh");
+    assert_eq!(
+        tus.get(&loc, None).await.bytes().await.unwrap().as_ref(),
+        b"abcdefgh"
+    );
 }
 
 #[tokio::test]
@@ -635,8 +721,10 @@ async fn a_finished_upload_is_announced_on_the_configured_channel() {
     assert_eq!(event["user"], "alice");
     assert_eq!(event["url"], loc.as_str());
     // Multipart uploads are announced too.
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(b"xyz".to_vec()).file_name("m.txt"));
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"xyz".to_vec()).file_name("m.txt"),
+    );
     let r = Client::new()
         .post(server.http("/upload"))
         .header("Authorization", format!("apikey {API_KEY}"))

@@ -415,7 +415,15 @@ mod tests {
     #[test]
     fn numbers_are_strict() {
         assert_eq!(parse_u64("Upload-Offset", "42"), Ok(42));
-        for bad in ["", "-1", "+1", "1e3", "0x10", "99999999999999999999999", "1 2"] {
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1e3",
+            "0x10",
+            "99999999999999999999999",
+            "1 2",
+        ] {
             assert!(parse_u64("Upload-Offset", bad).is_err(), "{bad}");
         }
     }
@@ -453,7 +461,15 @@ mod tests {
         assert!(check_file_name("report 2024.pdf").is_ok());
         assert!(check_file_name("ünïcødé.txt").is_ok());
         for bad in [
-            "", ".", "..", "../x", "a\\b", "a\0b", "a\nb", "evil\u{202E}fdp.exe", "a\u{2215}b",
+            "",
+            ".",
+            "..",
+            "../x",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "evil\u{202E}fdp.exe",
+            "a\u{2215}b",
             &"n".repeat(256),
         ] {
             assert!(check_file_name(bad).is_err(), "{bad:?}");
@@ -464,11 +480,26 @@ mod tests {
     fn ranges() {
         use RangeRequest::*;
         assert_eq!(parse_range(None, 10), Full);
-        assert_eq!(parse_range(Some("bytes=0-4"), 10), Partial { start: 0, end: 4 });
-        assert_eq!(parse_range(Some("bytes=5-"), 10), Partial { start: 5, end: 9 });
-        assert_eq!(parse_range(Some("bytes=-3"), 10), Partial { start: 7, end: 9 });
-        assert_eq!(parse_range(Some("bytes=-30"), 10), Partial { start: 0, end: 9 });
-        assert_eq!(parse_range(Some("bytes=8-100"), 10), Partial { start: 8, end: 9 });
+        assert_eq!(
+            parse_range(Some("bytes=0-4"), 10),
+            Partial { start: 0, end: 4 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-"), 10),
+            Partial { start: 5, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-3"), 10),
+            Partial { start: 7, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-30"), 10),
+            Partial { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=8-100"), 10),
+            Partial { start: 8, end: 9 }
+        );
         assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=0-"), 0), Unsatisfiable);

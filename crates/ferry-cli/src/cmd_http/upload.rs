@@ -38,7 +38,12 @@ pub struct UploadArgs {
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     /// tus creation endpoint, e.g. http://127.0.0.1:8080/files/.
-    #[arg(long, value_name = "URL", conflicts_with = "multipart", required_unless_present = "multipart")]
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "multipart",
+        required_unless_present = "multipart"
+    )]
     tus: Option<String>,
     /// Multipart endpoint, e.g. http://127.0.0.1:8080/upload.
     #[arg(long, value_name = "URL")]
@@ -78,8 +83,10 @@ fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("invalid size {s:?}"))
 }
 
-const FILE_TEMPLATE: &str = "{prefix:20!} {bytes:>10}/{total_bytes:10} [{bar:30}] {percent:>3}% {msg}";
-const TOTAL_TEMPLATE: &str = "{prefix:20!} {bytes:>10}/{total_bytes:10} [{bar:30}] {percent:>3}% eta {eta}";
+const FILE_TEMPLATE: &str =
+    "{prefix:20!} {bytes:>10}/{total_bytes:10} [{bar:30}] {percent:>3}% {msg}";
+const TOTAL_TEMPLATE: &str =
+    "{prefix:20!} {bytes:>10}/{total_bytes:10} [{bar:30}] {percent:>3}% eta {eta}";
 
 /// Run `ferry upload`.
 pub fn upload(args: UploadArgs) -> anyhow::Result<ExitCode> {
@@ -91,7 +98,12 @@ pub fn upload(args: UploadArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn bar(multi: &indicatif::MultiProgress, template: &str, prefix: String, len: u64) -> indicatif::ProgressBar {
+fn bar(
+    multi: &indicatif::MultiProgress,
+    template: &str,
+    prefix: String,
+    len: u64,
+) -> indicatif::ProgressBar {
     let bar = multi.add(indicatif::ProgressBar::new(len));
     if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
@@ -111,7 +123,10 @@ async fn run_upload(args: UploadArgs) -> Result<ExitCode, Failure> {
     let mut sizes = Vec::new();
     for f in &args.files {
         let meta = std::fs::metadata(f).map_err(|e| {
-            Failure::usage(format!("cannot read {}: {e}", f.display()), "check the path")
+            Failure::usage(
+                format!("cannot read {}: {e}", f.display()),
+                "check the path",
+            )
         })?;
         if !meta.is_file() {
             return Err(Failure::usage(format!("{} is not a file", f.display()), ""));
@@ -124,12 +139,7 @@ async fn run_upload(args: UploadArgs) -> Result<ExitCode, Failure> {
     } else {
         indicatif::ProgressDrawTarget::stderr()
     });
-    let total = bar(
-        &multi,
-        TOTAL_TEMPLATE,
-        "total".into(),
-        sizes.iter().sum(),
-    );
+    let total = bar(&multi, TOTAL_TEMPLATE, "total".into(), sizes.iter().sum());
     let done_before = Arc::new(Mutex::new(0u64));
     let cancel = interrupt_token();
     for (file, size) in args.files.iter().zip(sizes) {
@@ -195,7 +205,11 @@ async fn run_upload(args: UploadArgs) -> Result<ExitCode, Failure> {
             Err(e) => {
                 multi.clear().ok();
                 let mut f = Failure::from(e);
-                if tus && (f.error_code.is_some_and(|c| c != ferry_client::http::ErrorCode::HttpStatus)) {
+                if tus
+                    && (f
+                        .error_code
+                        .is_some_and(|c| c != ferry_client::http::ErrorCode::HttpStatus))
+                {
                     f.hint = "run the same command with --resume to continue".into();
                 }
                 return Err(f);

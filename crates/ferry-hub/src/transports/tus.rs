@@ -96,7 +96,10 @@ async fn discovery_headers(
             ("tus-version", tus::TUS_VERSION.to_string()),
             ("tus-extension", tus::EXTENSIONS.to_string()),
             ("tus-max-size", state.store.config().max_size.to_string()),
-            ("tus-checksum-algorithm", tus::CHECKSUM_ALGORITHMS.to_string()),
+            (
+                "tus-checksum-algorithm",
+                tus::CHECKSUM_ALGORITHMS.to_string(),
+            ),
         ] {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 h.insert(HeaderName::from_static(name), v);
@@ -179,7 +182,10 @@ fn reply(status: u16, headers: Vec<(HeaderName, String)>, body: String) -> Respo
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     let h = response.headers_mut();
-    h.insert(TUS_RESUMABLE.clone(), HeaderValue::from_static(tus::TUS_VERSION));
+    h.insert(
+        TUS_RESUMABLE.clone(),
+        HeaderValue::from_static(tus::TUS_VERSION),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     for (name, value) in headers {
         if let Ok(v) = HeaderValue::from_str(&value) {
@@ -331,9 +337,7 @@ async fn create_inner(
             .map(Checksum::parse)
             .transpose()?;
         let mut guard = state.store.begin_patch(&info.id, &access)?;
-        let written = guard
-            .write(0, body.into_data_stream(), checksum, now)
-            .await;
+        let written = guard.write(0, body.into_data_stream(), checksum, now).await;
         drop(guard);
         match written {
             Ok(out) => {
@@ -529,10 +533,12 @@ async fn download_inner(
     let access = access(&state.hub, headers, token)?;
     let (info, path) = state.store.download(id, &access)?;
     let etag = format!("\"{}\"", info.sha256.as_deref().unwrap_or_default());
-    let mut file = tokio::fs::File::open(&path).await.map_err(|e| UploadError {
-        status: 500,
-        message: format!("cannot open the upload: {e}"),
-    })?;
+    let mut file = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| UploadError {
+            status: 500,
+            message: format!("cannot open the upload: {e}"),
+        })?;
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     if header_str(headers, "if-none-match").is_some_and(|v| v.trim() == etag) {
         let mut r = Response::new(Body::empty());
@@ -552,7 +558,10 @@ async fn download_inner(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, &etag)
         .header(header::CACHE_CONTROL, "private, no-cache")
-        .header(header::CONTENT_DISPOSITION, disposition(info.name.as_deref()))
+        .header(
+            header::CONTENT_DISPOSITION,
+            disposition(info.name.as_deref()),
+        )
         .header("x-content-type-options", "nosniff")
         .header(
             header::CONTENT_TYPE,
