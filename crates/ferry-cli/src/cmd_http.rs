@@ -37,6 +37,8 @@ Errors print `error: CODE: message (URL)` and a `hint:` line on stderr."
 mod download;
 
 pub use download::{DOWNLOAD_HELP, DownloadArgs, download};
+mod upload;
+pub use upload::{UPLOAD_HELP, UploadArgs, upload};
 
 /// Request items, output and exit codes, shown after `ferry get --help` and friends.
 pub const REQUEST_HELP: &str = concat!(

@@ -102,6 +102,9 @@ enum Command {
     /// Download a URL to a file with a progress bar; `--resume` continues an interrupted one.
     #[command(after_help = cmd_http::DOWNLOAD_HELP)]
     Download(cmd_http::DownloadArgs),
+    /// Upload files over tus (resumable) or multipart, with a progress bar per file.
+    #[command(after_help = cmd_http::UPLOAD_HELP)]
+    Upload(cmd_http::UploadArgs),
     /// WebSocket client, websocat-like: stdin lines → messages, messages → stdout.
     #[command(after_help = cmd_realtime::WS_HELP)]
     Ws(cmd_realtime::WsArgs),
@@ -248,6 +251,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => cmd_http::request(http::Method::DELETE, args),
         Command::Head(args) => cmd_http::request(http::Method::HEAD, args),
         Command::Download(args) => cmd_http::download(args),
+        Command::Upload(args) => cmd_http::upload(args),
         Command::Ws(args) => cmd_realtime::ws(args),
         Command::Sse(args) => cmd_realtime::sse(args),
         Command::Sub(args) => cmd_realtime::sub(args),

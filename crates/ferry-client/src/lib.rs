@@ -5,4 +5,5 @@
 pub mod event_source;
 pub mod http;
 pub mod hub;
+pub mod upload;
 pub mod ws;

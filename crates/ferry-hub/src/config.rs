@@ -98,6 +98,8 @@ pub struct Config {
     pub reuse_port: bool,
     /// Limits on everything a peer controls.
     pub limits: Limits,
+    /// Resumable uploads (`/files/`, tus 1.0) and the multipart endpoint (`/upload`).
+    pub uploads: UploadsConfig,
 }
 
 impl Default for Config {
@@ -122,6 +124,7 @@ impl Default for Config {
             listen_backlog: 4096,
             reuse_port: false,
             limits: Limits::default(),
+            uploads: UploadsConfig::default(),
         }
     }
 }
@@ -319,6 +322,52 @@ impl Default for Limits {
     }
 }
 
+/// Uploads: tus 1.0 at `/files/`, downloads with Range at `GET /files/{id}`, multipart
+/// at `POST /upload`. Sizes are bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// Serve `/files/` and `/upload`. Default true.
+    pub enabled: bool,
+    /// Where uploads are kept (`ID.bin` data, `ID.json` state). Default `DATA_DIR/uploads`.
+    pub dir: Option<PathBuf>,
+    /// Largest upload; a bigger `Upload-Length` or body → 413. Default 4 GiB.
+    pub max_size: u64,
+    /// Bytes one user may keep on the server (finished and partial uploads); more → 413.
+    /// Default 0 = no quota.
+    pub user_quota: u64,
+    /// Media types accepted (metadata `filetype` / the multipart part's type), e.g.
+    /// `["image/*", "application/pdf"]`. Default empty = any.
+    pub allowed_types: Vec<String>,
+    /// How long an unfinished upload may stay, seconds, counted from its last `PATCH`;
+    /// then the sweeper removes it (tus expiration). Default 86400.
+    pub expiration_secs: u64,
+    /// How often the sweeper looks for expired uploads, ms. Default 60000.
+    pub sweep_interval_ms: u64,
+    /// Channel on which a finished upload is announced (`{"id","name","size","sha256",
+    /// "user","url"}`); empty = none. Default `uploads`.
+    pub event_channel: String,
+    /// Let requests without a token upload (as user `anonymous`) when `allow_anonymous`
+    /// is also on. Default false.
+    pub allow_anonymous: bool,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            enabled: true,
+            dir: None,
+            max_size: 4 << 30,
+            user_quota: 0,
+            allowed_types: Vec::new(),
+            expiration_secs: 86_400,
+            sweep_interval_ms: 60_000,
+            event_channel: "uploads".to_string(),
+            allow_anonymous: false,
+        }
+    }
+}
+
 /// Top-level keys that `FERRY_*` environment variables may set. Other `FERRY_*` variables
 /// (such as `FERRY_TOKEN` for client commands) are not configuration of the server.
 const ENV_KEYS: &[&str] = &[
@@ -336,6 +385,7 @@ const ENV_KEYS: &[&str] = &[
     "listen_backlog",
     "reuse_port",
     "limits",
+    "uploads",
 ];
 
 /// List-valued keys whose `FERRY_*` variables are comma-separated values

@@ -22,6 +22,7 @@ pub mod sockets;
 pub mod static_files;
 pub mod store;
 pub mod transports;
+pub mod uploads;
 
 pub use config::Config;
 pub use error::{HubError, HubResult};

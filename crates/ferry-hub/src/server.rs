@@ -30,7 +30,7 @@ use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
 use crate::login_pool::LoginPool;
 use crate::sockets::Sockets;
-use crate::transports::{AppState, api, sse, testbed, ws};
+use crate::transports::{AppState, api, sse, testbed, tus, ws};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,14 +116,22 @@ pub fn router(state: AppState) -> Router {
             ServeDir::new(dir).append_index_html_on_directories(true),
         ));
     }
-    app.layer(DefaultBodyLimit::max(config.limits.max_body_size))
+    let uploads = tus::routes(&state.hub, cors(&config));
+    let app = app
+        .layer(DefaultBodyLimit::max(config.limits.max_body_size))
         .layer(CompressionLayer::new())
         .layer(cors(&config))
         // Request URIs may carry `?token=`: the span logs them redacted, without headers.
         .layer(TraceLayer::new_for_http().make_span_with(
             |request: &http::Request<axum::body::Body>| crate::redact::request_span(request),
         ))
-        .with_state(state)
+        .with_state(state);
+    // Uploads and downloads sit outside the global body limit and compression, with
+    // layers of their own (see transports/tus.rs).
+    match uploads {
+        Some(uploads) => app.merge(uploads),
+        None => app,
+    }
 }
 
 impl Server {

@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod json_depth;
 pub mod reconnect;
 pub mod sse;
+pub mod tus;
 
 pub use codes::{CloseCode, ErrorCode};
 pub use envelope::{Envelope, ErrorPayload};

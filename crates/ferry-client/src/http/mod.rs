@@ -38,7 +38,7 @@ mod cache;
 mod download;
 mod error;
 mod multipart;
-mod progress;
+pub(crate) mod progress;
 mod request;
 mod response;
 mod retry;

@@ -5,6 +5,8 @@ pub mod api;
 pub mod sse;
 pub mod testbed;
 pub mod testbed_http;
+pub mod tus;
+pub mod upload_form;
 pub mod ws;
 pub mod ws_io;
 
