@@ -118,6 +118,7 @@ impl Server {
     /// Bind a server around an existing hub.
     pub async fn bind_hub(hub: Hub) -> Result<Server, ServeError> {
         let config = hub.config().clone();
+        crate::announce::check_config(&config).map_err(ServeError::Config)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -161,6 +162,8 @@ impl Server {
     ) -> Result<(), ServeError> {
         let hub = self.state.hub.clone();
         let limiter = self.state.limiter.clone();
+        // LAN announcement (SPEC L1), withdrawn as soon as shutdown starts.
+        let announcer = crate::announce::Announcer::start(hub.config(), self.listener.local_addr()?);
         let grace = Duration::from_millis(hub.config().limits.shutdown_grace_ms);
         let stop = hub.clone();
         let service = self
@@ -183,6 +186,8 @@ impl Server {
         });
         let serve = tokio::spawn(async move { serve.await });
         hub.shutdown_token().cancelled().await;
+        // Stop being found before the connections drain (mDNS goodbye).
+        drop(announcer);
         let drained = async {
             limiter.drained().await;
             let _ = serve.await;

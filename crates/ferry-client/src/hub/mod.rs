@@ -143,6 +143,12 @@ impl HubClientBuilder {
         self
     }
 
+    /// How a `ferry://` target is found and remembered (see [`crate::discover`]).
+    pub fn discovery(mut self, options: crate::discover::DiscoveryOptions) -> Self {
+        self.ws = self.ws.discovery(options);
+        self
+    }
+
     /// Connect and wait until the connection is open.
     ///
     /// # Errors
