@@ -20,6 +20,8 @@ use ferry_hub::{Config, Server};
 
 mod bench;
 mod cmd_api;
+
+mod cmd_discover;
 mod cmd_http;
 mod cmd_init;
 mod cmd_man;
@@ -117,6 +119,9 @@ enum Command {
     /// Publish to a hub channel through the server API (POST /api/publish).
     #[command(after_help = cmd_realtime::PUB_HELP)]
     Pub(cmd_realtime::PubArgs),
+    /// Find hubs on the local network (mDNS and UDP broadcast): name, addresses, port, TLS.
+    #[command(after_help = cmd_discover::DISCOVER_HELP)]
+    Discover(cmd_discover::DiscoverArgs),
     /// Print shell completions, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
     Completions {
         /// The shell.
@@ -198,6 +203,17 @@ struct ServeArgs {
     /// Log as JSON lines on stdout instead of text, the banner included.
     #[arg(long)]
     log_json: bool,
+    /// Do not announce the hub on the local network (mDNS and broadcast). Default: it is
+    /// announced when --listen is not a loopback address.
+    #[arg(long, conflicts_with = "announce")]
+    no_announce: bool,
+    /// Announce even if ferry.toml turns it off (a loopback-only listener never is).
+    #[arg(long)]
+    announce: bool,
+    /// Node name clients see in `ferry discover` and ask for with ferry://NAME
+    /// [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
 }
 
 impl ServeArgs {
@@ -224,6 +240,16 @@ impl ServeArgs {
         }
         if let Some(v) = &self.static_dir {
             o.insert("static_dir".into(), v.display().to_string().into());
+        }
+        let mut announce = serde_json::Map::new();
+        if self.no_announce || self.announce {
+            announce.insert("enabled".into(), self.announce.into());
+        }
+        if let Some(v) = &self.name {
+            announce.insert("name".into(), v.clone().into());
+        }
+        if !announce.is_empty() {
+            o.insert("announce".into(), announce.into());
         }
         serde_json::Value::Object(o)
     }
@@ -256,6 +282,7 @@ fn main() -> ExitCode {
         Command::Sse(args) => cmd_realtime::sse(args),
         Command::Sub(args) => cmd_realtime::sub(args),
         Command::Pub(args) => cmd_realtime::publish(args),
+        Command::Discover(args) => cmd_discover::discover(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

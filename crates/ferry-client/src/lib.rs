@@ -2,8 +2,11 @@
 //! ferry hub. Reconnect, backoff and heartbeat policy come from `ferry_proto::reconnect`;
 //! SSE parsing from `ferry_proto::sse`.
 
+pub mod discover;
 pub mod event_source;
 pub mod http;
 pub mod hub;
 pub mod upload;
 pub mod ws;
+
+pub use discover::discover;

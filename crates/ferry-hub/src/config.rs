@@ -100,6 +100,9 @@ pub struct Config {
     pub limits: Limits,
     /// Resumable uploads (`/files/`, tus 1.0) and the multipart endpoint (`/upload`).
     pub uploads: UploadsConfig,
+
+    /// LAN discovery: mDNS/DNS-SD announcement and the UDP broadcast responder.
+    pub announce: AnnounceConfig,
 }
 
 impl Default for Config {
@@ -125,6 +128,8 @@ impl Default for Config {
             reuse_port: false,
             limits: Limits::default(),
             uploads: UploadsConfig::default(),
+
+            announce: AnnounceConfig::default(),
         }
     }
 }
@@ -368,6 +373,42 @@ impl Default for UploadsConfig {
     }
 }
 
+/// How the hub announces itself on the local network (SPEC L1, docs/PROTOCOL.md "LAN
+/// discovery"). A listener on a loopback address is never announced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnnounceConfig {
+    /// Announce the hub. Default unset = automatic: on when `listen` is not a loopback
+    /// address, off otherwise. `false` (`--no-announce`) turns it off; `true` cannot
+    /// announce a loopback-only listener either (it is logged and skipped).
+    pub enabled: Option<bool>,
+    /// The node name clients see and can ask for (`ferry://NAME`). Default: the host
+    /// name. 1 to 63 bytes, no control characters, `=` or `,`.
+    pub name: Option<String>,
+    /// Advertise over mDNS/DNS-SD as `_ferry._tcp.local.`. Default true.
+    pub mdns: bool,
+    /// Answer UDP broadcast probes, for networks that drop multicast. Default true.
+    pub broadcast: bool,
+    /// UDP port of the broadcast responder. Default 47471.
+    pub broadcast_port: u16,
+    /// Broadcast probes answered per second per source address (burst twice that);
+    /// more are dropped silently. Default 5.
+    pub broadcast_rate_per_ip: u32,
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        AnnounceConfig {
+            enabled: None,
+            name: None,
+            mdns: true,
+            broadcast: true,
+            broadcast_port: ferry_proto::discovery::DEFAULT_BROADCAST_PORT,
+            broadcast_rate_per_ip: 5,
+        }
+    }
+}
+
 /// Top-level keys that `FERRY_*` environment variables may set. Other `FERRY_*` variables
 /// (such as `FERRY_TOKEN` for client commands) are not configuration of the server.
 const ENV_KEYS: &[&str] = &[
@@ -386,6 +427,8 @@ const ENV_KEYS: &[&str] = &[
     "reuse_port",
     "limits",
     "uploads",
+
+    "announce",
 ];
 
 /// List-valued keys whose `FERRY_*` variables are comma-separated values

@@ -3,6 +3,7 @@
 //! [`Server::bind`] + [`Server::run`] give the whole `ferry serve`; [`Hub`] is the
 //! transport-agnostic core for embedding. See ARCHITECTURE.md for the map.
 
+pub mod announce;
 pub mod auth;
 pub mod broker;
 pub mod channel;

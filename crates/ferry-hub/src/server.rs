@@ -145,6 +145,7 @@ impl Server {
     /// Bind a server around an existing hub.
     pub async fn bind_hub(hub: Hub) -> Result<Server, ServeError> {
         let config = hub.config().clone();
+        crate::announce::check_config(&config).map_err(ServeError::Config)?;
         let listener = listen(&config).map_err(|source| ServeError::Bind {
             addr: config.listen,
             source,
@@ -189,6 +190,8 @@ impl Server {
     ) -> Result<(), ServeError> {
         let hub = self.state.hub.clone();
         let limiter = self.state.limiter.clone();
+        // LAN announcement (SPEC L1), withdrawn as soon as shutdown starts.
+        let announcer = crate::announce::Announcer::start(hub.config(), self.listener.local_addr()?);
         let limits = &hub.config().limits;
         let grace = Duration::from_millis(limits.shutdown_grace_ms);
         let stop = hub.clone();
@@ -235,6 +238,8 @@ impl Server {
         };
         accept.run(&connections).await;
         connections.close();
+        // Stop being found before the connections drain (mDNS goodbye).
+        drop(announcer);
         let drained = async {
             limiter.drained().await;
             connections.wait().await;

@@ -143,6 +143,18 @@ impl HubClientBuilder {
         self
     }
 
+    /// Deadline for one connection attempt (TCP, TLS, upgrade). Default 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.ws = self.ws.connect_timeout(timeout);
+        self
+    }
+
+    /// How a `ferry://` target is found and remembered (see [`crate::discover`]).
+    pub fn discovery(mut self, options: crate::discover::DiscoveryOptions) -> Self {
+        self.ws = self.ws.discovery(options);
+        self
+    }
+
     /// Connect and wait until the connection is open.
     ///
     /// # Errors

@@ -40,6 +40,8 @@ pub(crate) struct Driver {
     pub shared: Arc<Shared>,
     pub endpoint: Endpoint,
     pub token: Option<TokenProvider>,
+    /// For a `ferry://` target: finds (and remembers) the address before each attempt.
+    pub locator: Option<crate::discover::target::Locator>,
     pub rc: Reconnector,
     pub control: mpsc::UnboundedReceiver<Control>,
     pub incoming: mpsc::Sender<Message>,
@@ -99,7 +101,13 @@ impl Driver {
             None => None,
         };
         let result = {
-            let attempt = transport::connect(&self.endpoint, token.as_deref());
+            let (endpoint, locator) = (&mut self.endpoint, &mut self.locator);
+            let attempt = async {
+                match locator {
+                    Some(locator) => locator.connect(endpoint, token.as_deref()).await,
+                    None => transport::connect(endpoint, token.as_deref()).await,
+                }
+            };
             tokio::pin!(attempt);
             loop {
                 tokio::select! {

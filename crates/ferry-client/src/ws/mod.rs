@@ -80,6 +80,7 @@ pub struct WebSocketBuilder {
     max_frame_size: Option<usize>,
     tls: Option<Arc<rustls::ClientConfig>>,
     id_of: IdExtractor,
+    discovery: crate::discover::DiscoveryOptions,
 }
 
 impl std::fmt::Debug for WebSocketBuilder {
@@ -112,6 +113,7 @@ impl WebSocketBuilder {
             max_frame_size: Some(16 << 20),
             tls: None,
             id_of: Arc::new(json_id),
+            discovery: crate::discover::DiscoveryOptions::default(),
         }
     }
 
@@ -248,6 +250,15 @@ impl WebSocketBuilder {
         self
     }
 
+    /// How a `ferry://` target (`ferry://_any`, `ferry://NODE-NAME`) is found and
+    /// remembered: discovery options, the state file, when to discover again. Default:
+    /// [`DiscoveryOptions::default`](crate::discover::DiscoveryOptions). Unused for
+    /// `ws://` and `wss://` URLs.
+    pub fn discovery(mut self, options: crate::discover::DiscoveryOptions) -> Self {
+        self.discovery = options;
+        self
+    }
+
     /// How to find the correlation id of a message for [`WebSocket::request`]: applied
     /// to the outgoing request and to every incoming message while requests are waiting.
     /// Default [`json_id`]: the top-level JSON `id` field.
@@ -300,7 +311,14 @@ impl WebSocketBuilder {
         if let Some(e) = self.header_error {
             return Err(e);
         }
-        let url = transport::parse_url(&self.url)?;
+        // A `ferry://` target is resolved by discovery before each attempt (SPEC L2, L3).
+        let (url, locator) = match crate::discover::Target::parse(&self.url)? {
+            Some(target) => (
+                crate::discover::target::Locator::placeholder_url()?,
+                Some(crate::discover::target::Locator::new(target, self.discovery)),
+            ),
+            None => (transport::parse_url(&self.url)?, None),
+        };
         for p in &self.protocols {
             if HeaderValue::from_str(p).is_err() || p.is_empty() || p.contains(',') {
                 return Err(Error::new(
@@ -326,6 +344,7 @@ impl WebSocketBuilder {
                 max_frame_size: self.max_frame_size,
             },
             token: self.token,
+            locator,
             rc: Reconnector::new(self.reconnect, rand::random::<f64>),
             control: control_rx,
             incoming: incoming_tx,
@@ -361,7 +380,8 @@ impl std::fmt::Debug for WebSocket {
 }
 
 impl WebSocket {
-    /// A builder for `url` (`ws://` or `wss://`).
+    /// A builder for `url`: `ws://`, `wss://`, or a discovery target (`ferry://_any`,
+    /// `ferry://NODE-NAME[/path]`, see [`crate::discover`]).
     pub fn builder(url: &str) -> WebSocketBuilder {
         WebSocketBuilder::new(url)
     }
