@@ -21,6 +21,7 @@ use ferry_hub::{Config, Server};
 
 mod bench;
 mod cmd_http;
+mod cmd_proxy;
 mod cmd_realtime;
 
 /// ferry: a realtime hub (WebSocket, SSE, HTTP API) and network tools in one binary.
@@ -78,6 +79,9 @@ enum Command {
     /// Publish to a hub channel through the server API (POST /api/publish).
     #[command(after_help = cmd_realtime::PUB_HELP)]
     Pub(cmd_realtime::PubArgs),
+    /// Reverse proxy and load balancer for ferry nodes: policies, health checks, WebSocket.
+    #[command(after_help = cmd_proxy::PROXY_HELP)]
+    Proxy(cmd_proxy::ProxyArgs),
     /// Print shell completions, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
     Completions {
         /// The shell.
@@ -165,6 +169,7 @@ fn main() -> ExitCode {
         Command::Sse(args) => cmd_realtime::sse(args),
         Command::Sub(args) => cmd_realtime::sub(args),
         Command::Pub(args) => cmd_realtime::publish(args),
+        Command::Proxy(args) => cmd_proxy::proxy(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -87,6 +87,10 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     /// Limits on everything a peer controls.
     pub limits: Limits,
+    /// The `[proxy]` section, read by `ferry proxy` (crate ferry-proxy); the hub keeps it
+    /// only so that one ferry.toml can configure both. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<toml::Table>,
 }
 
 impl Default for Config {
@@ -109,6 +113,7 @@ impl Default for Config {
             namespaces,
             users: Vec::new(),
             limits: Limits::default(),
+            proxy: None,
         }
     }
 }

@@ -56,6 +56,12 @@ impl FerryServer {
     /// Start `ferry serve --listen 127.0.0.1:0` with [`API_KEY`], [`JWT_SECRET`], a fresh
     /// data dir and `extra_args`, and wait for its `ferry listening on URL` line.
     pub async fn start(extra_args: &[&str]) -> anyhow::Result<FerryServer> {
+        FerryServer::start_listen("127.0.0.1:0", extra_args).await
+    }
+
+    /// [`FerryServer::start`] on a given `listen` address (to bring a node back on the
+    /// port it had).
+    pub async fn start_listen(listen: &str, extra_args: &[&str]) -> anyhow::Result<FerryServer> {
         let data_dir = tempfile::Builder::new()
             .prefix("ferry-cli-test-")
             .tempdir()
@@ -64,7 +70,7 @@ impl FerryServer {
         let log = std::fs::File::create(&log_path).context("creating the server log file")?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(["--api-key", API_KEY])
             .args(["--jwt-secret", JWT_SECRET])
             .arg("--data-dir")
@@ -186,6 +192,11 @@ impl FerryServer {
     /// The server's process id (for sending signals).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Kill the server (SIGKILL) and wait until it is gone, so its port is free.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("killing ferry serve")
     }
 
     /// Wait (at most 30 s) for the server to exit; its exit code.
