@@ -3,6 +3,7 @@
 //! SSE parsing from `ferry_proto::sse`.
 
 pub mod event_source;
+pub mod framing;
 pub mod http;
 pub mod hub;
 pub mod ws;
