@@ -150,8 +150,9 @@ impl<T: Serialize> Encoder<T> for FrameCodec<T> {
             Encoding::Json => {
                 serde_json::to_vec(&item).map_err(|e| FrameError::Payload(e.to_string()))?
             }
-            Encoding::MessagePack => rmp_serde::to_vec_named(&item)
-                .map_err(|e| FrameError::Payload(e.to_string()))?,
+            Encoding::MessagePack => {
+                rmp_serde::to_vec_named(&item).map_err(|e| FrameError::Payload(e.to_string()))?
+            }
         };
         if payload.len() > self.max_frame {
             return Err(FrameError::TooLarge {
@@ -178,7 +179,11 @@ mod tests {
     }
 
     fn msg() -> impl Strategy<Value = Msg> {
-        (any::<u32>(), ".{0,40}", proptest::collection::vec(any::<u8>(), 0..64))
+        (
+            any::<u32>(),
+            ".{0,40}",
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
             .prop_map(|(seq, text, blob)| Msg { seq, text, blob })
     }
 

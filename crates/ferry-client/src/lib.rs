@@ -6,4 +6,5 @@ pub mod event_source;
 pub mod framing;
 pub mod http;
 pub mod hub;
+pub mod scan;
 pub mod ws;
