@@ -20,12 +20,15 @@ use ferry_hub::{Config, Server};
 
 mod bench;
 mod cmd_api;
-
 mod cmd_discover;
 mod cmd_http;
 mod cmd_init;
 mod cmd_man;
+mod cmd_monitor;
+mod cmd_net;
+mod cmd_proxy;
 mod cmd_realtime;
+mod cmd_scan;
 mod cmd_token;
 mod local;
 mod password;
@@ -122,6 +125,21 @@ enum Command {
     /// Find hubs on the local network (mDNS and UDP broadcast): name, addresses, port, TLS.
     #[command(after_help = cmd_discover::DISCOVER_HELP)]
     Discover(cmd_discover::DiscoverArgs),
+    /// Reverse proxy and load balancer for ferry nodes: policies, health checks, WebSocket.
+    #[command(after_help = cmd_proxy::PROXY_HELP)]
+    Proxy(cmd_proxy::ProxyArgs),
+    /// TCP connect scan of the given targets only: states, service names, banners.
+    #[command(after_help = cmd_scan::SCAN_HELP)]
+    Scan(cmd_scan::ScanArgs),
+    /// Raw TCP: `ferry tcp listen PORT [--echo]`, `ferry tcp connect HOST:PORT`, `--framed`.
+    #[command(subcommand, after_help = cmd_net::TCP_HELP)]
+    Tcp(cmd_net::TcpCommand),
+    /// Raw UDP: `ferry udp listen PORT [--echo]`, `ferry udp send HOST:PORT [MESSAGE]`.
+    #[command(subcommand, after_help = cmd_net::UDP_HELP)]
+    Udp(cmd_net::UdpCommand),
+    /// Live view of a hub's traffic (connections, publications/s, top channels).
+    #[command(after_help = cmd_monitor::MONITOR_HELP)]
+    Monitor(cmd_monitor::MonitorArgs),
     /// Print shell completions, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
     Completions {
         /// The shell.
@@ -283,6 +301,11 @@ fn main() -> ExitCode {
         Command::Sub(args) => cmd_realtime::sub(args),
         Command::Pub(args) => cmd_realtime::publish(args),
         Command::Discover(args) => cmd_discover::discover(args),
+        Command::Proxy(args) => cmd_proxy::proxy(args),
+        Command::Scan(args) => cmd_scan::scan(args),
+        Command::Tcp(cmd) => cmd_net::tcp(cmd),
+        Command::Udp(cmd) => cmd_net::udp(cmd),
+        Command::Monitor(args) => cmd_monitor::monitor(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

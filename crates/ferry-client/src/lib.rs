@@ -4,9 +4,12 @@
 
 pub mod discover;
 pub mod event_source;
+pub mod framing;
 pub mod http;
 pub mod hub;
 pub mod upload;
+
+pub mod scan;
 pub mod ws;
 
 pub use discover::discover;

@@ -103,6 +103,11 @@ pub struct Config {
 
     /// LAN discovery: mDNS/DNS-SD announcement and the UDP broadcast responder.
     pub announce: AnnounceConfig,
+
+    /// The `[proxy]` section, read by `ferry proxy` (crate ferry-proxy); the hub keeps it
+    /// only so that one ferry.toml can configure both. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<toml::Table>,
 }
 
 impl Default for Config {
@@ -130,6 +135,8 @@ impl Default for Config {
             uploads: UploadsConfig::default(),
 
             announce: AnnounceConfig::default(),
+
+            proxy: None,
         }
     }
 }

@@ -59,10 +59,25 @@ impl FerryServer {
         Self::start_with(extra_args, &[], true).await
     }
 
+    /// [`FerryServer::start`] on a given `listen` address (to bring a node back on the
+    /// port it had).
+    pub async fn start_listen(listen: &str, extra_args: &[&str]) -> anyhow::Result<FerryServer> {
+        Self::start_full(listen, extra_args, &[], true).await
+    }
+
     /// Like [`start`](Self::start), with extra environment variables; without
     /// `fixed_secrets` the server generates its own into `DIR/ferry-data/secrets.toml`,
     /// `DIR` being [`dir`](Self::dir), its working directory, as after `cd DIR; ferry serve`.
     pub async fn start_with(
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+        fixed_secrets: bool,
+    ) -> anyhow::Result<FerryServer> {
+        Self::start_full("127.0.0.1:0", extra_args, envs, fixed_secrets).await
+    }
+
+    async fn start_full(
+        listen: &str,
         extra_args: &[&str],
         envs: &[(&str, &str)],
         fixed_secrets: bool,
@@ -74,7 +89,7 @@ impl FerryServer {
         let log_path = data_dir.path().join("ferry-serve.log");
         let log = std::fs::File::create(&log_path).context("creating the server log file")?;
         let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        command.arg("serve").args(["--listen", "127.0.0.1:0"]);
+        command.arg("serve").args(["--listen", listen]);
         // The testbed is off by default; the CLI tests use it as their HTTP peer.
         command.arg("--testbed");
         if fixed_secrets {
@@ -212,6 +227,11 @@ impl FerryServer {
     /// The server's process id (for sending signals).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Kill the server (SIGKILL) and wait until it is gone, so its port is free.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("killing ferry serve")
     }
 
     /// Wait (at most 30 s) for the server to exit; its exit code.

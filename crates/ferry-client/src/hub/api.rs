@@ -141,6 +141,26 @@ impl HubApi {
             .await
     }
 
+    /// The hub's counters (`POST /api/stats`): `connections`, `channels`, `subscriptions`,
+    /// `publications`, `deliveries`, `slow_consumers`, `uptime_secs`.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn stats(&self) -> Result<Value, HubError> {
+        self.post("api/stats", json!({})).await
+    }
+
+    /// Channels with subscribers on this node (`POST /api/channels`):
+    /// `{"channels": [{"channel", "subscribers"}]}`.
+    ///
+    /// # Errors
+    ///
+    /// As [`publish`](Self::publish).
+    pub async fn channels(&self) -> Result<Value, HubError> {
+        self.post("api/channels", json!({})).await
+    }
+
     /// Close every connection of `user` (`POST /api/disconnect`): with `reconnect`, code
     /// 1013 invites clients back; without, 1008 tells them not to return. Returns how many
     /// connections were closed.

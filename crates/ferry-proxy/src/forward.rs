@@ -1,0 +1,458 @@
+//! One client request → one backend: forwarding headers, retries, WebSocket upgrades.
+//!
+//! Bodies are streamed both ways, frame by frame: an SSE stream reaches the client event by
+//! event, never buffered. An upgrade (WebSocket) is forwarded as an HTTP/1.1 request on a
+//! connection of its own; after the backend's `101` both upgraded connections are spliced
+//! with `copy_bidirectional`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+
+use crate::balancer::{InFlight, Pool};
+use crate::config::{HashKey, ProxyConfig};
+
+/// The body type of everything the proxy sends and answers.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What every request handler shares.
+pub struct Shared {
+    /// The configuration it runs with.
+    pub config: ProxyConfig,
+    /// The backends.
+    pub pool: Pool,
+    client: Client<HttpConnector, Body>,
+    /// Requests answered by the proxy itself because no backend could (502/503/504).
+    pub proxy_errors: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Shared state for `config`.
+    pub fn new(config: ProxyConfig) -> Shared {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_millis(
+            config.limits.connect_timeout_ms,
+        )));
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Shared {
+            pool: Pool::new(&config.backends, config.policy),
+            config,
+            client,
+            proxy_errors: Default::default(),
+        }
+    }
+
+    /// The client used for backends (health checks share its connection pool).
+    pub fn client(&self) -> &Client<HttpConnector, Body> {
+        &self.client
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection and are never
+/// forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(HeaderName::from_static("proxy-connection"));
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and RFC 7239
+/// `Forwarded` (appended).
+fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>) {
+    let ip = peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip.clone(),
+    };
+    let node = if peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
+    let mut forwarded = format!("for={node};proto=http");
+    if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+        forwarded.push_str(&format!(";host=\"{host}\""));
+    }
+    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {forwarded}"),
+        _ => forwarded,
+    };
+    for (name, value) in [
+        ("x-forwarded-for", xff),
+        ("x-forwarded-proto", "http".to_string()),
+        ("forwarded", forwarded),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+    if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+}
+
+fn hash_key<B>(key: &HashKey, req: &Request<B>, peer: SocketAddr) -> Vec<u8> {
+    let from_request = match key {
+        HashKey::ClientIp => None,
+        HashKey::Header(name) => req
+            .headers()
+            .get(name.as_str())
+            .map(|v| v.as_bytes().to_vec()),
+        HashKey::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes().to_vec()),
+    };
+    from_request.unwrap_or_else(|| peer.ip().to_string().into_bytes())
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("{message}\n")))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// An empty body.
+pub fn empty_body() -> Body {
+    empty()
+}
+
+fn empty() -> Body {
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// A response body that keeps its backend's in-flight claim until the body ends.
+struct Guarded {
+    inner: Incoming,
+    _claim: InFlight,
+}
+
+impl HttpBody for Guarded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn retryable(req: &Request<Incoming>) -> bool {
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::TRACE
+    ) && req.body().is_end_stream()
+}
+
+/// Answer one client request. Never fails: a backend failure is a 502/503/504 answer.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    let key = hash_key(&shared.config.hash_key, &req, peer);
+    if is_upgrade(&req) {
+        return Ok(upgrade(shared, req, peer, key).await);
+    }
+    let retry = retryable(&req);
+    let (parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    add_forwarding(&mut headers, peer, host.as_deref());
+    if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        // HTTP/2 clients send `:authority` instead; backends speak HTTP/1.1 and want Host.
+        headers.insert(header::HOST, h);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let mut body = Some(body.boxed());
+    let mut tried = Vec::new();
+    let passive = &shared.config.passive_health;
+    let response_timeout = Duration::from_millis(shared.config.limits.response_timeout_ms);
+    loop {
+        let Some(claim) = shared.pool.pick(&key, &tried, Instant::now()) else {
+            shared
+                .proxy_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(if tried.is_empty() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend")
+            } else {
+                text(StatusCode::BAD_GATEWAY, "no backend answered")
+            });
+        };
+        let backend = Arc::clone(claim.backend());
+        tried.push(backend.index);
+        let mut out = Request::new(if retry {
+            empty()
+        } else {
+            body.take().unwrap_or_else(empty)
+        });
+        *out.method_mut() = parts.method.clone();
+        *out.headers_mut() = headers.clone();
+        match format!("http://{}{path}", backend.address).parse() {
+            Ok(uri) => *out.uri_mut() = uri,
+            Err(_) => return Ok(text(StatusCode::BAD_REQUEST, "request target not usable")),
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(response_timeout, shared.client.request(out)).await;
+        let failure = match outcome {
+            Ok(Ok(mut resp)) => {
+                backend.record_latency(started.elapsed());
+                if matches!(resp.status().as_u16(), 502..=504) {
+                    backend.record_failure(passive, Instant::now());
+                }
+                strip_hop_by_hop(resp.headers_mut());
+                return Ok(resp.map(|inner| {
+                    Guarded {
+                        inner,
+                        _claim: claim,
+                    }
+                    .boxed()
+                }));
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %backend.address, error = %e, "backend failed");
+                (StatusCode::BAD_GATEWAY, "backend failed")
+            }
+            Err(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "backend did not answer in time",
+            ),
+        };
+        if backend.record_failure(passive, Instant::now()) {
+            tracing::warn!(backend = %backend.address, "ejected after repeated failures");
+        }
+        if !(retry && tried.len() <= shared.config.retries as usize) {
+            shared
+                .proxy_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(text(failure.0, failure.1));
+        }
+    }
+}
+
+/// Forward an upgrade request (WebSocket) on a connection of its own and splice both
+/// upgraded connections together after the backend's `101`.
+async fn upgrade(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    key: Vec<u8>,
+) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut headers = req.headers().clone();
+    let upgrade_to = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut headers);
+    add_forwarding(&mut headers, peer, host.as_deref());
+    if let Some(u) = upgrade_to {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let client_side = hyper::upgrade::on(&mut req);
+    let connect_timeout = Duration::from_millis(shared.config.limits.connect_timeout_ms);
+    let response_timeout = Duration::from_millis(shared.config.limits.response_timeout_ms);
+    let passive = &shared.config.passive_health;
+    let mut tried = Vec::new();
+    loop {
+        let Some(claim) = shared.pool.pick(&key, &tried, Instant::now()) else {
+            shared
+                .proxy_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return text(StatusCode::BAD_GATEWAY, "no backend accepted the upgrade");
+        };
+        let backend = Arc::clone(claim.backend());
+        tried.push(backend.index);
+        let started = Instant::now();
+        // Connecting has not sent anything yet, so a failure here may try another node.
+        let stream = match tokio::time::timeout(
+            connect_timeout,
+            tokio::net::TcpStream::connect(&backend.address),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            _ => {
+                backend.record_failure(passive, Instant::now());
+                if tried.len() <= shared.config.retries as usize {
+                    continue;
+                }
+                return text(StatusCode::BAD_GATEWAY, "backend unreachable");
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let exchange = async {
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await?;
+            tokio::spawn(conn.with_upgrades());
+            let mut out = Request::new(empty());
+            *out.method_mut() = req.method().clone();
+            *out.uri_mut() = path.parse().unwrap_or_default();
+            *out.headers_mut() = headers.clone();
+            sender.send_request(out).await
+        };
+        let mut resp = match tokio::time::timeout(response_timeout, exchange).await {
+            Ok(Ok(r)) => r,
+            _ => {
+                backend.record_failure(passive, Instant::now());
+                return text(StatusCode::BAD_GATEWAY, "backend failed the upgrade");
+            }
+        };
+        backend.record_latency(started.elapsed());
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            strip_hop_by_hop(resp.headers_mut());
+            return resp.map(|inner| {
+                Guarded {
+                    inner,
+                    _claim: claim,
+                }
+                .boxed()
+            });
+        }
+        let backend_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let _claim = claim;
+            match tokio::try_join!(client_side, backend_side) {
+                Ok((client, backend)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut backend = TokioIo::new(backend);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+            }
+        });
+        let mut answer = Response::new(empty());
+        *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *answer.headers_mut() = resp.headers().clone();
+        return answer;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_headers_append_to_what_came_in() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        add_forwarding(
+            &mut h,
+            "[::1]:5000".parse().expect("addr"),
+            Some("example.test"),
+        );
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";proto=http;host=\"example.test\""
+        );
+        assert_eq!(h["x-forwarded-host"], "example.test");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}
