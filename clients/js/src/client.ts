@@ -65,7 +65,7 @@ export interface ClientOptions {
    * HTTP (a proxy that blocks upgrades). Default true.
    */
   sseFallback?: boolean;
-  /** Consecutive WebSocket attempts that never opened before the fallback. Default 2. */
+  /** WebSocket attempts in a row that failed while the hub answered HTTP, before the fallback. Default 2. */
   sseFallbackAfter?: number;
   /** An SSE stream silent (no event, no keep-alive) this long is dead, ms. Default 45 000. */
   sseIdleTimeout?: number;
@@ -76,6 +76,8 @@ export interface ClientOptions {
    * within `timeout` ms after. Default 25 000 / 10 000; `false` disables it.
    */
   heartbeat?: { interval: number; timeout: number } | false;
+  /** A WebSocket handshake not done within this many ms is a failed attempt. Default 10 000. */
+  connectTimeout?: number;
   /** Timeout of each command once sent, ms. Default 10 000. */
   requestTimeout?: number;
   /** Commands held while not connected, flushed in order on connect. Default 100. */
@@ -162,6 +164,7 @@ export class FerryClient extends Emitter<ClientEvents> {
       sseIdleTimeout: options.sseIdleTimeout ?? 45_000,
       backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
       heartbeat: options.heartbeat ?? { interval: 25_000, timeout: 10_000 },
+      connectTimeout: options.connectTimeout ?? 10_000,
       requestTimeout: options.requestTimeout ?? 10_000,
       queueLimit: options.queueLimit ?? 100,
       reconnectOnPolicyClose: options.reconnectOnPolicyClose ?? false,
@@ -312,8 +315,14 @@ export class FerryClient extends Emitter<ClientEvents> {
     }
     this.ws = ws;
     let opened = false;
+    // A handshake that never completes (a black-holed network) counts as a failed attempt.
+    this.timer = setTimeout(
+      () => this.lost(conn, { code: 1006, reason: `not connected within ${this.o.connectTimeout} ms` }, false),
+      this.o.connectTimeout,
+    );
     ws.onopen = () => {
       opened = true;
+      clearTimeout(this.timer);
       if (conn === this.conn) this.opened(conn);
     };
     ws.onmessage = (event) => {
@@ -386,17 +395,27 @@ export class FerryClient extends Emitter<ClientEvents> {
     if (this.transport === "sse") {
       // Try WebSocket again first: the block may have been a passing one.
       this.transport = "websocket";
-      this.wsFailures = wasOpen ? 0 : this.o.sseFallbackAfter - 1;
+      this.wsFailures = this.o.sseFallbackAfter - 1;
       void this.retry(conn, reason, false);
       return;
     }
-    const probe = !wasOpen && this.o.sseFallback && ++this.wsFailures >= this.o.sseFallbackAfter;
-    void this.retry(conn, reason, probe);
+    void this.retry(conn, reason, !wasOpen && this.o.sseFallback);
   }
 
-  /** Schedule the next attempt; `probe`: switch to SSE if the hub answers plain HTTP. */
+  /**
+   * Schedule the next attempt. `probe`: a WebSocket attempt failed; if the hub answers
+   * plain HTTP meanwhile, the upgrade is being blocked on the way, and after
+   * `sseFallbackAfter` such failures in a row the next attempt uses SSE. A failure while
+   * the hub is unreachable (down, restarting) resets the count: that is no reason to
+   * fall back.
+   */
   private async retry(conn: number, reason: CloseReason, probe: boolean): Promise<void> {
-    if (probe && (await this.reachable()) && conn === this.conn) this.transport = "sse";
+    if (probe) {
+      const blocked = await this.reachable();
+      if (conn !== this.conn) return;
+      this.wsFailures = blocked ? this.wsFailures + 1 : 0;
+      if (this.wsFailures >= this.o.sseFallbackAfter) this.transport = "sse";
+    }
     if (conn !== this.conn) return;
     const b = this.o.backoff;
     if (this.openedAt && Date.now() - this.openedAt >= b.stableAfter) this.attempt = 0;
