@@ -576,12 +576,16 @@ export class FerryClient extends Emitter<ClientEvents> {
       },
       (error: FerryError) => {
         if (!current()) return;
+        if (error.code === "CONNECTION_LOST" || error.code === "DISCONNECTED") {
+          // The next connection resubscribes from the same position; what was held back
+          // comes again in its reply (releasing it now could skip over a gap).
+          sub.sentOn = 0;
+          return;
+        }
         const out: RecoveryOutput[] = [];
         sub.recovery.abort(out);
         sub.output(out);
-        if (error.code === "CONNECTION_LOST" || error.code === "DISCONNECTED") {
-          sub.sentOn = 0; // the next connection resubscribes from the same position
-        } else if (sub.settle) {
+        if (sub.settle) {
           this.subs.delete(sub.channel);
           sub.settle(error);
           sub.fire("error", error);

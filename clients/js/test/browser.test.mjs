@@ -38,6 +38,7 @@ before(async () => {
     "index.html": { type: "text/html", body: page("index.html") },
     "react.html": { type: "text/html", body: page("react.html") },
     "react-app.js": { type: "text/javascript", body: reactApp.outputFiles[0].text },
+    "example.html": { type: "text/html", body: readFileSync(join(root, "example/index.html"), "utf8") },
   });
   userDataDir = mkdtempSync(join(tmpdir(), "ferry-chromium-"));
   context = await chromium.launchPersistentContext(userDataDir, {
@@ -170,6 +171,20 @@ test("React hooks: useChannel renders publications, usePresence follows joins, u
   await left;
   assert.equal((await api("presence", { channel: ch })).count, 1);
   other.close();
+  await p.close();
+  assert.deepEqual(pageErrors, []);
+});
+
+test("the example chat page (example/index.html, no build step) sends and shows messages", async () => {
+  const p = await open("example.html", { token: token("sam") });
+  await waitFor(p, () => document.querySelector("#state")?.textContent === "connected (websocket)");
+  await p.fill("#say input", "hello from the example");
+  await p.press("#say input", "Enter");
+  await waitFor(p, () => document.querySelectorAll("#log li").length === 1);
+  assert.equal(await p.textContent("#log li"), "sam: hello from the example");
+  await api("publish", { channel: "chat:lobby", data: { text: "from the API" } });
+  await waitFor(p, () => document.querySelectorAll("#log li").length === 2);
+  assert.equal(await p.locator("#log li").nth(1).textContent(), "server: from the API");
   await p.close();
   assert.deepEqual(pageErrors, []);
 });

@@ -4,11 +4,13 @@ import { execFileSync, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 
-export const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+import { root } from "./paths.mjs";
+
+export { root };
 
 function required(name) {
   const value = process.env[name];

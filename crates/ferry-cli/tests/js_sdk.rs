@@ -64,6 +64,32 @@ fn summary(stdout: &str, key: &str) -> Option<u32> {
         .and_then(|n| n.trim().parse().ok())
 }
 
+/// Run `node --test FILE` and check that exactly `expected_tests` tests ran and passed.
+async fn run_tests(file: &str, expected_tests: u32, envs: &[(&str, String)]) -> support::Finished {
+    let run = run_node(
+        &[
+            "--test",
+            "--test-concurrency=1",
+            "--test-reporter=tap",
+            file,
+        ],
+        envs,
+    )
+    .await;
+    println!("{}", run.stdout);
+    if run.status.success() {
+        assert_eq!(summary(&run.stdout, "fail"), Some(0), "{}", run.stdout);
+        assert_eq!(
+            summary(&run.stdout, "pass"),
+            Some(expected_tests),
+            "every test of {file} ran and passed:\n{}",
+            run.stdout
+        );
+    }
+    run
+}
+
+/// [`run_tests`] against a `ferry serve` started here.
 async fn run_suite(file: &str, expected_tests: u32, extra_env: &[(&str, String)]) {
     let server = FerryServer::start(&[]).await.expect("ferry serve starts");
     let mut envs = vec![
@@ -73,17 +99,7 @@ async fn run_suite(file: &str, expected_tests: u32, extra_env: &[(&str, String)]
         ("FERRY_BIN", env!("CARGO_BIN_EXE_ferry").to_string()),
     ];
     envs.extend(extra_env.iter().cloned());
-    let run = run_node(
-        &[
-            "--test",
-            "--test-concurrency=1",
-            "--test-reporter=tap",
-            file,
-        ],
-        &envs,
-    )
-    .await;
-    println!("{}", run.stdout);
+    let run = run_tests(file, expected_tests, &envs).await;
     assert!(
         run.status.success(),
         "{file} failed ({}).\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
@@ -91,13 +107,6 @@ async fn run_suite(file: &str, expected_tests: u32, extra_env: &[(&str, String)]
         run.stdout,
         run.stderr,
         server.logs()
-    );
-    assert_eq!(summary(&run.stdout, "fail"), Some(0), "{}", run.stdout);
-    assert_eq!(
-        summary(&run.stdout, "pass"),
-        Some(expected_tests),
-        "every test of {file} ran and passed:\n{}",
-        run.stdout
     );
 }
 
@@ -139,6 +148,17 @@ async fn the_sdk_sources_type_check() {
 }
 
 #[tokio::test]
+async fn the_sdk_recovery_sse_parser_and_backoff_logic() {
+    let run = run_tests("test/unit.test.mjs", 5, &[]).await;
+    assert!(
+        run.status.success(),
+        "test/unit.test.mjs failed:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+}
+
+#[tokio::test]
 async fn the_sdk_in_node_against_ferry_serve() {
     run_suite("test/node.test.mjs", 8, &[]).await;
 }
@@ -151,5 +171,5 @@ async fn the_sdk_in_chromium_against_ferry_serve() {
         Path::new(&chromium).is_file(),
         "no chromium at {chromium} (set FERRY_CHROMIUM to use another): {SETUP}"
     );
-    run_suite("test/browser.test.mjs", 3, &[("FERRY_CHROMIUM", chromium)]).await;
+    run_suite("test/browser.test.mjs", 4, &[("FERRY_CHROMIUM", chromium)]).await;
 }
