@@ -145,6 +145,49 @@ test("a fresh page behind a proxy that blocks upgrades receives over SSE from th
   assert.deepEqual(pageErrors, []);
 });
 
+test("token expiry in the page is refreshed through getToken() without losing the subscription", async () => {
+  const p = await open("index.html", {});
+  let calls = 0;
+  // The first token lives 2 s; the hub then sends AUTH_EXPIRED.
+  await p.exposeFunction("mintToken", () => token("tabby", ++calls === 1 ? 2 : 3600));
+  await waitFor(p, () => window.ferryLoaded === true);
+  const ch = channel("page-expiry");
+  await p.evaluate((ch) => window.t.start("d", [ch], { exposedToken: true }), ch);
+  await p.evaluate((ch) => window.t.client("d").publish(ch, "before"), ch);
+  await waitFor(p, () => window.t.log("d").refreshed === 1);
+  assert.equal(calls, 2);
+  assert.deepEqual(await p.evaluate(() => window.t.log("d").errors), ["AUTH_EXPIRED"]);
+  await p.evaluate((ch) => window.t.client("d").publish(ch, "after"), ch);
+  await waitFor(p, (ch) => window.t.offsets("d", ch).length === 2, ch);
+  const log = await p.evaluate(() => window.t.log("d"));
+  assert.deepEqual(log.received[ch].map((x) => x.data), ["before", "after"]);
+  assert.ok(!log.states.some((s) => s.status === "reconnecting"), "the same connection carried on");
+  await p.evaluate(() => window.t.client("d").close());
+  await p.close();
+  assert.deepEqual(pageErrors, []);
+});
+
+test("commands made in the page while offline are flushed in order", async () => {
+  const p = await open("index.html", { token: token("offline") });
+  await waitFor(p, () => window.ferryLoaded === true);
+  const ch = channel("page-queue");
+  await p.evaluate((ch) => window.t.start("e", [ch]), ch);
+  proxy.cut();
+  await waitFor(p, () => window.t.client("e").state.status === "reconnecting");
+  await p.evaluate((ch) => {
+    window.answers = [];
+    for (let i = 0; i < 8; i++) window.t.client("e").publish(ch, { i }).then((a) => window.answers.push([i, a.offset]));
+  }, ch);
+  proxy.restore();
+  await waitFor(p, () => window.answers.length === 8);
+  assert.deepEqual(await p.evaluate(() => window.answers), range(0, 7).map((i) => [i, i + 1]));
+  await waitFor(p, (ch) => window.t.offsets("e", ch).length === 8, ch);
+  assert.deepEqual(await p.evaluate((ch) => window.t.log("e").received[ch].map((x) => x.data.i), ch), range(0, 7));
+  await p.evaluate(() => window.t.client("e").close());
+  await p.close();
+  assert.deepEqual(pageErrors, []);
+});
+
 test("React hooks: useChannel renders publications, usePresence follows joins, unmount unsubscribes", async () => {
   const { FerryClient } = await loadSdk();
   const ch = channel("react");

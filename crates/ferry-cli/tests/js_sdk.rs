@@ -31,8 +31,15 @@ fn sdk_dir() -> PathBuf {
 
 fn require_node_modules() {
     for package in ["esbuild", "typescript", "ws", "playwright-core", "react"] {
-        let manifest = sdk_dir().join("node_modules").join(package).join("package.json");
-        assert!(manifest.is_file(), "{} is missing: {SETUP}", manifest.display());
+        let manifest = sdk_dir()
+            .join("node_modules")
+            .join(package)
+            .join("package.json");
+        assert!(
+            manifest.is_file(),
+            "{} is missing: {SETUP}",
+            manifest.display()
+        );
     }
 }
 
@@ -114,11 +121,7 @@ async fn run_suite(file: &str, expected_tests: u32, extra_env: &[(&str, String)]
 async fn the_committed_bundle_is_a_fresh_build_of_the_sources() {
     let out = tempfile::tempdir().expect("temp dir");
     let out_dir = out.path().to_str().expect("UTF-8 temp path").to_string();
-    let run = run_node(
-        &["scripts/build.mjs", "--outdir", &out_dir, "--size"],
-        &[],
-    )
-    .await;
+    let run = run_node(&["scripts/build.mjs", "--outdir", &out_dir, "--size"], &[]).await;
     assert!(
         run.status.success(),
         "build failed:\n{}\n{}",
@@ -127,8 +130,7 @@ async fn the_committed_bundle_is_a_fresh_build_of_the_sources() {
     );
     println!("{}", run.stdout.trim());
     let fresh = std::fs::read(out.path().join("ferry.min.js")).expect("built bundle");
-    let committed =
-        std::fs::read(sdk_dir().join("dist/ferry.min.js")).expect("committed bundle");
+    let committed = std::fs::read(sdk_dir().join("dist/ferry.min.js")).expect("committed bundle");
     assert!(
         fresh == committed,
         "clients/js/dist/ferry.min.js is stale: run `npm run build --prefix clients/js` and commit it"
@@ -138,7 +140,11 @@ async fn the_committed_bundle_is_a_fresh_build_of_the_sources() {
 #[tokio::test]
 async fn the_sdk_sources_type_check() {
     let tsc = Path::new("node_modules/typescript/bin/tsc");
-    let run = run_node(&[tsc.to_str().unwrap_or_default(), "-p", ".", "--noEmit"], &[]).await;
+    let run = run_node(
+        &[tsc.to_str().unwrap_or_default(), "-p", ".", "--noEmit"],
+        &[],
+    )
+    .await;
     assert!(
         run.status.success(),
         "tsc reported errors:\n{}\n{}",
@@ -171,5 +177,5 @@ async fn the_sdk_in_chromium_against_ferry_serve() {
         Path::new(&chromium).is_file(),
         "no chromium at {chromium} (set FERRY_CHROMIUM to use another): {SETUP}"
     );
-    run_suite("test/browser.test.mjs", 4, &[("FERRY_CHROMIUM", chromium)]).await;
+    run_suite("test/browser.test.mjs", 6, &[("FERRY_CHROMIUM", chromium)]).await;
 }

@@ -7,7 +7,10 @@ mod support;
 use support::TestServer;
 
 fn committed_bundle() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../clients/js/dist/ferry.min.js");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../clients/js/dist/ferry.min.js"
+    );
     std::fs::read_to_string(path).unwrap()
 }
 
@@ -65,7 +68,12 @@ async fn the_bundle_is_served_with_its_version_and_revalidated_by_etag() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
-    assert!(r.text().await.unwrap().contains(&format!("ferry@{version}.js")));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains(&format!("ferry@{version}.js"))
+    );
 }
 
 #[tokio::test]

@@ -56,7 +56,11 @@ async fn unversioned(headers: HeaderMap) -> Response {
 }
 
 async fn versioned(Path(file): Path<String>, headers: HeaderMap) -> Response {
-    if file.strip_prefix("ferry@").and_then(|f| f.strip_suffix(".js")) == Some(version()) {
+    if file
+        .strip_prefix("ferry@")
+        .and_then(|f| f.strip_suffix(".js"))
+        == Some(version())
+    {
         serve(&headers, VERSIONED_CACHE)
     } else {
         (
