@@ -169,6 +169,18 @@ export class FerryClient extends Emitter<ClientEvents> {
       queueLimit: options.queueLimit ?? 100,
       reconnectOnPolicyClose: options.reconnectOnPolicyClose ?? false,
     };
+    // A browser that comes back online reconnects at once instead of after the backoff.
+    (globalThis as { addEventListener?: (type: string, fn: () => void) => void }).addEventListener?.(
+      "online",
+      () => this.reconnectNow(),
+    );
+  }
+
+  /** While waiting to reconnect, try now instead of after the backoff delay. */
+  reconnectNow(): void {
+    if (this.state.status !== "reconnecting") return;
+    clearTimeout(this.timer);
+    void this.open();
   }
 
   /** The transport in use (or being tried). */
@@ -432,12 +444,20 @@ export class FerryClient extends Emitter<ClientEvents> {
 
   /** Whether the hub answers HTTP (then a failing WebSocket is being blocked on the way). */
   private async reachable(): Promise<boolean> {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), this.o.connectTimeout);
     try {
+      // no-cors: any answer at all will do, and a cross-origin page cannot read one otherwise.
       const browser = typeof document !== "undefined";
-      await this.o.fetch(`${this.url}/health`, browser ? { mode: "no-cors", cache: "no-store" } : {});
+      await this.o.fetch(`${this.url}/health`, {
+        signal: abort.signal,
+        ...(browser ? { mode: "no-cors", cache: "no-store" } : {}),
+      });
       return true;
     } catch {
       return false;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -450,7 +470,11 @@ export class FerryClient extends Emitter<ClientEvents> {
     this.queue = [];
     const error = new FerryError("DISCONNECTED", `the client disconnected (${reason.code} ${reason.reason})`);
     for (const command of queue) command.reject(error);
-    for (const sub of this.subs.values()) sub.sentOn = 0;
+    for (const sub of this.subs.values()) {
+      sub.sentOn = 0;
+      // Whoever awaits `ready` learns now; the subscription stays for the next connect().
+      sub.settle?.(error);
+    }
     const opening = this.opening;
     this.opening = undefined;
     if (this.state.status !== "disconnected") this.setState({ status: "disconnected", reason });
