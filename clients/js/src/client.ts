@@ -116,6 +116,16 @@ interface Pending {
 const errorFrom = (payload: any): FerryError =>
   new FerryError(String(payload?.code ?? "INTERNAL_ERROR"), String(payload?.message ?? ""), payload?.details);
 
+/** The hub's HTTP base URL for `url` (default: the page's origin), without `/ws` or `/sse`. */
+export function hubUrl(url?: string): string {
+  const location = (globalThis as { location?: { origin: string } }).location;
+  const raw = url ?? location?.origin;
+  if (!raw) throw new FerryError("INVALID_URL", "pass options.url (e.g. http://127.0.0.1:8080)");
+  const u = new URL(raw, location?.origin);
+  const scheme = u.protocol.replace(/^ws/, "http");
+  return `${scheme}//${u.host}${u.pathname.replace(/\/+$/, "").replace(/\/(ws|sse)$/, "")}`;
+}
+
 /** A connection to a ferry hub, shared by all its subscriptions. */
 export class FerryClient extends Emitter<ClientEvents> {
   /** The current state. */
@@ -146,12 +156,7 @@ export class FerryClient extends Emitter<ClientEvents> {
 
   constructor(private readonly options: ClientOptions = {}) {
     super();
-    const location = (globalThis as { location?: { origin: string } }).location;
-    const raw = options.url ?? location?.origin;
-    if (!raw) throw new FerryError("INVALID_URL", "pass options.url (e.g. http://127.0.0.1:8080)");
-    const u = new URL(raw, location?.origin);
-    const scheme = u.protocol.replace(/^ws/, "http");
-    this.url = `${scheme}//${u.host}${u.pathname.replace(/\/+$/, "").replace(/\/(ws|sse)$/, "")}`;
+    this.url = hubUrl(options.url);
     const WebSocketImpl = options.WebSocket ?? (globalThis as any).WebSocket;
     if (!WebSocketImpl) {
       throw new FerryError("TRANSPORT", "no WebSocket here: pass options.WebSocket (e.g. `ws` on Node 20)");

@@ -10,7 +10,8 @@
  * await client.publish("chat:lobby", { text: "hi" });
  * ```
  */
-export { FerryClient, PROTOCOL } from "./client.js";
+export { FerryClient, hubUrl, PROTOCOL } from "./client.js";
+export { sharedClient } from "./tabs.js";
 export type { ClientEvents, ClientOptions, WebSocketConstructor, WebSocketLike } from "./client.js";
 export { Subscription } from "./subscription.js";
 export type { SubscriptionEvents } from "./subscription.js";

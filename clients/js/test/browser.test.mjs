@@ -77,7 +77,7 @@ async function publishMany(ch, count, tag) {
   for (let i = 0; i < count; i++) await api("publish", { channel: ch, data: { tag, i, text: `${tag}-${i}` } });
 }
 
-const waitFor = (p, fn, arg) => p.waitForFunction(fn, arg, { timeout: 20_000, polling: 50 });
+const waitFor = (p, fn, arg) => p.waitForFunction(fn, arg, { timeout: 60_000, polling: 50 });
 
 test("the page loads /sdk/ferry.js from the hub, connects, subscribes, publishes and receives; cut and blocked connections recover", async () => {
   const { VERSION } = await loadSdk();
@@ -148,8 +148,8 @@ test("a fresh page behind a proxy that blocks upgrades receives over SSE from th
 test("token expiry in the page is refreshed through getToken() without losing the subscription", async () => {
   const p = await open("index.html", {});
   let calls = 0;
-  // The first token lives 2 s; the hub then sends AUTH_EXPIRED.
-  await p.exposeFunction("mintToken", () => token("tabby", ++calls === 1 ? 2 : 3600));
+  // The first token lives 3 s; the hub then sends AUTH_EXPIRED.
+  await p.exposeFunction("mintToken", () => token("tabby", ++calls === 1 ? 3 : 3600));
   await waitFor(p, () => window.ferryLoaded === true);
   const ch = channel("page-expiry");
   await p.evaluate((ch) => window.t.start("d", [ch], { exposedToken: true }), ch);
@@ -185,6 +185,36 @@ test("commands made in the page while offline are flushed in order", async () =>
   assert.deepEqual(await p.evaluate((ch) => window.t.log("e").received[ch].map((x) => x.data.i), ch), range(0, 7));
   await p.evaluate(() => window.t.client("e").close());
   await p.close();
+  assert.deepEqual(pageErrors, []);
+});
+
+test("tabs share one hub connection; when the leader tab closes another takes over and recovers", async () => {
+  const ch = channel("tabs");
+  const tabs = [];
+  for (const name of ["t1", "t2"]) {
+    const p = await open("index.html", { token: token("tabs") });
+    await waitFor(p, () => window.ferryLoaded === true);
+    await p.evaluate(({ name, ch }) => window.t.start(name, [ch], { shared: true }), { name, ch });
+    tabs.push(p);
+  }
+  const [leader, follower] = tabs;
+  assert.equal((await api("presence", { channel: ch })).count, 1, "one hub connection for both tabs");
+  await publishMany(ch, 2, "api");
+  const sent = await follower.evaluate((ch) => window.t.client("t2").publish(ch, { text: "from tab 2" }), ch);
+  assert.equal(sent.offset, 3, "a follower's publish goes through the leader's connection");
+  await waitFor(leader, (ch) => window.t.offsets("t1", ch).length === 3, ch);
+  await waitFor(follower, (ch) => window.t.offsets("t2", ch).length === 3, ch);
+
+  // The leader tab goes away while publications are made: tab 2 takes the connection
+  // over and recovers from its own position.
+  await leader.close();
+  await publishMany(ch, 5, "handover");
+  await waitFor(follower, (ch) => window.t.offsets("t2", ch).length >= 8, ch);
+  await publishMany(ch, 1, "after");
+  await waitFor(follower, (ch) => window.t.offsets("t2", ch).length >= 9, ch);
+  assert.deepEqual(await follower.evaluate((ch) => window.t.offsets("t2", ch), ch), range(1, 9), "no gap, no duplicate");
+  assert.equal((await api("presence", { channel: ch })).count, 1);
+  await follower.close();
   assert.deepEqual(pageErrors, []);
 });
 

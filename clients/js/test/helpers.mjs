@@ -56,7 +56,7 @@ export const channel = (name) => `chat:${name}-${process.pid}-${++counter}`;
  * Resolve with the first `event` from `emitter` for which `predicate` holds. A safety net
  * rejects after `ms` (generous: it only turns a hang into a failure).
  */
-export function next(emitter, event, predicate = () => true, ms = 20_000) {
+export function next(emitter, event, predicate = () => true, ms = 60_000) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       off();
@@ -87,7 +87,7 @@ export function collect(sub) {
   });
   return {
     received,
-    until(n, ms = 20_000) {
+    until(n, ms = 60_000) {
       if (received.length >= n) return Promise.resolve(received);
       return new Promise((resolve, reject) => {
         const w = { n, resolve };

@@ -173,8 +173,8 @@ test("token expiry is refreshed through getToken() without losing the subscripti
     token: undefined,
     getToken: async () => {
       calls++;
-      // The first token lives 2 s; the hub then sends AUTH_EXPIRED and waits for `auth`.
-      return token("carol", calls === 1 ? 2 : 3600);
+      // The first token lives 3 s; the hub then sends AUTH_EXPIRED and waits for `auth`.
+      return token("carol", calls === 1 ? 3 : 3600);
     },
   });
   const seen = states(c);

@@ -7,7 +7,8 @@
 //!   `clients/js/test/browser.test.mjs` (headless Debian chromium via playwright-core) run
 //!   under `node --test` against a `ferry serve` started here on a loopback port: connect,
 //!   publish and receive, recovery after cut connections and a server restart, token
-//!   refresh through `getToken()`, the SSE fallback, the offline queue, the React hooks.
+//!   refresh through `getToken()`, the SSE fallback, the offline queue, tabs sharing one
+//!   connection, the React hooks.
 //!
 //! Needs `node` and `clients/js/node_modules` (`npm ci --prefix clients/js`), and for the
 //! browser part `/usr/bin/chromium` (or `FERRY_CHROMIUM`); `scripts/test.sh` installs all
@@ -22,7 +23,7 @@ use support::FerryServer;
 use tokio::process::Command;
 
 /// Safety net for one `node` run (each takes seconds).
-const NODE_LIMIT: Duration = Duration::from_secs(300);
+const NODE_LIMIT: Duration = Duration::from_secs(600);
 const SETUP: &str = "run `bash scripts/test.sh`, or `npm ci --prefix clients/js` (and `apt-get install -y chromium` for the browser part)";
 
 fn sdk_dir() -> PathBuf {
@@ -177,5 +178,5 @@ async fn the_sdk_in_chromium_against_ferry_serve() {
         Path::new(&chromium).is_file(),
         "no chromium at {chromium} (set FERRY_CHROMIUM to use another): {SETUP}"
     );
-    run_suite("test/browser.test.mjs", 6, &[("FERRY_CHROMIUM", chromium)]).await;
+    run_suite("test/browser.test.mjs", 7, &[("FERRY_CHROMIUM", chromium)]).await;
 }
