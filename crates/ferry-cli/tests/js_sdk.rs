@@ -6,7 +6,8 @@
 //! - `clients/js/test/node.test.mjs` (Node, with npm `ws` as its WebSocket) and
 //!   `clients/js/test/browser.test.mjs` (headless Debian chromium via playwright-core) run
 //!   under `node --test` against a `ferry serve` started here on a loopback port: connect,
-//!   publish and receive, recovery after cut connections and a server restart, token
+//!   publish and receive, recovery after cut and stalled connections, reconnect after a
+//!   server restart (1001; the new epoch reported as not recoverable), token
 //!   refresh through `getToken()`, the SSE fallback, the offline queue, tabs sharing one
 //!   connection, the React hooks.
 //!
