@@ -313,7 +313,10 @@ export class FerryClient extends Emitter<ClientEvents> {
     try {
       token = this.options.getToken ? ((await this.options.getToken()) ?? undefined) : this.options.token;
     } catch (error) {
-      this.lost(conn, { code: 1006, reason: `getToken() failed: ${(error as Error)?.message ?? error}` }, false);
+      // Not the transport's fault: retry later, without counting it toward the SSE fallback.
+      if (conn === this.conn) {
+        void this.retry(conn, { code: 1006, reason: `getToken() failed: ${(error as Error)?.message ?? error}` }, false);
+      }
       return;
     }
     if (conn !== this.conn) return;

@@ -286,3 +286,21 @@ test("close codes: 1008 (disconnected by the server) is final, 1013 reconnects a
   await new Promise((resolve) => setTimeout(resolve, 1000));
   assert.equal(c.state.status, "disconnected");
 });
+
+test("a getToken() that fails is retried with backoff, and its reason is shown", async () => {
+  let calls = 0;
+  const c = client({
+    token: undefined,
+    getToken: async () => {
+      if (++calls === 1) throw new Error("token service unavailable");
+      return token("frank");
+    },
+  });
+  const retrying = next(c, "state", (s) => s.status === "reconnecting");
+  await c.connect();
+  const state = await retrying;
+  assert.match(state.reason.reason, /getToken\(\) failed: token service unavailable/);
+  assert.equal(c.state.transport, "websocket", "not a reason to fall back to SSE");
+  assert.equal(calls, 2);
+  await c.ping();
+});

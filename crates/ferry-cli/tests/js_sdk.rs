@@ -168,7 +168,7 @@ async fn the_sdk_recovery_sse_parser_and_backoff_logic() {
 
 #[tokio::test]
 async fn the_sdk_in_node_against_ferry_serve() {
-    run_suite("test/node.test.mjs", 8, &[]).await;
+    run_suite("test/node.test.mjs", 9, &[]).await;
 }
 
 #[tokio::test]
