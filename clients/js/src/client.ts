@@ -569,6 +569,17 @@ export class FerryClient extends Emitter<ClientEvents> {
       case "direct":
         this.emit("direct", payload.data);
         break;
+      case "unsubscribe":
+        // The hub ended a subscription (e.g. a refreshed token no longer allows it).
+        if (sub) {
+          const error = new FerryError(String(payload.code ?? "PERMISSION_DENIED"), String(payload.reason ?? ""));
+          this.subs.delete(sub.channel);
+          sub.generation++;
+          sub.settle?.(error);
+          sub.fire("error", error);
+          sub.fire("unsubscribed", error);
+        }
+        break;
     }
   }
 

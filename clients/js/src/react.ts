@@ -94,8 +94,9 @@ export interface PresenceView {
 }
 
 /**
- * Who is subscribed to `channel`, kept current from join/leave events (the component is
- * subscribed to the channel while mounted). Needs a WebSocket connection.
+ * Who is subscribed to `channel`: read when the component mounts and after every
+ * recovery, and again on each join/leave push (only where the namespace has `join_leave`
+ * on). The component is subscribed to the channel while mounted. Needs a WebSocket.
  */
 export function usePresence(client: FerryClient, channel: string): PresenceView {
   const [view, setView] = useState<PresenceView>({ count: 0, clients: {} });

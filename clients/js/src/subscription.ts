@@ -22,7 +22,10 @@ export interface SubscriptionEvents {
   leave: ClientInfo;
   /** The subscription failed; after the first success it is retried on the next reconnect. */
   error: FerryError;
-  /** The subscription ended (unsubscribe, the first subscribe refused, or the client closed). */
+  /**
+   * The subscription ended: `unsubscribe()`, the first subscribe refused, or the hub ended
+   * it (an `unsubscribe` push, e.g. a refreshed token no longer allows the channel).
+   */
   unsubscribed: FerryError | undefined;
 }
 

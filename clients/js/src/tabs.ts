@@ -231,11 +231,19 @@ class Host {
         const top = await this.client.history(channel, { reverse: true, limit: 1 });
         return { channel, offset: top.offset, epoch: top.epoch };
       }
-      const page = await this.client.history(channel, { since: payload.offset, limit: 1000 });
-      const pubs = page.publications;
-      const contiguous = pubs.every((p, i) => p.offset === payload.offset + 1 + i);
-      const recovered = page.epoch === payload.epoch && contiguous && !page.has_more;
-      return { channel, offset: page.offset, epoch: page.epoch, recovered, publications: recovered ? pubs : [] };
+      // Read what the tab missed, page by page (a hub may split pages by size).
+      const pubs: Publication[] = [];
+      let page;
+      for (let pages = 0; pages < 100; pages++) {
+        const since = pubs.length ? pubs[pubs.length - 1].offset : payload.offset;
+        page = await this.client.history(channel, { since, limit: 1000 });
+        pubs.push(...page.publications);
+        if (!page.has_more || !page.publications.length) break;
+      }
+      const top = page!;
+      const contiguous = pubs.every((p, i) => p.offset === payload.offset + 1 + i && p.epoch === payload.epoch);
+      const recovered = top.epoch === payload.epoch && contiguous && !top.has_more;
+      return { channel, offset: top.offset, epoch: top.epoch, recovered, publications: recovered ? pubs : [] };
     } catch (error) {
       this.leave(sock, channel);
       throw error;

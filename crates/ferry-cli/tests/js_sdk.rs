@@ -98,9 +98,16 @@ async fn run_tests(file: &str, expected_tests: u32, envs: &[(&str, String)]) -> 
     run
 }
 
-/// [`run_tests`] against a `ferry serve` started here.
+/// [`run_tests`] against a `ferry serve` started here. The `chat` namespace pushes
+/// join/leave (the React presence test follows them); everything else is the default.
 async fn run_suite(file: &str, expected_tests: u32, extra_env: &[(&str, String)]) {
-    let server = FerryServer::start(&[]).await.expect("ferry serve starts");
+    let config_dir = tempfile::tempdir().expect("temp dir");
+    let config = config_dir.path().join("ferry.toml");
+    std::fs::write(&config, "[namespaces.chat]\njoin_leave = true\n").expect("writing ferry.toml");
+    let config = config.to_str().expect("UTF-8 temp path");
+    let server = FerryServer::start(&["--config", config])
+        .await
+        .expect("ferry serve starts");
     let mut envs = vec![
         ("FERRY_URL", server.base_url.clone()),
         ("FERRY_API_KEY", support::API_KEY.to_string()),

@@ -23,7 +23,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
-use crate::transports::{AppState, api, sdk, sse, testbed, ws};
+use crate::transports::{AppState, api, sse, testbed, ws};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +93,9 @@ pub fn router(state: AppState) -> Router {
         .route("/sse", get(sse::handler))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .merge(api::routes())
-        .merge(sdk::routes());
+        .merge(api::routes());
+    // The browser SDK bundle, /sdk/ferry.js (clients/js).
+    app = app.merge(crate::transports::sdk::routes());
     if config.testbed {
         app = app.merge(testbed::routes());
     }
