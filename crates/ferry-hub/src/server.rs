@@ -94,11 +94,11 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .merge(api::routes());
-    // The browser SDK bundle, /sdk/ferry.js (clients/js).
-    app = app.merge(crate::transports::sdk::routes());
     if config.testbed {
         app = app.merge(testbed::routes());
     }
+    // The browser SDK bundle, /sdk/ferry.js (clients/js).
+    app = app.merge(crate::transports::sdk::routes());
     if let Some(dir) = &config.static_dir {
         app = app.fallback_service(ServeDir::new(dir).append_index_html_on_directories(true));
     }
