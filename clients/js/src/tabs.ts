@@ -50,7 +50,8 @@ export function sharedClient(options: ClientOptions = {}): FerryClient {
   const Socket = function (this: unknown, url: string) {
     return new TabSocket(link, url);
   } as unknown as WebSocketConstructor;
-  return new FerryClient({ ...options, WebSocket: Socket, sseFallback: false });
+  // The host authenticates (and refreshes tokens); a tab's client needs no token of its own.
+  return new FerryClient({ ...options, token: undefined, getToken: undefined, WebSocket: Socket, sseFallback: false });
 }
 
 /** A tab's end of the BroadcastChannel, shared by its sockets. */
