@@ -109,6 +109,8 @@ pub fn router(state: AppState) -> Router {
     if config.testbed {
         app = app.merge(testbed::routes());
     }
+    // The browser SDK bundle, /sdk/ferry.js (clients/js).
+    app = app.merge(crate::transports::sdk::routes());
     if let Some(dir) = &config.static_dir {
         // Symlinks that resolve outside `dir` are refused (static_files.rs).
         app = app.fallback_service(crate::static_files::confined(

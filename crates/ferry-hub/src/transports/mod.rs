@@ -2,6 +2,7 @@
 //! state of their own beyond the connection they serve.
 
 pub mod api;
+pub mod sdk;
 pub mod sse;
 pub mod testbed;
 pub mod testbed_http;
