@@ -1,4 +1,4 @@
-//! Hostile input and operator slips (issue 8, part B), over real loopback sockets:
+//! Hardening (issue 8, part B) against hostile peers and operator slips, over real loopback sockets:
 //! tokens not valid yet, `--static` symlinks out of the directory, numeric ids beyond
 //! 2^64, invisible characters in channel names, deeply nested `data`, and a secrets file
 //! left readable by others.
