@@ -2,15 +2,13 @@
 // `ferry serve` and passes FERRY_URL, FERRY_API_KEY, FERRY_JWT_SECRET and FERRY_BIN).
 import { execFileSync, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 
-import { root } from "./paths.mjs";
+import { root, tempDir } from "./paths.mjs";
 
-export { root };
+export { root, tempDir };
 
 function required(name) {
   const value = process.env[name];
@@ -24,7 +22,7 @@ const jwtSecret = required("FERRY_JWT_SECRET");
 
 /** The SDK as shipped: the minified bundle, built now from src/ into a temp dir. */
 export async function loadSdk() {
-  const out = mkdtempSync(join(tmpdir(), "ferry-sdk-"));
+  const out = tempDir("ferry-sdk-");
   execFileSync(process.execPath, [join(root, "scripts/build.mjs"), "--outdir", out], { stdio: "inherit" });
   return import(pathToFileURL(join(out, "ferry.min.js")).href);
 }
@@ -112,7 +110,7 @@ export const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) 
  * Start a `ferry serve` of our own (FERRY_BIN) on `port` (0: any) with the test secrets;
  * resolves once it prints its listening line. Used where a test restarts the server.
  */
-export async function startServer(port = 0, dataDir = mkdtempSync(join(tmpdir(), "ferry-data-"))) {
+export async function startServer(port = 0, dataDir = tempDir("ferry-data-")) {
   const child = spawn(
     required("FERRY_BIN"),
     ["serve", "--listen", `127.0.0.1:${port}`, "--api-key", apiKey, "--jwt-secret", jwtSecret, "--data-dir", dataDir],

@@ -1,15 +1,13 @@
 // The SDK's pure parts, without a server: recovery bookkeeping (the same cases as the Rust
 // client's subscription.rs), the SSE parser and the backoff. Bundled from src/ by esbuild.
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { build } from "esbuild";
-import { root } from "./paths.mjs";
+import { root, tempDir } from "./paths.mjs";
 
-const out = mkdtempSync(join(tmpdir(), "ferry-unit-"));
+const out = tempDir("ferry-unit-");
 await build({
   absWorkingDir: root,
   entryPoints: ["src/recovery.ts", "src/sse.ts", "src/backoff.ts"],
