@@ -39,8 +39,9 @@ allow_anonymous = false
 # Origins allowed for browser WebSocket/SSE and CORS, e.g. ["http://127.0.0.1:5173"].
 # ["*"] allows any. Empty: same-origin pages and non-browser clients only.
 allowed_origins = []
-# Serve the /test/* testbed (echo, anything, status, delay, bytes, stream, sse).
-testbed = @TESTBED@
+# Serve the /test/* testbed (echo, anything, status, delay, bytes, stream, sse);
+# unauthenticated, so keep it for local work (`ferry serve --testbed` or --dev).
+testbed = false
 # Serve this directory's files at / (with compression and CORS).
 # static_dir = "public"
 
@@ -58,7 +59,7 @@ history_size = 100
 history_ttl_secs = 0
 # Track who is subscribed (presence) and push join/leave events.
 presence = true
-join_leave = true
+join_leave = false
 # What authenticated users may do (tokens' caps can grant more).
 allow_subscribe = true
 allow_publish = true
@@ -73,7 +74,7 @@ allow_anonymous = false
 history_size = 100
 history_ttl_secs = 0
 presence = true
-join_leave = true
+join_leave = false
 allow_subscribe = true
 allow_publish = true
 allow_history = true
@@ -110,12 +111,54 @@ shutdown_grace_ms = 5000
 # Testbed caps: longest /test/delay (s), largest /test/bytes and /test/echo message (bytes).
 testbed_max_delay_secs = 10
 testbed_max_bytes = 10485760
-testbed_max_echo_size = 16777216
+testbed_max_echo_size = 1048576
+# Socket-level limits and timeouts (each explained in `ferry serve --help`):
 "#;
 
-/// The template with the defaults that may change between releases filled in.
+/// The template with every value taken from `Config::default()`, so a changed default
+/// cannot leave a stale value in it; a key the template does not mention yet is added at
+/// the end of its section.
 pub fn template() -> String {
-    TEMPLATE.replace("@TESTBED@", &Config::default().testbed.to_string())
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    let table_at = |path: &str| -> Option<&toml::Table> {
+        if path.is_empty() {
+            return Some(&defaults);
+        }
+        path.split('.')
+            .try_fold(&defaults, |t, part| t.get(part).and_then(|v| v.as_table()))
+    };
+    let mut out = String::new();
+    let mut section = String::new();
+    let mut written: Vec<String> = Vec::new();
+    let flush = |section: &str, written: &[String], out: &mut String| {
+        if let Some(table) = table_at(section) {
+            for (key, value) in table {
+                if !value.is_table() && !written.iter().any(|w| w == key) {
+                    out.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+        }
+    };
+    for line in TEMPLATE.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') && !trimmed.starts_with("[[") {
+            flush(&section, &written, &mut out);
+            section = trimmed.trim_matches(['[', ']']).to_string();
+            written.clear();
+            out.push_str(line);
+        } else if let Some((key, _)) = line.split_once(" = ").filter(|_| !line.starts_with('#')) {
+            match table_at(&section).and_then(|t| t.get(key)) {
+                Some(value) => out.push_str(&format!("{key} = {value}")),
+                None => out.push_str(line),
+            }
+            written.push(key.to_string());
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    flush(&section, &written, &mut out);
+    out
 }
 
 /// `ferry init [DIR]`.
