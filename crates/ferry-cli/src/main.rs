@@ -50,7 +50,10 @@ enum Command {
     /// Example: `ferry serve`, then publish with
     /// `curl -H "Authorization: apikey $KEY" -d '{"channel":"chat:lobby","data":{"text":"hi"}}' http://127.0.0.1:8080/api/publish`
     /// or `ferry pub chat:lobby '{"text":"hi"}'`. For local development: `ferry serve --dev`.
-    #[command(after_help = serve_dev::SERVE_HELP, after_long_help = SERVE_LIMITS_HELP)]
+    #[command(
+        after_help = serve_dev::SERVE_HELP,
+        after_long_help = format!("{}\n\n{SERVE_LIMITS_HELP}", serve_dev::SERVE_HELP)
+    )]
     Serve(ServeArgs),
     /// Mint a client token (JWT) with the local hub's secret, or `check` one.
     #[command(after_help = cmd_token::TOKEN_HELP)]
