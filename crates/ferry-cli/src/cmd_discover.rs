@@ -85,7 +85,11 @@ fn line(hub: &DiscoveredHub) -> String {
         addresses.join(","),
         hub.port,
         if hub.tls { "yes" } else { "no" },
-        if hub.version.is_empty() { "?" } else { &hub.version },
+        if hub.version.is_empty() {
+            "?"
+        } else {
+            &hub.version
+        },
         via(hub),
         hub.url(),
     )

@@ -55,8 +55,12 @@ fn a_hub_in_another_namespace_is_found_over_mdns_and_over_broadcast() {
 
         // The CLI, each method alone, stopping at the first answer.
         for (flag, via) in [("--no-broadcast", "mdns"), ("--no-mdns", "broadcast")] {
-            let (code, stdout, stderr) =
-                ferry_discover(&lan, &lan.client, &["--json", "--first", "--timeout", "20s", flag]).await;
+            let (code, stdout, stderr) = ferry_discover(
+                &lan,
+                &lan.client,
+                &["--json", "--first", "--timeout", "20s", flag],
+            )
+            .await;
             assert_eq!(code, 0, "{flag}: {stderr}");
             let hubs = json_hubs(&stdout);
             assert_eq!(hubs.len(), 1, "{stdout}");
@@ -76,18 +80,26 @@ fn a_hub_in_another_namespace_is_found_over_mdns_and_over_broadcast() {
         let (code, stdout, stderr) = ferry_discover(&lan, &lan.client, &["--timeout", "2s"]).await;
         assert_eq!(code, 0, "{stderr}");
         assert!(
-            stdout.starts_with(&format!("hub-one  {HUB_IP}  port 18080  tls no  version {}", env!("CARGO_PKG_VERSION"))),
+            stdout.starts_with(&format!(
+                "hub-one  {HUB_IP}  port 18080  tls no  version {}",
+                env!("CARGO_PKG_VERSION")
+            )),
             "{stdout}"
         );
 
         // The library, each method alone.
         let by_mdns = first_hub(true, false, LONG).await.expect("found over mDNS");
         assert_eq!(by_mdns.name, "hub-one");
-        assert_eq!(by_mdns.addresses, vec![HUB_IP.parse::<std::net::IpAddr>().expect("ip")]);
+        assert_eq!(
+            by_mdns.addresses,
+            vec![HUB_IP.parse::<std::net::IpAddr>().expect("ip")]
+        );
         assert_eq!(by_mdns.port, 18080);
         assert_eq!(by_mdns.via, vec![Via::Mdns]);
         assert_eq!(by_mdns.url(), format!("ws://{HUB_IP}:18080/ws"));
-        let by_broadcast = first_hub(false, true, LONG).await.expect("found by broadcast");
+        let by_broadcast = first_hub(false, true, LONG)
+            .await
+            .expect("found by broadcast");
         assert_eq!(by_broadcast.name, "hub-one");
         assert_eq!(by_broadcast.addresses, by_mdns.addresses);
         assert_eq!(by_broadcast.via, vec![Via::Broadcast]);
@@ -114,10 +126,13 @@ fn with_multicast_dropped_the_broadcast_fallback_finds_the_hub() {
         // Multicast really is dropped: mDNS alone finds nothing.
         assert_eq!(first_hub(true, false, Duration::from_secs(3)).await, None);
         // The same defaults as above find it through the fallback.
-        let found = first_hub(true, true, LONG).await.expect("found by broadcast");
+        let found = first_hub(true, true, LONG)
+            .await
+            .expect("found by broadcast");
         assert_eq!(found.name, "hub-one");
         assert_eq!(found.via, vec![Via::Broadcast]);
-        let (code, stdout, stderr) = ferry_discover(&lan, &lan.client, &["--json", "--timeout", "3s"]).await;
+        let (code, stdout, stderr) =
+            ferry_discover(&lan, &lan.client, &["--json", "--timeout", "3s"]).await;
         assert_eq!(code, 0, "{stderr}");
         let hubs = json_hubs(&stdout);
         assert_eq!(hubs.len(), 1, "{stdout}");
@@ -141,7 +156,8 @@ fn a_loopback_only_hub_is_not_announced() {
         // From the other namespace and from the hub's own: only the visible one, by
         // either method, for the whole window.
         for ns in [&lan.client, &lan.hub] {
-            let (code, stdout, stderr) = ferry_discover(&lan, ns, &["--json", "--timeout", "3s"]).await;
+            let (code, stdout, stderr) =
+                ferry_discover(&lan, ns, &["--json", "--timeout", "3s"]).await;
             assert_eq!(code, 0, "{stderr}");
             let names: Vec<String> = json_hubs(&stdout)
                 .iter()
@@ -153,7 +169,10 @@ fn a_loopback_only_hub_is_not_announced() {
         assert!(logs.contains("not announcing"), "{logs}");
         // Nothing answers on the hub's loopback broadcast port either: the loopback hub
         // opened no responder.
-        assert!(!logs.contains("announcing the hub on the local network"), "{logs}");
+        assert!(
+            !logs.contains("announcing the hub on the local network"),
+            "{logs}"
+        );
     });
 }
 
@@ -170,7 +189,10 @@ fn a_client_finds_its_hub_again_after_the_hub_moves() {
     let remembered = || -> String {
         let text = std::fs::read_to_string(&state).expect("state file");
         let doc: Value = serde_json::from_str(&text).expect("json");
-        doc["targets"]["mover"]["url"].as_str().unwrap_or_default().to_string()
+        doc["targets"]["mover"]["url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     };
     let client = |options: DiscoveryOptions| {
         HubClient::builder("ferry://mover")

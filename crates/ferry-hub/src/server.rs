@@ -193,7 +193,8 @@ impl Server {
         let hub = self.state.hub.clone();
         let limiter = self.state.limiter.clone();
         // LAN announcement (SPEC L1), withdrawn as soon as shutdown starts.
-        let announcer = crate::announce::Announcer::start(hub.config(), self.listener.local_addr()?);
+        let announcer =
+            crate::announce::Announcer::start(hub.config(), self.listener.local_addr()?);
         let limits = &hub.config().limits;
         let grace = Duration::from_millis(limits.shutdown_grace_ms);
         let stop = hub.clone();

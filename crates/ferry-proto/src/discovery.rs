@@ -72,9 +72,7 @@ pub enum RecordError {
 
 /// Why a node name cannot be announced.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid node name {0:?}: use 1 to 63 bytes without control characters, `=` or `,`"
-)]
+#[error("invalid node name {0:?}: use 1 to 63 bytes without control characters, `=` or `,`")]
 pub struct InvalidName(pub String);
 
 /// Check a node name: 1 to [`MAX_NAME_LEN`] bytes, no control characters, no `=` or `,`

@@ -99,15 +99,37 @@ impl Lan {
         ip(&["-n", sw, "link", "add", "br0", "type", "bridge"])?;
         // Each veth pair is created inside a namespace with its peer in another: never in
         // the host's namespace.
-        ip(&["-n", hub, "link", "add", "eth0", "type", "veth", "peer", "name", "port-hub", "netns", sw])?;
-        ip(&["-n", cli, "link", "add", "eth0", "type", "veth", "peer", "name", "port-cli", "netns", sw])?;
+        ip(&[
+            "-n", hub, "link", "add", "eth0", "type", "veth", "peer", "name", "port-hub", "netns",
+            sw,
+        ])?;
+        ip(&[
+            "-n", cli, "link", "add", "eth0", "type", "veth", "peer", "name", "port-cli", "netns",
+            sw,
+        ])?;
         for port in ["port-hub", "port-cli"] {
             ip(&["-n", sw, "link", "set", port, "master", "br0"])?;
             ip(&["-n", sw, "link", "set", port, "up"])?;
         }
         ip(&["-n", sw, "link", "set", "br0", "up"])?;
-        ip(&["-n", hub, "addr", "add", &format!("{HUB_IP}/24"), "dev", "eth0"])?;
-        ip(&["-n", cli, "addr", "add", &format!("{CLIENT_IP}/24"), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            hub,
+            "addr",
+            "add",
+            &format!("{HUB_IP}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&[
+            "-n",
+            cli,
+            "addr",
+            "add",
+            &format!("{CLIENT_IP}/24"),
+            "dev",
+            "eth0",
+        ])?;
         for ns in [hub, cli] {
             ip(&["-n", ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -119,15 +141,34 @@ impl Lan {
     /// flooding multicast to both ports; broadcast still passes.
     pub fn drop_multicast(&self) -> anyhow::Result<()> {
         for port in ["port-hub", "port-cli"] {
-            bridge(&self.switch, &["link", "set", "dev", port, "mcast_flood", "off"])?;
+            bridge(
+                &self.switch,
+                &["link", "set", "dev", port, "mcast_flood", "off"],
+            )?;
         }
         Ok(())
     }
 
     /// Move the hub's address from `from` to `to`.
     pub fn move_hub(&self, from: &str, to: &str) -> anyhow::Result<()> {
-        ip(&["-n", &self.hub, "addr", "del", &format!("{from}/24"), "dev", "eth0"])?;
-        ip(&["-n", &self.hub, "addr", "add", &format!("{to}/24"), "dev", "eth0"])
+        ip(&[
+            "-n",
+            &self.hub,
+            "addr",
+            "del",
+            &format!("{from}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&[
+            "-n",
+            &self.hub,
+            "addr",
+            "add",
+            &format!("{to}/24"),
+            "dev",
+            "eth0",
+        ])
     }
 
     /// `ip netns exec NS PROGRAM`, killed when dropped.
@@ -191,14 +232,27 @@ pub struct NsHub {
 impl NsHub {
     /// `ip netns exec NS ferry serve --listen LISTEN --name NAME EXTRA...` with the test
     /// API key and JWT secret; waits for its listening line.
-    pub async fn start(lan: &Lan, ns: &str, listen: &str, name: &str, extra: &[&str]) -> anyhow::Result<NsHub> {
-        let data = tempfile::Builder::new().prefix("ferry-lan-test-").tempdir()?;
+    pub async fn start(
+        lan: &Lan,
+        ns: &str,
+        listen: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<NsHub> {
+        let data = tempfile::Builder::new()
+            .prefix("ferry-lan-test-")
+            .tempdir()?;
         let log = data.path().join("serve.log");
         let mut child = lan
             .command(ns, Path::new(env!("CARGO_BIN_EXE_ferry")))
             .args(["serve", "--listen", listen, "--name", name, "--data-dir"])
             .arg(data.path())
-            .args(["--api-key", crate::support::API_KEY, "--jwt-secret", crate::support::JWT_SECRET])
+            .args([
+                "--api-key",
+                crate::support::API_KEY,
+                "--jwt-secret",
+                crate::support::JWT_SECRET,
+            ])
             .args(extra)
             .env_remove("FERRY_LOG")
             .stdin(Stdio::null())
@@ -210,7 +264,10 @@ impl NsHub {
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
         let read = tokio::time::timeout(Duration::from_secs(60), stdout.read_line(&mut line)).await;
-        let addr = line.trim().strip_prefix("ferry listening on http://").map(str::to_string);
+        let addr = line
+            .trim()
+            .strip_prefix("ferry listening on http://")
+            .map(str::to_string);
         match (read, addr) {
             (Ok(Ok(_)), Some(addr)) => Ok(NsHub {
                 addr,

@@ -2,7 +2,7 @@
 //! address (and 255.255.255.255 where a route allows), repeated while waiting; every
 //! valid reply is an answer from the address it came from.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ferry_proto::discovery::{self, HubRecord};
@@ -95,7 +95,7 @@ pub(super) fn probe(
                         Ok(record) => {
                             let answer = Answer {
                                 record,
-                                addresses: vec![IpAddr::from(from.ip())],
+                                addresses: vec![from.ip()],
                                 via: Via::Broadcast,
                             };
                             if tx.send(answer).await.is_err() {

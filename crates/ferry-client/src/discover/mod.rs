@@ -263,8 +263,7 @@ impl Discovery {
     /// later answer adds an address.
     pub async fn next(&mut self) -> Option<DiscoveredHub> {
         loop {
-            let answer = match tokio::time::timeout_at(self.deadline.into(), self.rx.recv()).await
-            {
+            let answer = match tokio::time::timeout_at(self.deadline.into(), self.rx.recv()).await {
                 Ok(Some(answer)) => answer,
                 Ok(None) | Err(_) => {
                     self.stop();
@@ -313,7 +312,11 @@ impl Discovery {
             addresses,
             via,
         } = answer;
-        if self.name.as_deref().is_some_and(|n| !record.name.eq_ignore_ascii_case(n)) {
+        if self
+            .name
+            .as_deref()
+            .is_some_and(|n| !record.name.eq_ignore_ascii_case(n))
+        {
             return None;
         }
         let key = record.name.to_lowercase();

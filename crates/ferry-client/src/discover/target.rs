@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use reqwest::Url;
 
 use super::memory::{self, Remembered};
-use super::{DiscoveryOptions, Discovery};
+use super::{Discovery, DiscoveryOptions};
 use crate::ws::transport::{self, Endpoint, Opened};
 use crate::ws::{Error, ErrorKind};
 
@@ -41,15 +41,12 @@ impl Target {
         }
         let parsed = Url::parse(url)
             .map_err(|e| Error::new(ErrorKind::InvalidUrl, format!("`{url}` is not a URL: {e}")))?;
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidUrl,
-                    format!("`{url}` names no hub; use ferry://_any or ferry://NODE-NAME"),
-                )
-            })?;
+        let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidUrl,
+                format!("`{url}` names no hub; use ferry://_any or ferry://NODE-NAME"),
+            )
+        })?;
         let host = percent_encoding::percent_decode_str(host)
             .decode_utf8_lossy()
             .into_owned();
@@ -163,7 +160,10 @@ impl Locator {
             }
         }
         Err(last.unwrap_or_else(|| {
-            Error::new(ErrorKind::Connection, format!("hub {} has no address", hub.name))
+            Error::new(
+                ErrorKind::Connection,
+                format!("hub {} has no address", hub.name),
+            )
         }))
     }
 

@@ -315,7 +315,10 @@ impl WebSocketBuilder {
         let (url, locator) = match crate::discover::Target::parse(&self.url)? {
             Some(target) => (
                 crate::discover::target::Locator::placeholder_url()?,
-                Some(crate::discover::target::Locator::new(target, self.discovery)),
+                Some(crate::discover::target::Locator::new(
+                    target,
+                    self.discovery,
+                )),
             ),
             None => (transport::parse_url(&self.url)?, None),
         };

@@ -32,9 +32,7 @@ impl Allowed {
     fn permits(self, source: IpAddr) -> bool {
         match (self, source) {
             (Allowed::Any, _) => true,
-            (Allowed::Subnet { network, mask }, IpAddr::V4(v4)) => {
-                u32::from(v4) & mask == network
-            }
+            (Allowed::Subnet { network, mask }, IpAddr::V4(v4)) => u32::from(v4) & mask == network,
             (Allowed::Subnet { .. }, IpAddr::V6(_)) => false,
         }
     }
@@ -82,9 +80,9 @@ pub(super) fn start(
     };
     let reply = record.encode_reply();
     let rate = NonZeroU32::new(rate_per_ip).unwrap_or(NonZeroU32::MIN);
-    let per_source = RateLimiter::keyed(Quota::per_second(rate).allow_burst(rate.saturating_mul(
-        NonZeroU32::MIN.saturating_add(1),
-    )));
+    let per_source = RateLimiter::keyed(
+        Quota::per_second(rate).allow_burst(rate.saturating_mul(NonZeroU32::MIN.saturating_add(1))),
+    );
     let global = RateLimiter::direct(Quota::per_second(
         NonZeroU32::new(GLOBAL_RATE).unwrap_or(NonZeroU32::MIN),
     ));
