@@ -9,7 +9,7 @@
 # Usage: bench/proxy.sh            (needs Debian `wrk` and `nginx`; builds ferry --release)
 # Knobs: BENCH_PROXY_DURATION (5 s per phase), BENCH_PROXY_CONNECTIONS (32),
 #        BENCH_PROXY_PATH (/health), BENCH_PROXY_REPEATS (1), BENCH_NO_BUILD=1,
-#        BENCH_OUT (target/bench).
+#        BENCH_OUT (target/bench), FERRY_BIN (the ferry binary; default the release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +27,7 @@ done
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
     cargo build --release -q -p ferry-cli
 fi
-FERRY=${CARGO_TARGET_DIR:-target}/release/ferry
+FERRY=${FERRY_BIN:-${CARGO_TARGET_DIR:-target}/release/ferry}
 
 PIDS=()
 cleanup() {

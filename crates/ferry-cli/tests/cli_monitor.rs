@@ -24,13 +24,16 @@ async fn monitor_json_shows_rates_and_top_channels_of_a_loaded_hub() -> anyhow::
     request
         .headers_mut()
         .insert("sec-websocket-protocol", "ferry.json".parse()?);
-    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await??;
+    let (mut ws, _) =
+        tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request)).await??;
     ws.send(Message::text(
         json!({"type": "subscribe", "id": "1", "payload": {"channel": "chat:mon"}}).to_string(),
     ))
     .await?;
     loop {
-        let msg = tokio::time::timeout(WAIT, ws.next()).await?.context("closed")??;
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await?
+            .context("closed")??;
         if msg.to_text().is_ok_and(|t| t.contains("\"reply\"")) {
             break;
         }
@@ -66,7 +69,11 @@ async fn monitor_json_shows_rates_and_top_channels_of_a_loaded_hub() -> anyhow::
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
     assert_eq!(samples.len(), 4, "{}", out.stdout);
-    assert_eq!(samples[0]["publications_per_sec"], Value::Null, "no rate yet");
+    assert_eq!(
+        samples[0]["publications_per_sec"],
+        Value::Null,
+        "no rate yet"
+    );
     for s in &samples {
         assert_eq!(s["connections"], 1, "{s}");
         assert_eq!(s["subscriptions"], 1, "{s}");
