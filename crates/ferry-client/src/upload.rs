@@ -119,7 +119,8 @@ pub struct Upload {
     checksum: bool,
     backoff: Backoff,
     control: UploadControl,
-    progress: Option<ProgressFn>,
+    // A Mutex so that `Upload` is Sync (its future is Send) with a callback that is Send only.
+    progress: std::sync::Mutex<Option<ProgressFn>>,
 }
 
 impl std::fmt::Debug for Upload {
@@ -172,7 +173,7 @@ impl Upload {
                 ..Backoff::default()
             },
             control: UploadControl::default(),
-            progress: None,
+            progress: std::sync::Mutex::new(None),
         }
     }
 
@@ -230,7 +231,7 @@ impl Upload {
 
     /// Called after every chunk with {loaded, total, percentage, speed}.
     pub fn on_progress(mut self, callback: impl FnMut(&Progress) + Send + 'static) -> Upload {
-        self.progress = Some(Box::new(callback));
+        self.progress = std::sync::Mutex::new(Some(Box::new(callback)));
         self
     }
 
@@ -264,7 +265,12 @@ impl Upload {
         for (n, v) in &self.headers {
             request = request.header(n.clone(), v.clone());
         }
-        if let Some(mut progress) = self.progress.take() {
+        let callback = self
+            .progress
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(mut progress) = callback {
             request = request.on_progress(move |p| progress(p));
         }
         let response = request
@@ -408,7 +414,11 @@ impl Upload {
         };
         let resumed_from = offset;
         let mut meter = Meter::new(offset, Some(size), Instant::now());
-        let mut progress = self.progress.take();
+        let mut progress = self
+            .progress
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(p) = progress.as_mut() {
             p(&meter.progress(Instant::now()));
         }
