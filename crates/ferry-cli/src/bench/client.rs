@@ -152,6 +152,12 @@ impl Target {
 
     async fn open_inner(&self, subscribe: bool) -> anyhow::Result<Ws> {
         let stream = TcpStream::connect(self.addr).await.context("connect")?;
+        self.handshake(stream, subscribe).await
+    }
+
+    /// Run the upgrade and the protocol's handshake on a connected `stream` (the soak
+    /// scenario connects its own, with a tiny receive buffer for its stalled readers).
+    pub async fn handshake(&self, stream: TcpStream, subscribe: bool) -> anyhow::Result<Ws> {
         stream.set_nodelay(true).context("TCP_NODELAY")?;
         let mut request = self
             .request_uri

@@ -2,7 +2,8 @@
 //!
 //! Scenarios: `idle` (connections held), `fanout` (subscribers × publishers), `latency`
 //! (publish → delivery at a low fixed rate), `echo` (any WebSocket echo URL) and `sse`
-//! (EventSource subscribers of the hub). Protocol adapters: `ferry` (the hub protocol),
+//! (EventSource subscribers of the hub), `soak` (thousands of connections of every kind
+//! for minutes: misses, reaping and server memory). Protocol adapters: `ferry` (the hub protocol),
 //! `plain` (the peers' trivial broadcast protocol: whatever a client sends, the server
 //! sends to every other client; `/echo` echoes) and `socketio` (Engine.IO v4 over a raw
 //! WebSocket).
@@ -18,6 +19,7 @@ mod fanout;
 mod idle;
 mod probe;
 mod report;
+mod soak;
 mod sse;
 mod wire;
 
@@ -174,6 +176,75 @@ enum ScenarioArgs {
     },
     /// N EventSource subscribers of the hub's /sse, fed by ferry publishers.
     Sse(FanoutArgs),
+    /// Many connections for a long time: well-behaved subscribers (checked for misses),
+    /// stalled readers (checked to be reaped), slow readers, reconnect storms and HTTP
+    /// publishers; server RSS sampled. Prints a markdown table (bench/soak.sh).
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// Connections in total (well-behaved, stalled and slow subscribers).
+    #[arg(long, short = 'n', default_value = "10000", value_parser = count)]
+    connections: usize,
+    /// Seconds the run lasts.
+    #[arg(long, short = 'd', default_value_t = 600.0, value_parser = seconds)]
+    duration: f64,
+    /// Channels the subscribers are spread over (`chat:soak-0` ...).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    channels: u16,
+    /// Percent of the connections that are stalled readers (tiny SO_RCVBUF, never read).
+    #[arg(long, default_value_t = 5.0, value_parser = percent)]
+    stalled_percent: f64,
+    /// Percent of the connections that are slow readers.
+    #[arg(long, default_value_t = 5.0, value_parser = percent)]
+    slow_percent: f64,
+    /// Channels each slow reader subscribes to.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=128))]
+    slow_channels: u16,
+    /// Milliseconds a slow reader sleeps after each message.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    slow_sleep_ms: u64,
+    /// Seconds after opening at which a stalled reader is read to judge whether the server
+    /// reaped it (write timeout, or ping/pong and idle timeouts, must have passed).
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    stalled_check: f64,
+    /// Seconds between reconnect storms (0: none).
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    storm_every: f64,
+    /// Well-behaved subscribers that drop and reconnect (recovering) in each storm.
+    #[arg(long, default_value_t = 1000)]
+    storm_size: usize,
+    /// HTTP publisher connections.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    publishers: u16,
+    /// Publications per second over all publishers.
+    #[arg(long, default_value_t = 200.0, value_parser = rate)]
+    rate: f64,
+    /// Size of a publication's JSON data, bytes.
+    #[arg(long, default_value_t = 200)]
+    size: usize,
+    /// Size of the occasional large publication, bytes (0: none).
+    #[arg(long, default_value_t = 256 * 1024, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    big_size: u64,
+    /// Seconds between large publications (0: none).
+    #[arg(long, default_value_t = 2.0, value_parser = seconds)]
+    big_every: f64,
+    /// Seconds between server samples (RSS with --server-pid, /api/stats).
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    sample_every: f64,
+    /// The server's API key (publications go through POST /api/publish).
+    #[arg(long, env = "FERRY_API_KEY", hide_env_values = true)]
+    api_key: String,
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("between 0 and 100".into())
+    }
 }
 
 #[derive(Args)]
@@ -244,7 +315,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let report = runtime.block_on(run_scenario(args, nofile))?;
-    if report.json_output {
+    if let Some(text) = report.printed {
+        print!("{text}");
+    } else if report.json_output {
         println!("{}", serde_json::to_string_pretty(&report.report)?);
     } else {
         print!("{}", report::table(&report.report));
@@ -256,6 +329,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
 struct Outcome {
     report: report::Report,
+    /// Output of a scenario with its own report (soak).
+    printed: Option<String>,
     json_output: bool,
 }
 
@@ -267,6 +342,7 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
         }
         ScenarioArgs::Fanout(f) | ScenarioArgs::Sse(f) => f.subscribers + f.publishers,
         ScenarioArgs::Latency(l) => l.subscribers + 1,
+        ScenarioArgs::Soak(s) => s.connections + usize::from(s.publishers) + 2,
     };
     if (nofile as usize) < needed + 64 {
         eprintln!(
@@ -352,9 +428,47 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             }
             sse::run(&common, target, f.plan(group_size), token).await?
         }
+        ScenarioArgs::Soak(s) => return run_soak(&common, target, s).await,
     };
     Ok(Outcome {
         report,
+        printed: None,
+        json_output: common.json,
+    })
+}
+
+async fn run_soak(common: &Common, target: Arc<Target>, s: SoakArgs) -> anyhow::Result<Outcome> {
+    if common.protocol != Protocol::Ferry {
+        anyhow::bail!("soak speaks the hub protocol (--protocol ferry)");
+    }
+    let plan = soak::SoakPlan {
+        connections: s.connections,
+        duration: Duration::from_secs_f64(s.duration),
+        channels: s.channels.into(),
+        stalled_percent: s.stalled_percent,
+        slow_percent: s.slow_percent,
+        slow_channels: s.slow_channels.into(),
+        slow_sleep: Duration::from_millis(s.slow_sleep_ms),
+        stalled_check: Duration::from_secs_f64(s.stalled_check),
+        storm_every: Duration::from_secs_f64(s.storm_every),
+        storm_size: s.storm_size,
+        publishers: s.publishers.into(),
+        rate: s.rate,
+        size: s.size,
+        big_size: s.big_size as usize,
+        big_every: Duration::from_secs_f64(s.big_every),
+        sample_every: Duration::from_secs_f64(s.sample_every.max(0.5)),
+        api_key: s.api_key,
+    };
+    let report = soak::run(common, target, plan.clone()).await?;
+    let printed = if common.json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        soak::markdown(&report, &plan)
+    };
+    Ok(Outcome {
+        report: report::Report::default(),
+        printed: Some(printed),
         json_output: common.json,
     })
 }
