@@ -189,7 +189,7 @@ pub fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    crate::init_logging(args.log_json);
+    crate::serve_dev::init_logging(args.log_json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -434,7 +434,6 @@ const ENV_KEYS: &[&str] = &[
     "reuse_port",
     "limits",
     "uploads",
-
     "announce",
 ];
 

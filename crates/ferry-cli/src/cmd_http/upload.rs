@@ -28,7 +28,7 @@ Examples:
   ferry upload a.jpg b.jpg --multipart http://127.0.0.1:8080/upload --bearer $TOKEN
 
 ",
-    exit_codes!()
+    request_exit_codes!()
 );
 
 /// `ferry upload FILE...`.
