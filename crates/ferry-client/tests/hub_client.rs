@@ -49,7 +49,12 @@ async fn next_data(sub: &mut Subscription) -> Value {
 
 #[tokio::test]
 async fn typed_commands_and_a_publication_stream() {
-    let server = TestServer::start().await;
+    // Join and leave pushes are off by default; this test watches them on `chat`.
+    let mut config = ws_support::test_config("127.0.0.1:0".parse().unwrap());
+    if let Some(chat) = config.namespaces.get_mut("chat") {
+        chat.join_leave = true;
+    }
+    let server = TestServer::start_with(config).await;
     let alice = client(&server, "alice").await;
     let bob = client(&server, "bob").await;
     let mut sub = alice.subscribe("chat:lobby").await.unwrap();

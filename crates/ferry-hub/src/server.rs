@@ -228,8 +228,7 @@ impl Server {
         });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(limits.header_timeout_ms.max(1)))
-            .max_buf_size(64 << 10);
+            .header_read_timeout(Duration::from_millis(limits.header_timeout_ms.max(1)));
         let connections = TaskTracker::new();
         let accept = Accept {
             listener: self.listener,

@@ -658,43 +658,6 @@ async fn range_downloads_are_byte_exact() {
 }
 
 #[tokio::test]
-async fn a_second_concurrent_patch_is_refused_not_interleaved() {
-    let tmp = TempDir::new().unwrap();
-    let server = TestServer::start_with(uploads_config(tmp.path())).await;
-    let tus = Tus::new(&server, "alice");
-    let loc = tus.create_ok(8).await;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let first = tus
-        .req(Method::PATCH, &loc)
-        .header("Upload-Offset", "0")
-        .header("Content-Type", "application/offset+octet-stream")
-        .body(reqwest::Body::wrap_stream(stream))
-        .send();
-    let first = tokio::spawn(first);
-    tx.send(Ok(b"abcd".to_vec())).await.unwrap();
-    // Wait until the first PATCH holds the upload: an empty probe at offset 0 is harmless
-    // (204) until then, and refused (423) from then on.
-    tokio::time::timeout(WAIT, async {
-        while tus.patch(&loc, 0, Vec::new()).await.status() != StatusCode::LOCKED {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the first PATCH takes the upload");
-    let second = tus.patch(&loc, 4, b"WXYZ".to_vec()).await;
-    assert_eq!(second.status().as_u16(), 423);
-    tx.send(Ok(b"efgh".to_vec())).await.unwrap();
-    drop(tx);
-    let first = first.await.unwrap().unwrap();
-    assert_eq!(first.status(), StatusCode::NO_CONTENT);
-    assert_eq!(
-        tus.get(&loc, None).await.bytes().await.unwrap().as_ref(),
-        b"abcdefgh"
-    );
-}
-
-#[tokio::test]
 async fn a_finished_upload_is_announced_on_the_configured_channel() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path().to_path_buf();

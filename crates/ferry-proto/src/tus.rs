@@ -260,6 +260,13 @@ impl Concat {
         };
         let mut ids = Vec::new();
         for url in urls.split(' ').filter(|u| !u.is_empty()) {
+            // A part names an upload by its URL; dot segments never do.
+            if url
+                .split('/')
+                .any(|segment| segment == ".." || segment == ".")
+            {
+                return Err(invalid(H, format!("{url:?} has a dot segment")));
+            }
             let id = url.trim_end_matches('/').rsplit('/').next().unwrap_or("");
             if !valid_upload_id(id) {
                 return Err(invalid(H, format!("{url:?} names no valid upload")));
