@@ -26,7 +26,9 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 #[tokio::test]
 async fn the_bundle_is_served_with_its_version_and_revalidated_by_etag() {
     let server = TestServer::start().await;
-    let http = reqwest::Client::new();
+    // no_gzip: see the raw encoding even when reqwest's own decompression is compiled in
+    // (the workspace build unifies its features).
+    let http = reqwest::Client::builder().no_gzip().build().unwrap();
     let r = http.get(server.http("/sdk/ferry.js")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(header(&r, "content-type"), "text/javascript; charset=utf-8");
