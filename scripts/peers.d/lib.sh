@@ -1,4 +1,4 @@
-# Helpers for the provisioning steps in scripts/peers.d/ (sourced by scripts/test.sh).
+# Helpers for the provisioning steps in scripts/peers.d/ (sourced by scripts/peers.sh).
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
@@ -27,8 +27,9 @@ pip_need() {
     if ! command -v "$command" >/dev/null 2>&1; then
         # Installed, but its script directory is not on PATH (pyenv without a rehash, --user).
         local dir
+        # The tests run in another process: link it where PATH looks.
         for dir in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')" "$HOME/.local/bin"; do
-            if [ -x "$dir/$command" ]; then export PATH="$dir:$PATH"; break; fi
+            if [ -x "$dir/$command" ]; then $SUDO ln -sf "$dir/$command" "/usr/local/bin/$command"; break; fi
         done
     fi
 }

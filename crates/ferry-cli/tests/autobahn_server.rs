@@ -279,7 +279,7 @@ async fn autobahn_server_cases_pass_against_test_echo() -> anyhow::Result<()> {
 
     let missing = || {
         format!(
-            "the Autobahn runner `{kosoku}` is not installed: `scripts/test.sh` installs it (pip install \
+            "the Autobahn runner `{kosoku}` is not installed: `scripts/peers.sh` installs it (pip install \
              kosoku==VERSION, pinned there); or point FERRY_KOSOKU at the executable"
         )
     };

@@ -12,7 +12,7 @@
 //!   connection, the React hooks.
 //!
 //! Needs `node` and `clients/js/node_modules` (`npm ci --prefix clients/js`), and for the
-//! browser part `/usr/bin/chromium` (or `FERRY_CHROMIUM`); `scripts/test.sh` installs all
+//! browser part `/usr/bin/chromium` (or `FERRY_CHROMIUM`); `scripts/peers.sh` installs all
 //! of them (scripts/peers.d/30-js-sdk.sh). A missing piece fails with that instruction.
 
 mod support;
@@ -25,7 +25,7 @@ use tokio::process::Command;
 
 /// Safety net for one `node` run (each takes seconds).
 const NODE_LIMIT: Duration = Duration::from_secs(600);
-const SETUP: &str = "run `bash scripts/test.sh`, or `npm ci --prefix clients/js` (and `apt-get install -y chromium` for the browser part)";
+const SETUP: &str = "run `bash scripts/peers.sh`, or `npm ci --prefix clients/js` (and `apt-get install -y chromium` for the browser part)";
 
 fn sdk_dir() -> PathBuf {
     support::workspace_root().join("clients/js")

@@ -5,7 +5,7 @@
 //! delivering to it.
 //!
 //! Needs `node`, `tests/browser/node_modules` (`npm ci --prefix tests/browser`) and
-//! `/usr/bin/chromium` (or `FERRY_CHROMIUM`); `scripts/test.sh` installs all three. A
+//! `/usr/bin/chromium` (or `FERRY_CHROMIUM`); `scripts/peers.sh` installs all three. A
 //! missing piece fails the test with that instruction rather than skipping it.
 #![allow(clippy::unwrap_used)]
 
@@ -29,7 +29,7 @@ async fn readme_tour_dev_server_token_foreign_origin_browser_and_pub() {
     let browser_dir = root.join("tests/browser");
     let chromium =
         std::env::var("FERRY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
-    let setup = "run `bash scripts/test.sh`, or `apt-get install -y chromium` and `npm ci --prefix tests/browser`";
+    let setup = "run `bash scripts/peers.sh`, or `apt-get install -y chromium` and `npm ci --prefix tests/browser`";
     assert!(
         browser_dir
             .join("node_modules/playwright-core/package.json")

@@ -6,7 +6,7 @@
 //!   both `ferry serve` and npm `@tus/server` + `@tus/file-store`.
 //!
 //! Needs `node` with `tests/tus/node_modules` (`npm ci --prefix tests/tus`), `python3` with
-//! `tuspy`, and `curl`; `bash scripts/test.sh` provisions them (scripts/peers.d/40-tus.sh).
+//! `tuspy`, and `curl`; `bash scripts/peers.sh` provisions them (scripts/peers.d/40-tus.sh).
 //! A missing peer fails the test with that instruction rather than skipping it.
 
 mod support;
@@ -24,7 +24,7 @@ use tokio::process::Command;
 /// Safety net for one helper process.
 const LIMIT: Duration = Duration::from_secs(120);
 
-const SETUP: &str = "run `bash scripts/test.sh` (or `npm ci --prefix tests/tus`, `pip install tuspy==1.1.0`, `apt-get install -y curl`)";
+const SETUP: &str = "run `bash scripts/peers.sh` (or `npm ci --prefix tests/tus`, `pip install tuspy==1.1.0`, `apt-get install -y curl`)";
 
 fn tus_dir() -> PathBuf {
     support::workspace_root().join("tests/tus")
