@@ -167,6 +167,17 @@ impl Drop for TrackedStream {
 }
 
 impl TrackedStream {
+    /// A write on a killed socket fails at once; otherwise `write` runs on the stream.
+    fn fail_if_killed(
+        &mut self,
+        write: impl FnOnce(&mut TcpStream) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if self.state.killed() {
+            return Poll::Ready(Err(stalled_error()));
+        }
+        write(&mut self.inner)
+    }
+
     fn after_write(
         &self,
         cx: &mut Context<'_>,
@@ -223,10 +234,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.state.killed() {
-            return Poll::Ready(Err(stalled_error()));
-        }
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let poll = self.fail_if_killed(|inner| Pin::new(inner).poll_write(cx, buf));
         self.after_write(cx, poll)
     }
 
@@ -235,10 +243,7 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.state.killed() {
-            return Poll::Ready(Err(stalled_error()));
-        }
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let poll = self.fail_if_killed(|inner| Pin::new(inner).poll_write_vectored(cx, bufs));
         self.after_write(cx, poll)
     }
 

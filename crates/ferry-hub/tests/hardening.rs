@@ -353,8 +353,6 @@ async fn silent_and_slow_sockets_are_counted_and_closed() {
     for _ in 0..20 {
         silent.push(TcpStream::connect(server.addr).await.unwrap());
     }
-    let hub_stats = server.hub.clone();
-    let _ = hub_stats;
     // The 21st socket is over the cap: closed at once, before any byte is sent.
     let mut extra = TcpStream::connect(server.addr).await.unwrap();
     let mut buf = [0u8; 64];
