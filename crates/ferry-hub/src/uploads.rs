@@ -403,10 +403,14 @@ impl UploadStore {
 
     /// Take the upload for one `PATCH`; a second concurrent one gets 423. The guard
     /// releases it when dropped.
+    ///
+    /// A request at the wrong `offset` gets 409 without taking the upload, so it can
+    /// never make a concurrent writer at the right offset fail with 423.
     pub fn begin_patch(
         self: &Arc<Self>,
         id: &str,
         access: &Access,
+        offset: u64,
     ) -> Result<PatchGuard, UploadError> {
         let mut entries = self.entries.lock();
         let e = Self::visible(&mut entries, id, access)?;
@@ -416,6 +420,7 @@ impl UploadStore {
                 "another request is writing to this upload; retry when it has finished",
             ));
         }
+        tus::check_offset(e.offset, offset)?;
         if !e.info.parts.is_empty() {
             return Err(UploadError::new(
                 403,
@@ -915,7 +920,7 @@ mod tests {
             )
             .await
             .expect("create b");
-        let mut g = store.begin_patch(&b.id, &me).expect("lock");
+        let mut g = store.begin_patch(&b.id, &me, 0).expect("lock");
         let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
         let done = g.write(0, body, None, 100).await.expect("write");
         assert!(done.finished);

@@ -658,6 +658,48 @@ async fn range_downloads_are_byte_exact() {
 }
 
 #[tokio::test]
+async fn a_second_concurrent_patch_is_refused_not_interleaved() {
+    let tmp = TempDir::new().unwrap();
+    let server = TestServer::start_with(uploads_config(tmp.path())).await;
+    let tus = Tus::new(&server, "alice");
+    let loc = tus.create_ok(8).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let first = tus
+        .req(Method::PATCH, &loc)
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send();
+    let first = tokio::spawn(first);
+    tx.send(Ok(b"abcd".to_vec())).await.unwrap();
+    // Wait until the first PATCH holds the upload. The probe asks at a wrong offset, so
+    // it never takes the upload itself: 409 while the upload is free, 423 once it is held.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let status = tus.patch(&loc, 8, Vec::new()).await.status();
+            match status {
+                StatusCode::LOCKED => break,
+                StatusCode::CONFLICT => tokio::time::sleep(Duration::from_millis(10)).await,
+                other => panic!("the probe got {other}"),
+            }
+        }
+    })
+    .await
+    .expect("the first PATCH takes the upload");
+    let second = tus.patch(&loc, 4, b"WXYZ".to_vec()).await;
+    assert_eq!(second.status().as_u16(), 423);
+    tx.send(Ok(b"efgh".to_vec())).await.unwrap();
+    drop(tx);
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        tus.get(&loc, None).await.bytes().await.unwrap().as_ref(),
+        b"abcdefgh"
+    );
+}
+
+#[tokio::test]
 async fn a_finished_upload_is_announced_on_the_configured_channel() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path().to_path_buf();
@@ -733,4 +775,41 @@ async fn uploads_need_auth_and_a_tus_version() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_cross_origin_browser_may_read_the_tus_headers() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let server = TestServer::start_with(move |c| {
+        c.data_dir = dir.join("data");
+        c.allowed_origins = vec!["http://app.example".into()];
+    })
+    .await;
+    let tus = Tus::new(&server, "alice");
+    let r = tus
+        .req(Method::POST, "/files/")
+        .header("Origin", "http://app.example")
+        .header("Upload-Length", "3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://app.example"
+    );
+    let exposed = r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "location",
+        "upload-offset",
+        "upload-length",
+        "tus-resumable",
+        "etag",
+    ] {
+        assert!(exposed.contains(name), "{name} is not exposed: {exposed}");
+    }
 }

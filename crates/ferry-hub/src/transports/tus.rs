@@ -41,6 +41,28 @@ pub struct UploadState {
     pub store: Arc<UploadStore>,
 }
 
+/// Response headers a browser client (tus-js-client, the ferry SDK) must be allowed to
+/// read across origins: without them a cross-origin upload cannot learn its URL or
+/// offset, and a download cannot resume.
+const EXPOSED_HEADERS: [HeaderName; 16] = [
+    HeaderName::from_static("tus-resumable"),
+    HeaderName::from_static("tus-version"),
+    HeaderName::from_static("tus-extension"),
+    HeaderName::from_static("tus-max-size"),
+    HeaderName::from_static("tus-checksum-algorithm"),
+    HeaderName::from_static("upload-offset"),
+    HeaderName::from_static("upload-length"),
+    HeaderName::from_static("upload-defer-length"),
+    HeaderName::from_static("upload-metadata"),
+    HeaderName::from_static("upload-expires"),
+    HeaderName::from_static("upload-concat"),
+    header::LOCATION,
+    header::ETAG,
+    header::CONTENT_RANGE,
+    header::ACCEPT_RANGES,
+    header::CONTENT_DISPOSITION,
+];
+
 static TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 static UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
 static UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
@@ -71,7 +93,7 @@ pub fn routes(hub: &Hub, cors: CorsLayer) -> Option<Router> {
             // Bodies are streamed to disk and counted against the upload limits, not
             // collected: the hub's 1 MiB limit for JSON bodies does not apply.
             .layer(DefaultBodyLimit::disable())
-            .layer(cors)
+            .layer(cors.expose_headers(EXPOSED_HEADERS))
             // tower-http's CORS layer answers every OPTIONS itself; tus discovery headers
             // are added to that answer here.
             .layer(axum::middleware::from_fn_with_state(
@@ -336,7 +358,7 @@ async fn create_inner(
         let checksum = header_str(headers, "upload-checksum")
             .map(Checksum::parse)
             .transpose()?;
-        let mut guard = state.store.begin_patch(&info.id, &access)?;
+        let mut guard = state.store.begin_patch(&info.id, &access, 0)?;
         let written = guard.write(0, body.into_data_stream(), checksum, now).await;
         drop(guard);
         match written {
@@ -439,7 +461,7 @@ async fn patch_inner(
     let length = header_str(headers, "upload-length")
         .map(|l| tus::parse_u64("Upload-Length", l))
         .transpose()?;
-    let mut guard = state.store.begin_patch(id, &access)?;
+    let mut guard = state.store.begin_patch(id, &access, offset)?;
     if let Some(length) = length {
         guard.set_length(length).await?;
     }

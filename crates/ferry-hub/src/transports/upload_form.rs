@@ -98,7 +98,7 @@ pub(crate) async fn upload(
             Err(e) => return error(e),
         };
         let stored = async {
-            let mut guard = state.store.begin_patch(&info.id, &access)?;
+            let mut guard = state.store.begin_patch(&info.id, &access, 0)?;
             guard.write(0, field, None, unix_now()).await?;
             guard.complete_here().await
         }
