@@ -18,8 +18,8 @@ Examples:
 
 Rates are per second between two samples. --json prints one object per sample:
 {\"time\", \"connections\", \"subscriptions\", \"channels\", \"publications_per_sec\",
-\"deliveries_per_sec\", \"slow_consumers\", \"slow_consumers_per_sec\", \"top_channels\"}.
-Bytes in/out are not shown: the hub does not count them yet.";
+\"deliveries_per_sec\", \"bytes_in_per_sec\", \"bytes_out_per_sec\", \"slow_consumers\",
+\"slow_consumers_per_sec\", \"top_channels\"}. Bytes are TCP payload of every transport.";
 
 /// `ferry monitor` flags.
 #[derive(Args)]
@@ -150,6 +150,10 @@ fn sample(
         "deliveries": counter(stats, "deliveries"),
         "publications_per_sec": rate("publications"),
         "deliveries_per_sec": rate("deliveries"),
+        "bytes_in": counter(stats, "bytes_in"),
+        "bytes_out": counter(stats, "bytes_out"),
+        "bytes_in_per_sec": rate("bytes_in"),
+        "bytes_out_per_sec": rate("bytes_out"),
         "slow_consumers": counter(stats, "slow_consumers"),
         "slow_consumers_per_sec": rate("slow_consumers"),
         "top_channels": busiest
@@ -157,6 +161,20 @@ fn sample(
             .map(|(c, n)| json!({"channel": c, "subscribers": n}))
             .collect::<Vec<_>>(),
     })
+}
+
+/// A byte rate for people: `-` before the second sample, then B, KiB, MiB or GiB.
+fn bytes_rate(v: &Value) -> String {
+    let Some(mut n) = v.as_f64() else {
+        return "-".into();
+    };
+    for unit in ["B", "KiB", "MiB"] {
+        if n < 1024.0 {
+            return format!("{n:.1} {unit}");
+        }
+        n /= 1024.0;
+    }
+    format!("{n:.1} GiB")
 }
 
 fn render(s: &Value, url: &str, live: bool) {
@@ -171,7 +189,8 @@ fn render(s: &Value, url: &str, live: bool) {
     out.push_str(&format!(
         "ferry monitor {url}\n\
          connections {:>8}   subscriptions {:>8}   channels {:>6}\n\
-         publications/s {:>8}   deliveries/s {:>10}   slow consumers {} (+{}/s)\n",
+         publications/s {:>8}   deliveries/s {:>10}   slow consumers {} (+{}/s)\n\
+         in {:>12}/s   out {:>12}/s\n",
         num("connections"),
         num("subscriptions"),
         num("channels"),
@@ -179,6 +198,8 @@ fn render(s: &Value, url: &str, live: bool) {
         num("deliveries_per_sec"),
         num("slow_consumers"),
         num("slow_consumers_per_sec"),
+        bytes_rate(&s["bytes_in_per_sec"]),
+        bytes_rate(&s["bytes_out_per_sec"]),
     ));
     if let Some(top) = s["top_channels"].as_array().filter(|t| !t.is_empty()) {
         out.push_str("top channels (subscribers):\n");

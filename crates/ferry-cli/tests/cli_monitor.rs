@@ -90,6 +90,13 @@ async fn monitor_json_shows_rates_and_top_channels_of_a_loaded_hub() -> anyhow::
         .map(|s| s["deliveries_per_sec"].as_f64().unwrap_or(0.0))
         .collect();
     assert!(deliveries.iter().any(|r| *r > 0.0), "{deliveries:?}");
+    for key in ["bytes_in_per_sec", "bytes_out_per_sec"] {
+        let rates: Vec<f64> = samples[1..]
+            .iter()
+            .map(|s| s[key].as_f64().unwrap_or(0.0))
+            .collect();
+        assert!(rates.iter().any(|r| *r > 0.0), "{key}: {rates:?}");
+    }
     let first = samples[0]["publications"].as_u64().context("count")?;
     let last = samples[3]["publications"].as_u64().context("count")?;
     assert!(last > first, "{first} → {last}");

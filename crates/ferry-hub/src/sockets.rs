@@ -39,6 +39,10 @@ fn now_ms() -> u64 {
 struct SocketState {
     /// When a write first returned `Pending` without progress since (`now_ms`), or 0.
     blocked_since: AtomicU64,
+    /// Bytes read from and written to the socket (only its own task adds to them, so the
+    /// counters live on the socket, not in one contended global).
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
     killed: AtomicBool,
     read_waker: AtomicWaker,
     write_waker: AtomicWaker,
@@ -69,6 +73,9 @@ pub struct Sockets {
     next_id: AtomicU64,
     open: AtomicUsize,
     stalled: AtomicU64,
+    /// Bytes of sockets already closed (the open ones count on their own state).
+    closed_in: AtomicU64,
+    closed_out: AtomicU64,
 }
 
 impl Sockets {
@@ -79,6 +86,8 @@ impl Sockets {
             next_id: AtomicU64::new(0),
             open: AtomicUsize::new(0),
             stalled: AtomicU64::new(0),
+            closed_in: AtomicU64::new(0),
+            closed_out: AtomicU64::new(0),
         })
     }
 
@@ -90,6 +99,20 @@ impl Sockets {
     /// Sockets closed since start because a write stalled.
     pub fn stalled(&self) -> u64 {
         self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read and written on every socket since start, TCP payload (headers and frames
+    /// of every transport included): `(in, out)`.
+    pub fn bytes(&self) -> (u64, u64) {
+        let mut bytes_in = self.closed_in.load(Ordering::Relaxed);
+        let mut bytes_out = self.closed_out.load(Ordering::Relaxed);
+        for shard in self.map.iter() {
+            for state in shard.lock().values() {
+                bytes_in += state.bytes_in.load(Ordering::Relaxed);
+                bytes_out += state.bytes_out.load(Ordering::Relaxed);
+            }
+        }
+        (bytes_in, bytes_out)
     }
 
     /// Register an accepted socket; it leaves the registry when the stream is dropped.
@@ -161,8 +184,19 @@ pub struct TrackedStream {
 
 impl Drop for TrackedStream {
     fn drop(&mut self) {
-        self.sockets.map.shard(&self.id).lock().remove(&self.id);
-        self.sockets.open.fetch_sub(1, Ordering::Relaxed);
+        // Counted as closed before leaving the map, so a concurrent `bytes` may count this
+        // socket twice for an instant but never drops its bytes.
+        let sockets = &self.sockets;
+        sockets.closed_in.fetch_add(
+            self.state.bytes_in.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        sockets.closed_out.fetch_add(
+            self.state.bytes_out.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        sockets.map.shard(&self.id).lock().remove(&self.id);
+        sockets.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -187,6 +221,7 @@ impl TrackedStream {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     self.state.blocked_since.store(0, Ordering::Relaxed);
+                    self.state.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Poll::Ready(Ok(n))
             }
@@ -215,7 +250,13 @@ impl AsyncRead for TrackedStream {
         if self.state.killed() {
             return Poll::Ready(Err(stalled_error()));
         }
+        let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                self.state.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                Poll::Ready(Ok(()))
+            }
             Poll::Pending => {
                 self.state.read_waker.register(cx.waker());
                 if self.state.killed() {

@@ -154,6 +154,34 @@ async fn history_presence_channels_and_stats() {
 }
 
 #[tokio::test]
+async fn stats_count_the_bytes_that_cross_the_sockets() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    let mut a = server.client("alice").await;
+    a.request("subscribe", json!({"channel": "chat:bytes"}))
+        .await;
+    let (_, before) = api.get("/api/stats").await;
+    let text = "x".repeat(100_000);
+    let (status, _) = api
+        .post(
+            "/api/publish",
+            json!({"channel": "chat:bytes", "data": text}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let m = a.next_of_type("message").await;
+    assert_eq!(m["payload"]["data"].as_str().map(str::len), Some(100_000));
+    let (_, after) = api.get("/api/stats").await;
+    let grew = |key: &str| after[key].as_u64().unwrap() - before[key].as_u64().unwrap();
+    // The publish request came in once, the message went out once (plus HTTP and frame
+    // overhead, and the first stats reply).
+    assert!(grew("bytes_in") >= 100_000, "{before} → {after}");
+    assert!(grew("bytes_out") >= 100_000, "{before} → {after}");
+    assert!(grew("bytes_out") < 400_000, "{before} → {after}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn disconnect_closes_every_connection_of_a_user() {
     let server = TestServer::start().await;
     let mut a1 = server.client("alice").await;

@@ -286,6 +286,9 @@ async fn stats(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
     let mut stats = json!(state.hub.stats());
     stats["sockets"] = state.sockets.open().into();
     stats["stalled_writes"] = state.sockets.stalled().into();
+    let (bytes_in, bytes_out) = state.sockets.bytes();
+    stats["bytes_in"] = bytes_in.into();
+    stats["bytes_out"] = bytes_out.into();
     Json(stats)
 }
 
