@@ -179,6 +179,8 @@ Limits and timeouts ([limits] in ferry.toml, FERRY_LIMITS__NAME=VALUE; defaults)
   login_rate_per_second = 20, login_rate_burst = 40
                                    /auth/login attempts, all addresses together
 Listener: listen_backlog = 4096 (capped by net.core.somaxconn), reuse_port = false.
+History: history = \"sqlite\" (DATA_DIR/history.sqlite3, exclusive to one server), history_durability = \"normal\"
+  (a publish is acknowledged after its commit; \"full\" adds an fsync per commit, for power loss).
 Namespaces: join_leave = false (N joins cost N(N-1)/2 pushes), history_size = 100, history_ttl_secs = 0.
 See the effective values with --print-config.";
 
@@ -218,6 +220,11 @@ struct ServeArgs {
     /// Serve this directory's files at / (with compression and CORS).
     #[arg(long = "static", value_name = "DIR")]
     static_dir: Option<PathBuf>,
+    /// Where channel history lives: sqlite (DATA_DIR/history.sqlite3; survives restarts
+    /// and crashes, so clients recover what they missed) or memory (lost on restart)
+    /// [default: sqlite].
+    #[arg(long, value_name = "KIND", value_parser = ["sqlite", "memory"])]
+    history: Option<String>,
     /// Print the effective configuration (secrets redacted) as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -261,6 +268,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.static_dir {
             o.insert("static_dir".into(), v.display().to_string().into());
+        }
+        if let Some(v) = &self.history {
+            o.insert("history".into(), v.clone().into());
         }
         let mut announce = serde_json::Map::new();
         if self.no_announce || self.announce {

@@ -50,7 +50,8 @@ pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8080`: loopback only until the operator
     /// chooses to expose the hub.
     pub listen: SocketAddr,
-    /// Directory for generated secrets and (later) the SQLite history. Default `./ferry-data`.
+    /// Directory for generated secrets, the SQLite history and uploads. Default
+    /// `./ferry-data`.
     pub data_dir: PathBuf,
     /// API key for `/api/*` (`Authorization: apikey KEY`). Default: generated at first
     /// start into `DATA_DIR/secrets.toml`.
@@ -96,6 +97,15 @@ pub struct Config {
     /// Set `SO_REUSEPORT` on the listener, so several `ferry serve` processes can share one
     /// port (the kernel spreads connections between them). Default false.
     pub reuse_port: bool,
+    /// Where channel history lives: `"sqlite"` (default: `DATA_DIR/history.sqlite3`; offsets
+    /// and epochs survive a restart or a crash, so reconnecting clients recover what they
+    /// missed) or `"memory"` (lost on restart: reconnecting clients are told recovery
+    /// failed).
+    pub history: HistoryBackend,
+    /// How hard SQLite history is pushed to disk before a publish is acknowledged:
+    /// `"normal"` (default: WAL without fsync per commit; survives a crash of the process)
+    /// or `"full"` (an fsync per commit; also survives a power loss).
+    pub history_durability: crate::store::Durability,
     /// Limits on everything a peer controls.
     pub limits: Limits,
     /// Resumable uploads (`/files/`, tus 1.0) and the multipart endpoint (`/upload`).
@@ -131,6 +141,8 @@ impl Default for Config {
             users: Vec::new(),
             listen_backlog: 4096,
             reuse_port: false,
+            history: HistoryBackend::default(),
+            history_durability: crate::store::Durability::default(),
             limits: Limits::default(),
             uploads: UploadsConfig::default(),
 
@@ -416,6 +428,17 @@ impl Default for AnnounceConfig {
     }
 }
 
+/// Where channel history lives (see [`Config::history`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryBackend {
+    /// `DATA_DIR/history.sqlite3`.
+    #[default]
+    Sqlite,
+    /// In this process's memory.
+    Memory,
+}
+
 /// Top-level keys that `FERRY_*` environment variables may set. Other `FERRY_*` variables
 /// (such as `FERRY_TOKEN` for client commands) are not configuration of the server.
 const ENV_KEYS: &[&str] = &[
@@ -432,6 +455,8 @@ const ENV_KEYS: &[&str] = &[
     "static_dir",
     "listen_backlog",
     "reuse_port",
+    "history",
+    "history_durability",
     "limits",
     "uploads",
     "announce",

@@ -23,7 +23,8 @@ use crate::error::{HubError, HubResult};
 use crate::presence::{MemoryPresence, PresenceStore};
 use crate::publication::{Delivery, Publication, StreamPosition};
 use crate::sharded::Sharded;
-use crate::store::{HistoryPage, HistoryQuery, HistoryStore, MemoryStore, Retention};
+use crate::config::HistoryBackend;
+use crate::store::{HistoryPage, HistoryQuery, HistoryStore, MemoryStore, Retention, SqliteStore};
 use crate::transports::ws_io::WsText;
 
 /// The most publications one history read or recovery returns.
@@ -189,11 +190,19 @@ fn presence_frame(kind: &str, channel: &str, info: &ClientInfo) -> WsText {
 }
 
 impl Hub {
-    /// A hub with the embedded defaults: memory history, memory broker, memory presence.
+    /// A hub with the embedded defaults: the history `config.history` names (SQLite in
+    /// the data dir unless configured otherwise), memory broker, memory presence.
     pub fn new(config: Arc<Config>) -> Result<Hub, String> {
+        let store: Arc<dyn HistoryStore> = match config.history {
+            HistoryBackend::Sqlite => Arc::new(
+                SqliteStore::open(&config.data_dir, config.history_durability)
+                    .map_err(|e| e.to_string())?,
+            ),
+            HistoryBackend::Memory => Arc::new(MemoryStore::new()),
+        };
         Hub::with_backends(
             config,
-            Arc::new(MemoryStore::new()),
+            store,
             Arc::new(MemoryBroker::new()),
             Arc::new(MemoryPresence::default()),
         )

@@ -74,6 +74,11 @@ impl Publication {
         &self.epoch
     }
 
+    /// When it was published, in milliseconds since the Unix epoch.
+    pub fn time(&self) -> u64 {
+        self.time
+    }
+
     /// The published value, unchanged.
     pub fn data(&self) -> &RawValue {
         &self.data

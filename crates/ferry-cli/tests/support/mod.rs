@@ -65,6 +65,26 @@ impl FerryServer {
         Self::start_full(listen, extra_args, &[], true).await
     }
 
+    /// `ferry serve` on `listen` with the test secrets and the given data dir, which
+    /// outlives the server (to restart a node on the history it wrote).
+    pub async fn start_on_data(
+        listen: &str,
+        data_dir: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<FerryServer> {
+        let data_dir = data_dir.to_str().context("a UTF-8 data dir")?;
+        let mut args = vec![
+            "--api-key",
+            API_KEY,
+            "--jwt-secret",
+            JWT_SECRET,
+            "--data-dir",
+            data_dir,
+        ];
+        args.extend_from_slice(extra_args);
+        Self::start_full(listen, &args, &[], false).await
+    }
+
     /// Like [`start`](Self::start), with extra environment variables; without
     /// `fixed_secrets` the server generates its own into `DIR/ferry-data/secrets.toml`,
     /// `DIR` being [`dir`](Self::dir), its working directory, as after `cd DIR; ferry serve`.

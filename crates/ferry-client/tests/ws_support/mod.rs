@@ -47,6 +47,8 @@ pub fn test_config(listen: SocketAddr) -> Config {
         api_key: Some(Secret::new(API_KEY)),
         jwt_secret: Some(Secret::new(JWT_SECRET)),
         data_dir: std::env::temp_dir().join("ferry-client-test-unused"),
+        // Tests share that directory; history stays in memory.
+        history: ferry_hub::config::HistoryBackend::Memory,
         testbed: true,
         ..Config::default()
     }

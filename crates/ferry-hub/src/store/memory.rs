@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use ferry_proto::envelope::ClientInfo;
 use serde_json::value::RawValue;
 
-use super::{HistoryPage, HistoryQuery, HistoryStore, Retention, now_millis};
+use super::{HistoryPage, HistoryQuery, HistoryStore, Retention, now_millis, page};
 use crate::error::HubResult;
 use crate::publication::{Publication, StreamPosition};
 use crate::sharded::Sharded;
@@ -154,32 +154,7 @@ impl HistoryStore for MemoryStore {
             });
         };
         stream.trim(retention, now);
-        let matching: Box<dyn Iterator<Item = &Arc<Publication>>> = if query.reverse {
-            let before = query.since.unwrap_or(u64::MAX);
-            Box::new(
-                stream
-                    .items
-                    .iter()
-                    .rev()
-                    .map(|(p, _)| p)
-                    .filter(move |p| p.offset() < before),
-            )
-        } else {
-            let after = query.since.unwrap_or(0);
-            Box::new(
-                stream
-                    .items
-                    .iter()
-                    .map(|(p, _)| p)
-                    .filter(move |p| p.offset() > after),
-            )
-        };
-        let mut publications: Vec<Arc<Publication>> = matching
-            .take(query.limit.saturating_add(1))
-            .cloned()
-            .collect();
-        let has_more = publications.len() > query.limit;
-        publications.truncate(query.limit);
+        let (publications, has_more) = page(stream.items.iter().map(|(p, _)| p), query);
         Ok(HistoryPage {
             publications,
             position: stream.position(),

@@ -1,10 +1,12 @@
-//! History storage: the `HistoryStore` trait and its in-memory implementation.
+//! History storage: the `HistoryStore` trait, the SQLite implementation (the default of
+//! `ferry serve`) and the in-memory one.
 //!
 //! The store is the only writer of history: it assigns offsets (+1 per publication) and
 //! epochs. The hub serialises appends per channel, so a store sees one append at a time
 //! for a given channel.
 
 mod memory;
+pub mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use ferry_proto::envelope::ClientInfo;
 use serde_json::value::RawValue;
 
 pub use memory::MemoryStore;
+pub use sqlite::{Durability, SqliteStore, StoreError};
 
 use crate::error::HubResult;
 use crate::publication::{Publication, StreamPosition};
@@ -75,6 +78,34 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Housekeeping, called about once a second by the server: drop what outlived its
     /// retention and give the memory back. Default: nothing to do.
     async fn maintain(&self) {}
+}
+
+/// One page of `items` (a channel's retained publications, oldest first) for `query`,
+/// and whether more match beyond its limit.
+pub(crate) fn page<'a>(
+    items: impl DoubleEndedIterator<Item = &'a Arc<Publication>>,
+    query: HistoryQuery,
+) -> (Vec<Arc<Publication>>, bool) {
+    let take = query.limit.saturating_add(1);
+    let mut publications: Vec<Arc<Publication>> = if query.reverse {
+        let before = query.since.unwrap_or(u64::MAX);
+        items
+            .rev()
+            .filter(|p| p.offset() < before)
+            .take(take)
+            .cloned()
+            .collect()
+    } else {
+        let after = query.since.unwrap_or(0);
+        items
+            .filter(|p| p.offset() > after)
+            .take(take)
+            .cloned()
+            .collect()
+    };
+    let has_more = publications.len() > query.limit;
+    publications.truncate(query.limit);
+    (publications, has_more)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -34,6 +34,8 @@ pub fn test_config() -> Config {
         api_key: Some(Secret::new(API_KEY)),
         jwt_secret: Some(Secret::new(JWT_SECRET)),
         data_dir: std::env::temp_dir().join("ferry-test-unused"),
+        // Tests share that directory; those about durable history set their own.
+        history: ferry_hub::config::HistoryBackend::Memory,
         testbed: true,
         ..Config::default()
     }

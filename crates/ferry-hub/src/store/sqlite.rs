@@ -1,0 +1,809 @@
+//! Durable history in one SQLite file (`DATA_DIR/history.sqlite3`), the default of
+//! `ferry serve`: offsets and each channel's epoch survive a restart and a `kill -9`, so
+//! a client that reconnects after a restart recovers exactly what it missed.
+//!
+//! Shape:
+//! - **One writer thread** owns the only connection. Appends queued while a commit runs
+//!   are written together in the next transaction (group commit); an append is
+//!   acknowledged only after its transaction committed.
+//! - **A window per active channel** in memory (its retained publications, the same as the
+//!   memory store keeps), loaded from the file on first use, so reads and recoveries never
+//!   wait on the disk. Windows idle for [`IDLE_EVICT`] are dropped and reloaded on demand.
+//! - **Pruning** follows the windows: what a window trimmed (by size or TTL) is deleted
+//!   from the file by the housekeeping tick.
+//! - **The file is exclusive** (`locking_mode=EXCLUSIVE`): a second server on the same
+//!   data dir fails at start with [`StoreError::Locked`] instead of assigning the same
+//!   offsets twice.
+//! - WAL with `synchronous=NORMAL`: a committed publication survives a crash of the
+//!   process; with [`Durability::Full`] it also survives a power loss (an fsync per commit).
+//!
+//! A channel that was never published to reports offset 0 and an epoch derived from the
+//! file's random salt and the channel name: stable across restarts without writing
+//! anything for reads and subscribes, and the epoch its first publication gets.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ferry_proto::codes::ErrorCode;
+use ferry_proto::envelope::ClientInfo;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::{HistoryPage, HistoryQuery, HistoryStore, Retention, now_millis, page};
+use crate::error::{HubError, HubResult};
+use crate::publication::{Publication, StreamPosition};
+use crate::sharded::Sharded;
+
+/// The history file's name inside the data dir.
+pub const FILE_NAME: &str = "history.sqlite3";
+
+/// A window not read or written for this long leaves memory (it stays in the file).
+const IDLE_EVICT: Duration = Duration::from_secs(120);
+
+/// At most this many queued operations go into one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: channels with their epoch and last offset; publications by (channel, offset).
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+     CREATE TABLE channels (
+         name TEXT PRIMARY KEY,
+         epoch TEXT NOT NULL,
+         top INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE publications (
+         channel TEXT NOT NULL,
+         offset INTEGER NOT NULL,
+         data TEXT NOT NULL,
+         info TEXT,
+         time INTEGER NOT NULL,
+         PRIMARY KEY (channel, offset)
+     ) WITHOUT ROWID;",
+];
+
+/// How hard a commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// WAL, `synchronous=NORMAL`: committed publications survive a process crash; the
+    /// last commits before a power loss may be lost.
+    #[default]
+    Normal,
+    /// WAL, `synchronous=FULL`: every commit is fsynced.
+    Full,
+}
+
+/// Why the history file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the file.
+    #[error(
+        "the history file {path} is in use by another process (is another `ferry serve` running with the same --data-dir?); stop it or choose another --data-dir"
+    )]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is not a SQLite database or is damaged.
+    #[error(
+        "the history file {path} is damaged or not a ferry history file ({detail}); move it away to start with empty history"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// The file or its directory cannot be written.
+    #[error(
+        "the history file {path} cannot be written ({detail}); check the permissions and free space of the data dir, or run with history = \"memory\""
+    )]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite or the OS said.
+        detail: String,
+    },
+    /// The file was written by a newer ferry.
+    #[error(
+        "the history file {path} has schema version {found}, newer than this ferry knows ({known}); upgrade ferry"
+    )]
+    Newer {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+        /// The newest this build knows.
+        known: u32,
+    },
+    /// Anything else.
+    #[error("the history file {path} cannot be opened: {detail}")]
+    Other {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    fn from_sqlite(path: &Path, e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode as C;
+        let path = path.to_path_buf();
+        let detail = e.to_string();
+        match e.sqlite_error_code() {
+            Some(C::DatabaseBusy | C::DatabaseLocked) => StoreError::Locked { path },
+            Some(C::NotADatabase | C::DatabaseCorrupt) => StoreError::Corrupt { path, detail },
+            Some(C::ReadOnly | C::CannotOpen | C::PermissionDenied | C::DiskFull) => {
+                StoreError::ReadOnly { path, detail }
+            }
+            _ => StoreError::Other { path, detail },
+        }
+    }
+}
+
+/// One channel's retained publications in memory.
+struct Window {
+    epoch: Arc<str>,
+    top: u64,
+    items: VecDeque<Arc<Publication>>,
+    retention: Retention,
+    /// Offsets up to this one are deleted from the file (or were never there).
+    pruned_through: u64,
+    used: Instant,
+}
+
+impl Window {
+    fn trim(&mut self, retention: Retention, now_ms: u64) {
+        while self.items.len() > retention.size {
+            self.items.pop_front();
+        }
+        if let Some(ttl) = retention.ttl {
+            let ttl = ttl.as_millis() as u64;
+            while self
+                .items
+                .front()
+                .is_some_and(|p| now_ms.saturating_sub(p.time()) >= ttl)
+            {
+                self.items.pop_front();
+            }
+        }
+    }
+
+    fn position(&self) -> StreamPosition {
+        StreamPosition {
+            offset: self.top,
+            epoch: self.epoch.to_string(),
+        }
+    }
+
+    /// The highest offset the file may delete.
+    fn prunable_through(&self) -> u64 {
+        self.items
+            .front()
+            .map(|p| p.offset() - 1)
+            .unwrap_or(self.top)
+    }
+}
+
+struct Row {
+    channel: Box<str>,
+    offset: u64,
+    epoch: Arc<str>,
+    /// `None`: the namespace keeps no history; only the channel's offset is saved.
+    data: Option<Arc<RawValue>>,
+    info: Option<String>,
+    time: u64,
+}
+
+struct Loaded {
+    /// `(epoch, top)` of a channel that was published to.
+    position: Option<(String, u64)>,
+    /// `(offset, data, info, time)`, oldest first.
+    rows: Vec<(u64, String, Option<String>, u64)>,
+}
+
+enum Op {
+    Append(Row, Option<oneshot::Sender<Result<(), String>>>),
+    Load {
+        channel: Box<str>,
+        limit: usize,
+        since_ms: u64,
+        reply: oneshot::Sender<Result<Loaded, String>>,
+    },
+    Position {
+        channel: Box<str>,
+        reply: oneshot::Sender<Result<Option<(String, u64)>, String>>,
+    },
+    Prune {
+        channel: Box<str>,
+        through: u64,
+    },
+}
+
+/// History in a SQLite file. See the module docs.
+pub struct SqliteStore {
+    windows: Sharded<HashMap<Box<str>, Window>>,
+    writer: mpsc::Sender<Op>,
+    salt: String,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Open (or create) `dir/history.sqlite3`, apply migrations, take the file for this
+    /// process and start the writer thread.
+    pub fn open(dir: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
+        let path = dir.join(FILE_NAME);
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::ReadOnly {
+            path: path.clone(),
+            detail: format!("cannot create {}: {e}", dir.display()),
+        })?;
+        let mut conn = open_connection(&path, durability)?;
+        let salt = migrate(&mut conn, &path)?;
+        let (writer, ops) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("ferry-history".into())
+            .spawn(move || run_writer(conn, ops))
+            .map_err(|e| StoreError::Other {
+                path: path.clone(),
+                detail: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(SqliteStore {
+            windows: Sharded::new(64),
+            writer,
+            salt,
+            path,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Channels whose window is in memory now.
+    pub fn cached_channels(&self) -> usize {
+        self.windows.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// The epoch of a channel never published to: stable for this file.
+    fn derived_epoch(&self, channel: &str) -> Arc<str> {
+        let digest = Sha256::new()
+            .chain_update(self.salt.as_bytes())
+            .chain_update([0])
+            .chain_update(channel.as_bytes())
+            .finalize();
+        digest[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into()
+    }
+
+    async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<T>) -> Op) -> HubResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(op(tx))
+            .map_err(|_| unavailable("the history writer stopped"))?;
+        rx.await
+            .map_err(|_| unavailable("the history writer stopped"))
+    }
+
+    /// Make sure `channel`'s window is in memory.
+    async fn load(&self, channel: &str, retention: Retention) -> HubResult<()> {
+        let now = now_millis();
+        let since_ms = retention
+            .ttl
+            .map(|ttl| now.saturating_sub(ttl.as_millis() as u64))
+            .unwrap_or(0);
+        let loaded = self
+            .call(|reply| Op::Load {
+                channel: channel.into(),
+                limit: retention.size,
+                since_ms,
+                reply,
+            })
+            .await?
+            .map_err(|e| unavailable(&format!("reading history failed: {e}")))?;
+        let (epoch, top): (Arc<str>, u64) = match loaded.position {
+            Some((epoch, top)) => (epoch.into(), top),
+            None => (self.derived_epoch(channel), 0),
+        };
+        let mut items = VecDeque::with_capacity(loaded.rows.len());
+        for (offset, data, info, time) in loaded.rows {
+            let Ok(data) = RawValue::from_string(data) else {
+                tracing::warn!(channel, offset, "skipping a damaged history row");
+                continue;
+            };
+            let info = info.and_then(|i| serde_json::from_str::<ClientInfo>(&i).ok());
+            items.push_back(Publication::new(
+                channel,
+                offset,
+                &epoch,
+                Arc::from(data),
+                info,
+                time,
+            ));
+        }
+        let mut shard = self.windows.shard(channel).lock();
+        shard.entry(channel.into()).or_insert(Window {
+            epoch,
+            top,
+            items,
+            retention,
+            pruned_through: 0,
+            used: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Run `f` on the channel's window, loading it first when needed.
+    async fn with_window<T>(
+        &self,
+        channel: &str,
+        retention: Retention,
+        mut f: impl FnMut(&mut Window) -> T,
+    ) -> HubResult<T> {
+        // A window evicted between the load and the lock is loaded again.
+        loop {
+            if let Some(w) = self.windows.shard(channel).lock().get_mut(channel) {
+                w.used = Instant::now();
+                return Ok(f(w));
+            }
+            self.load(channel, retention).await?;
+        }
+    }
+}
+
+fn unavailable(message: &str) -> HubError {
+    HubError::new(ErrorCode::InternalError, message.to_string())
+}
+
+fn open_connection(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    let err = |e| StoreError::from_sqlite(path, e);
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(Duration::from_millis(200)).map_err(err)?;
+    // Exclusive before WAL: the WAL index then lives in this process's memory and no
+    // other process can open the file while this one holds it.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(err)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Other {
+            path: path.to_path_buf(),
+            detail: format!("WAL journal mode unavailable (got {mode})"),
+        });
+    }
+    let sync = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+    Ok(conn)
+}
+
+/// Apply pending migrations (taking the file's write lock) and return the file's salt.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<String, StoreError> {
+    let err = |e| StoreError::from_sqlite(path, e);
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .map_err(err)?;
+    let version: u32 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    let known = MIGRATIONS.len() as u32;
+    if version > known {
+        return Err(StoreError::Newer {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    for sql in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(sql).map_err(err)?;
+    }
+    tx.pragma_update(None, "user_version", known).map_err(err)?;
+    let salt: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| r.get(0))
+        .optional()
+        .map_err(err)?;
+    let salt = match salt {
+        Some(s) => s,
+        None => {
+            let s = format!("{:032x}", rand::random::<u128>());
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('salt', ?1)",
+                params![s],
+            )
+            .map_err(err)?;
+            s
+        }
+    };
+    tx.commit().map_err(err)?;
+    Ok(salt)
+}
+
+fn run_writer(mut conn: Connection, ops: mpsc::Receiver<Op>) {
+    let mut batch = Vec::with_capacity(64);
+    while let Ok(op) = ops.recv() {
+        batch.push(op);
+        while batch.len() < MAX_BATCH {
+            match ops.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        write_batch(&mut conn, &mut batch);
+    }
+    // Every sender is gone: the store was dropped. Closing checkpoints the WAL.
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the history file failed");
+    }
+}
+
+/// Commit every append and prune of `batch` in one transaction, acknowledge them, then
+/// answer the reads (which therefore see the batch's writes).
+fn write_batch(conn: &mut Connection, batch: &mut Vec<Op>) {
+    let mut acks = Vec::new();
+    let mut reads = Vec::new();
+    let mut writes = Vec::new();
+    for op in batch.drain(..) {
+        match op {
+            Op::Append(row, ack) => {
+                acks.extend(ack);
+                writes.push(Ok(row));
+            }
+            Op::Prune { channel, through } => writes.push(Err((channel, through))),
+            read => reads.push(read),
+        }
+    }
+    if !writes.is_empty() {
+        let result = commit(conn, &writes).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "saving history failed");
+        }
+        for ack in acks {
+            let _ = ack.send(result.clone());
+        }
+    }
+    for op in reads {
+        match op {
+            Op::Load {
+                channel,
+                limit,
+                since_ms,
+                reply,
+            } => {
+                let _ = reply.send(load(conn, &channel, limit, since_ms).map_err(|e| e.to_string()));
+            }
+            Op::Position { channel, reply } => {
+                let _ = reply.send(position(conn, &channel).map_err(|e| e.to_string()));
+            }
+            Op::Append(..) | Op::Prune { .. } => {}
+        }
+    }
+}
+
+type Write = Result<Row, (Box<str>, u64)>;
+
+fn commit(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO publications (channel, offset, data, info, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut top = tx.prepare_cached(
+            "INSERT INTO channels (name, epoch, top) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET top = max(top, excluded.top)",
+        )?;
+        let mut prune =
+            tx.prepare_cached("DELETE FROM publications WHERE channel = ?1 AND offset <= ?2")?;
+        for write in writes {
+            match write {
+                Ok(row) => {
+                    if let Some(data) = &row.data {
+                        insert.execute(params![
+                            &*row.channel,
+                            sql_int(row.offset),
+                            data.get(),
+                            row.info,
+                            sql_int(row.time)
+                        ])?;
+                    }
+                    top.execute(params![&*row.channel, &*row.epoch, sql_int(row.offset)])?;
+                }
+                Err((channel, through)) => {
+                    prune.execute(params![&**channel, sql_int(*through)])?;
+                }
+            }
+        }
+    }
+    tx.commit()
+}
+
+/// SQLite integers are signed; offsets and times stay far below `i64::MAX`.
+fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn position(conn: &Connection, channel: &str) -> rusqlite::Result<Option<(String, u64)>> {
+    conn.prepare_cached("SELECT epoch, top FROM channels WHERE name = ?1")?
+        .query_row(params![channel], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })
+        .optional()
+}
+
+fn load(conn: &Connection, channel: &str, limit: usize, since_ms: u64) -> rusqlite::Result<Loaded> {
+    let position = position(conn, channel)?;
+    let mut rows = Vec::new();
+    if position.is_some() && limit > 0 {
+        let mut stmt = conn.prepare_cached(
+            "SELECT offset, data, info, time FROM publications
+             WHERE channel = ?1 AND time >= ?2 ORDER BY offset DESC LIMIT ?3",
+        )?;
+        let found = stmt.query_map(params![channel, sql_int(since_ms), limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?.max(0) as u64,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, i64>(3)?.max(0) as u64,
+            ))
+        })?;
+        for row in found {
+            rows.push(row?);
+        }
+        rows.reverse();
+    }
+    Ok(Loaded { position, rows })
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn append(
+        &self,
+        channel: &str,
+        data: Arc<RawValue>,
+        info: Option<ClientInfo>,
+        retention: Retention,
+    ) -> HubResult<Arc<Publication>> {
+        // The hub serialises appends per channel, so `top` cannot move until this one
+        // updates it after the commit.
+        let (offset, epoch) = self
+            .with_window(channel, retention, |w| (w.top + 1, w.epoch.clone()))
+            .await?;
+        let time = now_millis();
+        let keep = retention.size > 0;
+        let row = Row {
+            channel: channel.into(),
+            offset,
+            epoch: epoch.clone(),
+            data: keep.then(|| data.clone()),
+            info: info.as_ref().and_then(|i| serde_json::to_string(i).ok()),
+            time,
+        };
+        let publication = Publication::new(channel, offset, &epoch, data, info, time);
+        if keep {
+            self.call(|ack| Op::Append(row, Some(ack)))
+                .await?
+                .map_err(|e| unavailable(&format!("saving the publication failed: {e}")))?;
+        } else {
+            // Nothing to recover from a namespace that keeps no history: the offset is
+            // saved with the next commit, and nobody waits for it.
+            self.writer
+                .send(Op::Append(row, None))
+                .map_err(|_| unavailable("the history writer stopped"))?;
+        }
+        let mut shard = self.windows.shard(channel).lock();
+        // A window reloaded meanwhile already holds this publication (its load ran after
+        // the commit); one loaded before it is one behind and takes it now.
+        if let Some(w) = shard.get_mut(channel)
+            && w.top + 1 == offset
+        {
+            w.top = offset;
+            w.retention = retention;
+            if keep {
+                w.items.push_back(publication.clone());
+            }
+            w.trim(retention, time);
+        }
+        Ok(publication)
+    }
+
+    async fn read(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+        retention: Retention,
+    ) -> HubResult<HistoryPage> {
+        let now = now_millis();
+        self.with_window(channel, retention, |w| {
+            w.trim(retention, now);
+            let (publications, has_more) = page(w.items.iter(), query);
+            HistoryPage {
+                publications,
+                position: w.position(),
+                has_more,
+            }
+        })
+        .await
+    }
+
+    async fn position(&self, channel: &str) -> HubResult<StreamPosition> {
+        if let Some(w) = self.windows.shard(channel).lock().get(channel) {
+            return Ok(w.position());
+        }
+        let known = self
+            .call(|reply| Op::Position {
+                channel: channel.into(),
+                reply,
+            })
+            .await?
+            .map_err(|e| unavailable(&format!("reading history failed: {e}")))?;
+        Ok(match known {
+            Some((epoch, offset)) => StreamPosition { offset, epoch },
+            None => StreamPosition {
+                offset: 0,
+                epoch: self.derived_epoch(channel).to_string(),
+            },
+        })
+    }
+
+    async fn maintain(&self) {
+        let now = now_millis();
+        let mut prunes = Vec::new();
+        for shard in self.windows.iter() {
+            let mut shard = shard.lock();
+            shard.retain(|channel, w| {
+                let retention = w.retention;
+                w.trim(retention, now);
+                let through = w.prunable_through();
+                if through > w.pruned_through {
+                    prunes.push((channel.clone(), through));
+                    w.pruned_through = through;
+                }
+                w.used.elapsed() < IDLE_EVICT
+            });
+            if shard.capacity() > shard.len() * 2 + 16 {
+                shard.shrink_to_fit();
+            }
+        }
+        for (channel, through) in prunes {
+            if self.writer.send(Op::Prune { channel, through }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Arc<RawValue> {
+        RawValue::from_string(s.to_string()).expect("json").into()
+    }
+
+    const KEEP: Retention = Retention {
+        size: 100,
+        ttl: None,
+    };
+
+    fn all() -> HistoryQuery {
+        HistoryQuery {
+            since: None,
+            limit: 1000,
+            reverse: false,
+        }
+    }
+
+    async fn reopen(dir: &Path, store: SqliteStore) -> SqliteStore {
+        drop(store);
+        // The writer thread closes the file once the last sender is gone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match SqliteStore::open(dir, Durability::Normal) {
+                Ok(s) => return s,
+                Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn offsets_epochs_and_history_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+        let fresh = store.position("c").await.expect("position");
+        assert_eq!(fresh.offset, 0);
+        for i in 1..=5u64 {
+            let p = store
+                .append("c", raw(&format!("{{\"n\":{i}}}")), None, KEEP)
+                .await
+                .expect("append");
+            assert_eq!(p.offset(), i);
+            assert_eq!(p.epoch(), fresh.epoch, "the first publication keeps the epoch");
+        }
+        let store = reopen(dir.path(), store).await;
+        let page = store.read("c", all(), KEEP).await.expect("read");
+        let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
+        assert_eq!(offsets, [1, 2, 3, 4, 5]);
+        assert_eq!(page.position.epoch, fresh.epoch);
+        assert_eq!(page.publications[2].data().get(), "{\"n\":3}");
+        let p = store.append("c", raw("6"), None, KEEP).await.expect("append");
+        assert_eq!(p.offset(), 6, "offsets continue after a restart");
+        // A channel never published to keeps its epoch too, without being written.
+        let other = store.position("never").await.expect("position");
+        let store = reopen(dir.path(), store).await;
+        assert_eq!(store.position("never").await.expect("p"), other);
+    }
+
+    #[tokio::test]
+    async fn a_second_process_on_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+        store.append("c", raw("1"), None, KEEP).await.expect("append");
+        match SqliteStore::open(dir.path(), Durability::Normal) {
+            Err(e @ StoreError::Locked { .. }) => {
+                assert!(e.to_string().contains("--data-dir"), "{e}")
+            }
+            Err(e) => panic!("expected Locked, got {e}"),
+            Ok(_) => panic!("a second store opened the same file"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join(FILE_NAME), vec![0x42; 8192]).expect("write");
+        match SqliteStore::open(dir.path(), Durability::Normal) {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                assert!(e.to_string().contains("move it away"), "{e}")
+            }
+            Err(e) => panic!("expected Corrupt, got {e}"),
+            Ok(_) => panic!("a damaged file opened"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open");
+            conn.pragma_update(None, "user_version", 99).expect("version");
+        }
+        match SqliteStore::open(dir.path(), Durability::Normal) {
+            Err(StoreError::Newer { found: 99, .. }) => {}
+            Err(e) => panic!("expected Newer, got {e}"),
+            Ok(_) => panic!("a newer file opened"),
+        }
+    }
+
+    #[tokio::test]
+    async fn trimmed_history_is_pruned_from_the_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+        let keep2 = Retention { size: 2, ttl: None };
+        for i in 1..=5 {
+            store.append("c", raw(&i.to_string()), None, keep2).await.expect("append");
+        }
+        store.maintain().await;
+        // A large retention after a reopen shows what the file still holds.
+        let store = reopen(dir.path(), store).await;
+        let page = store.read("c", all(), KEEP).await.expect("read");
+        let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
+        assert_eq!(offsets, [4, 5]);
+        assert_eq!(page.position.offset, 5);
+    }
+}
