@@ -24,13 +24,14 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use crate::config::UploadsConfig;
 
 /// Buffer between the request body and the file: big enough that a write is one
 /// system call per MiB, small enough that 1,000 parallel uploads stay at 1 GiB.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Received buffers queued for the disk writer of one PATCH (each at most hyper's read
+/// buffer, a few hundred KiB).
+const WRITE_QUEUE: usize = 32;
 
 /// An upload's state, as persisted in `ID.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -690,7 +691,7 @@ impl PatchGuard {
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        let (start, limit, mut whole) = {
+        let (start, limit, whole) = {
             let mut entries = self.store.entries.lock();
             let user = self.store_user(&entries);
             let used = UploadStore::used_by(&entries, &user);
@@ -714,17 +715,19 @@ impl PatchGuard {
         };
         let before = whole.clone();
         let path = data_path(&self.store.dir, &self.id);
-        let file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .await
-            .map_err(|e| UploadError::io("opening the data file", e))?;
-        let mut out = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
-        let mut chunk_hash = checksum.as_ref().map(|c| match c.algorithm {
+        let chunk_hash = checksum.as_ref().map(|c| match c.algorithm {
             ChecksumAlgorithm::Sha1 => ChunkHasher::Sha1(Sha1::new()),
             ChecksumAlgorithm::Sha256 => ChunkHasher::Sha256(Sha256::new()),
         });
-        let mut written = 0u64;
+        // The disk and the hashes are fed on a blocking thread while this task reads the
+        // network: the received buffers are written as they are (no copy into a second
+        // buffer), and hashing runs beside the receive instead of in its way.
+        let (chunks, received) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let file_path = path.clone();
+        let sink = tokio::task::spawn_blocking(move || {
+            write_chunks(&file_path, received, chunk_hash, whole)
+        });
+        let mut sent = 0u64;
         let mut failure: Option<UploadError> = None;
         let mut body = std::pin::pin!(body);
         while let Some(item) = body.next().await {
@@ -740,7 +743,7 @@ impl PatchGuard {
                 }
             };
             let n = chunk.len() as u64;
-            if start.saturating_add(written).saturating_add(n) > limit {
+            if start.saturating_add(sent).saturating_add(n) > limit {
                 failure = Some(UploadError::new(
                     413,
                     format!(
@@ -749,22 +752,28 @@ impl PatchGuard {
                 ));
                 break;
             }
-            if let Some(h) = chunk_hash.as_mut() {
-                h.update(&chunk);
-            }
-            if let Some(h) = whole.as_mut() {
-                h.update(&chunk);
-            }
-            if let Err(e) = out.write_all(&chunk).await {
-                failure = Some(UploadError::io("writing upload data", e));
+            if chunks.send(chunk).await.is_err() {
+                // The writer stopped on an I/O error; it reports it below.
                 break;
             }
-            written += n;
+            sent += n;
         }
-        if let Err(e) = out.flush().await {
+        drop(chunks);
+        let written_out = sink
+            .await
+            .map_err(|e| UploadError::io("writing upload data", std::io::Error::other(e)))?
+            .map_err(|e| UploadError::io("opening the data file", e))?;
+        let WrittenChunks {
+            file,
+            mut written,
+            chunk_hash,
+            mut whole,
+            error,
+        } = written_out;
+        if let Some(e) = error {
             failure.get_or_insert(UploadError::io("writing upload data", e));
         }
-        let file = out.into_inner();
+        let file = tokio::fs::File::from_std(file);
         // A checksum covers the whole request: on a mismatch or a broken body, nothing of
         // it is kept.
         let mismatch = match (checksum, chunk_hash) {
@@ -848,6 +857,51 @@ impl PatchGuard {
         }
         Ok(info)
     }
+}
+
+/// What [`write_chunks`] did.
+struct WrittenChunks {
+    file: std::fs::File,
+    /// Bytes that reached the file.
+    written: u64,
+    chunk_hash: Option<ChunkHasher>,
+    whole: Option<Sha256>,
+    /// The write error that stopped it, if one did.
+    error: Option<std::io::Error>,
+}
+
+/// Append every buffer from `chunks` to the file at `path`, hashing them as they go;
+/// runs on a blocking thread. `Err` only when the file cannot be opened.
+fn write_chunks(
+    path: &Path,
+    mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    mut chunk_hash: Option<ChunkHasher>,
+    mut whole: Option<Sha256>,
+) -> std::io::Result<WrittenChunks> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+    let mut written = 0u64;
+    let mut error = None;
+    while let Some(chunk) = chunks.blocking_recv() {
+        if let Some(h) = chunk_hash.as_mut() {
+            h.update(&chunk);
+        }
+        if let Some(h) = whole.as_mut() {
+            h.update(&chunk);
+        }
+        if let Err(e) = file.write_all(&chunk) {
+            error = Some(e);
+            break;
+        }
+        written += chunk.len() as u64;
+    }
+    Ok(WrittenChunks {
+        file,
+        written,
+        chunk_hash,
+        whole,
+        error,
+    })
 }
 
 async fn hash_file(path: PathBuf) -> Result<String, UploadError> {

@@ -1,6 +1,10 @@
 //! `echo`: C connections to any WebSocket echo URL, each keeping K messages in flight;
 //! counts round trips per second and their latency. With the Socket.IO adapter the
 //! messages are `echo` events, which the peer server emits back.
+//!
+//! `persist` is the same loop against the hub's `/ws` with `publish` commands: a round
+//! trip is a publication acknowledged by the hub, which (with SQLite history) answers
+//! only after the publication's commit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,10 +32,25 @@ pub struct EchoPlan {
     pub warmup: Duration,
     /// The measurement window.
     pub duration: Duration,
+    /// `persist`: publish to the hub instead of echoing.
+    pub publish: Option<PublishTo>,
 }
 
-fn echo_frame(protocol: Protocol, seq: u64, size: usize) -> String {
-    let data = wire::payload(seq, wire::now_micros(), size);
+/// Where `persist` publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishTo {
+    /// Every connection to one channel.
+    Hot,
+    /// Each connection to a channel of its own.
+    PerConnection,
+}
+
+fn echo_frame(protocol: Protocol, plan: &EchoPlan, channel: &str, seq: u64) -> String {
+    let ts = wire::now_micros();
+    let data = wire::payload(seq, ts, plan.size);
+    if plan.publish.is_some() {
+        return wire::ferry_publish_timed(channel, &data, ts);
+    }
     match protocol {
         Protocol::Socketio => wire::socketio_event("echo", &data),
         Protocol::Ferry | Protocol::Plain => data,
@@ -42,6 +61,7 @@ async fn client(
     mut ws: Ws,
     protocol: Protocol,
     plan: EchoPlan,
+    channel: String,
     shared: Arc<Shared>,
     end: Instant,
 ) -> GroupResult {
@@ -50,7 +70,7 @@ async fn client(
     for _ in 0..plan.in_flight.max(1) {
         seq += 1;
         if ws
-            .feed(Message::text(echo_frame(protocol, seq, plan.size)))
+            .feed(Message::text(echo_frame(protocol, &plan, &channel, seq)))
             .await
             .is_err()
         {
@@ -93,6 +113,18 @@ async fn client(
                 }
                 _ => None,
             },
+            Protocol::Ferry | Protocol::Plain if plan.publish.is_some() => {
+                match wire::parse_publish_reply(&text) {
+                    Some(ts) => Some((0, ts)),
+                    None => {
+                        if text.starts_with(r#"{"type":"error""#) {
+                            result.errors.add(format!("publish refused: {text}"));
+                            break;
+                        }
+                        None
+                    }
+                }
+            }
             Protocol::Ferry | Protocol::Plain => wire::parse_delivery(&text),
         };
         let Some((_, ts)) = delivery else { continue };
@@ -101,7 +133,7 @@ async fn client(
         if Instant::now() < end {
             seq += 1;
             if ws
-                .send(Message::text(echo_frame(protocol, seq, plan.size)))
+                .send(Message::text(echo_frame(protocol, &plan, &channel, seq)))
                 .await
                 .is_err()
             {
@@ -134,11 +166,17 @@ pub async fn run(common: &Common, target: Arc<Target>, plan: EchoPlan) -> anyhow
     let end = Instant::now() + plan.warmup + plan.duration;
     let clients: Vec<_> = conns
         .into_iter()
-        .map(|ws| {
+        .enumerate()
+        .map(|(i, ws)| {
+            let channel = match plan.publish {
+                Some(PublishTo::PerConnection) => format!("{}-{i}", target.channel),
+                _ => target.channel.clone(),
+            };
             tokio::spawn(client(
                 ws,
                 target.protocol,
                 plan.clone(),
+                channel,
                 shared.clone(),
                 end,
             ))
@@ -158,7 +196,11 @@ pub async fn run(common: &Common, target: Arc<Target>, plan: EchoPlan) -> anyhow
         u.cpu_s_per_million = (all.measured > 0).then(|| u.cpu_s / (all.measured as f64 / 1e6));
     }
     Ok(Report {
-        scenario: "echo".into(),
+        scenario: match plan.publish {
+            None => "echo".into(),
+            Some(PublishTo::Hot) => "persist (one channel)".into(),
+            Some(PublishTo::PerConnection) => "persist (a channel per connection)".into(),
+        },
         protocol: target.protocol.name().into(),
         url: target.url.clone(),
         connections,

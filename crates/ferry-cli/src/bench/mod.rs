@@ -176,6 +176,29 @@ enum ScenarioArgs {
     },
     /// N EventSource subscribers of the hub's /sse, fed by ferry publishers.
     Sse(FanoutArgs),
+    /// Acknowledged publications per second: C connections each keep K `publish`
+    /// commands in flight (with SQLite history the hub answers after the commit), to one
+    /// channel (--hot) or to a channel per connection (CHANNEL-0, CHANNEL-1, ...).
+    Persist {
+        /// Publisher connections.
+        #[arg(long, short = 'n', default_value = "64", value_parser = count)]
+        connections: usize,
+        /// Publications in flight per connection.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+        in_flight: u16,
+        /// Size of a publication's JSON data, bytes.
+        #[arg(long, default_value_t = 128)]
+        size: usize,
+        /// Every connection publishes to the one channel --channel.
+        #[arg(long)]
+        hot: bool,
+        /// Seconds of warm-up.
+        #[arg(long, default_value_t = 1.0, value_parser = seconds)]
+        warmup: f64,
+        /// Seconds measured.
+        #[arg(long, short = 'd', default_value_t = 5.0, value_parser = seconds)]
+        duration: f64,
+    },
     /// Many connections for a long time: well-behaved subscribers (checked for misses),
     /// stalled readers (checked to be reaped), slow readers, reconnect storms and HTTP
     /// publishers; server RSS sampled. Prints a markdown table (bench/soak.sh).
@@ -337,9 +360,9 @@ struct Outcome {
 async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
     let common = args.common;
     let needed = match &args.scenario {
-        ScenarioArgs::Idle { connections, .. } | ScenarioArgs::Echo { connections, .. } => {
-            *connections
-        }
+        ScenarioArgs::Idle { connections, .. }
+        | ScenarioArgs::Echo { connections, .. }
+        | ScenarioArgs::Persist { connections, .. } => *connections,
         ScenarioArgs::Fanout(f) | ScenarioArgs::Sse(f) => f.subscribers + f.publishers,
         ScenarioArgs::Latency(l) => l.subscribers + 1,
         ScenarioArgs::Soak(s) => s.connections + usize::from(s.publishers) + 2,
@@ -417,6 +440,32 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
                 size,
                 warmup: Duration::from_secs_f64(warmup),
                 duration: Duration::from_secs_f64(duration),
+                publish: None,
+            };
+            echo::run(&common, target, plan).await?
+        }
+        ScenarioArgs::Persist {
+            connections,
+            in_flight,
+            size,
+            hot,
+            warmup,
+            duration,
+        } => {
+            if common.protocol != Protocol::Ferry {
+                anyhow::bail!("persist publishes through the hub: use --protocol ferry");
+            }
+            let plan = echo::EchoPlan {
+                connections,
+                in_flight: in_flight.into(),
+                size,
+                warmup: Duration::from_secs_f64(warmup),
+                duration: Duration::from_secs_f64(duration),
+                publish: Some(if hot {
+                    echo::PublishTo::Hot
+                } else {
+                    echo::PublishTo::PerConnection
+                }),
             };
             echo::run(&common, target, plan).await?
         }

@@ -41,6 +41,24 @@ pub fn parse_delivery(text: &str) -> Option<(u64, u64)> {
     ))
 }
 
+/// A hub `publish` command whose `id` is the send time in microseconds, so that the
+/// `reply` (sent once the publication is stored) carries it back.
+pub fn ferry_publish_timed(channel: &str, data: &str, ts: u64) -> String {
+    format!(
+        r#"{{"type":"publish","id":"{ts}","payload":{{"channel":{},"data":{data}}}}}"#,
+        json_string(channel)
+    )
+}
+
+/// The send time of a `reply` to [`ferry_publish_timed`]; `None` for anything else (an
+/// `error` reply included).
+pub fn parse_publish_reply(text: &str) -> Option<u64> {
+    if !text.starts_with(r#"{"type":"reply""#) {
+        return None;
+    }
+    number_after(text, r#""id":""#)
+}
+
 /// A hub `publish` command without an `id`: the hub answers a successful publish without
 /// an id with nothing, so a publisher reads only errors.
 pub fn ferry_publish(channel: &str, data: &str) -> String {
