@@ -5,6 +5,8 @@
 //! epochs. The hub serialises appends per channel, so a store sees one append at a time
 //! for a given channel.
 
+#[cfg(test)]
+mod conformance;
 mod memory;
 pub mod sqlite;
 

@@ -1,0 +1,162 @@
+//! The `HistoryStore` contract, checked against every implementation (memory and SQLite;
+//! Redis joins later). Each check takes a fresh store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use super::{HistoryQuery, HistoryStore, MemoryStore, Retention, SqliteStore};
+
+fn raw(s: &str) -> Arc<RawValue> {
+    RawValue::from_string(s.to_string()).expect("json").into()
+}
+
+fn query(since: Option<u64>, limit: usize, reverse: bool) -> HistoryQuery {
+    HistoryQuery {
+        since,
+        limit,
+        reverse,
+    }
+}
+
+async fn offsets_start_at_one_and_grow_by_one(store: &dyn HistoryStore) {
+    let keep = Retention { size: 10, ttl: None };
+    let fresh = store.position("c").await.expect("position");
+    assert_eq!(fresh.offset, 0);
+    for i in 1..=20u64 {
+        let p = store
+            .append("c", raw(&i.to_string()), None, keep)
+            .await
+            .expect("append");
+        assert_eq!(p.offset(), i);
+        assert_eq!(p.epoch(), fresh.epoch, "one epoch while history lasts");
+        assert_eq!(p.data().get(), i.to_string());
+    }
+    let page = store.read("c", query(None, 100, false), keep).await.expect("read");
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
+    assert_eq!(offsets, (11..=20).collect::<Vec<_>>(), "the last `size` are kept");
+    assert_eq!(page.position.offset, 20);
+    assert!(!page.has_more);
+    assert_eq!(store.position("c").await.expect("p").offset, 20);
+    // Channels are independent.
+    let other = store
+        .append("d", raw("1"), None, keep)
+        .await
+        .expect("append");
+    assert_eq!(other.offset(), 1);
+}
+
+async fn pages_cover_a_range_exactly_once(store: &dyn HistoryStore) {
+    let keep = Retention { size: 100, ttl: None };
+    for i in 1..=37u64 {
+        store
+            .append("p", raw(&i.to_string()), None, keep)
+            .await
+            .expect("append");
+    }
+    for limit in [1, 5, 10, 36, 37, 50] {
+        for reverse in [false, true] {
+            let mut seen = Vec::new();
+            let mut since = None;
+            loop {
+                let page = store
+                    .read("p", query(since, limit, reverse), keep)
+                    .await
+                    .expect("read");
+                assert!(page.publications.len() <= limit);
+                seen.extend(page.publications.iter().map(|p| p.offset()));
+                since = page.publications.last().map(|p| p.offset());
+                if !page.has_more {
+                    break;
+                }
+                assert!(since.is_some(), "has_more with an empty page");
+            }
+            let mut expected: Vec<u64> = (1..=37).collect();
+            if reverse {
+                expected.reverse();
+            }
+            assert_eq!(seen, expected, "limit {limit}, reverse {reverse}");
+        }
+    }
+    // An exclusive bound in the middle.
+    let page = store
+        .read("p", query(Some(30), 3, false), keep)
+        .await
+        .expect("read");
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
+    assert_eq!(offsets, [31, 32, 33]);
+    assert!(page.has_more);
+    let page = store
+        .read("p", query(Some(3), 10, true), keep)
+        .await
+        .expect("read");
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
+    assert_eq!(offsets, [2, 1]);
+    assert!(!page.has_more);
+}
+
+async fn a_ttl_drops_old_publications_but_not_offsets(store: &dyn HistoryStore) {
+    let ttl = Retention {
+        size: 10,
+        ttl: Some(Duration::from_millis(50)),
+    };
+    store.append("t", raw("1"), None, ttl).await.expect("append");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    store.append("t", raw("2"), None, ttl).await.expect("append");
+    let page = store.read("t", query(None, 10, false), ttl).await.expect("read");
+    let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
+    assert_eq!(offsets, [2]);
+    assert_eq!(page.position.offset, 2);
+}
+
+async fn a_namespace_without_history_still_counts_offsets(store: &dyn HistoryStore) {
+    let none = Retention { size: 0, ttl: None };
+    for i in 1..=3u64 {
+        let p = store.append("n", raw("0"), None, none).await.expect("append");
+        assert_eq!(p.offset(), i);
+    }
+    let page = store.read("n", query(None, 10, false), none).await.expect("read");
+    assert!(page.publications.is_empty());
+    assert_eq!(page.position.offset, 3);
+}
+
+macro_rules! conformance {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn offsets_start_at_one_and_grow_by_one() {
+                let (store, _dir) = $make;
+                super::offsets_start_at_one_and_grow_by_one(&store).await;
+            }
+
+            #[tokio::test]
+            async fn pages_cover_a_range_exactly_once() {
+                let (store, _dir) = $make;
+                super::pages_cover_a_range_exactly_once(&store).await;
+            }
+
+            #[tokio::test]
+            async fn a_ttl_drops_old_publications_but_not_offsets() {
+                let (store, _dir) = $make;
+                super::a_ttl_drops_old_publications_but_not_offsets(&store).await;
+            }
+
+            #[tokio::test]
+            async fn a_namespace_without_history_still_counts_offsets() {
+                let (store, _dir) = $make;
+                super::a_namespace_without_history_still_counts_offsets(&store).await;
+            }
+        }
+    };
+}
+
+conformance!(memory, (MemoryStore::new(), ()));
+conformance!(sqlite, {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store =
+        SqliteStore::open(dir.path(), crate::store::Durability::Normal).expect("open the store");
+    (store, dir)
+});
