@@ -72,7 +72,10 @@ async fn acknowledged_publications_survive_kill_9_and_a_graceful_restart() {
     assert_eq!(after["epoch"], epoch.as_str(), "the epoch survives");
     assert_eq!(after["publications"], before["publications"]);
     // Offsets continue where they were.
-    let next = api.publish("chat:durable", &json!({"n": 11})).await.unwrap();
+    let next = api
+        .publish("chat:durable", &json!({"n": 11}))
+        .await
+        .unwrap();
     assert_eq!(next.offset, 11);
 
     // A new process resumes from a saved position: exactly the publications after it.
@@ -188,7 +191,10 @@ async fn a_second_server_on_the_same_data_dir_is_refused_clearly() {
         .await
         .unwrap();
     let second = FerryServer::start_on_data("127.0.0.1:0", data.path(), &[]).await;
-    let error = second.err().expect("a second server must not start").to_string();
+    let error = second
+        .err()
+        .expect("a second server must not start")
+        .to_string();
     assert!(
         error.contains("in use by another process") && error.contains("--data-dir"),
         "{error}"

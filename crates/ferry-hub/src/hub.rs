@@ -17,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Authenticator, Capability, Identity};
 use crate::broker::{Broker, BrokerMessage, DeliverySink, MemoryBroker};
 use crate::channel::ChannelName;
+use crate::config::HistoryBackend;
 use crate::config::{Config, NamespaceConfig};
 use crate::conn::{ConnHandle, Outbound, Pushed, Receiver};
 use crate::error::{HubError, HubResult};
 use crate::presence::{MemoryPresence, PresenceStore};
 use crate::publication::{Delivery, Publication, StreamPosition};
 use crate::sharded::Sharded;
-use crate::config::HistoryBackend;
 use crate::store::{HistoryPage, HistoryQuery, HistoryStore, MemoryStore, Retention, SqliteStore};
 use crate::transports::ws_io::WsText;
 

@@ -36,8 +36,8 @@ impl Hub {
             api_key: Some(Secret::new("test-api-key")),
             jwt_secret: Some(Secret::new("test-jwt-secret")),
             data_dir: std::env::temp_dir().join("ferry-http-test-unused"),
-        // Tests share that directory; history stays in memory.
-        history: ferry_hub::config::HistoryBackend::Memory,
+            // Tests share that directory; history stays in memory.
+            history: ferry_hub::config::HistoryBackend::Memory,
             testbed: true,
             ..Config::default()
         };

@@ -21,7 +21,10 @@ fn query(since: Option<u64>, limit: usize, reverse: bool) -> HistoryQuery {
 }
 
 async fn offsets_start_at_one_and_grow_by_one(store: &dyn HistoryStore) {
-    let keep = Retention { size: 10, ttl: None };
+    let keep = Retention {
+        size: 10,
+        ttl: None,
+    };
     let fresh = store.position("c").await.expect("position");
     assert_eq!(fresh.offset, 0);
     for i in 1..=20u64 {
@@ -33,9 +36,16 @@ async fn offsets_start_at_one_and_grow_by_one(store: &dyn HistoryStore) {
         assert_eq!(p.epoch(), fresh.epoch, "one epoch while history lasts");
         assert_eq!(p.data().get(), i.to_string());
     }
-    let page = store.read("c", query(None, 100, false), keep).await.expect("read");
+    let page = store
+        .read("c", query(None, 100, false), keep)
+        .await
+        .expect("read");
     let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
-    assert_eq!(offsets, (11..=20).collect::<Vec<_>>(), "the last `size` are kept");
+    assert_eq!(
+        offsets,
+        (11..=20).collect::<Vec<_>>(),
+        "the last `size` are kept"
+    );
     assert_eq!(page.position.offset, 20);
     assert!(!page.has_more);
     assert_eq!(store.position("c").await.expect("p").offset, 20);
@@ -48,7 +58,10 @@ async fn offsets_start_at_one_and_grow_by_one(store: &dyn HistoryStore) {
 }
 
 async fn pages_cover_a_range_exactly_once(store: &dyn HistoryStore) {
-    let keep = Retention { size: 100, ttl: None };
+    let keep = Retention {
+        size: 100,
+        ttl: None,
+    };
     for i in 1..=37u64 {
         store
             .append("p", raw(&i.to_string()), None, keep)
@@ -101,10 +114,19 @@ async fn a_ttl_drops_old_publications_but_not_offsets(store: &dyn HistoryStore) 
         size: 10,
         ttl: Some(Duration::from_millis(50)),
     };
-    store.append("t", raw("1"), None, ttl).await.expect("append");
+    store
+        .append("t", raw("1"), None, ttl)
+        .await
+        .expect("append");
     tokio::time::sleep(Duration::from_millis(80)).await;
-    store.append("t", raw("2"), None, ttl).await.expect("append");
-    let page = store.read("t", query(None, 10, false), ttl).await.expect("read");
+    store
+        .append("t", raw("2"), None, ttl)
+        .await
+        .expect("append");
+    let page = store
+        .read("t", query(None, 10, false), ttl)
+        .await
+        .expect("read");
     let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
     assert_eq!(offsets, [2]);
     assert_eq!(page.position.offset, 2);
@@ -113,10 +135,16 @@ async fn a_ttl_drops_old_publications_but_not_offsets(store: &dyn HistoryStore) 
 async fn a_namespace_without_history_still_counts_offsets(store: &dyn HistoryStore) {
     let none = Retention { size: 0, ttl: None };
     for i in 1..=3u64 {
-        let p = store.append("n", raw("0"), None, none).await.expect("append");
+        let p = store
+            .append("n", raw("0"), None, none)
+            .await
+            .expect("append");
         assert_eq!(p.offset(), i);
     }
-    let page = store.read("n", query(None, 10, false), none).await.expect("read");
+    let page = store
+        .read("n", query(None, 10, false), none)
+        .await
+        .expect("read");
     assert!(page.publications.is_empty());
     assert_eq!(page.position.offset, 3);
 }

@@ -413,7 +413,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<String, StoreError> {
     }
     tx.pragma_update(None, "user_version", known).map_err(err)?;
     let salt: Option<String> = tx
-        .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
+            r.get(0)
+        })
         .optional()
         .map_err(err)?;
     let salt = match salt {
@@ -483,7 +485,8 @@ fn write_batch(conn: &mut Connection, batch: &mut Vec<Op>) {
                 since_ms,
                 reply,
             } => {
-                let _ = reply.send(load(conn, &channel, limit, since_ms).map_err(|e| e.to_string()));
+                let _ =
+                    reply.send(load(conn, &channel, limit, since_ms).map_err(|e| e.to_string()));
             }
             Op::Position { channel, reply } => {
                 let _ = reply.send(position(conn, &channel).map_err(|e| e.to_string()));
@@ -733,7 +736,11 @@ mod tests {
                 .await
                 .expect("append");
             assert_eq!(p.offset(), i);
-            assert_eq!(p.epoch(), fresh.epoch, "the first publication keeps the epoch");
+            assert_eq!(
+                p.epoch(),
+                fresh.epoch,
+                "the first publication keeps the epoch"
+            );
         }
         let store = reopen(dir.path(), store).await;
         let page = store.read("c", all(), KEEP).await.expect("read");
@@ -741,7 +748,10 @@ mod tests {
         assert_eq!(offsets, [1, 2, 3, 4, 5]);
         assert_eq!(page.position.epoch, fresh.epoch);
         assert_eq!(page.publications[2].data().get(), "{\"n\":3}");
-        let p = store.append("c", raw("6"), None, KEEP).await.expect("append");
+        let p = store
+            .append("c", raw("6"), None, KEEP)
+            .await
+            .expect("append");
         assert_eq!(p.offset(), 6, "offsets continue after a restart");
         // A channel never published to keeps its epoch too, without being written.
         let other = store.position("never").await.expect("position");
@@ -753,7 +763,10 @@ mod tests {
     async fn a_second_process_on_the_same_file_is_refused() {
         let dir = tempfile::tempdir().expect("tmp");
         let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
-        store.append("c", raw("1"), None, KEEP).await.expect("append");
+        store
+            .append("c", raw("1"), None, KEEP)
+            .await
+            .expect("append");
         match SqliteStore::open(dir.path(), Durability::Normal) {
             Err(e @ StoreError::Locked { .. }) => {
                 assert!(e.to_string().contains("--data-dir"), "{e}")
@@ -781,7 +794,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         {
             let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open");
-            conn.pragma_update(None, "user_version", 99).expect("version");
+            conn.pragma_update(None, "user_version", 99)
+                .expect("version");
         }
         match SqliteStore::open(dir.path(), Durability::Normal) {
             Err(StoreError::Newer { found: 99, .. }) => {}
@@ -796,7 +810,10 @@ mod tests {
         let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
         let keep2 = Retention { size: 2, ttl: None };
         for i in 1..=5 {
-            store.append("c", raw(&i.to_string()), None, keep2).await.expect("append");
+            store
+                .append("c", raw(&i.to_string()), None, keep2)
+                .await
+                .expect("append");
         }
         store.maintain().await;
         // A large retention after a reopen shows what the file still holds.
