@@ -44,6 +44,12 @@ allowed_origins = []
 testbed = false
 # Serve this directory's files at / (with compression and CORS).
 # static_dir = "public"
+# Where channel history lives: "sqlite" (DATA_DIR/history.sqlite3: survives restarts and
+# crashes, so clients recover what they missed; one server per data dir) or "memory".
+history = "sqlite"
+# "normal": a publish is acknowledged after its commit (survives a crash of the server);
+# "full": an fsync per commit as well (survives a power loss; slower).
+history_durability = "normal"
 
 # Users for POST /auth/login; hashes from `ferry hash-password`, never plain passwords.
 users = []

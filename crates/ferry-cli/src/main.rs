@@ -84,7 +84,7 @@ enum Command {
     HashPassword,
     /// Print the manual page (generated from these definitions), or write all of them.
     Man(cmd_man::ManArgs),
-    /// Load-test a hub (or a peer server) over loopback: idle, fanout, latency, echo, sse.
+    /// Load-test a hub (or a peer server) over loopback: idle, fanout, latency, echo, sse, persist, soak.
     ///
     /// Example: `ferry bench --jwt-secret S fanout --subscribers 1000 --duration 5`.
     /// See bench/README.md for the side-by-side harness.
