@@ -38,6 +38,54 @@ const CLIENT_ID_INVERSE: u64 = 0xF1DE_83E1_9937_733D;
 /// stripe its name hashes to; different channels rarely share one.
 const ORDER_STRIPES: usize = 256;
 
+/// One stripe of the publish order: its lock serialises staging (offsets) and
+/// subscribe-with-recovery of its channels; `last` chains their fan-outs, so publications
+/// whose durability is awaited outside the lock still reach subscribers in offset order.
+#[derive(Default)]
+struct Stripe {
+    /// Done once the latest turn taken on this stripe has fanned out (or given up).
+    last: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Stripe {
+    /// Whether a turn taken on this stripe has not fanned out yet.
+    fn pending(&mut self) -> bool {
+        use tokio::sync::oneshot::error::TryRecvError;
+        match self.last.as_mut().map(|last| last.try_recv()) {
+            Some(Err(TryRecvError::Empty)) => true,
+            _ => {
+                self.last = None;
+                false
+            }
+        }
+    }
+}
+
+/// A place in a stripe's fan-out order, taken under its lock.
+struct Turn {
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Dropped when this turn is over, which lets the next one go.
+    _done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Turn {
+    fn take(stripe: &mut Stripe) -> Turn {
+        let (done, next) = tokio::sync::oneshot::channel();
+        Turn {
+            previous: stripe.last.replace(next),
+            _done: done,
+        }
+    }
+
+    /// Wait until every turn taken before this one is over.
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // An error means the previous turn's sender was dropped: over as well.
+            let _ = previous.await;
+        }
+    }
+}
+
 #[derive(Default)]
 struct Channel {
     subscribers: RwLock<HashMap<u64, Arc<ConnHandle>>>,
@@ -96,7 +144,7 @@ struct HubInner {
     users: Sharded<HashMap<Arc<str>, Vec<u64>>>,
     /// Key of the bijection between numeric connection ids and client ids.
     client_key: u64,
-    order: Box<[tokio::sync::Mutex<()>]>,
+    order: Box<[tokio::sync::Mutex<Stripe>]>,
     store: Arc<dyn HistoryStore>,
     broker: Arc<dyn Broker>,
     presence: Arc<dyn PresenceStore>,
@@ -224,7 +272,7 @@ impl Hub {
             users: Sharded::new(64),
             client_key: rand::random(),
             order: (0..ORDER_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
+                .map(|_| tokio::sync::Mutex::new(Stripe::default()))
                 .collect(),
             store,
             broker,
@@ -317,7 +365,7 @@ impl Hub {
         }
     }
 
-    fn order_lock(&self, channel: &str) -> &tokio::sync::Mutex<()> {
+    fn order_lock(&self, channel: &str) -> &tokio::sync::Mutex<Stripe> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel) as usize;
         &self.inner.order[hash % self.inner.order.len()]
@@ -435,7 +483,13 @@ impl Hub {
         // Registration and the history read happen under the channel's order lock, so no
         // publication can fall between "read from history" and "delivered live".
         let result = {
-            let _order = self.order_lock(channel).lock().await;
+            let mut stripe = self.order_lock(channel).lock().await;
+            // Publications staged before this point fan out first; none can be staged
+            // until the lock is released. So history read below and live delivery meet
+            // exactly at the channel's position.
+            if stripe.pending() {
+                Turn::take(&mut stripe).wait().await;
+            }
             {
                 let mut shard = self.inner.channels.shard(channel).lock();
                 let entry = shard.entry(name.clone()).or_default();
@@ -445,7 +499,7 @@ impl Hub {
             match self.recover(channel, recover, retention).await {
                 Ok(r) => r,
                 Err(e) => {
-                    drop(_order);
+                    drop(stripe);
                     self.leave_local(conn, channel);
                     return Err(e);
                 }
@@ -566,12 +620,41 @@ impl Hub {
         let (_, ns) = self.resolve(channel)?;
         self.check_data(&data)?;
         let retention = Self::retention(ns);
-        let _order = self.order_lock(channel).lock().await;
-        let publication = self
+        let mut stripe = self.order_lock(channel).lock().await;
+        let staged = self
             .inner
             .store
-            .append(channel, data, info, retention)
+            .stage(channel, data, info, retention)
             .await?;
+        let publication = staged.publication;
+        if staged.durable.is_now() && !stripe.pending() {
+            // Stored already (memory history) and nothing ahead: fan out under the lock.
+            self.fan_out(&publication, skip).await?;
+            return Ok(publication);
+        }
+        // Durable later (SQLite: after the commit). The lock is released while the commit
+        // is awaited, so the next publications of the channel go into the same commit; the
+        // turn keeps fan-out in offset order. The rest runs as its own task, so a caller
+        // that goes away cannot leave a stored publication undelivered.
+        let mut turn = Turn::take(&mut stripe);
+        drop(stripe);
+        let hub = self.clone();
+        let durable = staged.durable;
+        let delivered = publication.clone();
+        tokio::spawn(async move {
+            let stored = durable.wait().await;
+            turn.wait().await;
+            match stored {
+                Ok(()) => hub.fan_out(&delivered, skip).await,
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .map_err(|e| HubError::new(ErrorCode::InternalError, format!("publish failed: {e}")))??;
+        Ok(publication)
+    }
+
+    async fn fan_out(&self, publication: &Arc<Publication>, skip: Option<u64>) -> HubResult<()> {
         self.inner
             .broker
             .publish(BrokerMessage::Publication {
@@ -580,7 +663,7 @@ impl Hub {
             })
             .await?;
         self.inner.publications.fetch_add(1, Ordering::Relaxed);
-        Ok(publication)
+        Ok(())
     }
 
     /// Check publication `data` against the payload limits (nesting depth:

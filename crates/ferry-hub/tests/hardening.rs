@@ -115,7 +115,8 @@ async fn stalled_subscribers_are_reaped_with_bounded_memory() {
             let m = good.next_of_type("message").await;
             offsets.push(m["payload"]["offset"].as_u64().unwrap());
         }
-        offsets
+        // The reader stays connected until the stats below are read.
+        (offsets, good)
     });
     for _ in 0..PUBLICATIONS {
         server
@@ -136,7 +137,7 @@ async fn stalled_subscribers_are_reaped_with_bounded_memory() {
     )
     .await;
     let reaped_in = started.elapsed();
-    let offsets = reader.await.unwrap();
+    let (offsets, _good) = reader.await.unwrap();
     assert_eq!(offsets, (1..=PUBLICATIONS as u64).collect::<Vec<_>>());
     // Documented bound: until it is reaped, a stalled connection holds the frame being
     // written in its write buffer, whose capacity can reach twice a frame (here ~1 MB);

@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use ferry_proto::envelope::ClientInfo;
 use serde_json::value::RawValue;
 
-use super::{HistoryPage, HistoryQuery, HistoryStore, Retention, now_millis, page};
+use super::{
+    Durable, HistoryPage, HistoryQuery, HistoryStore, Retention, Staged, now_millis, page,
+};
 use crate::error::HubResult;
 use crate::publication::{Publication, StreamPosition};
 use crate::sharded::Sharded;
@@ -109,13 +111,13 @@ impl MemoryStore {
 
 #[async_trait]
 impl HistoryStore for MemoryStore {
-    async fn append(
+    async fn stage(
         &self,
         channel: &str,
         data: Arc<RawValue>,
         info: Option<ClientInfo>,
         retention: Retention,
-    ) -> HubResult<Arc<Publication>> {
+    ) -> HubResult<Staged> {
         let now = Instant::now();
         let mut shard = self.streams.shard(channel).lock();
         let stream = match shard.get_mut(channel) {
@@ -135,7 +137,10 @@ impl HistoryStore for MemoryStore {
             stream.items.push_back((publication.clone(), now));
         }
         stream.trim(retention, now);
-        Ok(publication)
+        Ok(Staged {
+            publication,
+            durable: Durable::Now,
+        })
     }
 
     async fn read(

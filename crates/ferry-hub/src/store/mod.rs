@@ -2,8 +2,9 @@
 //! `ferry serve`) and the in-memory one.
 //!
 //! The store is the only writer of history: it assigns offsets (+1 per publication) and
-//! epochs. The hub serialises appends per channel, so a store sees one append at a time
-//! for a given channel.
+//! epochs. The hub serialises staging per channel, so a store sees one `stage` at a time
+//! for a given channel; several staged publications of a channel may be on their way to
+//! disk at once, and their [`Durable`]s complete in offset order.
 
 #[cfg(test)]
 mod conformance;
@@ -20,8 +21,9 @@ use serde_json::value::RawValue;
 pub use memory::MemoryStore;
 pub use sqlite::{Durability, SqliteStore, StoreError};
 
-use crate::error::HubResult;
+use crate::error::{HubError, HubResult};
 use crate::publication::{Publication, StreamPosition};
+use ferry_proto::codes::ErrorCode;
 
 /// How much history a channel keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,17 +56,77 @@ pub struct HistoryPage {
     pub has_more: bool,
 }
 
+/// A staged publication: its offset is assigned; `durable` says when it is stored.
+pub struct Staged {
+    /// The publication, with its offset and epoch.
+    pub publication: Arc<Publication>,
+    /// Completes once the publication is stored (after its commit, for SQLite).
+    pub durable: Durable,
+}
+
+/// When a staged publication is stored.
+pub enum Durable {
+    /// Already: the store keeps it in memory (or keeps no history for it).
+    Now,
+    /// Once the store's writer answers (`Err` carries why the write failed).
+    Pending(tokio::sync::oneshot::Receiver<Result<(), String>>),
+}
+
+impl Durable {
+    /// Whether the publication is stored already.
+    pub fn is_now(&self) -> bool {
+        matches!(self, Durable::Now)
+    }
+
+    /// Wait until the publication is stored.
+    pub async fn wait(self) -> HubResult<()> {
+        match self {
+            Durable::Now => Ok(()),
+            Durable::Pending(rx) => match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(HubError::new(
+                    ErrorCode::InternalError,
+                    format!("saving the publication failed: {e}"),
+                )),
+                Err(_) => Err(HubError::new(
+                    ErrorCode::InternalError,
+                    "the history writer stopped",
+                )),
+            },
+        }
+    }
+}
+
 /// Where publications live.
+///
+/// Contract: offsets of a channel start at 1 and grow by exactly 1 per staged
+/// publication; a publication is readable (`read`, `position`) only once it is durable;
+/// durability completes in offset order per channel; an epoch changes only when a
+/// channel's history starts over (then offsets may start again).
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {
-    /// Append a publication, assigning the next offset, and trim to `retention`.
+    /// Assign the next offset to a publication and start storing it (trimming history to
+    /// `retention`). The caller serialises `stage` per channel.
+    async fn stage(
+        &self,
+        channel: &str,
+        data: Arc<RawValue>,
+        info: Option<ClientInfo>,
+        retention: Retention,
+    ) -> HubResult<Staged>;
+
+    /// Stage a publication and wait until it is stored.
     async fn append(
         &self,
         channel: &str,
         data: Arc<RawValue>,
         info: Option<ClientInfo>,
         retention: Retention,
-    ) -> HubResult<Arc<Publication>>;
+    ) -> HubResult<Arc<Publication>> {
+        let staged = self.stage(channel, data, info, retention).await?;
+        staged.durable.wait().await?;
+        Ok(staged.publication)
+    }
 
     /// Read retained publications.
     async fn read(

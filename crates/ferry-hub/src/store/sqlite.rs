@@ -3,9 +3,13 @@
 //! a client that reconnects after a restart recovers exactly what it missed.
 //!
 //! Shape:
-//! - **One writer thread** owns the only connection. Appends queued while a commit runs
-//!   are written together in the next transaction (group commit); an append is
-//!   acknowledged only after its transaction committed.
+//! - **One writer thread** owns the only connection. Publications staged while a commit
+//!   runs are written together in the next transaction (group commit); a publication is
+//!   durable (and readable, and acknowledged) only after its transaction committed. A
+//!   channel may have many publications on their way at once: offsets are assigned when
+//!   they are staged, and the writer makes them durable in that order.
+//! - **A failed commit stops history writes** until a restart: every later publication
+//!   fails too, so the file never holds offset N + 1 without N.
 //! - **A window per active channel** in memory (its retained publications, the same as the
 //!   memory store keeps), loaded from the file on first use, so reads and recoveries never
 //!   wait on the disk. Windows idle for [`IDLE_EVICT`] are dropped and reloaded on demand.
@@ -35,7 +39,9 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use super::{HistoryPage, HistoryQuery, HistoryStore, Retention, now_millis, page};
+use super::{
+    Durable, HistoryPage, HistoryQuery, HistoryStore, Retention, Staged, now_millis, page,
+};
 use crate::error::{HubError, HubResult};
 use crate::publication::{Publication, StreamPosition};
 use crate::sharded::Sharded;
@@ -152,7 +158,10 @@ impl StoreError {
 /// One channel's retained publications in memory.
 struct Window {
     epoch: Arc<str>,
+    /// The last durable offset.
     top: u64,
+    /// The last offset handed out (`top` plus the publications on their way to disk).
+    staged: u64,
     items: VecDeque<Arc<Publication>>,
     retention: Retention,
     /// Offsets up to this one are deleted from the file (or were never there).
@@ -194,13 +203,12 @@ impl Window {
 }
 
 struct Row {
-    channel: Box<str>,
-    offset: u64,
-    epoch: Arc<str>,
-    /// `None`: the namespace keeps no history; only the channel's offset is saved.
-    data: Option<Arc<RawValue>>,
+    publication: Arc<Publication>,
+    /// `false`: the namespace keeps no history; only the channel's offset is saved.
+    keep: bool,
+    /// `publication`'s info as JSON.
     info: Option<String>,
-    time: u64,
+    retention: Retention,
 }
 
 struct Loaded {
@@ -228,10 +236,16 @@ enum Op {
     },
 }
 
+type Windows = Sharded<HashMap<Box<str>, Window>>;
+
+/// Why history writes stopped, once a commit failed.
+type Failure = Arc<parking_lot::Mutex<Option<String>>>;
+
 /// History in a SQLite file. See the module docs.
 pub struct SqliteStore {
-    windows: Sharded<HashMap<Box<str>, Window>>,
+    windows: Arc<Windows>,
     writer: mpsc::Sender<Op>,
+    failure: Failure,
     salt: String,
     path: PathBuf,
 }
@@ -248,16 +262,23 @@ impl SqliteStore {
         let mut conn = open_connection(&path, durability)?;
         let salt = migrate(&mut conn, &path)?;
         let (writer, ops) = mpsc::channel();
+        let windows: Arc<Windows> = Arc::new(Sharded::new(64));
+        let failure = Failure::default();
+        let writer_state = Writer {
+            windows: windows.clone(),
+            failure: failure.clone(),
+        };
         std::thread::Builder::new()
             .name("ferry-history".into())
-            .spawn(move || run_writer(conn, ops))
+            .spawn(move || writer_state.run(conn, ops))
             .map_err(|e| StoreError::Other {
                 path: path.clone(),
                 detail: format!("cannot start the writer thread: {e}"),
             })?;
         Ok(SqliteStore {
-            windows: Sharded::new(64),
+            windows,
             writer,
+            failure,
             salt,
             path,
         })
@@ -336,6 +357,7 @@ impl SqliteStore {
         shard.entry(channel.into()).or_insert(Window {
             epoch,
             top,
+            staged: top,
             items,
             retention,
             pruned_through: 0,
@@ -390,7 +412,8 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     conn.pragma_update(None, "synchronous", sync).map_err(err)?;
     // Windows answer most reads; what reaches the file (loads, pruning, the B-tree pages a
     // commit touches) stays in SQLite's page cache instead of being read back each time.
-    conn.pragma_update(None, "cache_size", -32_768).map_err(err)?;
+    conn.pragma_update(None, "cache_size", -32_768)
+        .map_err(err)?;
     Ok(conn)
 }
 
@@ -437,64 +460,107 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<String, StoreError> {
     Ok(salt)
 }
 
-fn run_writer(mut conn: Connection, ops: mpsc::Receiver<Op>) {
-    let mut batch = Vec::with_capacity(64);
-    while let Ok(op) = ops.recv() {
-        batch.push(op);
-        while batch.len() < MAX_BATCH {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        write_batch(&mut conn, &mut batch);
-    }
-    // Every sender is gone: the store was dropped. Closing checkpoints the WAL.
-    if let Err((_, e)) = conn.close() {
-        tracing::warn!(error = %e, "closing the history file failed");
-    }
+/// The writer thread's view of the store.
+struct Writer {
+    windows: Arc<Windows>,
+    failure: Failure,
 }
 
-/// Commit every append and prune of `batch` in one transaction, acknowledge them, then
-/// answer the reads (which therefore see the batch's writes).
-fn write_batch(conn: &mut Connection, batch: &mut Vec<Op>) {
-    let mut acks = Vec::new();
-    let mut reads = Vec::new();
-    let mut writes = Vec::new();
-    for op in batch.drain(..) {
-        match op {
-            Op::Append(row, ack) => {
-                acks.extend(ack);
-                writes.push(Ok(row));
+impl Writer {
+    fn run(self, mut conn: Connection, ops: mpsc::Receiver<Op>) {
+        let mut batch = Vec::with_capacity(64);
+        while let Ok(op) = ops.recv() {
+            batch.push(op);
+            while batch.len() < MAX_BATCH {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
             }
-            Op::Prune { channel, through } => writes.push(Err((channel, through))),
-            read => reads.push(read),
+            self.write_batch(&mut conn, &mut batch);
+        }
+        // Every sender is gone: the store was dropped. Closing checkpoints the WAL.
+        if let Err((_, e)) = conn.close() {
+            tracing::warn!(error = %e, "closing the history file failed");
         }
     }
-    if !writes.is_empty() {
-        let result = commit(conn, &writes).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "saving history failed");
+
+    /// Commit every append and prune of `batch` in one transaction, make the appends
+    /// readable in their windows and acknowledge them, then answer the reads (which
+    /// therefore see the batch's writes).
+    fn write_batch(&self, conn: &mut Connection, batch: &mut Vec<Op>) {
+        let mut acks = Vec::new();
+        let mut reads = Vec::new();
+        let mut writes = Vec::new();
+        for op in batch.drain(..) {
+            match op {
+                Op::Append(row, ack) => {
+                    acks.push(ack);
+                    writes.push(Ok(row));
+                }
+                Op::Prune { channel, through } => writes.push(Err((channel, through))),
+                read => reads.push(read),
+            }
         }
-        for ack in acks {
-            let _ = ack.send(result.clone());
+        if !writes.is_empty() {
+            let stopped = self.failure.lock().clone();
+            let result = match stopped {
+                Some(why) => Err(why),
+                None => commit(conn, &writes).map_err(|e| e.to_string()),
+            };
+            match &result {
+                Ok(()) => self.publish(&writes),
+                Err(e) => {
+                    let mut failure = self.failure.lock();
+                    if failure.is_none() {
+                        tracing::error!(
+                            error = %e,
+                            "saving history failed; publishing is refused until the server restarts"
+                        );
+                        *failure = Some(e.clone());
+                    }
+                }
+            }
+            for ack in acks.into_iter().flatten() {
+                let _ = ack.send(result.clone());
+            }
+        }
+        for op in reads {
+            match op {
+                Op::Load {
+                    channel,
+                    limit,
+                    since_ms,
+                    reply,
+                } => {
+                    let _ = reply
+                        .send(load(conn, &channel, limit, since_ms).map_err(|e| e.to_string()));
+                }
+                Op::Position { channel, reply } => {
+                    let _ = reply.send(position(conn, &channel).map_err(|e| e.to_string()));
+                }
+                Op::Append(..) | Op::Prune { .. } => {}
+            }
         }
     }
-    for op in reads {
-        match op {
-            Op::Load {
-                channel,
-                limit,
-                since_ms,
-                reply,
-            } => {
-                let _ =
-                    reply.send(load(conn, &channel, limit, since_ms).map_err(|e| e.to_string()));
+
+    /// Make committed publications readable, in offset order.
+    fn publish(&self, writes: &[Write]) {
+        let now = now_millis();
+        for row in writes.iter().filter_map(|w| w.as_ref().ok()) {
+            let p = &row.publication;
+            let mut shard = self.windows.shard(p.channel()).lock();
+            // A window loaded after the commit already holds it.
+            if let Some(w) = shard.get_mut(p.channel())
+                && w.top + 1 == p.offset()
+            {
+                w.top = p.offset();
+                w.retention = row.retention;
+                if row.keep {
+                    w.items.push_back(p.clone());
+                }
+                w.trim(row.retention, now);
             }
-            Op::Position { channel, reply } => {
-                let _ = reply.send(position(conn, &channel).map_err(|e| e.to_string()));
-            }
-            Op::Append(..) | Op::Prune { .. } => {}
         }
     }
 }
@@ -518,17 +584,18 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
         for write in writes {
             match write {
                 Ok(row) => {
-                    if let Some(data) = &row.data {
+                    let p = &row.publication;
+                    if row.keep {
                         insert.execute(params![
-                            &*row.channel,
-                            sql_int(row.offset),
-                            data.get(),
+                            p.channel(),
+                            sql_int(p.offset()),
+                            p.data().get(),
                             row.info,
-                            sql_int(row.time)
+                            sql_int(p.time())
                         ])?;
                     }
-                    let entry = tops.entry(&row.channel).or_insert((&row.epoch, 0));
-                    entry.1 = entry.1.max(row.offset);
+                    let entry = tops.entry(p.channel()).or_insert((p.epoch(), 0));
+                    entry.1 = entry.1.max(p.offset());
                 }
                 Err((channel, through)) => {
                     prune.execute(params![&**channel, sql_int(*through)])?;
@@ -581,54 +648,58 @@ fn load(conn: &Connection, channel: &str, limit: usize, since_ms: u64) -> rusqli
 
 #[async_trait]
 impl HistoryStore for SqliteStore {
-    async fn append(
+    async fn stage(
         &self,
         channel: &str,
         data: Arc<RawValue>,
         info: Option<ClientInfo>,
         retention: Retention,
-    ) -> HubResult<Arc<Publication>> {
-        // The hub serialises appends per channel, so `top` cannot move until this one
-        // updates it after the commit.
-        let (offset, epoch) = self
-            .with_window(channel, retention, |w| (w.top + 1, w.epoch.clone()))
-            .await?;
-        let time = now_millis();
+    ) -> HubResult<Staged> {
+        if let Some(why) = self.failure.lock().clone() {
+            return Err(unavailable(&format!(
+                "history cannot be saved ({why}); restart the server"
+            )));
+        }
+        // The hub serialises staging per channel; the writer moves `top` up to `staged`,
+        // except where nothing is kept: there the offset counts at once.
         let keep = retention.size > 0;
+        let (offset, epoch) = self
+            .with_window(channel, retention, |w| {
+                w.staged += 1;
+                if !keep {
+                    w.top = w.staged;
+                }
+                (w.staged, w.epoch.clone())
+            })
+            .await?;
+        let row_info = info.as_ref().and_then(|i| serde_json::to_string(i).ok());
+        let publication = Publication::new(channel, offset, &epoch, data, info, now_millis());
         let row = Row {
-            channel: channel.into(),
-            offset,
-            epoch: epoch.clone(),
-            data: keep.then(|| data.clone()),
-            info: info.as_ref().and_then(|i| serde_json::to_string(i).ok()),
-            time,
+            publication: publication.clone(),
+            keep,
+            info: row_info,
+            retention,
         };
-        let publication = Publication::new(channel, offset, &epoch, data, info, time);
         if keep {
-            self.call(|ack| Op::Append(row, Some(ack)))
-                .await?
-                .map_err(|e| unavailable(&format!("saving the publication failed: {e}")))?;
+            let (ack, durable) = oneshot::channel();
+            self.writer
+                .send(Op::Append(row, Some(ack)))
+                .map_err(|_| unavailable("the history writer stopped"))?;
+            Ok(Staged {
+                publication,
+                durable: Durable::Pending(durable),
+            })
         } else {
-            // Nothing to recover from a namespace that keeps no history: the offset is
+            // Nothing to recover from a namespace that keeps no history: its offset is
             // saved with the next commit, and nobody waits for it.
             self.writer
                 .send(Op::Append(row, None))
                 .map_err(|_| unavailable("the history writer stopped"))?;
+            Ok(Staged {
+                publication,
+                durable: Durable::Now,
+            })
         }
-        let mut shard = self.windows.shard(channel).lock();
-        // A window reloaded meanwhile already holds this publication (its load ran after
-        // the commit); one loaded before it is one behind and takes it now.
-        if let Some(w) = shard.get_mut(channel)
-            && w.top + 1 == offset
-        {
-            w.top = offset;
-            w.retention = retention;
-            if keep {
-                w.items.push_back(publication.clone());
-            }
-            w.trim(retention, time);
-        }
-        Ok(publication)
     }
 
     async fn read(
@@ -683,7 +754,8 @@ impl HistoryStore for SqliteStore {
                     prunes.push((channel.clone(), through));
                     w.pruned_through = through;
                 }
-                w.used.elapsed() < IDLE_EVICT
+                // A window with publications on their way keeps their offsets: it stays.
+                w.staged != w.top || w.used.elapsed() < IDLE_EVICT
             });
             if shard.capacity() > shard.len() * 2 + 16 {
                 shard.shrink_to_fit();
