@@ -256,8 +256,18 @@ pub fn check_config(config: &Config) -> ExitCode {
     for warning in warnings(config) {
         eprintln!("warning: {warning}");
     }
+    let history = match config.history {
+        ferry_hub::config::HistoryBackend::Sqlite => format!(
+            "history in {}",
+            config
+                .data_dir
+                .join(ferry_hub::store::sqlite::FILE_NAME)
+                .display()
+        ),
+        ferry_hub::config::HistoryBackend::Memory => "history in memory".to_string(),
+    };
     println!(
-        "configuration OK: listen {}, data in {}, namespaces: {}",
+        "configuration OK: listen {}, data in {}, {history}, namespaces: {}",
         config.listen,
         config.data_dir.display(),
         std::iter::once("(default)".to_string())

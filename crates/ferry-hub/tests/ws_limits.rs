@@ -236,6 +236,53 @@ async fn server_pings_keep_live_peers_and_reap_dead_ones() {
     server.stop().await;
 }
 
+/// A peer that stops reading while deliveries keep coming (more than one a second, each
+/// written at once into the kernel's buffer) is still reaped by the pong deadline.
+#[tokio::test]
+async fn a_peer_that_never_answers_pings_is_reaped_under_steady_traffic() {
+    let server = TestServer::start_with(|c| {
+        c.limits.ping_interval_ms = 300;
+        c.limits.pong_timeout_ms = 500;
+    })
+    .await;
+    let mut deaf = server.client("deaf").await;
+    deaf.request("subscribe", json!({"channel": "chat:steady"}))
+        .await;
+    assert_eq!(server.hub.connection_count(), 1);
+    // Publish every 50 ms (bounded: at most 10 s) until the server drops the peer; the
+    // peer reads nothing meanwhile, so it answers no ping.
+    let hub = server.hub.clone();
+    let reaped = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let data: std::sync::Arc<serde_json::value::RawValue> =
+                serde_json::value::RawValue::from_string("\"tick\"".into())
+                    .unwrap()
+                    .into();
+            hub.publish("chat:steady", data, None, None).await.unwrap();
+            if hub.connection_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(reaped.is_ok(), "the deaf peer was never reaped");
+    // What it finally reads ends with the 1011 close.
+    let mut close = None;
+    while close.is_none() {
+        match tokio::time::timeout(WAIT, deaf.stream.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(frame))) => close = Some(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    assert_eq!(close, Some(Some(1011)));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn slow_consumer_is_disconnected_and_memory_stays_bounded() {
     let server = TestServer::start_with(|c| c.limits.send_queue_size = 8).await;

@@ -420,6 +420,7 @@ impl Session {
         mut cancelled: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
         mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
     ) -> Result<(), End> {
+        let started = Instant::now();
         let result = loop {
             tokio::select! {
                 // The write first: it nearly always completes at once, and then nothing
@@ -445,9 +446,13 @@ impl Session {
                 }
             }
         };
-        // The peer's frames (a pong among them) were not read during the write: give the
-        // read side a moment before an outstanding ping counts as unanswered.
-        if let Some(deadline) = self.pong_deadline.as_mut() {
+        // A write that held the task for a while kept the peer's frames (a pong among them)
+        // unread: give the read side a moment before an outstanding ping counts as
+        // unanswered. Only then: a peer that never answers but keeps taking frequent
+        // deliveries would otherwise push its pong deadline forward forever.
+        if started.elapsed() >= WRITE_HELD_READS
+            && let Some(deadline) = self.pong_deadline.as_mut()
+        {
             *deadline = (*deadline).max(Instant::now() + Duration::from_secs(1));
         }
         result
@@ -802,6 +807,9 @@ fn to_json<T: Serialize>(value: &T) -> HubResult<String> {
 /// Time allowed for the final frames and the close frame to be written.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time the peer gets to answer our close frame before the socket is dropped.
+/// A write pending this long kept the session from reading the peer's frames.
+const WRITE_HELD_READS: Duration = Duration::from_millis(250);
+
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Turn `End::ShuttingDown` into a drained queue and a 1001 close; other ends pass.
