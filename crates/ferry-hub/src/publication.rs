@@ -133,6 +133,7 @@ impl Serialize for Publication {
 pub struct Delivery {
     publication: Arc<Publication>,
     frame: OnceLock<WsText>,
+    wire: OnceLock<bytes::Bytes>,
 }
 
 impl Delivery {
@@ -141,6 +142,7 @@ impl Delivery {
         Arc::new(Delivery {
             publication,
             frame: OnceLock::new(),
+            wire: OnceLock::new(),
         })
     }
 
@@ -152,6 +154,13 @@ impl Delivery {
     /// The `message` push frame, encoded on first use and shared afterwards.
     pub fn ws_frame(&self) -> &WsText {
         self.frame.get_or_init(|| self.publication.ws_frame())
+    }
+
+    /// The complete WebSocket frame (header and `message` push), built on first use: the
+    /// same bytes are written to every subscriber's socket.
+    pub fn ws_wire(&self) -> &bytes::Bytes {
+        self.wire
+            .get_or_init(|| crate::transports::ws_io::text_frame(self.ws_frame().as_bytes()))
     }
 
     /// The payload JSON: the part of the frame inside `{"type":"message","payload":…}`.

@@ -48,14 +48,17 @@ type RawWs = tokio_tungstenite::WebSocketStream<TcpStream>;
 /// A `/ws` connection with a tiny receive window, subscribed to `channel`; the caller
 /// then simply stops reading it.
 async fn stalled_subscriber(server: &TestServer, user: &str, channel: &str) -> RawWs {
+    subscriber(server, user, channel, small_window(server.addr).await).await
+}
+
+/// A `/ws` connection over `tcp`, subscribed to `channel`.
+async fn subscriber(server: &TestServer, user: &str, channel: &str, tcp: TcpStream) -> RawWs {
     let url = server.ws_url(&format!("/ws?token={}", server.token(user)));
     let mut request = url.into_client_request().unwrap();
     request
         .headers_mut()
         .insert("sec-websocket-protocol", "ferry.json".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::client_async(request, small_window(server.addr).await)
-        .await
-        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
     let subscribe = json!({"type": "subscribe", "id": "s", "payload": {"channel": channel}});
     ws.send(Message::text(subscribe.to_string())).await.unwrap();
     loop {
@@ -666,4 +669,58 @@ async fn a_refreshed_token_with_fewer_grants_revokes_subscriptions() {
         m["payload"]["channel"], "priv:a",
         "priv:b is no longer delivered"
     );
+}
+
+/// A publication's frame is built once and written to every subscriber from the same
+/// bytes: after a large one has reached everybody, no connection keeps a buffer its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_publication_leaves_no_per_connection_copy_behind() {
+    use tokio::io::AsyncReadExt;
+    let _memory = MEMORY.lock().await;
+    const SUBSCRIBERS: usize = 150;
+    const SIZE: usize = 1_000_000;
+    let server = TestServer::start().await;
+    let channel = "chat:large";
+    let mut clients = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        clients.push(
+            subscriber(
+                &server,
+                &format!("u{i}"),
+                channel,
+                TcpStream::connect(server.addr).await.unwrap(),
+            )
+            .await,
+        );
+    }
+    let before = rss();
+    server
+        .hub
+        .publish(channel, data_of(SIZE), None, None)
+        .await
+        .unwrap();
+    // The clients read the frame's bytes straight off their sockets into one small buffer,
+    // so what grows is the server's memory only.
+    let mut buf = vec![0u8; 64 * 1024];
+    for ws in &mut clients {
+        let tcp = ws.get_mut();
+        let mut got = 0;
+        while got < SIZE {
+            let n = tokio::time::timeout(support::WAIT, tcp.read(&mut buf))
+                .await
+                .expect("the publication in time")
+                .unwrap();
+            assert!(n > 0, "closed after {got} bytes");
+            got += n;
+        }
+    }
+    // Every subscriber has the frame: what is left is history's one copy (and allocator
+    // slack), not one copy per connection (which would be ~150 MiB).
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 40 * MIB,
+        "RSS grew {} MiB after one 1 MB publication to {SUBSCRIBERS} subscribers",
+        grown / MIB
+    );
+    server.stop().await;
 }

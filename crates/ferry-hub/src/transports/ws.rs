@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::time::sleep_until;
 
-use super::ws_io::{self, Message, ServerSocket, WsText};
+use super::ws_io::{self, Message, RawFrames, ServerSocket, WsText, write_raw};
 use super::{ApiError, AppState, Peer, check_origin, request_token};
 use crate::auth::{Capability, Identity};
 use crate::conn::{CloseRequest, ConnHandle, Outbound, Receiver};
@@ -194,7 +194,8 @@ impl Session {
             None => {}
         }
         async move {
-            let end = session.serve(&mut socket, &mut rx).await;
+            let mut raw = RawFrames::default();
+            let end = session.serve(&mut socket, &mut raw, &mut rx).await;
             hub.disconnect(&conn).await;
             if let End::Close(code, reason) = end {
                 // Bounded: a peer that takes no bytes is cut off by the socket layer after
@@ -202,6 +203,9 @@ impl Session {
                 let limit = CLOSE_WRITE_TIMEOUT
                     .max(Duration::from_millis(hub.config().limits.write_timeout_ms));
                 let _ = tokio::time::timeout(limit, async {
+                    // The rest of an interrupted write first: a frame cut in two would
+                    // garble the close.
+                    write_raw(&mut socket, &mut raw).await?;
                     for message in session.out.drain(..) {
                         socket.feed(message).await?;
                     }
@@ -218,7 +222,12 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self, socket: &mut ServerSocket, rx: &mut Receiver) -> End {
+    async fn serve(
+        &mut self,
+        socket: &mut ServerSocket,
+        raw: &mut RawFrames,
+        rx: &mut Receiver,
+    ) -> End {
         let shutdown = self.hub.shutdown_token().clone();
         let conn = self.conn.clone();
         // Made once and polled on every turn of the loop: the close and shutdown waiters
@@ -232,12 +241,12 @@ impl Session {
             if !self.out.is_empty() {
                 let batch = std::mem::take(&mut self.out);
                 let written = {
-                    let write = std::pin::pin!(flush_out(socket, batch));
+                    let write = std::pin::pin!(flush_out(socket, raw, batch));
                     self.guarded(write, closed.as_mut(), cancelled.as_mut(), timer.as_mut())
                         .await
                 };
                 if let Err(end) = written {
-                    return finish(end, socket, rx).await;
+                    return finish(end, socket, raw, rx).await;
                 }
                 // Timers may have queued more (a ping) while the write was pending.
                 continue;
@@ -263,17 +272,17 @@ impl Session {
                     return End::Close(request.code, request.reason);
                 }
                 _ = &mut cancelled => {
-                    return finish(End::ShuttingDown, socket, rx).await;
+                    return finish(End::ShuttingDown, socket, raw, rx).await;
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
                     let written = {
-                        let write = std::pin::pin!(write_queued(socket, item, rx));
+                        let write = std::pin::pin!(write_queued(socket, raw, item, rx));
                         self.guarded(write, closed.as_mut(), cancelled.as_mut(), timer.as_mut())
                             .await
                     };
                     if let Err(end) = written {
-                        return finish(end, socket, rx).await;
+                        return finish(end, socket, raw, rx).await;
                     }
                 }
                 frame = socket.next() => {
@@ -813,15 +822,21 @@ const WRITE_HELD_READS: Duration = Duration::from_millis(250);
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Turn `End::ShuttingDown` into a drained queue and a 1001 close; other ends pass.
-async fn finish(end: End, socket: &mut ServerSocket, rx: &mut Receiver) -> End {
+async fn finish(
+    end: End,
+    socket: &mut ServerSocket,
+    raw: &mut RawFrames,
+    rx: &mut Receiver,
+) -> End {
     if !matches!(end, End::ShuttingDown) {
         return end;
     }
     // Drain what is already queued (bounded: a stuck peer cannot hold us).
     let drain = async {
         while let Ok(item) = rx.try_recv() {
-            socket.feed(outbound_message(item)).await?;
+            write_item(socket, raw, item).await?;
         }
+        write_raw(socket, raw).await?;
         socket.flush().await
     };
     match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, drain).await {
@@ -830,7 +845,13 @@ async fn finish(end: End, socket: &mut ServerSocket, rx: &mut Receiver) -> End {
     }
 }
 
-async fn flush_out(socket: &mut ServerSocket, out: Vec<Message>) -> Result<(), ws_io::WsError> {
+async fn flush_out(
+    socket: &mut ServerSocket,
+    raw: &mut RawFrames,
+    out: Vec<Message>,
+) -> Result<(), ws_io::WsError> {
+    // Publications written before these go first.
+    write_raw(socket, raw).await?;
     // Taken from the session, not drained: replies are rare, and an idle connection should
     // not keep the capacity of its last burst of them.
     for message in out {
@@ -839,21 +860,41 @@ async fn flush_out(socket: &mut ServerSocket, out: Vec<Message>) -> Result<(), w
     socket.flush().await
 }
 
+/// Frames gathered before one vectored write of publications.
+const RAW_BATCH: usize = 64;
+
+/// Queue one outbound item in order: publications as shared pre-built frames, anything
+/// else through tungstenite (after the publications before it).
+async fn write_item(
+    socket: &mut ServerSocket,
+    raw: &mut RawFrames,
+    item: Outbound,
+) -> Result<(), ws_io::WsError> {
+    match item {
+        Outbound::Publication(d) => {
+            raw.push(d.ws_wire().clone());
+            if raw.len() >= RAW_BATCH {
+                write_raw(socket, raw).await?;
+            }
+            Ok(())
+        }
+        Outbound::Frame(text) => {
+            write_raw(socket, raw).await?;
+            socket.feed(Message::Text(text)).await
+        }
+    }
+}
+
 async fn write_queued(
     socket: &mut ServerSocket,
+    raw: &mut RawFrames,
     first: Outbound,
     rx: &mut Receiver,
 ) -> Result<(), ws_io::WsError> {
-    socket.feed(outbound_message(first)).await?;
+    write_item(socket, raw, first).await?;
     while let Ok(item) = rx.try_recv() {
-        socket.feed(outbound_message(item)).await?;
+        write_item(socket, raw, item).await?;
     }
+    write_raw(socket, raw).await?;
     socket.flush().await
-}
-
-fn outbound_message(item: Outbound) -> Message {
-    match item {
-        Outbound::Publication(d) => Message::Text(d.ws_frame().clone()),
-        Outbound::Frame(text) => Message::Text(text),
-    }
 }

@@ -28,6 +28,109 @@ pub type ServerSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// Errors from reading or writing a socket.
 pub type WsError = tungstenite::Error;
 
+/// A complete server-to-client text frame around `payload`: FIN + text opcode, the
+/// length, no mask (servers never mask). The same bytes suit every subscriber, so a
+/// publication's frame is built once and written to each socket as it is.
+pub fn text_frame(payload: &[u8]) -> bytes::Bytes {
+    let len = payload.len();
+    let mut frame = Vec::with_capacity(len + 10);
+    frame.push(0x81);
+    if len < 126 {
+        frame.push(len as u8);
+    } else if let Ok(short) = u16::try_from(len) {
+        frame.push(126);
+        frame.extend_from_slice(&short.to_be_bytes());
+    } else {
+        frame.push(127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(payload);
+    frame.into()
+}
+
+/// Frames written to the socket directly, beside tungstenite: shared, pre-built frames go
+/// out with vectored writes and are never copied into a per-connection buffer (which
+/// would keep the capacity of the largest frame a connection ever got). What a write
+/// left unwritten stays here, so an interrupted write resumes where it stopped and
+/// nothing else reaches the socket in between.
+#[derive(Default)]
+pub struct RawFrames {
+    frames: std::collections::VecDeque<bytes::Bytes>,
+    /// Bytes of the front frame already written.
+    written: usize,
+}
+
+/// Frames gathered into one vectored write.
+const RAW_SLICES: usize = 64;
+
+impl RawFrames {
+    /// Queue a frame (written by the next [`RawFrames::write`]).
+    pub fn push(&mut self, frame: bytes::Bytes) {
+        self.frames.push_back(frame);
+    }
+
+    /// Frames queued and not yet written.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Write every queued frame. tungstenite's own buffer must be empty (flushed) first:
+    /// [`write_raw`] makes sure of it.
+    async fn write(&mut self, io: &mut TokioIo<hyper::upgrade::Upgraded>) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        while !self.frames.is_empty() {
+            let n = {
+                let mut slices = [std::io::IoSlice::new(&[]); RAW_SLICES];
+                let mut count = 0;
+                for (i, frame) in self.frames.iter().take(RAW_SLICES).enumerate() {
+                    let from = if i == 0 { self.written } else { 0 };
+                    slices[i] = std::io::IoSlice::new(&frame[from..]);
+                    count += 1;
+                }
+                io.write_vectored(&slices[..count]).await?
+            };
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let mut left = n;
+            while left > 0 {
+                let Some(front) = self.frames.front() else {
+                    break;
+                };
+                let rest = front.len() - self.written;
+                if left >= rest {
+                    left -= rest;
+                    self.written = 0;
+                    self.frames.pop_front();
+                } else {
+                    self.written += left;
+                    left = 0;
+                }
+            }
+        }
+        if self.frames.capacity() > RAW_SLICES * 4 {
+            self.frames.shrink_to(RAW_SLICES);
+        }
+        io.flush().await
+    }
+}
+
+/// Write the queued raw frames after whatever tungstenite holds (so the order on the wire
+/// is the order of the calls).
+pub async fn write_raw(socket: &mut ServerSocket, raw: &mut RawFrames) -> Result<(), WsError> {
+    use futures_util::SinkExt;
+    if raw.is_empty() {
+        return Ok(());
+    }
+    socket.flush().await?;
+    raw.write(socket.get_mut()).await.map_err(WsError::Io)
+}
+
 /// Read buffer per connection, allocated up front by tungstenite and kept for the life
 /// of the connection. It is also the most one read takes from the socket, except that the
 /// rest of a frame whose header says it is longer is read in pieces of this size. Hub
