@@ -724,3 +724,48 @@ async fn a_large_publication_leaves_no_per_connection_copy_behind() {
     );
     server.stop().await;
 }
+
+/// A peer that reads a trickle (never enough to stall the server's write, never a pong)
+/// while a large frame is on its way to it is still reaped. The server's side is what is
+/// checked: the kernel keeps sending what was queued after the socket is closed, so the
+/// peer itself sees the end only much later.
+#[tokio::test]
+async fn a_trickling_reader_is_reaped_while_a_write_is_pending() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(|c| {
+        c.limits.ping_interval_ms = 300;
+        c.limits.pong_timeout_ms = 300;
+        c.limits.write_timeout_ms = 1000;
+    })
+    .await;
+    let mut ws = stalled_subscriber(&server, "trickle", "chat:trickle").await;
+    assert_eq!(server.hub.connection_count(), 1);
+    // 100 bytes every 20 ms (~5 KB/s), for at most 30 s.
+    let reader = tokio::spawn(async move {
+        let tcp = ws.get_mut();
+        let mut buf = [0u8; 100];
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+    for _ in 0..4 {
+        server
+            .hub
+            .publish("chat:trickle", data_of(1_000_000), None, None)
+            .await
+            .unwrap();
+    }
+    let hub = server.hub.clone();
+    wait_until(
+        Duration::from_secs(15),
+        "the trickling reader to be reaped",
+        || hub.connection_count() == 0,
+    )
+    .await;
+    reader.abort();
+    server.stop().await;
+}
