@@ -9,7 +9,8 @@
 # Usage: bench/proxy.sh            (needs Debian `wrk` and `nginx`; builds ferry --release)
 # Knobs: BENCH_PROXY_DURATION (5 s per phase), BENCH_PROXY_CONNECTIONS (32),
 #        BENCH_PROXY_PATH (/health), BENCH_PROXY_REPEATS (1), BENCH_NO_BUILD=1,
-#        BENCH_OUT (target/bench), FERRY_BIN (the ferry binary; default the release build).
+#        BENCH_OUT (target/bench), FERRY_BIN (the ferry binary; default the release build),
+#        PROXY_THREADS (ferry proxy --threads; default one per CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,7 +76,7 @@ rm -rf "$OUT/data"
 PIDS+=($!)
 BACKEND=$(wait_line "$OUT/serve.out" "ferry listening on http://")
 
-"$FERRY" proxy --listen 127.0.0.1:0 --backend "$BACKEND" -c /dev/null \
+"$FERRY" proxy --listen 127.0.0.1:0 --backend "$BACKEND" -c /dev/null ${PROXY_THREADS:+--threads "$PROXY_THREADS"} \
     >"$OUT/proxy.out" 2>"$OUT/proxy.log" &
 PROXY_PID=$!
 PIDS+=("$PROXY_PID")
