@@ -110,10 +110,13 @@ export const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) 
  * Start a `ferry serve` of our own (FERRY_BIN) on `port` (0: any) with the test secrets;
  * resolves once it prints its listening line. Used where a test restarts the server.
  */
-export async function startServer(port = 0, dataDir = tempDir("ferry-data-")) {
+export async function startServer(port = 0, dataDir = tempDir("ferry-data-"), extraArgs = []) {
   const child = spawn(
     required("FERRY_BIN"),
-    ["serve", "--listen", `127.0.0.1:${port}`, "--api-key", apiKey, "--jwt-secret", jwtSecret, "--data-dir", dataDir],
+    [
+      "serve", "--listen", `127.0.0.1:${port}`, "--api-key", apiKey, "--jwt-secret", jwtSecret,
+      "--data-dir", dataDir, ...extraArgs,
+    ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   const line = await new Promise((resolve, reject) => {

@@ -138,10 +138,12 @@ test("a stalled connection is found dead by the heartbeat and recovered", async 
   assert.deepEqual(got.received.map((p) => p.offset), range(1, 5));
 });
 
-test("server restarted (graceful 1001): the client reconnects on its own and says the in-memory history is gone", async () => {
-  const first = await startServer();
+/** Subscribe, see 3 publications, restart the server (SIGTERM, then the same port and
+ * data dir), and return what the client reports after it reconnected on its own. */
+async function restartWhileSubscribed(name, extraArgs) {
+  const first = await startServer(0, undefined, extraArgs);
   const c = client({ url: first.url });
-  const ch = channel("restart");
+  const ch = channel(name);
   const sub = c.subscribe(ch);
   const got = collect(sub);
   await c.connect();
@@ -151,20 +153,32 @@ test("server restarted (graceful 1001): the client reconnects on its own and say
   const closed = next(c, "state", (s) => s.status === "reconnecting");
   await first.stop();
   assert.equal((await closed).reason.code, 1001, "the hub says it is shutting down");
-  const again = await startServer(first.port, first.dataDir);
+  const again = await startServer(first.port, first.dataDir, extraArgs);
   try {
     const recovered = await next(sub, "recovered");
-    // The memory store starts a new epoch: the SDK must say the gap cannot be filled
-    // rather than pretend (docs/PROTOCOL.md, "epoch").
-    assert.equal(recovered.recovered, false);
-    assert.notEqual(recovered.position.epoch, got.received[0].epoch);
     await api("publish", { channel: ch, data: "new life" }, again.url);
     const [, , , p] = await got.until(4);
-    assert.deepEqual([p.offset, p.data], [1, "new life"]);
+    return { recovered, before: got.received[0], after: p };
   } finally {
     c.close();
     await again.stop();
   }
+}
+
+test("server restarted (graceful 1001) with durable history: the client reconnects on its own and recovers", async () => {
+  const { recovered, before, after } = await restartWhileSubscribed("restart", []);
+  assert.equal(recovered.recovered, true);
+  assert.equal(recovered.position.epoch, before.epoch, "the epoch survives the restart");
+  assert.deepEqual([after.offset, after.data, after.epoch], [4, "new life", before.epoch]);
+});
+
+test("server restarted with memory history: the client says the history is gone", async () => {
+  const { recovered, before, after } = await restartWhileSubscribed("restart-mem", ["--history", "memory"]);
+  // The memory store starts a new epoch: the SDK must say the gap cannot be filled
+  // rather than pretend (docs/PROTOCOL.md, "epoch").
+  assert.equal(recovered.recovered, false);
+  assert.notEqual(recovered.position.epoch, before.epoch);
+  assert.deepEqual([after.offset, after.data], [1, "new life"]);
 });
 
 test("token expiry is refreshed through getToken() without losing the subscription", async () => {
@@ -207,13 +221,15 @@ test("WebSocket blocked on the way: the SSE fallback delivers and keeps recovery
   await publishMany(ch, 3, "ws");
   await got.until(3);
 
-  // A proxy that starts refusing upgrades; the next connection must go over SSE and
-  // resume from the position the WebSocket subscription reached.
+  // A proxy that starts refusing upgrades and drops the open connection; the next
+  // connection must go over SSE and resume from the position the WebSocket subscription
+  // reached. It is restored at once, in the same turn: every reconnect attempt reaches
+  // the proxy and is counted, however long the publications below take.
   px.state.blockUpgrades = true;
-  px.cut();
-  await publishMany(ch, 4, "while-cut");
   const sse = next(c, "state", (s) => s.status === "connected" && s.transport === "sse");
+  px.cut();
   px.restore();
+  await publishMany(ch, 4, "while-cut");
   await sse;
   assert.ok(px.state.refusedUpgrades >= 2, "WebSocket was tried first, twice");
   await publishMany(ch, 3, "sse");

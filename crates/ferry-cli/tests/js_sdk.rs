@@ -175,7 +175,7 @@ async fn the_sdk_recovery_sse_parser_and_backoff_logic() {
 
 #[tokio::test]
 async fn the_sdk_in_node_against_ferry_serve() {
-    run_suite("test/node.test.mjs", 9, &[]).await;
+    run_suite("test/node.test.mjs", 10, &[]).await;
 }
 
 #[tokio::test]
