@@ -438,3 +438,52 @@ async fn direct_sends_reach_one_connection_or_all_of_a_user() {
     );
     server.stop().await;
 }
+
+/// A client whose process dies (its TCP connection reset, no close frame) leaves no ghost
+/// in presence: the entry is gone as soon as the hub sees the socket end.
+#[tokio::test]
+async fn presence_of_a_crashed_client_is_cleaned_up() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    let mut crashing = server.client("crashing").await;
+    crashing
+        .request("subscribe", json!({"channel": "chat:ghosts"}))
+        .await;
+    let mut watcher = server.client("watcher").await;
+    watcher
+        .request("subscribe", json!({"channel": "chat:ghosts"}))
+        .await;
+    let (_, p) = api
+        .post("/api/presence", json!({"channel": "chat:ghosts"}))
+        .await;
+    assert_eq!(p["count"], 2, "{p}");
+    // A crash: the socket is reset (SO_LINGER 0), no close frame is sent.
+    let tcp = match crashing.stream.get_mut() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp,
+        _ => unreachable!("the test server is plain TCP"),
+    };
+    tcp.set_zero_linger().unwrap();
+    drop(crashing);
+    tokio::time::timeout(support::WAIT, async {
+        loop {
+            let (_, p) = api
+                .post("/api/presence", json!({"channel": "chat:ghosts"}))
+                .await;
+            if p["count"] == 1 {
+                let users: Vec<&serde_json::Value> =
+                    p["clients"].as_object().unwrap().values().collect();
+                assert_eq!(users[0]["user"], "watcher");
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the crashed client's presence entry is removed");
+    assert_eq!(
+        watcher.request("ping", json!({})).await["type"],
+        "reply",
+        "the other client is untouched"
+    );
+    server.stop().await;
+}
