@@ -57,7 +57,7 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$DATA"' EXIT
 
-"$FERRY" serve --listen 127.0.0.1:0 --config bench/ferry-bench.toml \
+"$FERRY" serve --listen 127.0.0.1:0 --config bench/ferry-bench.toml --history sqlite \
   --api-key "$API_KEY" --jwt-secret "$JWT_SECRET" --data-dir "$DATA" \
   >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
@@ -88,7 +88,7 @@ shown_cmd="ferry bench --url ws://127.0.0.1:PORT/ws --jwt-secret ... --server-pi
 {
   echo "# Soak benchmark"
   echo
-  echo "Written by \`bench/soak.sh\` (issue 8). Server: \`ferry serve --config bench/ferry-bench.toml\`"
+  echo "Written by \`bench/soak.sh\` (issue 8). Server: \`ferry serve --config bench/ferry-bench.toml --history sqlite\`"
   echo "($PROFILE build, default limits: \`write_timeout_ms\` 10000, \`send_queue_size\` 1024 /"
   echo "\`send_queue_bytes\` 16 MiB, \`max_reply_size\` 4 MiB, history 100 per channel) on loopback;"
   echo "load generator: \`$shown_cmd\`."
