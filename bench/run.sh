@@ -73,7 +73,7 @@ start_server() { # NAME -> SERVER_PID, SERVER_ADDR
   case $name in
     ferry)
       rm -rf "$OUT/ferry-data"
-      "$FERRY" serve --listen 127.0.0.1:0 --config bench/ferry-bench.toml \
+      "$FERRY" serve --listen 127.0.0.1:0 --config bench/ferry-bench.toml --testbed \
         --api-key bench-api-key --jwt-secret "$JWT_SECRET" --data-dir "$OUT/ferry-data" \
         >"$logf" 2>&1 &
       ;;
