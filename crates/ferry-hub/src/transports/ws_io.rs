@@ -84,16 +84,24 @@ impl RawFrames {
     async fn write(&mut self, io: &mut TokioIo<hyper::upgrade::Upgraded>) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         while !self.frames.is_empty() {
-            let n = {
+            // The slices are made inside `poll`, on the stack: held across an await they
+            // would sit in every connection's task, idle or not.
+            let (frames, written) = (&self.frames, self.written);
+            let n = std::future::poll_fn(|cx| {
                 let mut slices = [std::io::IoSlice::new(&[]); RAW_SLICES];
                 let mut count = 0;
-                for (i, frame) in self.frames.iter().take(RAW_SLICES).enumerate() {
-                    let from = if i == 0 { self.written } else { 0 };
+                for (i, frame) in frames.iter().take(RAW_SLICES).enumerate() {
+                    let from = if i == 0 { written } else { 0 };
                     slices[i] = std::io::IoSlice::new(&frame[from..]);
                     count += 1;
                 }
-                io.write_vectored(&slices[..count]).await?
-            };
+                tokio::io::AsyncWrite::poll_write_vectored(
+                    std::pin::Pin::new(&mut *io),
+                    cx,
+                    &slices[..count],
+                )
+            })
+            .await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
