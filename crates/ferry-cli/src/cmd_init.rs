@@ -238,6 +238,22 @@ pub fn warnings(config: &Config) -> Vec<String> {
     out
 }
 
+/// Where history lives, for people: `history in ferry-data/history.sqlite3`.
+pub fn history_summary(config: &Config) -> String {
+    match config.history {
+        ferry_hub::config::HistoryBackend::Sqlite => format!(
+            "history in {}",
+            config
+                .data_dir
+                .join(ferry_hub::store::sqlite::FILE_NAME)
+                .display()
+        ),
+        ferry_hub::config::HistoryBackend::Memory => {
+            "history in memory (lost on restart; --history sqlite keeps it)".to_string()
+        }
+    }
+}
+
 /// `ferry serve --check-config`: everything `serve` would check before binding.
 pub fn check_config(config: &Config) -> ExitCode {
     if let Err(e) = ferry_hub::auth::Authenticator::from_config(config) {
@@ -256,16 +272,7 @@ pub fn check_config(config: &Config) -> ExitCode {
     for warning in warnings(config) {
         eprintln!("warning: {warning}");
     }
-    let history = match config.history {
-        ferry_hub::config::HistoryBackend::Sqlite => format!(
-            "history in {}",
-            config
-                .data_dir
-                .join(ferry_hub::store::sqlite::FILE_NAME)
-                .display()
-        ),
-        ferry_hub::config::HistoryBackend::Memory => "history in memory".to_string(),
-    };
+    let history = history_summary(config);
     println!(
         "configuration OK: listen {}, data in {}, {history}, namespaces: {}",
         config.listen,

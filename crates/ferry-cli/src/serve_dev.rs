@@ -136,6 +136,10 @@ pub fn banner(json: bool, addr: SocketAddr, config: &Config, config_file: Option
     say(json, &config_line);
     say(
         json,
+        &format!("  {}", crate::cmd_init::history_summary(config)),
+    );
+    say(
+        json,
         &match &config.static_dir {
             Some(dir) => format!("  static files: {} at /", dir.display()),
             None => "  static files: none (--static DIR serves a directory at /)".to_string(),

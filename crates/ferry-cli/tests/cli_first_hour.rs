@@ -796,6 +796,9 @@ fn init_writes_every_option_and_check_config_validates() {
         .success()
         .stdout(predicate::str::contains(
             "configuration OK: listen 127.0.0.1:8080",
+        ))
+        .stdout(predicate::str::contains(
+            "history in ferry-data/history.sqlite3",
         ));
     std::fs::write(
         &path,
