@@ -675,14 +675,13 @@ impl PatchGuard {
             .unwrap_or_default()
     }
 
-    /// Append `body` at `offset` (checked against the upload's offset), verifying
-    /// `checksum` when given (on a mismatch the bytes are discarded: 460). A body that
+    /// Append `body` at the upload's offset (the one [`UploadStore::begin_patch`] checked:
+    /// the guard holds the upload, so it cannot have moved), verifying `checksum` when given (on a mismatch the bytes are discarded: 460). A body that
     /// breaks off keeps the bytes received (without a checksum), so the client resumes
     /// from there. Bytes past the length (or past the size limit or the quota for a
     /// deferred length) are refused with 413.
     pub async fn write<S, E>(
         &mut self,
-        offset: u64,
         body: S,
         checksum: Option<Checksum>,
         now: u64,
@@ -698,7 +697,6 @@ impl PatchGuard {
             let e = entries
                 .get_mut(&self.id)
                 .ok_or_else(UploadError::not_found)?;
-            tus::check_offset(e.offset, offset)?;
             let limit = match e.info.length {
                 Some(l) => l,
                 None => {
@@ -976,7 +974,7 @@ mod tests {
             .expect("create b");
         let mut g = store.begin_patch(&b.id, &me, 0).expect("lock");
         let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
-        let done = g.write(0, body, None, 100).await.expect("write");
+        let done = g.write(body, None, 100).await.expect("write");
         assert!(done.finished);
         drop(g);
         assert!(store.sweep(109).await.is_empty());

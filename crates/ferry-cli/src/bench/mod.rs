@@ -110,12 +110,11 @@ impl Common {
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if (0.0..=MAX_SECONDS).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("between 0 and {MAX_SECONDS} seconds"))
-    }
+    number_in(
+        s,
+        0.0..=MAX_SECONDS,
+        &format!("between 0 and {MAX_SECONDS} seconds"),
+    )
 }
 
 fn count(s: &str) -> Result<usize, String> {
@@ -127,13 +126,41 @@ fn count(s: &str) -> Result<usize, String> {
     }
 }
 
-fn rate(s: &str) -> Result<f64, String> {
+/// The plan of `echo` (`publish: None`) and `persist`; `window` is (warm-up, measured)
+/// seconds.
+fn echo_plan(
+    connections: usize,
+    in_flight: u16,
+    size: usize,
+    window: (f64, f64),
+    publish: Option<echo::PublishTo>,
+) -> echo::EchoPlan {
+    echo::EchoPlan {
+        connections,
+        in_flight: in_flight.into(),
+        size,
+        warmup: Duration::from_secs_f64(window.0),
+        duration: Duration::from_secs_f64(window.1),
+        publish,
+    }
+}
+
+/// A number in `range`, or `hint` as the error.
+fn number_in(s: &str, range: std::ops::RangeInclusive<f64>, hint: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if (0.0..=1e6).contains(&v) {
+    if range.contains(&v) {
         Ok(v)
     } else {
-        Err("between 0 (as fast as the window allows) and 1000000 per second".into())
+        Err(hint.into())
     }
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    number_in(
+        s,
+        0.0..=1e6,
+        "between 0 (as fast as the window allows) and 1000000 per second",
+    )
 }
 
 #[derive(Subcommand)]
@@ -262,12 +289,7 @@ struct SoakArgs {
 }
 
 fn percent(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if (0.0..=100.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err("between 0 and 100".into())
-    }
+    number_in(s, 0.0..=100.0, "between 0 and 100")
 }
 
 #[derive(Args)]
@@ -434,14 +456,7 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             warmup,
             duration,
         } => {
-            let plan = echo::EchoPlan {
-                connections,
-                in_flight: in_flight.into(),
-                size,
-                warmup: Duration::from_secs_f64(warmup),
-                duration: Duration::from_secs_f64(duration),
-                publish: None,
-            };
+            let plan = echo_plan(connections, in_flight, size, (warmup, duration), None);
             echo::run(&common, target, plan).await?
         }
         ScenarioArgs::Persist {
@@ -455,18 +470,12 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             if common.protocol != Protocol::Ferry {
                 anyhow::bail!("persist publishes through the hub: use --protocol ferry");
             }
-            let plan = echo::EchoPlan {
-                connections,
-                in_flight: in_flight.into(),
-                size,
-                warmup: Duration::from_secs_f64(warmup),
-                duration: Duration::from_secs_f64(duration),
-                publish: Some(if hot {
-                    echo::PublishTo::Hot
-                } else {
-                    echo::PublishTo::PerConnection
-                }),
+            let to = if hot {
+                echo::PublishTo::Hot
+            } else {
+                echo::PublishTo::PerConnection
             };
+            let plan = echo_plan(connections, in_flight, size, (warmup, duration), Some(to));
             echo::run(&common, target, plan).await?
         }
         ScenarioArgs::Sse(f) => {

@@ -551,45 +551,79 @@ async fn backoff(attempt: u32, salt: usize) {
     sleep(base.min(MAX_BACKOFF) + jitter).await;
 }
 
+/// One load-generator connection slot (index `i`, of kind `kind`, e.g. "slow reader"):
+/// opens and reopens its connection, backing off after failed attempts. Its first open
+/// waits for a setup permit and is counted as ready.
+struct Slot {
+    i: usize,
+    kind: &'static str,
+    opened: bool,
+    attempt: u32,
+}
+
+impl Slot {
+    fn new(i: usize, kind: &'static str) -> Slot {
+        Slot {
+            i,
+            kind,
+            opened: false,
+            attempt: 0,
+        }
+    }
+
+    /// Connect (with receive buffer `rcvbuf`) and subscribe to `channels`; `None` after a
+    /// failure, which is counted and logged (the next call backs off).
+    async fn open(
+        &mut self,
+        ctx: &Ctx,
+        rcvbuf: Option<u32>,
+        tracker: &mut Tracker,
+        channels: &[usize],
+    ) -> Option<Ws> {
+        backoff(self.attempt, self.i).await;
+        let permit = if self.opened {
+            None
+        } else {
+            ctx.setup.acquire().await.ok()
+        };
+        let opened = async {
+            let mut ws = ctx.connect(rcvbuf).await?;
+            subscribe_all(ctx, &mut ws, tracker, channels).await?;
+            anyhow::Ok(ws)
+        }
+        .await;
+        drop(permit);
+        match opened {
+            Ok(ws) => {
+                self.attempt = 0;
+                if !self.opened {
+                    self.opened = true;
+                    ctx.counters.ready.fetch_add(1, Relaxed);
+                }
+                Some(ws)
+            }
+            Err(e) => {
+                ctx.counters.connect_errors.fetch_add(1, Relaxed);
+                ctx.error(format!("{} connect: {e:#}", self.kind));
+                self.attempt += 1;
+                None
+            }
+        }
+    }
+}
+
 /// One well-behaved subscriber (index `i`). Returns `(channel, final position)`.
 async fn well_behaved(ctx: Arc<Ctx>, i: usize) -> (usize, Option<Position>) {
     let c = i % ctx.channels.len();
     let mut tracker = Tracker::new(false);
     let mut phase = ctx.phase.subscribe();
     let mut storms = ctx.storm.subscribe();
-    let mut first = true;
-    let mut attempt = 0u32;
-    let mut counted_ready = false;
+    let mut slot = Slot::new(i, "well-behaved");
     let mut caught_up = false;
     'connect: while *phase.borrow() != Phase::Stop {
-        backoff(attempt, i).await;
-        let permit = if first {
-            ctx.setup.acquire().await.ok()
-        } else {
-            None
+        let Some(mut ws) = slot.open(&ctx, None, &mut tracker, &[c]).await else {
+            continue;
         };
-        let opened = async {
-            let mut ws = ctx.connect(None).await?;
-            subscribe_all(&ctx, &mut ws, &mut tracker, &[c]).await?;
-            anyhow::Ok(ws)
-        }
-        .await;
-        drop(permit);
-        let mut ws = match opened {
-            Ok(ws) => ws,
-            Err(e) => {
-                ctx.counters.connect_errors.fetch_add(1, Relaxed);
-                ctx.error(format!("well-behaved connect: {e:#}"));
-                attempt += 1;
-                continue;
-            }
-        };
-        attempt = 0;
-        first = false;
-        if !counted_ready {
-            counted_ready = true;
-            ctx.counters.ready.fetch_add(1, Relaxed);
-        }
         storms.mark_unchanged();
         loop {
             if *phase.borrow() == Phase::Drain && !caught_up {
@@ -665,36 +699,11 @@ async fn slow_reader(ctx: Arc<Ctx>, i: usize) {
         .collect();
     let mut tracker = Tracker::new(true);
     let mut phase = ctx.phase.subscribe();
-    let mut first = true;
-    let mut attempt = 0u32;
+    let mut slot = Slot::new(i, "slow reader");
     'connect: while *phase.borrow() == Phase::Run {
-        backoff(attempt, i).await;
-        let permit = if first {
-            ctx.setup.acquire().await.ok()
-        } else {
-            None
+        let Some(mut ws) = slot.open(&ctx, None, &mut tracker, &channels).await else {
+            continue;
         };
-        let opened = async {
-            let mut ws = ctx.connect(None).await?;
-            subscribe_all(&ctx, &mut ws, &mut tracker, &channels).await?;
-            anyhow::Ok(ws)
-        }
-        .await;
-        drop(permit);
-        let mut ws = match opened {
-            Ok(ws) => ws,
-            Err(e) => {
-                ctx.counters.connect_errors.fetch_add(1, Relaxed);
-                ctx.error(format!("slow reader connect: {e:#}"));
-                attempt += 1;
-                continue;
-            }
-        };
-        attempt = 0;
-        if first {
-            first = false;
-            ctx.counters.ready.fetch_add(1, Relaxed);
-        }
         loop {
             let next = tokio::select! {
                 _ = phase.wait_for(|p| *p != Phase::Run) => break 'connect,
@@ -744,37 +753,15 @@ async fn slow_reader(ctx: Arc<Ctx>, i: usize) {
 async fn stalled_slot(ctx: Arc<Ctx>, i: usize) {
     let c = i % ctx.channels.len();
     let mut phase = ctx.phase.subscribe();
-    let mut first = true;
-    let mut attempt = 0u32;
+    let mut slot = Slot::new(i, "stalled reader");
     while *phase.borrow() == Phase::Run {
-        backoff(attempt, i).await;
-        let permit = if first {
-            ctx.setup.acquire().await.ok()
-        } else {
-            None
+        let mut tracker = Tracker::new(true);
+        let Some(mut ws) = slot
+            .open(&ctx, Some(STALLED_RCVBUF), &mut tracker, &[c])
+            .await
+        else {
+            continue;
         };
-        let opened = async {
-            let mut ws = ctx.connect(Some(STALLED_RCVBUF)).await?;
-            let mut tracker = Tracker::new(true);
-            subscribe_all(&ctx, &mut ws, &mut tracker, &[c]).await?;
-            anyhow::Ok(ws)
-        }
-        .await;
-        drop(permit);
-        let mut ws = match opened {
-            Ok(ws) => ws,
-            Err(e) => {
-                ctx.counters.connect_errors.fetch_add(1, Relaxed);
-                ctx.error(format!("stalled reader connect: {e:#}"));
-                attempt += 1;
-                continue;
-            }
-        };
-        attempt = 0;
-        if first {
-            first = false;
-            ctx.counters.ready.fetch_add(1, Relaxed);
-        }
         ctx.counters.stalled_opened.fetch_add(1, Relaxed);
         let judge_at = Instant::now() + ctx.plan.stalled_check;
         // Never read again until judged.

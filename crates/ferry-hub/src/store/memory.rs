@@ -12,7 +12,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use ferry_proto::envelope::ClientInfo;
@@ -28,7 +27,7 @@ use crate::sharded::Sharded;
 struct Stream {
     epoch: Arc<str>,
     top: u64,
-    items: VecDeque<(Arc<Publication>, Instant)>,
+    items: VecDeque<Arc<Publication>>,
     /// The retention of the last append, for `maintain`.
     retention: Retention,
 }
@@ -43,19 +42,8 @@ impl Stream {
         }
     }
 
-    fn trim(&mut self, retention: Retention, now: Instant) {
-        while self.items.len() > retention.size {
-            self.items.pop_front();
-        }
-        if let Some(ttl) = retention.ttl {
-            while self
-                .items
-                .front()
-                .is_some_and(|(_, at)| now.duration_since(*at) >= ttl)
-            {
-                self.items.pop_front();
-            }
-        }
+    fn trim(&mut self, retention: Retention, now_ms: u64) {
+        super::trim(&mut self.items, retention, now_ms);
     }
 
     fn position(&self) -> StreamPosition {
@@ -118,7 +106,7 @@ impl HistoryStore for MemoryStore {
         info: Option<ClientInfo>,
         retention: Retention,
     ) -> HubResult<Staged> {
-        let now = Instant::now();
+        let now = now_millis();
         let mut shard = self.streams.shard(channel).lock();
         let stream = match shard.get_mut(channel) {
             Some(s) => s,
@@ -131,10 +119,9 @@ impl HistoryStore for MemoryStore {
         };
         stream.retention = retention;
         stream.top += 1;
-        let publication =
-            Publication::new(channel, stream.top, &stream.epoch, data, info, now_millis());
+        let publication = Publication::new(channel, stream.top, &stream.epoch, data, info, now);
         if retention.size > 0 {
-            stream.items.push_back((publication.clone(), now));
+            stream.items.push_back(publication.clone());
         }
         stream.trim(retention, now);
         Ok(Staged {
@@ -149,7 +136,7 @@ impl HistoryStore for MemoryStore {
         query: HistoryQuery,
         retention: Retention,
     ) -> HubResult<HistoryPage> {
-        let now = Instant::now();
+        let now = now_millis();
         let mut shard = self.streams.shard(channel).lock();
         let Some(stream) = shard.get_mut(channel) else {
             return Ok(HistoryPage {
@@ -159,7 +146,7 @@ impl HistoryStore for MemoryStore {
             });
         };
         stream.trim(retention, now);
-        let (publications, has_more) = page(stream.items.iter().map(|(p, _)| p), query);
+        let (publications, has_more) = page(stream.items.iter(), query);
         Ok(HistoryPage {
             publications,
             position: stream.position(),
@@ -176,7 +163,7 @@ impl HistoryStore for MemoryStore {
     }
 
     async fn maintain(&self) {
-        let now = Instant::now();
+        let now = now_millis();
         for shard in self.streams.iter() {
             let mut shard = shard.lock();
             let mut dropped_top = 0;

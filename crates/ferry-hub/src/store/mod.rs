@@ -11,6 +11,7 @@ mod conformance;
 mod memory;
 pub mod sqlite;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,6 +143,23 @@ pub trait HistoryStore: Send + Sync + 'static {
     /// Housekeeping, called about once a second by the server: drop what outlived its
     /// retention and give the memory back. Default: nothing to do.
     async fn maintain(&self) {}
+}
+
+/// Drop from the front of `items` (a channel's retained publications, oldest first) what
+/// `retention` no longer keeps at `now_ms` (milliseconds since the Unix epoch).
+pub(crate) fn trim(items: &mut VecDeque<Arc<Publication>>, retention: Retention, now_ms: u64) {
+    while items.len() > retention.size {
+        items.pop_front();
+    }
+    if let Some(ttl) = retention.ttl {
+        let ttl = ttl.as_millis() as u64;
+        while items
+            .front()
+            .is_some_and(|p| now_ms.saturating_sub(p.time()) >= ttl)
+        {
+            items.pop_front();
+        }
+    }
 }
 
 /// One page of `items` (a channel's retained publications, oldest first) for `query`,

@@ -171,19 +171,7 @@ struct Window {
 
 impl Window {
     fn trim(&mut self, retention: Retention, now_ms: u64) {
-        while self.items.len() > retention.size {
-            self.items.pop_front();
-        }
-        if let Some(ttl) = retention.ttl {
-            let ttl = ttl.as_millis() as u64;
-            while self
-                .items
-                .front()
-                .is_some_and(|p| now_ms.saturating_sub(p.time()) >= ttl)
-            {
-                self.items.pop_front();
-            }
-        }
+        super::trim(&mut self.items, retention, now_ms);
     }
 
     fn position(&self) -> StreamPosition {

@@ -359,7 +359,7 @@ async fn create_inner(
             .map(Checksum::parse)
             .transpose()?;
         let mut guard = state.store.begin_patch(&info.id, &access, 0)?;
-        let written = guard.write(0, body.into_data_stream(), checksum, now).await;
+        let written = guard.write(body.into_data_stream(), checksum, now).await;
         drop(guard);
         match written {
             Ok(out) => {
@@ -466,7 +466,7 @@ async fn patch_inner(
         guard.set_length(length).await?;
     }
     let out = guard
-        .write(offset, body.into_data_stream(), checksum, unix_now())
+        .write(body.into_data_stream(), checksum, unix_now())
         .await?;
     drop(guard);
     if out.finished {

@@ -99,7 +99,7 @@ pub(crate) async fn upload(
         };
         let stored = async {
             let mut guard = state.store.begin_patch(&info.id, &access, 0)?;
-            guard.write(0, field, None, unix_now()).await?;
+            guard.write(field, None, unix_now()).await?;
             guard.complete_here().await
         }
         .await;
