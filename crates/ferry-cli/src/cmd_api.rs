@@ -39,6 +39,8 @@ pub struct ApiArgs {
     pub api_key: Option<String>,
     #[command(flatten)]
     pub local: LocalArgs,
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsArgs,
     /// Print the server's answer as JSON.
     #[arg(long)]
     pub json: bool,
@@ -56,7 +58,11 @@ impl ApiArgs {
                 )
             })?,
         };
-        Ok(HubApi::new(&complete(&self.url, Family::Http), &key)?)
+        let base = complete(&self.url, Family::Http);
+        Ok(match self.tls.websocket_config()? {
+            Some(tls) => HubApi::with_tls(&base, &key, tls)?,
+            None => HubApi::new(&base, &key)?,
+        })
     }
 
     /// Call `/api/{name}` with a 60 s safety net.

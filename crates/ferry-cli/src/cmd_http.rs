@@ -5,7 +5,6 @@ mod items;
 mod output;
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -91,12 +90,8 @@ pub struct ClientArgs {
     /// with backoff, honouring Retry-After.
     #[arg(long, default_value_t = 0, value_name = "N")]
     retries: u32,
-    /// Trust this CA certificate (PEM), in addition to the system's.
-    #[arg(long, value_name = "FILE")]
-    cacert: Option<PathBuf>,
-    /// Require the server's key to have this SPKI SHA-256 (sha256/BASE64); repeatable.
-    #[arg(long, value_name = "PIN")]
-    pin: Vec<String>,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     /// `Authorization: Bearer TOKEN`.
     #[arg(
         long,
@@ -181,6 +176,12 @@ impl Failure {
     }
 }
 
+impl From<crate::tls_args::BadTlsFlag> for Failure {
+    fn from(e: crate::tls_args::BadTlsFlag) -> Failure {
+        Failure::usage(e.0, crate::tls_args::HINT)
+    }
+}
+
 impl From<HttpError> for Failure {
     fn from(e: HttpError) -> Failure {
         let code = match e.code() {
@@ -232,14 +233,7 @@ impl ClientArgs {
             .timeout(seconds(self.timeout, Duration::from_secs(30))?)
             .connect_timeout(seconds(self.connect_timeout, Duration::from_secs(10))?)
             .retry(RetryPolicy::with_max_retries(self.retries));
-        if let Some(path) = &self.cacert {
-            let pem = std::fs::read(path)
-                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display()), ""))?;
-            b = b.add_root_certificate_pem(&pem);
-        }
-        for pin in &self.pin {
-            b = b.pin(pin);
-        }
+        b = b.trust(self.tls.trust()?);
         b.build().map_err(Failure::from)
     }
 

@@ -269,6 +269,13 @@ pub fn check_config(config: &Config) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
+    let tls = match ferry_hub::tls::Tls::check(config) {
+        Ok(line) => line,
+        Err(e) => {
+            eprintln!("error: CONFIG: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     for warning in warnings(config) {
         eprintln!("warning: {warning}");
     }
@@ -282,6 +289,7 @@ pub fn check_config(config: &Config) -> ExitCode {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    println!("{tls}");
     ExitCode::SUCCESS
 }
 

@@ -140,6 +140,8 @@ pub struct WsArgs {
     /// One JSON object per received message.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
 }
 
 /// `ferry sse URL`.
@@ -189,6 +191,8 @@ pub struct SubArgs {
     /// One JSON object per publication.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
 }
 
 /// `ferry pub CHANNEL DATA`.
@@ -245,6 +249,8 @@ impl Failure {
             "HTTP_STATUS" => server_code_in(&message)
                 .map(hint_for)
                 .unwrap_or(hint_for(code)),
+            // reqwest reports a refused certificate as a connection error.
+            _ if message.contains("certificate") => hint_for("TLS_ERROR"),
             _ => hint_for(code),
         };
         Failure {
@@ -261,6 +267,12 @@ impl Failure {
             eprintln!("hint: {}", self.hint);
         }
         ExitCode::from(self.exit)
+    }
+}
+
+impl From<crate::tls_args::BadTlsFlag> for Failure {
+    fn from(e: crate::tls_args::BadTlsFlag) -> Failure {
+        Failure::usage(e.0, crate::tls_args::HINT)
     }
 }
 
@@ -312,7 +324,9 @@ fn hint_for(code: &str) -> &'static str {
         "CONNECTION_ERROR" => {
             "is the server running? start one with `ferry serve`, or check the host and port"
         }
-        "TLS_ERROR" => "the server's certificate is not trusted by this system, or TLS failed",
+        "TLS_ERROR" => {
+            "the server's certificate is not trusted here: --cacert FILE trusts its CA (for `ferry serve --tls-self-signed`: DATA_DIR/tls/self-signed-cert.pem), and a --pin must match its key"
+        }
         "HTTP_STATUS" => "the server refused the request: check the path and the credentials",
         "PROTOCOL_ERROR" => "the peer broke the protocol: is this the right endpoint?",
         "TIMEOUT" => "the server did not answer in time: check that it is reachable",
@@ -422,6 +436,9 @@ pub fn ws(args: WsArgs) -> anyhow::Result<ExitCode> {
 async fn run_ws(args: WsArgs) -> Result<ExitCode, Failure> {
     let url = complete(&args.url, Family::Ws);
     let mut builder = WebSocket::builder(&url).queue_capacity(1 << 16);
+    if let Some(tls) = args.tls.websocket_config()? {
+        builder = builder.tls_config(tls);
+    }
     for h in &args.headers {
         let (name, value) = split_header(h)?;
         builder = builder.header(name, value);
@@ -671,6 +688,9 @@ pub fn sub(args: SubArgs) -> anyhow::Result<ExitCode> {
 async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {
     let url = hub_ws_url(&complete(&args.url, Family::Ws));
     let mut builder = HubClient::builder(&url);
+    if let Some(tls) = args.tls.websocket_config()? {
+        builder = builder.tls_config(tls);
+    }
     if let Some(token) = &args.token {
         builder = builder.token(token);
     }

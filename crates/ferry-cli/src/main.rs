@@ -33,6 +33,7 @@ mod cmd_token;
 mod local;
 mod password;
 mod serve_dev;
+mod tls_args;
 mod urls;
 
 /// ferry: a realtime hub (WebSocket, SSE, HTTP API) and network tools in one binary.
@@ -225,6 +226,31 @@ struct ServeArgs {
     /// [default: sqlite].
     #[arg(long, value_name = "KIND", value_parser = ["sqlite", "memory"])]
     history: Option<String>,
+    /// Serve https and wss with this PEM certificate chain (with --tls-key). It is reloaded
+    /// when the file changes or on SIGHUP; open connections keep theirs.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        env = "FERRY_TLS_CERT"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "FERRY_TLS_KEY"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve https and wss with a self-signed certificate generated into DATA_DIR/tls/
+    /// (for development); the banner prints its pin for clients' --pin.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
+    /// With TLS: also listen here with plain HTTP and redirect every request to https
+    /// (e.g. 0.0.0.0:80).
+    #[arg(long, value_name = "ADDR")]
+    tls_redirect_from: Option<SocketAddr>,
     /// Print the effective configuration (secrets redacted) as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -271,6 +297,22 @@ impl ServeArgs {
         }
         if let Some(v) = &self.history {
             o.insert("history".into(), v.clone().into());
+        }
+        let mut tls = serde_json::Map::new();
+        if let Some(v) = &self.tls_cert {
+            tls.insert("cert".into(), v.display().to_string().into());
+        }
+        if let Some(v) = &self.tls_key {
+            tls.insert("key".into(), v.display().to_string().into());
+        }
+        if self.tls_self_signed {
+            tls.insert("self_signed".into(), true.into());
+        }
+        if let Some(v) = &self.tls_redirect_from {
+            tls.insert("redirect_from".into(), v.to_string().into());
+        }
+        if !tls.is_empty() {
+            o.insert("tls".into(), tls.into());
         }
         let mut announce = serde_json::Map::new();
         if self.no_announce || self.announce {
@@ -394,14 +436,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let addr = server.local_addr()?;
+        let scheme = server.scheme();
         // Scripts and tests read this line to learn the port (with --listen ...:0); with
         // --log-json it is a JSON event with a `url` field.
         if json {
-            tracing::info!(url = %format!("http://{addr}"), "ferry listening on http://{addr}");
+            tracing::info!(url = %format!("{scheme}://{addr}"), "ferry listening on {scheme}://{addr}");
         } else {
-            println!("ferry listening on http://{addr}");
+            println!("ferry listening on {scheme}://{addr}");
         }
-        serve_dev::banner(json, addr, &shown, config_file.as_deref());
+        serve_dev::banner(json, addr, &shown, config_file.as_deref(), &server);
         if args.dev {
             serve_dev::dev_banner(json, addr, &shown);
         }

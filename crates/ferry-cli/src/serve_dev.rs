@@ -115,18 +115,46 @@ pub fn apply_dev(config: &mut Config) -> Result<(), String> {
 }
 
 /// The start banner, after the listening line.
-pub fn banner(json: bool, addr: SocketAddr, config: &Config, config_file: Option<&Path>) {
+pub fn banner(
+    json: bool,
+    addr: SocketAddr,
+    config: &Config,
+    config_file: Option<&Path>,
+    server: &ferry_hub::Server,
+) {
+    let http = server.scheme();
+    let ws = if server.tls().is_some() { "wss" } else { "ws" };
     if json {
         tracing::info!(
-            ws = %format!("ws://{addr}/ws"),
-            sse = %format!("http://{addr}/sse?channel=NAME"),
-            api = %format!("http://{addr}/api/"),
+            ws = %format!("{ws}://{addr}/ws"),
+            sse = %format!("{http}://{addr}/sse?channel=NAME"),
+            api = %format!("{http}://{addr}/api/"),
             "endpoints"
         );
     } else {
         eprintln!(
-            "  WebSocket ws://{addr}/ws   SSE http://{addr}/sse?channel=NAME   API http://{addr}/api/"
+            "  WebSocket {ws}://{addr}/ws   SSE {http}://{addr}/sse?channel=NAME   API {http}://{addr}/api/"
         );
+    }
+    if let Some(tls) = server.tls() {
+        let store = tls.store();
+        let cert = store.files().cert.display();
+        let pin = store.pin();
+        let mut line = if tls.is_self_signed() {
+            format!(
+                "  tls: self-signed {cert}, pin {pin} (clients: --pin {pin} or --cacert {cert})"
+            )
+        } else {
+            format!("  tls: {cert}, pin {pin}; reloaded when it changes or on SIGHUP")
+        };
+        if let Some(redirect) = server.redirect_addr() {
+            line.push_str(&format!("; http://{redirect} redirects here"));
+        }
+        if json {
+            tracing::info!(%pin, cert = %cert, "{}", line.trim());
+        } else {
+            eprintln!("{line}");
+        }
     }
     let config_line = match config_file {
         Some(path) => format!("  config: {}", path.display()),
@@ -178,8 +206,9 @@ pub fn dev_banner(json: bool, addr: SocketAddr, config: &Config) {
             return;
         }
     };
+    let ws = if config.tls.enabled() { "wss" } else { "ws" };
     let snippet = format!(
-        r#"const ws = new WebSocket("ws://{addr}/ws?token={token}", "ferry.json");
+        r#"const ws = new WebSocket("{ws}://{addr}/ws?token={token}", "ferry.json");
 ws.onopen = () => ws.send(JSON.stringify({{type: "subscribe", id: "1", payload: {{channel: "chat:lobby"}}}}));
 ws.onmessage = (e) => console.log(JSON.parse(e.data));"#
     );

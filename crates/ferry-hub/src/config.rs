@@ -114,6 +114,9 @@ pub struct Config {
     /// LAN discovery: mDNS/DNS-SD announcement and the UDP broadcast responder.
     pub announce: AnnounceConfig,
 
+    /// HTTPS and WSS on the listen address (the `[tls]` section). Default: off, plain HTTP.
+    pub tls: TlsConfig,
+
     /// The `[proxy]` section, read by `ferry proxy` (crate ferry-proxy); the hub keeps it
     /// only so that one ferry.toml can configure both. Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,6 +150,8 @@ impl Default for Config {
             uploads: UploadsConfig::default(),
 
             announce: AnnounceConfig::default(),
+
+            tls: TlsConfig::default(),
 
             proxy: None,
         }
@@ -428,6 +433,60 @@ impl Default for AnnounceConfig {
     }
 }
 
+/// TLS on the listen address (SPEC S11): https and wss with rustls, TLS 1.2 and 1.3 only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first). With `key`, turns TLS on. Default none.
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert`. Default none.
+    pub key: Option<PathBuf>,
+    /// Generate a self-signed certificate for localhost, 127.0.0.1 and ::1 into
+    /// `DATA_DIR/tls/` (reused on later starts) and serve it; the banner prints its SPKI
+    /// pin for clients (`--pin`). For development: browsers warn about it. Default false.
+    pub self_signed: bool,
+    /// How often `cert` and `key` are checked for changes, in milliseconds. A changed pair
+    /// is served to new connections; open ones keep theirs. SIGHUP reloads at once.
+    /// Default 2000.
+    pub reload_interval_ms: u64,
+    /// Also listen here with plain HTTP and answer every request with a 308 redirect to
+    /// the same path over https (e.g. `0.0.0.0:80`). Default none.
+    pub redirect_from: Option<SocketAddr>,
+    /// `Strict-Transport-Security: max-age=N` on every response; 0 sends none. Default
+    /// 31536000 (a year) with `cert`/`key`, and none with `self_signed` (browsers would
+    /// otherwise refuse plain http to localhost for a year).
+    pub hsts_max_age_secs: Option<u64>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            self_signed: false,
+            reload_interval_ms: 2000,
+            redirect_from: None,
+            hsts_max_age_secs: None,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured (a certificate pair or `self_signed`).
+    pub fn enabled(&self) -> bool {
+        self.self_signed || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// The HSTS max-age actually sent (see [`TlsConfig::hsts_max_age_secs`]).
+    pub fn hsts_max_age(&self) -> u64 {
+        match self.hsts_max_age_secs {
+            Some(secs) => secs,
+            None if self.self_signed => 0,
+            None => 31_536_000,
+        }
+    }
+}
+
 /// Where channel history lives (see [`Config::history`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -460,6 +519,7 @@ const ENV_KEYS: &[&str] = &[
     "limits",
     "uploads",
     "announce",
+    "tls",
 ];
 
 /// List-valued keys whose `FERRY_*` variables are comma-separated values

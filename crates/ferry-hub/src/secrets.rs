@@ -72,7 +72,7 @@ pub fn ensure_secrets(config: &mut Config) -> Result<SecretsOutcome, String> {
     })
 }
 
-fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+pub(crate) fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)

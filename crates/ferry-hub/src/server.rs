@@ -30,6 +30,7 @@ use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
 use crate::login_pool::LoginPool;
 use crate::sockets::Sockets;
+use crate::tls::Tls;
 use crate::transports::{AppState, api, sse, testbed, tus, ws};
 
 /// Why the server could not start.
@@ -48,6 +49,9 @@ pub enum ServeError {
     /// The configuration is unusable (e.g. a JWT key file cannot be read).
     #[error("{0}")]
     Config(String),
+    /// TLS is configured but unusable (a missing key, an unreadable or mismatched pair).
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -60,6 +64,10 @@ pub struct Server {
     state: AppState,
     /// `limits.max_sockets`, lowered to fit the open-files limit.
     max_sockets: usize,
+    /// HTTPS/WSS when `[tls]` is configured.
+    tls: Option<Tls>,
+    /// The plain-HTTP listener that redirects to https (`tls.redirect_from`).
+    redirect: Option<TcpListener>,
 }
 
 fn cors(config: &Config) -> CorsLayer {
@@ -119,6 +127,7 @@ pub fn router(state: AppState) -> Router {
         ));
     }
     let uploads = tus::routes(&state.hub, cors(&config));
+    let hsts = config.tls.enabled().then(|| config.tls.hsts_max_age());
     let app = app
         .layer(DefaultBodyLimit::max(config.limits.max_body_size))
         .layer(CompressionLayer::new())
@@ -130,9 +139,27 @@ pub fn router(state: AppState) -> Router {
         .with_state(state);
     // Uploads and downloads sit outside the global body limit and compression, with
     // layers of their own (see transports/tus.rs).
-    match uploads {
+    let app = match uploads {
         Some(uploads) => app.merge(uploads),
         None => app,
+    };
+    match hsts {
+        Some(max_age) if max_age > 0 => {
+            let value = HeaderValue::from_str(&format!("max-age={max_age}"))
+                .unwrap_or(HeaderValue::from_static("max-age=31536000"));
+            app.layer(axum::middleware::map_response(
+                move |mut response: axum::response::Response| {
+                    let value = value.clone();
+                    async move {
+                        response
+                            .headers_mut()
+                            .insert(http::header::STRICT_TRANSPORT_SECURITY, value);
+                        response
+                    }
+                },
+            ))
+        }
+        _ => app,
     }
 }
 
@@ -152,6 +179,15 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let tls = Tls::from_config(&config)?;
+        let redirect = match (&tls, config.tls.redirect_from) {
+            (Some(_), Some(addr)) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            ),
+            _ => None,
+        };
         let max_sockets = fit_open_files(config.limits.max_sockets);
         let login_quota = Quota::per_second(NonZeroU32::MIN.saturating_add(4))
             .allow_burst(NonZeroU32::MIN.saturating_add(9));
@@ -170,7 +206,24 @@ impl Server {
             router: router(state.clone()),
             state,
             max_sockets,
+            tls,
+            redirect,
         })
+    }
+
+    /// TLS, when the server serves https and wss.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// `https` with TLS, `http` without.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The address of the plain-HTTP redirect listener (`tls.redirect_from`).
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound address (useful with port 0).
@@ -214,6 +267,27 @@ impl Server {
             Duration::from_millis(limits.write_timeout_ms.max(1)),
             sweeper_stop.clone(),
         ));
+        if let Some(tls) = &self.tls {
+            tokio::spawn(tls.store().clone().watch(
+                Duration::from_millis(hub.config().tls.reload_interval_ms),
+                sweeper_stop.clone(),
+            ));
+        }
+        if let Some(listener) = self.redirect {
+            let port = self.listener.local_addr()?.port();
+            let stop = hub.shutdown_token().clone();
+            tokio::spawn(async move {
+                let app = Router::new().fallback(move |request: Request| async move {
+                    crate::tls::redirect_to_https(&request, port)
+                });
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    tracing::warn!(error = %e, "the https redirect listener stopped");
+                }
+            });
+        }
         let housekeeping = hub.clone();
         let housekeeping_stop = sweeper_stop.clone();
         tokio::spawn(async move {
@@ -235,7 +309,9 @@ impl Server {
             router: self.router,
             sockets,
             max_sockets: self.max_sockets,
-            http,
+            http: Arc::new(http),
+            tls: self.tls,
+            header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
             shutdown: hub.shutdown_token().clone(),
         };
         accept.run(&connections).await;
@@ -299,7 +375,10 @@ struct Accept {
     router: Router,
     sockets: Arc<Sockets>,
     max_sockets: usize,
-    http: hyper::server::conn::http1::Builder,
+    http: Arc<hyper::server::conn::http1::Builder>,
+    tls: Option<Tls>,
+    /// Also the limit for a TLS handshake.
+    header_timeout: Duration,
     shutdown: CancellationToken,
 }
 
@@ -336,34 +415,56 @@ impl Accept {
             // TCP_NODELAY: a push is a small frame that must leave at once; with Nagle's
             // algorithm it can wait for the peer's delayed ACK (up to 40 ms on Linux).
             let _ = tcp.set_nodelay(true);
-            let io = TokioIo::new(self.sockets.track(tcp));
-            let service =
-                self.router
-                    .clone()
-                    .map_request(move |mut req: Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(ConnectInfo(addr));
-                        req
-                    });
-            let conn = self
-                .http
-                .serve_connection(io, TowerToHyperService::new(service))
-                .with_upgrades();
+            let io = self.sockets.track(tcp);
+            let service = self.router.clone();
+            let http = self.http.clone();
             let shutdown = self.shutdown.clone();
-            connections.spawn(async move {
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    result = conn.as_mut() => result,
-                    _ = shutdown.cancelled() => {
-                        // Finish the request in flight, then close; idle ones close now.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+            match &self.tls {
+                None => {
+                    connections.spawn(serve_connection(http, io, service, shutdown, addr));
                 }
-            });
+                Some(tls) => {
+                    let acceptor = tls.acceptor().clone();
+                    let timeout = self.header_timeout;
+                    connections.spawn(async move {
+                        if let Some(tls) = crate::tls::accept(&acceptor, io, timeout, addr).await {
+                            serve_connection(http, tls, service, shutdown, addr).await;
+                        }
+                    });
+                }
+            }
         }
+    }
+}
+
+/// Serve one connection's requests with hyper until it closes or the server shuts down.
+async fn serve_connection<I>(
+    http: Arc<hyper::server::conn::http1::Builder>,
+    io: I,
+    router: Router,
+    shutdown: CancellationToken,
+    addr: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(addr));
+        req
+    });
+    let conn = http
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            // Finish the request in flight, then close; idle ones close now.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
     }
 }
 

@@ -201,6 +201,14 @@ impl Drop for TrackedStream {
 }
 
 impl TrackedStream {
+    /// Look at the first bytes without taking them (to tell TLS from plain HTTP).
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.state.killed() {
+            return Err(stalled_error());
+        }
+        self.inner.peek(buf).await
+    }
+
     /// A write on a killed socket fails at once; otherwise `write` runs on the stream.
     fn fail_if_killed(
         &mut self,

@@ -59,7 +59,7 @@ pub use progress::Progress;
 pub use request::RequestBuilder;
 pub use response::{BodyStream, Response};
 pub use retry::{RetryPolicy, parse_retry_after};
-pub use tls::{SpkiPin, install_default_provider};
+pub use tls::{SpkiPin, TlsTrust, install_default_provider};
 /// The token that cancels a request ([`RequestBuilder::cancel_token`]).
 pub use tokio_util::sync::CancellationToken;
 
@@ -297,6 +297,13 @@ impl HttpBuilder {
     /// [`pin`](Self::pin) with a parsed pin.
     pub fn pin_spki(mut self, pin: SpkiPin) -> HttpBuilder {
         self.tls.pins.push(pin);
+        self
+    }
+
+    /// Trust what `trust` trusts (its CAs, its pins), replacing the TLS settings given so
+    /// far.
+    pub fn trust(mut self, trust: TlsTrust) -> HttpBuilder {
+        self.tls = trust.into_settings();
         self
     }
 

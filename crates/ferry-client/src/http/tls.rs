@@ -43,11 +43,13 @@ impl SpkiPin {
     /// Parse a pin written as base64 of the SHA-256, with or without a `sha256/` or
     /// `sha256//` prefix. Errors with `INVALID_REQUEST` on anything else.
     pub fn parse(text: &str) -> Result<SpkiPin, HttpError> {
-        let b64 = text
-            .trim()
-            .strip_prefix("sha256//")
-            .or_else(|| text.trim().strip_prefix("sha256/"))
-            .unwrap_or(text.trim());
+        let b64 = text.trim().strip_prefix("sha256/").unwrap_or(text.trim());
+        // `sha256//` (curl's form) and a hash whose base64 starts with `/` look alike:
+        // base64 of 32 bytes is 44 characters, so a 45th is the second slash.
+        let b64 = match b64.strip_prefix('/') {
+            Some(rest) if b64.len() == 45 => rest,
+            _ => b64,
+        };
         let bytes = BASE64
             .decode(b64)
             .map_err(|e| HttpError::invalid(format!("pin {text:?} is not base64: {e}")))?;
@@ -134,6 +136,68 @@ impl fmt::Debug for TlsSettings {
             .field("extra_roots", &self.extra_roots.len())
             .field("pins", &self.pins)
             .finish()
+    }
+}
+
+/// Which TLS servers a [`WebSocket`](crate::ws::WebSocket) or
+/// [`HubClient`](crate::hub::HubClient) trusts: the system's roots and/or custom CAs, and
+/// SPKI pins, as [`HttpBuilder`](super::HttpBuilder) takes them. Turn it into the rustls
+/// configuration that their `tls_config` takes with [`websocket_config`](Self::websocket_config):
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ferry_client::http::TlsTrust;
+/// let pem = std::fs::read("ferry-data/tls/self-signed-cert.pem")?;
+/// let tls = TlsTrust::new()
+///     .add_root_certificate_pem(&pem)?
+///     .pin("sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")?
+///     .websocket_config()?;
+/// let hub = ferry_client::hub::HubClient::builder("wss://127.0.0.1:8443/ws").tls_config(tls);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct TlsTrust {
+    settings: TlsSettings,
+}
+
+impl TlsTrust {
+    /// The system's roots, no pin.
+    pub fn new() -> TlsTrust {
+        TlsTrust::default()
+    }
+
+    /// Also trust the CA certificates in this PEM data. Errors with `INVALID_REQUEST` when
+    /// it holds no certificate.
+    pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> Result<TlsTrust, HttpError> {
+        self.settings
+            .extra_roots
+            .extend(parse_pem_certificates(pem)?);
+        Ok(self)
+    }
+
+    /// Trust only the added CAs, not the system's. Default false.
+    pub fn only_custom_roots(mut self, only: bool) -> TlsTrust {
+        self.settings.only_custom_roots = only;
+        self
+    }
+
+    /// Require a certificate of the chain to carry this public key (after normal
+    /// verification); see [`SpkiPin::parse`] for the forms accepted.
+    pub fn pin(mut self, pin: &str) -> Result<TlsTrust, HttpError> {
+        self.settings.pins.push(SpkiPin::parse(pin)?);
+        Ok(self)
+    }
+
+    pub(crate) fn into_settings(self) -> TlsSettings {
+        self.settings
+    }
+
+    /// The rustls configuration for `wss://`: ALPN offers HTTP/1.1 only, which the
+    /// WebSocket upgrade needs.
+    pub fn websocket_config(&self) -> Result<Arc<rustls::ClientConfig>, HttpError> {
+        let mut config = client_config(&self.settings)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 }
 
@@ -326,6 +390,16 @@ impl ServerCertVerifier for Unverifiable {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pin_whose_base64_starts_with_a_slash_round_trips() {
+        let pin = SpkiPin([0xff; 32]);
+        let shown = pin.to_string();
+        assert!(shown.starts_with("sha256//"), "{shown}");
+        assert_eq!(SpkiPin::parse(&shown).expect("parses"), pin);
+        let curl_form = format!("sha256/{shown}").replacen("sha256/sha256/", "sha256//", 1);
+        assert_eq!(SpkiPin::parse(&curl_form).expect("parses"), pin);
+    }
+
     use super::*;
 
     #[test]

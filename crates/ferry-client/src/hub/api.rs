@@ -24,6 +24,20 @@ impl HubApi {
     /// [`ErrorKind::InvalidUrl`] for a URL that is not `http://` or `https://`;
     /// [`ErrorKind::Tls`] when the TLS settings cannot be built.
     pub fn new(base: &str, api_key: &str) -> Result<HubApi, HubError> {
+        HubApi::with_tls(base, api_key, crate::ws::transport::default_tls()?)
+    }
+
+    /// [`HubApi::new`] trusting what `tls` trusts (a private CA, pins: see
+    /// [`TlsTrust`](crate::http::TlsTrust)).
+    ///
+    /// # Errors
+    ///
+    /// As [`HubApi::new`].
+    pub fn with_tls(
+        base: &str,
+        api_key: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<HubApi, HubError> {
         let mut url = reqwest::Url::parse(base).map_err(|e| {
             Error::new(ErrorKind::InvalidUrl, format!("`{base}` is not a URL: {e}"))
         })?;
@@ -38,7 +52,6 @@ impl HubApi {
             let path = format!("{}/", url.path());
             url.set_path(&path);
         }
-        let tls = crate::ws::transport::default_tls()?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured((*tls).clone())
             .connect_timeout(std::time::Duration::from_secs(10))

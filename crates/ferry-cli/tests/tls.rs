@@ -1,0 +1,310 @@
+//! S11: `ferry serve` over TLS. A private CA (made here with rcgen) signs the server's
+//! certificate; the project's clients (Http, HubClient, HubApi) trust that CA and pin the
+//! key, curl trusts it with --cacert. A certificate replaced on disk (or after SIGHUP)
+//! reaches new connections while open ones stay, and plain HTTP to the TLS port gets an
+//! answer that says what to do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_client::http::{Http, TlsTrust};
+use ferry_client::hub::{HubApi, HubClient};
+use ferry_client::ws::ConnectionState;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use serde_json::json;
+use support::{API_KEY, FerryServer, run_to_completion, token_for};
+use tokio::process::Command;
+
+/// A test CA that signs leaf certificates for 127.0.0.1 and localhost.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    dir: tempfile::TempDir,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ferry TLS test CA");
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), issuer.pem()).unwrap();
+        Ca { issuer, dir }
+    }
+
+    fn pem(&self) -> Vec<u8> {
+        self.issuer.pem().into_bytes()
+    }
+
+    fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("server.crt")
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+
+    /// Issue a leaf with a fresh key and put it where the server reads it (each file
+    /// replaced by a rename, as deploy tools do); returns its SPKI pin.
+    fn issue(&self) -> String {
+        let key = KeyPair::generate().unwrap();
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let leaf = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        replace(&self.cert_path(), leaf.pem().as_bytes());
+        replace(&self.key_path(), key.serialize_pem().as_bytes());
+        ferry_client::http::SpkiPin::from_certificate_der(leaf.der())
+            .unwrap()
+            .to_string()
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--tls-cert".into(),
+            self.cert_path().display().to_string(),
+            "--tls-key".into(),
+            self.key_path().display().to_string(),
+        ]
+    }
+
+    /// Trust this CA only, and require `pin` when given.
+    fn trust(&self, pin: Option<&str>) -> TlsTrust {
+        let trust = TlsTrust::new()
+            .add_root_certificate_pem(&self.pem())
+            .unwrap()
+            .only_custom_roots(true);
+        match pin {
+            Some(pin) => trust.pin(pin).unwrap(),
+            None => trust,
+        }
+    }
+}
+
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn start(ca: &Ca, envs: &[(&str, &str)]) -> FerryServer {
+    let args = ca.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    FerryServer::start_with(&args, envs, true).await.unwrap()
+}
+
+/// A GET of /health over a new connection that must present `pin`.
+async fn health_with_pin(ca: &Ca, server: &FerryServer, pin: &str) -> Result<(), String> {
+    let http = Http::builder()
+        .trust(ca.trust(Some(pin)))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("{}/health", server.base_url);
+    match http.get(&url).send().await {
+        Ok(response) if response.status() == 200 => Ok(()),
+        Ok(response) => Err(format!("status {}", response.status())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn https_and_wss_work_with_a_private_ca_and_a_pin() {
+    let ca = Ca::new();
+    let pin = ca.issue();
+    let server = start(&ca, &[]).await;
+    assert!(
+        server.base_url.starts_with("https://"),
+        "{}",
+        server.base_url
+    );
+
+    // https with the project's HTTP client: CA and pin; HSTS on every response.
+    let http = Http::builder().trust(ca.trust(Some(&pin))).build().unwrap();
+    let response = http
+        .get(&format!("{}/health", server.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .map(|v| v.to_str().unwrap().to_string()),
+        Some("max-age=31536000".to_string())
+    );
+
+    // A pin of another key is refused, after the chain verified.
+    let other = KeyPair::generate().unwrap();
+    let other_pin = ferry_client::http::SpkiPin::from_spki_der(
+        &rcgen::PublicKeyData::subject_public_key_info(&other),
+    )
+    .to_string();
+    let refused = health_with_pin(&ca, &server, &other_pin).await.unwrap_err();
+    assert!(refused.contains("pinned"), "{refused}");
+
+    // wss with HubClient, and a publication through the API over https (HubApi).
+    let wss = format!("wss://127.0.0.1:{}/ws", server.port);
+    let hub = HubClient::builder(&wss)
+        .token(&token_for("alice"))
+        .tls_config(ca.trust(Some(&pin)).websocket_config().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut subscription = hub.subscribe("chat:tls").await.unwrap();
+    let api = HubApi::with_tls(
+        &server.base_url,
+        API_KEY,
+        ca.trust(Some(&pin)).websocket_config().unwrap(),
+    )
+    .unwrap();
+    api.publish("chat:tls", &json!({"text": "over tls"}))
+        .await
+        .unwrap();
+    let publication =
+        tokio::time::timeout(Duration::from_secs(20), subscription.next_publication())
+            .await
+            .expect("a publication within 20 s")
+            .expect("the subscription is open");
+    assert_eq!(publication.data.get(), r#"{"text":"over tls"}"#);
+
+    // curl, which nobody here wrote, with --cacert.
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(ca.ca_path())
+        .arg(format!("{}/health", server.base_url));
+    let done = run_to_completion(curl, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(done.stdout.trim(), r#"{"status":"ok"}"#);
+
+    // Plain HTTP to the TLS port: a 400 that says what to do, not a hang.
+    let plain = format!("http://127.0.0.1:{}/health", server.port);
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", &plain]);
+    let done = run_to_completion(curl, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(done.stdout.contains("use https://"), "{}", done.stdout);
+    assert!(done.stdout.ends_with("400"), "{}", done.stdout);
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_reaches_new_connections_and_open_ones_stay() {
+    let ca = Ca::new();
+    let first = ca.issue();
+    let server = start(&ca, &[("FERRY_TLS__RELOAD_INTERVAL_MS", "100")]).await;
+    health_with_pin(&ca, &server, &first).await.unwrap();
+
+    // An open wss subscription, trusting the CA (not a pin, which the new key would fail).
+    let wss = format!("wss://127.0.0.1:{}/ws", server.port);
+    let hub = HubClient::builder(&wss)
+        .token(&token_for("alice"))
+        .tls_config(ca.trust(None).websocket_config().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut subscription = hub.subscribe("chat:reload").await.unwrap();
+    let mut states = hub.states();
+
+    let second = ca.issue();
+    assert_ne!(first, second);
+    // New connections see the new certificate once the server noticed the files (polled
+    // every 100 ms here); the deadline is only a safety net.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match health_with_pin(&ca, &server, &second).await {
+            Ok(()) => break,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!(
+                "the new certificate was not served within 30 s: {e}\n{}",
+                server.logs()
+            ),
+        }
+    }
+    assert!(health_with_pin(&ca, &server, &first).await.is_err());
+
+    // The connection opened before the reload still works, and never dropped.
+    let api = HubApi::with_tls(
+        &server.base_url,
+        API_KEY,
+        ca.trust(None).websocket_config().unwrap(),
+    )
+    .unwrap();
+    api.publish("chat:reload", &json!(1)).await.unwrap();
+    let publication =
+        tokio::time::timeout(Duration::from_secs(20), subscription.next_publication())
+            .await
+            .expect("a publication within 20 s")
+            .expect("the subscription is open");
+    assert_eq!(publication.data.get(), "1");
+    assert_eq!(hub.state(), ConnectionState::Open);
+    let changed = tokio::time::timeout(Duration::from_millis(1), states.next()).await;
+    assert!(
+        changed.is_err(),
+        "the connection changed state: {changed:?}"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads_the_certificate_at_once() {
+    let ca = Ca::new();
+    let first = ca.issue();
+    // Files are checked once an hour here: only the signal can make the switch.
+    let server = start(&ca, &[("FERRY_TLS__RELOAD_INTERVAL_MS", "3600000")]).await;
+    health_with_pin(&ca, &server, &first).await.unwrap();
+    let second = ca.issue();
+    assert!(health_with_pin(&ca, &server, &first).await.is_ok());
+    let pid = server.pid().expect("running").to_string();
+    let done = run_to_completion(
+        {
+            let mut kill = Command::new("kill");
+            kill.args(["-HUP", &pid]);
+            kill
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(done.status.success(), "{}", done.stderr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = health_with_pin(&ca, &server, &second).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SIGHUP did not reload within 30 s: {e}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn check_config_refuses_a_key_that_does_not_fit_the_certificate() {
+    let ca = Ca::new();
+    ca.issue();
+    std::fs::write(ca.key_path(), KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("serve")
+        .args(ca.args())
+        .arg("--check-config")
+        .current_dir(ca.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not fit"), "{stderr}");
+}
