@@ -1,12 +1,14 @@
-//! `ferry monitor`: a live view of a hub's traffic from its `/api/stats` and
-//! `/api/channels`, one sample a second.
+//! `ferry monitor` (also `ferry top`): a live view of a hub's traffic from its metrics
+//! stream (`/metrics/stream`, one JSON event per interval) and its busiest channels
+//! (`/api/channels`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
+use ferry_client::event_source::EventSource;
 use ferry_client::hub::HubApi;
 use serde_json::{Value, json};
 
@@ -17,9 +19,12 @@ Examples:
   ferry monitor http://127.0.0.1:8081 --api-key $KEY --json --count 10
 
 Rates are per second between two samples. --json prints one object per sample:
-{\"time\", \"connections\", \"subscriptions\", \"channels\", \"publications_per_sec\",
-\"deliveries_per_sec\", \"bytes_in_per_sec\", \"bytes_out_per_sec\", \"slow_consumers\",
-\"slow_consumers_per_sec\", \"top_channels\"}. Bytes are TCP payload of every transport.";
+{\"time\", \"connections\", \"connections_ws\", \"connections_sse\", \"subscriptions\",
+\"channels\", \"publications_per_sec\", \"deliveries_per_sec\", \"bytes_in_per_sec\",
+\"bytes_out_per_sec\", \"slow_consumers\", \"slow_consumers_per_sec\", \"auth_failures\",
+\"rate_limited\", \"publish_enqueue_p99_ms\", \"enqueue_write_p99_ms\", \"top_channels\"}.
+Bytes are TCP payload of every transport; latencies are bucket bounds since start.
+The same figures, for Prometheus, are at /metrics.";
 
 /// `ferry monitor` flags.
 #[derive(Args)]
@@ -63,21 +68,47 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         tokio::select! {
-            r = run(&api, &args) => r,
+            r = run(&api, &key, &args) => r,
             _ = tokio::signal::ctrl_c() => Ok(ExitCode::from(130)),
         }
     })
 }
 
-async fn run(api: &HubApi, args: &MonitorArgs) -> anyhow::Result<ExitCode> {
+async fn run(api: &HubApi, key: &str, args: &MonitorArgs) -> anyhow::Result<ExitCode> {
     let live = !args.json && std::io::stdout().is_terminal();
-    let mut tick = tokio::time::interval(Duration::from_millis(args.interval_ms.max(50)));
+    let interval = args.interval_ms.clamp(100, 60_000);
+    let url = format!(
+        "{}/metrics/stream?interval_ms={interval}",
+        args.url.trim_end_matches('/')
+    );
+    let stream = EventSource::builder(&url)
+        .header("authorization", &format!("apikey {key}"))
+        .connect()
+        .await;
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            eprintln!("error: {url}: {}", e.message());
+            let refused = e.message().contains("401") || e.message().contains("403");
+            if refused {
+                eprintln!("hint: {}", crate::cmd_realtime::API_KEY_HINT);
+            }
+            return Ok(ExitCode::from(if refused { 3 } else { 1 }));
+        }
+    };
     let mut previous: Option<(Instant, Value)> = None;
     let mut taken = 0u64;
     while args.count.is_none_or(|c| taken < c) {
-        tick.tick().await;
-        let (stats, channels) = match tokio::try_join!(api.stats(), api.channels()) {
-            Ok(s) => s,
+        let Some(event) = stream.next_message().await else {
+            eprintln!("error: the metrics stream closed");
+            return Ok(ExitCode::from(1));
+        };
+        let Ok(figures) = serde_json::from_str::<Value>(&event.data) else {
+            continue;
+        };
+        let stats = flatten(&figures);
+        let channels = match api.channels().await {
+            Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");
                 return Ok(ExitCode::from(if e.to_string().contains("AUTH") {
@@ -102,6 +133,32 @@ async fn run(api: &HubApi, args: &MonitorArgs) -> anyhow::Result<ExitCode> {
 
 fn counter(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or(0)
+}
+
+/// The stream's nested figures as the flat counters a sample reads.
+fn flatten(figures: &Value) -> Value {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let sum = |v: &Value| {
+        v.as_object()
+            .map(|o| o.values().map(n).sum::<u64>())
+            .unwrap_or(0)
+    };
+    json!({
+        "connections": sum(&figures["connections"]),
+        "connections_ws": n(&figures["connections"]["ws"]),
+        "connections_sse": n(&figures["connections"]["sse"]),
+        "subscriptions": n(&figures["subscriptions"]),
+        "channels": n(&figures["channels"]),
+        "publications": n(&figures["publications"]),
+        "deliveries": n(&figures["deliveries"]),
+        "bytes_in": n(&figures["bytes_in"]),
+        "bytes_out": n(&figures["bytes_out"]),
+        "slow_consumers": sum(&figures["slow_consumer_closes"]),
+        "auth_failures": sum(&figures["auth_failures"]),
+        "rate_limited": sum(&figures["rate_limited"]),
+        "publish_enqueue_p99_ms": figures["publish_enqueue"]["p99_ms"],
+        "enqueue_write_p99_ms": figures["enqueue_write"]["p99_ms"],
+    })
 }
 
 /// One sample: gauges as they are, counters as rates against the previous sample.
@@ -144,6 +201,8 @@ fn sample(
     json!({
         "time": unix_ms,
         "connections": counter(stats, "connections"),
+        "connections_ws": counter(stats, "connections_ws"),
+        "connections_sse": counter(stats, "connections_sse"),
         "subscriptions": counter(stats, "subscriptions"),
         "channels": counter(stats, "channels"),
         "publications": counter(stats, "publications"),
@@ -156,6 +215,10 @@ fn sample(
         "bytes_out_per_sec": rate("bytes_out"),
         "slow_consumers": counter(stats, "slow_consumers"),
         "slow_consumers_per_sec": rate("slow_consumers"),
+        "auth_failures": counter(stats, "auth_failures"),
+        "rate_limited": counter(stats, "rate_limited"),
+        "publish_enqueue_p99_ms": stats["publish_enqueue_p99_ms"],
+        "enqueue_write_p99_ms": stats["enqueue_write_p99_ms"],
         "top_channels": busiest
             .iter()
             .map(|(c, n)| json!({"channel": c, "subscribers": n}))
@@ -188,10 +251,13 @@ fn render(s: &Value, url: &str, live: bool) {
     }
     out.push_str(&format!(
         "ferry monitor {url}\n\
-         connections {:>8}   subscriptions {:>8}   channels {:>6}\n\
+         connections {:>8} (ws {}, sse {})   subscriptions {:>8}   channels {:>6}\n\
          publications/s {:>8}   deliveries/s {:>10}   slow consumers {} (+{}/s)\n\
-         in {:>12}/s   out {:>12}/s\n",
+         in {:>12}/s   out {:>12}/s\n\
+         p99 publish→enqueue {} ms   enqueue→write {} ms   auth failures {}   rate-limited {}\n",
         num("connections"),
+        num("connections_ws"),
+        num("connections_sse"),
         num("subscriptions"),
         num("channels"),
         num("publications_per_sec"),
@@ -200,6 +266,10 @@ fn render(s: &Value, url: &str, live: bool) {
         num("slow_consumers_per_sec"),
         bytes_rate(&s["bytes_in_per_sec"]),
         bytes_rate(&s["bytes_out_per_sec"]),
+        num("publish_enqueue_p99_ms"),
+        num("enqueue_write_p99_ms"),
+        num("auth_failures"),
+        num("rate_limited"),
     ));
     if let Some(top) = s["top_channels"].as_array().filter(|t| !t.is_empty()) {
         out.push_str("top channels (subscribers):\n");

@@ -141,8 +141,8 @@ enum Command {
     /// Raw UDP: `ferry udp listen PORT [--echo]`, `ferry udp send HOST:PORT [MESSAGE]`.
     #[command(subcommand, after_help = cmd_net::UDP_HELP)]
     Udp(cmd_net::UdpCommand),
-    /// Live view of a hub's traffic (connections, publications/s, top channels).
-    #[command(after_help = cmd_monitor::MONITOR_HELP)]
+    /// Live view of a hub's traffic (connections, publications/s, latencies, top channels).
+    #[command(after_help = cmd_monitor::MONITOR_HELP, visible_alias = "top")]
     Monitor(cmd_monitor::MonitorArgs),
     /// Print shell completions, e.g. `ferry completions bash > /etc/bash_completion.d/ferry`.
     Completions {

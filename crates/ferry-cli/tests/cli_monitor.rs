@@ -76,6 +76,8 @@ async fn monitor_json_shows_rates_and_top_channels_of_a_loaded_hub() -> anyhow::
     );
     for s in &samples {
         assert_eq!(s["connections"], 1, "{s}");
+        assert_eq!(s["connections_ws"], 1, "{s}");
+        assert_eq!(s["connections_sse"], 0, "{s}");
         assert_eq!(s["subscriptions"], 1, "{s}");
         assert_eq!(s["top_channels"][0]["channel"], "chat:mon", "{s}");
         assert_eq!(s["top_channels"][0]["subscribers"], 1, "{s}");
@@ -97,13 +99,19 @@ async fn monitor_json_shows_rates_and_top_channels_of_a_loaded_hub() -> anyhow::
             .collect();
         assert!(rates.iter().any(|r| *r > 0.0), "{key}: {rates:?}");
     }
+    // Publications went through: the stream's latency summary has a p99.
+    assert!(
+        samples[3]["publish_enqueue_p99_ms"].as_f64().is_some(),
+        "{}",
+        samples[3]
+    );
     let first = samples[0]["publications"].as_u64().context("count")?;
     let last = samples[3]["publications"].as_u64().context("count")?;
     assert!(last > first, "{first} → {last}");
 
-    // A wrong key is a refusal (exit 3), not a crash.
+    // A wrong key is a refusal (exit 3), not a crash; `ferry top` is the same command.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.args(["monitor", &server.base_url, "--json", "--count", "1"])
+    cmd.args(["top", &server.base_url, "--json", "--count", "1"])
         .args(["--api-key", "wrong"]);
     let out = run_to_completion(cmd, WAIT).await?;
     assert_eq!(out.status.code(), Some(3), "{}", out.stderr);

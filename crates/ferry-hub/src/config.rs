@@ -59,6 +59,10 @@ pub struct Config {
     /// HS256 secret for client JWTs and for tokens issued by `/auth/login`. Default:
     /// generated at first start into `DATA_DIR/secrets.toml`.
     pub jwt_secret: Option<Secret>,
+    /// A token for `/metrics` and `/metrics/stream` only (`Authorization: Bearer TOKEN`, what
+    /// a Prometheus scrape config's `authorization.credentials` sends), so the scraper does
+    /// not hold the API key. The API key works there too. Default none.
+    pub metrics_token: Option<Secret>,
     /// PEM files with RSA or EC (P-256) public keys accepted for RS256 / ES256 tokens.
     /// Default: none.
     pub jwt_public_keys: Vec<PathBuf>,
@@ -132,6 +136,7 @@ impl Default for Config {
             data_dir: PathBuf::from("ferry-data"),
             api_key: None,
             jwt_secret: None,
+            metrics_token: None,
             jwt_public_keys: Vec::new(),
             jwt_leeway_secs: 5,
             token_ttl_secs: 3600,
@@ -505,6 +510,7 @@ const ENV_KEYS: &[&str] = &[
     "data_dir",
     "api_key",
     "jwt_secret",
+    "metrics_token",
     "jwt_public_keys",
     "jwt_leeway_secs",
     "token_ttl_secs",

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::HistoryOp;
+
 use ferry_proto::envelope::{ClientInfo, encode_push};
 use ferry_proto::{CloseCode, ErrorCode};
 use parking_lot::RwLock;
@@ -111,6 +113,30 @@ pub struct Subscribed {
     pub publications: Vec<Arc<Publication>>,
 }
 
+/// A connection counted in `ferry_connections`, from [`Hub::count_connection`].
+pub struct ConnectionCounted {
+    hub: Hub,
+    transport: crate::metrics::Transport,
+}
+
+impl std::fmt::Debug for ConnectionCounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionCounted")
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+impl Drop for ConnectionCounted {
+    fn drop(&mut self) {
+        self.hub
+            .inner
+            .metrics
+            .connections(self.transport)
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Counters exposed at `/api/stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -153,6 +179,7 @@ struct HubInner {
     publications: AtomicU64,
     deliveries: AtomicU64,
     slow_consumers: AtomicU64,
+    metrics: crate::metrics::Metrics,
     started: Instant,
     shutdown: CancellationToken,
 }
@@ -282,6 +309,7 @@ impl Hub {
             publications: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             slow_consumers: AtomicU64::new(0),
+            metrics: crate::metrics::Metrics::default(),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
         });
@@ -293,6 +321,45 @@ impl Hub {
     /// The configuration the hub runs with.
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
+    }
+
+    /// Counters and latency histograms (`/metrics`).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Count a connection of `transport` in `ferry_connections` until the guard drops.
+    pub fn count_connection(&self, transport: crate::metrics::Transport) -> ConnectionCounted {
+        self.inner
+            .metrics
+            .connections(transport)
+            .fetch_add(1, Ordering::Relaxed);
+        ConnectionCounted {
+            hub: self.clone(),
+            transport,
+        }
+    }
+
+    /// Every metric now, the sockets' figures given by the server (`open`, `stalled`,
+    /// bytes in and out).
+    pub fn metrics_snapshot(
+        &self,
+        sockets: &crate::sockets::Sockets,
+    ) -> crate::metrics::MetricsSnapshot {
+        let stats = self.stats();
+        let (bytes_in, bytes_out) = sockets.bytes();
+        self.inner.metrics.snapshot(crate::metrics::External {
+            uptime_secs: stats.uptime_secs,
+            sockets: sockets.open(),
+            channels: stats.channels,
+            subscriptions: stats.subscriptions,
+            publications: stats.publications,
+            deliveries: stats.deliveries,
+            queue_full: stats.slow_consumers,
+            write_stalled: sockets.stalled(),
+            bytes_in,
+            bytes_out,
+        })
     }
 
     /// The token verifier.
@@ -539,7 +606,7 @@ impl Hub {
             limit: MAX_HISTORY_PAGE,
             reverse: false,
         };
-        let page = store.read(channel, query, retention).await?;
+        let page = self.read_history(channel, query, retention).await?;
         let same_epoch = page.position.epoch == request.epoch;
         let contiguous = match page.publications.first() {
             Some(first) => first.offset() == request.offset + 1,
@@ -617,19 +684,25 @@ impl Hub {
         info: Option<ClientInfo>,
         skip: Option<u64>,
     ) -> HubResult<Arc<Publication>> {
+        let started = Instant::now();
         let (_, ns) = self.resolve(channel)?;
         self.check_data(&data)?;
         let retention = Self::retention(ns);
         let mut stripe = self.order_lock(channel).lock().await;
-        let staged = self
-            .inner
-            .store
-            .stage(channel, data, info, retention)
-            .await?;
+        let staged = self.inner.store.stage(channel, data, info, retention).await;
+        if staged.is_err() {
+            self.inner
+                .metrics
+                .history(HistoryOp::Append, started.elapsed(), false);
+        }
+        let staged = staged?;
         let publication = staged.publication;
         if staged.durable.is_now() && !stripe.pending() {
             // Stored already (memory history) and nothing ahead: fan out under the lock.
-            self.fan_out(&publication, skip).await?;
+            self.inner
+                .metrics
+                .history(HistoryOp::Append, started.elapsed(), true);
+            self.fan_out(&publication, skip, started).await?;
             return Ok(publication);
         }
         // Durable later (SQLite: after the commit). The lock is released while the commit
@@ -643,9 +716,12 @@ impl Hub {
         let delivered = publication.clone();
         tokio::spawn(async move {
             let stored = durable.wait().await;
+            hub.inner
+                .metrics
+                .history(HistoryOp::Append, started.elapsed(), stored.is_ok());
             turn.wait().await;
             match stored {
-                Ok(()) => hub.fan_out(&delivered, skip).await,
+                Ok(()) => hub.fan_out(&delivered, skip, started).await,
                 Err(e) => Err(e),
             }
         })
@@ -654,7 +730,14 @@ impl Hub {
         Ok(publication)
     }
 
-    async fn fan_out(&self, publication: &Arc<Publication>, skip: Option<u64>) -> HubResult<()> {
+    /// Hand a stored publication to the broker, which queues it for every subscriber;
+    /// `started` is when its publish began (`ferry_publish_enqueue_seconds`).
+    async fn fan_out(
+        &self,
+        publication: &Arc<Publication>,
+        skip: Option<u64>,
+        started: Instant,
+    ) -> HubResult<()> {
         self.inner
             .broker
             .publish(BrokerMessage::Publication {
@@ -663,6 +746,10 @@ impl Hub {
             })
             .await?;
         self.inner.publications.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .metrics
+            .publish_enqueue
+            .observe(started.elapsed());
         Ok(())
     }
 
@@ -683,9 +770,7 @@ impl Hub {
             ..query
         };
         let mut page = self
-            .inner
-            .store
-            .read(channel, query, Self::retention(ns))
+            .read_history(channel, query, Self::retention(ns))
             .await?;
         let budget = self.inner.config.limits.reply_budget();
         let fits = fit_in_budget(&page.publications, budget);
@@ -694,6 +779,21 @@ impl Hub {
             page.has_more = true;
         }
         Ok(page)
+    }
+
+    /// A page of history, timed for `ferry_history_operation_seconds`.
+    async fn read_history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+        retention: Retention,
+    ) -> HubResult<HistoryPage> {
+        let started = Instant::now();
+        let page = self.inner.store.read(channel, query, retention).await;
+        self.inner
+            .metrics
+            .history(HistoryOp::Read, started.elapsed(), page.is_ok());
+        page
     }
 
     /// Housekeeping, about once a second: history past its retention is dropped and its

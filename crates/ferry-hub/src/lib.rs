@@ -13,6 +13,7 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod login_pool;
+pub mod metrics;
 pub mod presence;
 pub mod publication;
 pub mod redact;

@@ -134,6 +134,8 @@ pub struct Delivery {
     publication: Arc<Publication>,
     frame: OnceLock<WsText>,
     wire: OnceLock<bytes::Bytes>,
+    /// When fan-out queued it (`ferry_enqueue_write_seconds`).
+    enqueued: std::time::Instant,
 }
 
 impl Delivery {
@@ -143,7 +145,13 @@ impl Delivery {
             publication,
             frame: OnceLock::new(),
             wire: OnceLock::new(),
+            enqueued: std::time::Instant::now(),
         })
+    }
+
+    /// When fan-out queued it.
+    pub fn enqueued(&self) -> std::time::Instant {
+        self.enqueued
     }
 
     /// The publication.

@@ -31,7 +31,7 @@ use crate::limits::ConnectionLimiter;
 use crate::login_pool::LoginPool;
 use crate::sockets::Sockets;
 use crate::tls::Tls;
-use crate::transports::{AppState, api, sse, testbed, tus, ws};
+use crate::transports::{AppState, api, scrape, sse, testbed, tus, ws};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sse", get(sse::handler))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(scrape::routes())
         .merge(api::routes().layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(config.limits.request_timeout_ms),

@@ -51,6 +51,7 @@ impl FromRequestParts<AppState> for ApiKey {
             ),
         };
         super::log_auth_refused(
+            &state.hub,
             &format!("a server API call to {}", parts.uri.path()),
             &refused,
         );
@@ -309,6 +310,10 @@ async fn login(
         state.login_limiter.retain_recent();
     }
     if state.login_limiter.check_key(&peer.0.ip()).is_err() {
+        state
+            .hub
+            .metrics()
+            .rate_limited(crate::metrics::RateLimited::Login);
         return Err(HubError::new(
             ErrorCode::RateLimitExceeded,
             "too many login attempts; wait a second",
@@ -320,6 +325,12 @@ async fn login(
     let ok = match state.logins.check(&body.user, body.password).await {
         Ok(ok) => ok,
         Err(e) => {
+            if e.code == ErrorCode::RateLimitExceeded {
+                state
+                    .hub
+                    .metrics()
+                    .rate_limited(crate::metrics::RateLimited::Login);
+            }
             let mut response = ApiError(e).into_response();
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
@@ -329,7 +340,9 @@ async fn login(
         }
     };
     if !ok {
-        return Err(HubError::new(ErrorCode::AuthFailed, "wrong user name or password").into());
+        let refused = HubError::new(ErrorCode::AuthFailed, "wrong user name or password");
+        super::log_auth_refused(&state.hub, "a login", &refused);
+        return Err(refused.into());
     }
     let (token, expires_at) = state.hub.auth().issue(&body.user)?;
     Ok(Json(json!({"user": body.user, "token": token, "expires_at": expires_at})).into_response())

@@ -2,6 +2,7 @@
 //! state of their own beyond the connection they serve.
 
 pub mod api;
+pub mod scrape;
 pub mod sdk;
 pub mod sse;
 pub mod testbed;
@@ -106,7 +107,8 @@ pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiErro
 }
 
 /// Log a refused authentication at `info`, with the reason and never the credential.
-pub fn log_auth_refused(what: &str, error: &HubError) {
+pub fn log_auth_refused(hub: &Hub, what: &str, error: &HubError) {
+    hub.metrics().auth_failed(error.code.as_str());
     tracing::info!(
         code = %error.code,
         reason = %error.message,
@@ -141,7 +143,7 @@ pub fn request_identity(hub: &Hub, token: Option<&str>) -> Result<Identity, HubE
         )),
     };
     if let Err(e) = &result {
-        log_auth_refused("an SSE client's token", e);
+        log_auth_refused(hub, "an SSE client's token", e);
     }
     result
 }

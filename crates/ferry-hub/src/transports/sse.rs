@@ -32,6 +32,7 @@ struct Cleanup {
     hub: Hub,
     conn: Arc<ConnHandle>,
     _permit: ConnectionPermit,
+    _counted: crate::hub::ConnectionCounted,
 }
 
 impl Drop for Cleanup {
@@ -109,6 +110,7 @@ pub async fn handler(
         hub: hub.clone(),
         conn: conn.clone(),
         _permit: permit,
+        _counted: hub.count_connection(crate::metrics::Transport::Sse),
     };
     let mut positions = Vec::with_capacity(channels.len());
     let mut backlog: Vec<Arc<Publication>> = Vec::new();

@@ -194,6 +194,7 @@ impl Session {
             None => {}
         }
         async move {
+            let _counted = hub.count_connection(crate::metrics::Transport::WebSocket);
             let mut raw = RawFrames::default();
             let end = session.serve(&mut socket, &mut raw, &mut rx).await;
             hub.disconnect(&conn).await;
@@ -230,6 +231,8 @@ impl Session {
     ) -> End {
         let shutdown = self.hub.shutdown_token().clone();
         let conn = self.conn.clone();
+        let hub = self.hub.clone();
+        let mut writes = 0u32;
         // Made once and polled on every turn of the loop: the close and shutdown waiters
         // and the timer are registered once, not on every wake-up (a fan-out wakes every
         // subscriber's task once per delivery).
@@ -277,7 +280,11 @@ impl Session {
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
                     let written = {
-                        let write = std::pin::pin!(write_queued(socket, raw, item, rx));
+                        // The first write and every ENQUEUE_WRITE_SAMPLING-th after it are timed.
+                        let timed = writes.is_multiple_of(crate::metrics::ENQUEUE_WRITE_SAMPLING);
+                        writes = writes.wrapping_add(1);
+                        let metrics = timed.then(|| hub.metrics());
+                        let write = std::pin::pin!(write_queued(socket, raw, item, rx, metrics));
                         self.guarded(write, closed.as_mut(), cancelled.as_mut(), timer.as_mut())
                             .await
                     };
@@ -544,11 +551,11 @@ impl Session {
             }
             Err(e) => match id {
                 Some(id) => {
-                    super::log_auth_refused("a WebSocket client's token", &e);
+                    super::log_auth_refused(&self.hub, "a WebSocket client's token", &e);
                     self.push_error(Some(id), e)
                 }
                 None => {
-                    super::log_auth_refused("a WebSocket client's token", &e);
+                    super::log_auth_refused(&self.hub, "a WebSocket client's token", &e);
                     self.send(encode_push("auth_error", e.payload()))
                 }
             },
@@ -637,6 +644,9 @@ impl Session {
             }
             _ => {
                 self.strikes += 1;
+                self.hub
+                    .metrics()
+                    .rate_limited(crate::metrics::RateLimited::Command);
                 let limits = &self.hub.config().limits;
                 if self.strikes >= limits.rate_abuse_strikes {
                     return Some(End::Close(
@@ -890,11 +900,21 @@ async fn write_queued(
     raw: &mut RawFrames,
     first: Outbound,
     rx: &mut Receiver,
+    timed: Option<&crate::metrics::Metrics>,
 ) -> Result<(), ws_io::WsError> {
+    // The oldest publication of the write.
+    let sampled = match (&first, timed) {
+        (Outbound::Publication(d), Some(metrics)) => Some((d.enqueued(), metrics)),
+        _ => None,
+    };
     write_item(socket, raw, first).await?;
     while let Ok(item) = rx.try_recv() {
         write_item(socket, raw, item).await?;
     }
     write_raw(socket, raw).await?;
-    socket.flush().await
+    socket.flush().await?;
+    if let Some((enqueued, metrics)) = sampled {
+        metrics.enqueue_write.observe(enqueued.elapsed());
+    }
+    Ok(())
 }
