@@ -180,6 +180,10 @@ Limits and timeouts ([limits] in ferry.toml, FERRY_LIMITS__NAME=VALUE; defaults)
   login_rate_per_second = 20, login_rate_burst = 40
                                    /auth/login attempts, all addresses together
 Listener: listen_backlog = 4096 (capped by net.core.somaxconn), reuse_port = false.
+TLS ([tls]): cert, key or self_signed; reload_interval_ms = 2000 (and SIGHUP);
+  redirect_from = ADDR (plain HTTP -> 308 https); hsts_max_age_secs (a year; none self-signed).
+Metrics: GET /metrics (Prometheus text) and /metrics/stream (JSON events), with the API key
+  or `Authorization: Bearer METRICS_TOKEN` (metrics_token = \"...\").
 History: history = \"sqlite\" (DATA_DIR/history.sqlite3, exclusive to one server), history_durability = \"normal\"
   (a publish is acknowledged after its commit; \"full\" adds an fsync per commit, for power loss).
 Namespaces: join_leave = false (N joins cost N(N-1)/2 pushes), history_size = 100, history_ttl_secs = 0.
