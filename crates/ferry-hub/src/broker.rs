@@ -52,15 +52,68 @@ impl BrokerMessage {
 pub trait DeliverySink: Send + Sync {
     /// Deliver to this node's subscribers. Must not block.
     fn deliver(&self, message: BrokerMessage);
+
+    /// Deliver a message that came from another process (Redis), ordered with the
+    /// subscribes of its channel so each subscriber gets each publication exactly once.
+    fn deliver_remote(
+        &self,
+        message: BrokerMessage,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+
+    /// The broker's link came back after a loss: messages may have been missed, so every
+    /// subscriber must recover.
+    fn broker_reconnected(&self);
 }
 
 /// Carries messages to every node.
+///
+/// Contract: messages of one channel reach every node in the order they were published
+/// (a publication's offset order, where [`Broker::append_and_publish`] assigns offsets);
+/// an `Err` means the message reached no node (the caller reports the failure; it never
+/// passes silently). Per-channel listening ([`Broker::subscribe`]) is confirmed before
+/// `subscribe` returns, so a history read after it cannot miss a publication.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Register this node's sink; called once by the hub at start.
     fn attach(&self, sink: Weak<dyn DeliverySink>);
     /// Send a message to every node, this one included.
     async fn publish(&self, message: BrokerMessage) -> HubResult<()>;
+
+    /// Whether this broker listens per channel ([`subscribe`](Broker::subscribe) and
+    /// [`unsubscribe`](Broker::unsubscribe) matter). Default false: every message reaches
+    /// this node.
+    fn listens_per_channel(&self) -> bool {
+        false
+    }
+
+    /// Start receiving `channel`'s messages on this node (its first local subscriber).
+    async fn subscribe(&self, _channel: &str) -> HubResult<()> {
+        Ok(())
+    }
+
+    /// Stop receiving `channel`'s messages (its last local subscriber left).
+    async fn unsubscribe(&self, _channel: &str) -> HubResult<()> {
+        Ok(())
+    }
+
+    /// For a broker that keeps history itself (Redis): assign the offset, store and
+    /// publish in one atomic step, so every node sees a channel's publications in offset
+    /// order. `None` when this broker does not: the hub stores, then publishes.
+    async fn append_and_publish(
+        &self,
+        _channel: &str,
+        _data: &Arc<serde_json::value::RawValue>,
+        _info: Option<&ClientInfo>,
+        _retention: crate::store::Retention,
+        _skip: Option<u64>,
+    ) -> Option<HubResult<Arc<Publication>>> {
+        None
+    }
+
+    /// Whether the broker can take messages now (`/ready`). Default true.
+    fn is_ready(&self) -> bool {
+        true
+    }
 }
 
 /// The default broker: one node, delivery is a direct call.

@@ -90,7 +90,16 @@ impl Turn {
 
 #[derive(Default)]
 struct Channel {
-    subscribers: RwLock<HashMap<u64, Arc<ConnHandle>>>,
+    subscribers: RwLock<HashMap<u64, Subscriber>>,
+}
+
+/// A connection subscribed to a channel, and the offset its subscribe read history up to:
+/// only later publications reach it live. With a broker that delivers from another
+/// process (Redis), a publication read from history may still be on its way; this is what
+/// keeps it from arriving twice.
+struct Subscriber {
+    conn: Arc<ConnHandle>,
+    after: u64,
 }
 
 /// What a client asked to recover on subscribe.
@@ -206,31 +215,75 @@ impl DeliverySink for HubInner {
         };
         match message {
             BrokerMessage::Publication { publication, skip } => {
+                let offset = publication.offset();
                 let delivery = Delivery::new(publication);
-                for (id, conn) in subscribers.iter() {
-                    if Some(*id) != skip {
-                        send(conn, Outbound::Publication(delivery.clone()));
+                for (id, sub) in subscribers.iter() {
+                    if Some(*id) != skip && offset > sub.after {
+                        send(&sub.conn, Outbound::Publication(delivery.clone()));
                     }
                 }
             }
             BrokerMessage::Join { channel, info } => {
                 let frame = presence_frame("join", &channel, &info);
-                for conn in subscribers
+                for sub in subscribers
                     .values()
-                    .filter(|c| *c.client_id != *info.client)
+                    .filter(|s| *s.conn.client_id != *info.client)
                 {
-                    send(conn, Outbound::Frame(frame.clone()));
+                    send(&sub.conn, Outbound::Frame(frame.clone()));
                 }
             }
             BrokerMessage::Leave { channel, info } => {
                 let frame = presence_frame("leave", &channel, &info);
-                for conn in subscribers.values() {
-                    send(conn, Outbound::Frame(frame.clone()));
+                for sub in subscribers.values() {
+                    send(&sub.conn, Outbound::Frame(frame.clone()));
                 }
             }
         }
         self.deliveries.fetch_add(delivered, Ordering::Relaxed);
         self.slow_consumers.fetch_add(slow, Ordering::Relaxed);
+    }
+
+    fn deliver_remote(
+        &self,
+        message: BrokerMessage,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            // Under the channel's order lock: a subscribe of this channel reads history and
+            // registers with that lock held, so it and this delivery never interleave.
+            let _order = self.order_lock(message.channel()).lock().await;
+            self.deliver(message);
+        })
+    }
+
+    fn broker_reconnected(&self) {
+        // Publications from other nodes may have passed while the link was down: every
+        // subscriber is sent to reconnect and recover (or be told recovery failed).
+        let mut closed = 0usize;
+        for shard in self.channels.iter() {
+            for channel in shard.lock().values() {
+                for sub in channel.subscribers.read().values() {
+                    sub.conn.request_close(
+                        CloseCode::TRY_AGAIN_LATER,
+                        "the hub lost its broker link; reconnect and recover",
+                    );
+                    closed += 1;
+                }
+            }
+        }
+        if closed > 0 {
+            tracing::warn!(
+                subscriptions = closed,
+                "broker link restored: subscribers sent to reconnect and recover"
+            );
+        }
+    }
+}
+
+impl HubInner {
+    fn order_lock(&self, channel: &str) -> &tokio::sync::Mutex<Stripe> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel) as usize;
+        &self.order[hash % self.order.len()]
     }
 }
 
@@ -433,9 +486,7 @@ impl Hub {
     }
 
     fn order_lock(&self, channel: &str) -> &tokio::sync::Mutex<Stripe> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel) as usize;
-        &self.inner.order[hash % self.inner.order.len()]
+        self.inner.order_lock(channel)
     }
 
     /// Register a new connection with a send queue of the configured size.
@@ -557,23 +608,41 @@ impl Hub {
             if stripe.pending() {
                 Turn::take(&mut stripe).wait().await;
             }
+            // A broker that delivers from elsewhere (Redis) listens to the channel before
+            // history is read, so nothing published after the read can be missed.
+            let first_here = !self.inner.channels.shard(channel).lock().contains_key(channel);
+            if first_here {
+                self.inner.broker.subscribe(channel).await?;
+            }
+            let result = match self.recover(channel, recover, retention).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if first_here {
+                        let _ = self.inner.broker.unsubscribe(channel).await;
+                    }
+                    return Err(e);
+                }
+            };
             {
                 let mut shard = self.inner.channels.shard(channel).lock();
                 let entry = shard.entry(name.clone()).or_default();
-                entry.subscribers.write().insert(conn.id, conn.clone());
+                entry.subscribers.write().insert(
+                    conn.id,
+                    Subscriber {
+                        conn: conn.clone(),
+                        after: result.position.offset,
+                    },
+                );
             }
             conn.subscriptions.lock().push(name.clone());
-            match self.recover(channel, recover, retention).await {
-                Ok(r) => r,
-                Err(e) => {
-                    drop(stripe);
-                    self.leave_local(conn, channel);
-                    return Err(e);
-                }
-            }
+            result
         };
-        if ns.presence {
-            self.inner.presence.join(channel, conn.info()).await?;
+        if ns.presence
+            && let Err(e) = self.inner.presence.join(channel, conn.info()).await
+        {
+            // Not subscribed after all: the caller is told, and nothing stays behind.
+            self.leave(conn, channel).await;
+            return Err(e);
         }
         if ns.join_leave {
             self.inner
@@ -644,6 +713,17 @@ impl Hub {
         if !self.leave_local(conn, channel) {
             return;
         }
+        {
+            // The last local subscriber gone: stop listening, unless a subscribe came back
+            // meanwhile (it takes the same lock to start listening).
+            if self.inner.broker.listens_per_channel() {
+                let _order = self.order_lock(channel).lock().await;
+                let empty = !self.inner.channels.shard(channel).lock().contains_key(channel);
+                if empty && let Err(e) = self.inner.broker.unsubscribe(channel).await {
+                    tracing::warn!(channel, error = %e, "broker unsubscribe failed");
+                }
+            }
+        }
         let Ok((_, ns)) = self.resolve(channel) else {
             return;
         };
@@ -688,6 +768,21 @@ impl Hub {
         let (_, ns) = self.resolve(channel)?;
         self.check_data(&data)?;
         let retention = Self::retention(ns);
+        if let Some(result) = self
+            .inner
+            .broker
+            .append_and_publish(channel, &data, info.as_ref(), retention, skip)
+            .await
+        {
+            // Stored and published in one step; this node delivers it when it comes back
+            // from the broker, like every other node.
+            self.inner
+                .metrics
+                .history(HistoryOp::Append, started.elapsed(), result.is_ok());
+            let publication = result?;
+            self.inner.publications.fetch_add(1, Ordering::Relaxed);
+            return Ok(publication);
+        }
         let mut stripe = self.order_lock(channel).lock().await;
         let staged = self.inner.store.stage(channel, data, info, retention).await;
         if staged.is_err() {
