@@ -255,6 +255,11 @@ struct ServeArgs {
     /// (e.g. 0.0.0.0:80).
     #[arg(long, value_name = "ADDR")]
     tls_redirect_from: Option<SocketAddr>,
+    /// Share publications, history and presence with other nodes through Redis:
+    /// redis://HOST:PORT (several `ferry serve` on one Redis act as one hub)
+    /// [default: memory, this process only].
+    #[arg(long, value_name = "URL", env = "FERRY_BROKER")]
+    broker: Option<String>,
     /// Print the effective configuration (secrets redacted) as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -301,6 +306,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.history {
             o.insert("history".into(), v.clone().into());
+        }
+        if let Some(v) = &self.broker {
+            o.insert("broker".into(), v.clone().into());
         }
         let mut tls = serde_json::Map::new();
         if let Some(v) = &self.tls_cert {

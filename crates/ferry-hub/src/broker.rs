@@ -48,6 +48,34 @@ impl BrokerMessage {
     }
 }
 
+/// A server API request for connections that may be on any node (`/api/send`,
+/// `/api/disconnect`), passed to the other nodes by [`Broker::forward`].
+///
+/// Externally tagged on the wire (`{"send":{...}}`): an internally tagged enum cannot
+/// carry the raw JSON `data`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Control {
+    /// A `direct` push to a user's connections and/or one client.
+    Send {
+        /// The user.
+        user: Option<String>,
+        /// The client id.
+        client: Option<String>,
+        /// What to push.
+        data: Box<serde_json::value::RawValue>,
+    },
+    /// Close a user's connections and/or one client.
+    Disconnect {
+        /// The user.
+        user: Option<String>,
+        /// The client id.
+        client: Option<String>,
+        /// Invite a reconnect (1013) instead of a final close (1008).
+        reconnect: bool,
+    },
+}
+
 /// Receives what the broker delivers to this node.
 pub trait DeliverySink: Send + Sync {
     /// Deliver to this node's subscribers. Must not block.
@@ -63,6 +91,10 @@ pub trait DeliverySink: Send + Sync {
     /// The broker's link came back after a loss: messages may have been missed, so every
     /// subscriber must recover.
     fn broker_reconnected(&self);
+
+    /// Apply a request another node forwarded (see [`Broker::forward`]) to this node's
+    /// connections.
+    fn control(&self, control: Control);
 }
 
 /// Carries messages to every node.
@@ -108,6 +140,12 @@ pub trait Broker: Send + Sync + 'static {
         _skip: Option<u64>,
     ) -> Option<HubResult<Arc<Publication>>> {
         None
+    }
+
+    /// Pass `control` to every other node. `None`: there are none (one process);
+    /// `Some(n)`: how many other nodes took it.
+    async fn forward(&self, _control: &Control) -> HubResult<Option<usize>> {
+        Ok(None)
     }
 
     /// Whether the broker can take messages now (`/ready`). Default true.

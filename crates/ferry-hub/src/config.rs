@@ -106,6 +106,13 @@ pub struct Config {
     /// missed) or `"memory"` (lost on restart: reconnecting clients are told recovery
     /// failed).
     pub history: HistoryBackend,
+    /// How nodes share publications: `"memory"` (default: this process only) or a Redis
+    /// URL, `"redis://HOST:PORT"` (`rediss://` for TLS): several `ferry serve` nodes on one
+    /// Redis act as one hub, and history, presence and fan-out live in Redis (the
+    /// `history` setting is then unused). See `[redis]`.
+    pub broker: String,
+    /// Options of the Redis broker.
+    pub redis: RedisConfig,
     /// How hard SQLite history is pushed to disk before a publish is acknowledged:
     /// `"normal"` (default: WAL without fsync per commit; survives a crash of the process)
     /// or `"full"` (an fsync per commit; also survives a power loss).
@@ -151,6 +158,8 @@ impl Default for Config {
             reuse_port: false,
             history: HistoryBackend::default(),
             history_durability: crate::store::Durability::default(),
+            broker: "memory".into(),
+            redis: RedisConfig::default(),
             limits: Limits::default(),
             uploads: UploadsConfig::default(),
 
@@ -492,6 +501,32 @@ impl TlsConfig {
     }
 }
 
+/// Options of the Redis engine (`[redis]` in ferry.toml).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Prefix of every key and pub/sub channel, so several hubs can share one Redis.
+    /// Default `ferry`.
+    pub key_prefix: String,
+    /// How long a node's presence entries live without a refresh, in seconds (the node
+    /// refreshes them every third of it). A dead node's clients leave presence within it.
+    /// Default 30.
+    pub presence_lease_secs: u64,
+    /// A Redis command (publish, history, presence) that takes longer fails with
+    /// `INTERNAL_ERROR`, in milliseconds. Default 2000.
+    pub command_timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            key_prefix: "ferry".into(),
+            presence_lease_secs: 30,
+            command_timeout_ms: 2000,
+        }
+    }
+}
+
 /// Where channel history lives (see [`Config::history`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -522,6 +557,8 @@ const ENV_KEYS: &[&str] = &[
     "reuse_port",
     "history",
     "history_durability",
+    "broker",
+    "redis",
     "limits",
     "uploads",
     "announce",

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Capability, Identity};
-use crate::broker::{Broker, BrokerMessage, DeliverySink, MemoryBroker};
+use crate::broker::{Broker, BrokerMessage, Control, DeliverySink, MemoryBroker};
 use crate::channel::ChannelName;
 use crate::config::HistoryBackend;
 use crate::config::{Config, NamespaceConfig};
@@ -255,6 +255,10 @@ impl DeliverySink for HubInner {
         })
     }
 
+    fn control(&self, control: Control) {
+        self.apply(&control);
+    }
+
     fn broker_reconnected(&self) {
         // Publications from other nodes may have passed while the link was down: every
         // subscriber is sent to reconnect and recover (or be told recovery failed).
@@ -280,6 +284,78 @@ impl DeliverySink for HubInner {
 }
 
 impl HubInner {
+    /// Apply a send or a disconnect to this node's connections; returns how many.
+    fn apply(&self, control: &Control) -> usize {
+        match control {
+            Control::Send { user, client, data } => {
+                let targets = self.find_connections(user.as_deref(), client.as_deref());
+                self.send_direct(&targets, data)
+            }
+            Control::Disconnect {
+                user,
+                client,
+                reconnect,
+            } => {
+                let targets = self.find_connections(user.as_deref(), client.as_deref());
+                // 1008 tells clients not to reconnect; 1013 (try again later) invites it.
+                let (code, reason) = if *reconnect {
+                    (
+                        CloseCode::TRY_AGAIN_LATER,
+                        "disconnected by the server, reconnect",
+                    )
+                } else {
+                    (CloseCode::POLICY_VIOLATION, "disconnected by the server")
+                };
+                for c in &targets {
+                    c.request_close(code, reason);
+                }
+                targets.len()
+            }
+        }
+    }
+
+    fn user_connections(&self, user: &str) -> Vec<Arc<ConnHandle>> {
+        let ids = self
+            .users
+            .shard(user)
+            .lock()
+            .get(user)
+            .cloned()
+            .unwrap_or_default();
+        ids.iter()
+            .filter_map(|id| self.connections.shard(id).lock().get(id).cloned())
+            .collect()
+    }
+
+    fn client_connection(&self, client: &str) -> Option<Arc<ConnHandle>> {
+        let scrambled = u64::from_str_radix(client, 16)
+            .ok()
+            .filter(|_| client.len() == 16)?;
+        let id = scrambled.wrapping_mul(CLIENT_ID_INVERSE) ^ self.client_key;
+        let conn = self.connections.shard(&id).lock().get(&id).cloned()?;
+        (*conn.client_id == *client).then_some(conn)
+    }
+
+    /// Connections of a user, or the one connection with a client id.
+    fn find_connections(&self, user: Option<&str>, client: Option<&str>) -> Vec<Arc<ConnHandle>> {
+        let mut found = user.map(|u| self.user_connections(u)).unwrap_or_default();
+        if let Some(c) = client.and_then(|c| self.client_connection(c))
+            && !found.iter().any(|f| f.id == c.id)
+        {
+            found.push(c);
+        }
+        found
+    }
+
+    /// Send a `direct` push with `data` to the given connections; returns how many got it.
+    fn send_direct(&self, targets: &[Arc<ConnHandle>], data: &RawValue) -> usize {
+        let frame = WsText::from(encode_push("direct", serde_json::json!({ "data": data })));
+        targets
+            .iter()
+            .filter(|c| c.push(Outbound::Frame(frame.clone())) == Pushed::Queued)
+            .count()
+    }
+
     fn order_lock(&self, channel: &str) -> &tokio::sync::Mutex<Stripe> {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel) as usize;
@@ -321,6 +397,15 @@ impl Hub {
     /// A hub with the embedded defaults: the history `config.history` names (SQLite in
     /// the data dir unless configured otherwise), memory broker, memory presence.
     pub fn new(config: Arc<Config>) -> Result<Hub, String> {
+        let broker = config.broker.trim();
+        if broker.starts_with("redis://") || broker.starts_with("rediss://") {
+            return Self::with_redis(config.clone(), broker);
+        }
+        if broker != "memory" {
+            return Err(format!(
+                "broker = {broker:?} is not a broker: use \"memory\" or a Redis URL such as \"redis://127.0.0.1:6379\""
+            ));
+        }
         let store: Arc<dyn HistoryStore> = match config.history {
             HistoryBackend::Sqlite => Arc::new(
                 SqliteStore::open(&config.data_dir, config.history_durability)
@@ -334,6 +419,26 @@ impl Hub {
             Arc::new(MemoryBroker::new()),
             Arc::new(MemoryPresence::default()),
         )
+    }
+
+    #[cfg(feature = "redis")]
+    fn with_redis(config: Arc<Config>, url: &str) -> Result<Hub, String> {
+        let engine = Arc::new(crate::redis_engine::RedisEngine::new(url, &config.redis)?);
+        let hub = Hub::with_backends(config, engine.clone(), engine.clone(), engine.clone())?;
+        crate::redis_engine::start(&engine);
+        Ok(hub)
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn with_redis(_config: Arc<Config>, url: &str) -> Result<Hub, String> {
+        Err(format!(
+            "broker {url}: this build of ferry has no Redis support (feature `redis`)"
+        ))
+    }
+
+    /// Whether the broker can take messages (`/ready`).
+    pub fn broker_ready(&self) -> bool {
+        self.inner.broker.is_ready()
     }
 
     /// A hub with the given store, broker and presence implementations.
@@ -610,7 +715,12 @@ impl Hub {
             }
             // A broker that delivers from elsewhere (Redis) listens to the channel before
             // history is read, so nothing published after the read can be missed.
-            let first_here = !self.inner.channels.shard(channel).lock().contains_key(channel);
+            let first_here = !self
+                .inner
+                .channels
+                .shard(channel)
+                .lock()
+                .contains_key(channel);
             if first_here {
                 self.inner.broker.subscribe(channel).await?;
             }
@@ -718,7 +828,12 @@ impl Hub {
             // meanwhile (it takes the same lock to start listening).
             if self.inner.broker.listens_per_channel() {
                 let _order = self.order_lock(channel).lock().await;
-                let empty = !self.inner.channels.shard(channel).lock().contains_key(channel);
+                let empty = !self
+                    .inner
+                    .channels
+                    .shard(channel)
+                    .lock()
+                    .contains_key(channel);
                 if empty && let Err(e) = self.inner.broker.unsubscribe(channel).await {
                     tracing::warn!(channel, error = %e, "broker unsubscribe failed");
                 }
@@ -909,20 +1024,6 @@ impl Hub {
         self.inner.presence.get(channel).await
     }
 
-    fn user_connections(&self, user: &str) -> Vec<Arc<ConnHandle>> {
-        let ids = self
-            .inner
-            .users
-            .shard(user)
-            .lock()
-            .get(user)
-            .cloned()
-            .unwrap_or_default();
-        ids.iter()
-            .filter_map(|id| self.inner.connections.shard(id).lock().get(id).cloned())
-            .collect()
-    }
-
     /// The client id of connection `id`: an invertible scramble of the numeric id with a
     /// per-process random key, so ids look random (they are not secrets: presence shows
     /// them) and a client id leads back to its connection without a second index.
@@ -933,37 +1034,27 @@ impl Hub {
         )
     }
 
-    fn client_connection(&self, client: &str) -> Option<Arc<ConnHandle>> {
-        let scrambled = u64::from_str_radix(client, 16)
-            .ok()
-            .filter(|_| client.len() == 16)?;
-        let id = scrambled.wrapping_mul(CLIENT_ID_INVERSE) ^ self.inner.client_key;
-        let conn = self.inner.connections.shard(&id).lock().get(&id).cloned()?;
-        (*conn.client_id == *client).then_some(conn)
-    }
-
-    /// Connections of a user, or the one connection with a client id.
+    /// Connections of `user` and/or with client id `client`, on this node.
     pub fn find_connections(
         &self,
         user: Option<&str>,
         client: Option<&str>,
     ) -> Vec<Arc<ConnHandle>> {
-        let mut found = user.map(|u| self.user_connections(u)).unwrap_or_default();
-        if let Some(c) = client.and_then(|c| self.client_connection(c))
-            && !found.iter().any(|f| f.id == c.id)
-        {
-            found.push(c);
-        }
-        found
+        self.inner.find_connections(user, client)
     }
 
     /// Send a `direct` push with `data` to the given connections; returns how many got it.
     pub fn send_direct(&self, targets: &[Arc<ConnHandle>], data: &RawValue) -> usize {
-        let frame = WsText::from(encode_push("direct", serde_json::json!({ "data": data })));
-        targets
-            .iter()
-            .filter(|c| c.push(Outbound::Frame(frame.clone())) == Pushed::Queued)
-            .count()
+        self.inner.send_direct(targets, data)
+    }
+
+    /// Apply a send or a disconnect to this node's connections (returns how many) and
+    /// pass it to the other nodes, with a broker that has them (`Some(n)`: how many other
+    /// nodes took it).
+    pub async fn control(&self, control: Control) -> HubResult<(usize, Option<usize>)> {
+        let here = self.inner.apply(&control);
+        let forwarded = self.inner.broker.forward(&control).await?;
+        Ok((here, forwarded))
     }
 
     /// Close the given connections with `code`; returns how many.

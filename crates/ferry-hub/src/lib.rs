@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod presence;
 pub mod publication;
 pub mod redact;
+#[cfg(feature = "redis")]
+pub mod redis_engine;
 pub mod secrets;
 pub mod server;
 mod sharded;

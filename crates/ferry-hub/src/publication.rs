@@ -79,6 +79,11 @@ impl Publication {
         self.time
     }
 
+    /// Who published it, when known.
+    pub fn info(&self) -> Option<&ClientInfo> {
+        self.info.as_ref()
+    }
+
     /// The published value, unchanged.
     pub fn data(&self) -> &RawValue {
         &self.data

@@ -97,6 +97,11 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "shutting down"})),
         )
+    } else if !state.hub.broker_ready() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "no broker: the node cannot reach Redis"})),
+        )
     } else {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     }

@@ -262,3 +262,96 @@ impl FerryServer {
         Ok(status.code())
     }
 }
+
+/// A Debian `redis-server` on an ephemeral loopback port with its data in a temporary
+/// directory and no persistence (a restart loses everything, as a crashed cache would),
+/// killed when dropped.
+pub struct RedisServer {
+    /// The port it listens on (kept across [`RedisServer::restart`]).
+    pub port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    /// Start one and wait until it answers PING.
+    pub async fn start() -> anyhow::Result<RedisServer> {
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-redis-")
+            .tempdir()
+            .context("creating a temporary dir for Redis")?;
+        // An ephemeral port the kernel picked, free again for redis-server to bind.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir,
+        };
+        server.spawn().await?;
+        Ok(server)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning redis-server (scripts/peers.sh installs it)")?;
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if self.ping().await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("redis-server on port {} did not answer PING", self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn ping(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut answer = [0u8; 7];
+        stream.write_all(b"PING\r\n").await.is_ok()
+            && stream.read_exact(&mut answer).await.is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill it (its data is lost) and wait until it is gone.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.context("killing redis-server")?;
+        }
+        Ok(())
+    }
+
+    /// Start it again on the same port, empty.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        self.spawn().await
+    }
+}

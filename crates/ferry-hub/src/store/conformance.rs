@@ -1,5 +1,5 @@
-//! The `HistoryStore` contract, checked against every implementation (memory and SQLite;
-//! Redis joins later). Each check takes a fresh store.
+//! The `HistoryStore` contract, checked against every implementation (memory, SQLite and
+//! Redis, on a redis-server of its own). Each check takes a fresh store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,6 +152,7 @@ async fn a_namespace_without_history_still_counts_offsets(store: &dyn HistorySto
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
         mod $module {
+            #[allow(unused_imports)] // the Redis variant names its types in full
             use super::*;
 
             #[tokio::test]
@@ -182,6 +183,14 @@ macro_rules! conformance {
 }
 
 conformance!(memory, (MemoryStore::new(), ()));
+#[cfg(feature = "redis")]
+conformance!(redis, {
+    let server = crate::redis_engine::TestRedis::start();
+    let engine =
+        crate::redis_engine::RedisEngine::new(&server.url, &crate::config::RedisConfig::default())
+            .expect("engine");
+    (engine, server)
+});
 conformance!(sqlite, {
     let dir = tempfile::tempdir().expect("tmp");
     let store =

@@ -8,7 +8,7 @@
 
 #[cfg(test)]
 mod conformance;
-mod memory;
+pub(crate) mod memory;
 pub mod sqlite;
 
 use std::collections::VecDeque;

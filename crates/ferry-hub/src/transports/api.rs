@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
-use ferry_proto::{CloseCode, ErrorCode};
+use ferry_proto::ErrorCode;
 use http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Peer};
 use crate::auth::api_key_matches;
+use crate::broker::Control;
 use crate::error::HubError;
 use crate::publication::Publication;
 use crate::store::HistoryQuery;
@@ -248,21 +249,26 @@ async fn disconnect(
 ) -> Result<Json<Value>, ApiError> {
     let body: TargetBody = parse_body(body)?;
     body.check()?;
-    let targets = state
+    let (here, forwarded) = state
         .hub
-        .find_connections(body.user.as_deref(), body.client.as_deref());
-    // 1008 tells clients not to reconnect; with `reconnect: true`, 1000... is also final,
-    // so use 1013 (try again later) to invite a reconnect.
-    let (code, reason) = if body.reconnect.unwrap_or(false) {
-        (
-            CloseCode::TRY_AGAIN_LATER,
-            "disconnected by the server, reconnect",
-        )
-    } else {
-        (CloseCode::POLICY_VIOLATION, "disconnected by the server")
-    };
-    let n = state.hub.close_connections(&targets, code, reason);
-    Ok(Json(json!({ "disconnected": n })))
+        .control(Control::Disconnect {
+            user: body.user,
+            client: body.client,
+            reconnect: body.reconnect.unwrap_or(false),
+        })
+        .await?;
+    Ok(Json(with_forwarded(
+        json!({ "disconnected": here }),
+        forwarded,
+    )))
+}
+
+/// `forwarded_to_nodes` beside this node's count, where other nodes exist (Redis).
+fn with_forwarded(mut answer: Value, forwarded: Option<usize>) -> Value {
+    if let Some(nodes) = forwarded {
+        answer["forwarded_to_nodes"] = nodes.into();
+    }
+    answer
 }
 
 async fn send(
@@ -272,15 +278,21 @@ async fn send(
 ) -> Result<Json<Value>, ApiError> {
     let body: TargetBody = parse_body(body)?;
     body.check()?;
-    let Some(data) = body.data.as_deref() else {
+    let Some(data) = body.data else {
         return Err(HubError::new(ErrorCode::InvalidMessage, "`data` is required").into());
     };
-    let targets = state
+    let (here, forwarded) = state
         .hub
-        .find_connections(body.user.as_deref(), body.client.as_deref());
-    Ok(Json(
-        json!({ "delivered": state.hub.send_direct(&targets, data) }),
-    ))
+        .control(Control::Send {
+            user: body.user,
+            client: body.client,
+            data,
+        })
+        .await?;
+    Ok(Json(with_forwarded(
+        json!({ "delivered": here }),
+        forwarded,
+    )))
 }
 
 async fn stats(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
