@@ -153,6 +153,19 @@ async fn three_nodes_act_as_one_hub() {
         assert_eq!(users, ["alice", "bob"], "presence from {}", node.base_url);
     }
 
+    // Node C has no subscriber, but its API sees the whole cluster.
+    let channels = api_c.channels().await.unwrap();
+    assert_eq!(channels["nodes"], 3, "{channels}");
+    assert_eq!(
+        channels["channels"],
+        json!([{"channel": "chat:room", "subscribers": 2}])
+    );
+    let stats = api_c.stats().await.unwrap();
+    assert_eq!(stats["subscriptions"], 0, "node C's own");
+    assert_eq!(stats["cluster"]["nodes"], 3, "{stats}");
+    assert_eq!(stats["cluster"]["total"]["subscriptions"], 2, "{stats}");
+    assert_eq!(stats["cluster"]["total"]["connections"], 2, "{stats}");
+
     // /api/send on node C reaches alice on node A.
     let sent = api_c
         .call(

@@ -95,6 +95,10 @@ pub trait DeliverySink: Send + Sync {
     /// Apply a request another node forwarded (see [`Broker::forward`]) to this node's
     /// connections.
     fn control(&self, control: Control);
+
+    /// This node's figures for another node's [`Broker::gather`]: `stats` (the counters of
+    /// `/api/stats`) or `channels` (`[[name, subscribers], ...]`).
+    fn report(&self, what: &str) -> serde_json::Value;
 }
 
 /// Carries messages to every node.
@@ -145,6 +149,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Pass `control` to every other node. `None`: there are none (one process);
     /// `Some(n)`: how many other nodes took it.
     async fn forward(&self, _control: &Control) -> HubResult<Option<usize>> {
+        Ok(None)
+    }
+
+    /// Ask every other node for its figures (`stats` or `channels`, see
+    /// [`DeliverySink::report`]) and return their answers; nodes that do not answer within
+    /// a second are left out. `None` when there are no other nodes (one process).
+    async fn gather(&self, _what: &str) -> HubResult<Option<Vec<serde_json::Value>>> {
         Ok(None)
     }
 

@@ -259,6 +259,13 @@ impl DeliverySink for HubInner {
         self.apply(&control);
     }
 
+    fn report(&self, what: &str) -> serde_json::Value {
+        match what {
+            "channels" => serde_json::json!(self.channels()),
+            _ => serde_json::json!(self.stats()),
+        }
+    }
+
     fn broker_reconnected(&self) {
         // Publications from other nodes may have passed while the link was down: every
         // subscriber is sent to reconnect and recover (or be told recovery failed).
@@ -284,6 +291,46 @@ impl DeliverySink for HubInner {
 }
 
 impl HubInner {
+    /// Channels with local subscribers and their subscriber counts, sorted by name.
+    fn channels(&self) -> Vec<(String, usize)> {
+        let mut all: Vec<(String, usize)> = self
+            .channels
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .lock()
+                    .iter()
+                    .map(|(name, ch)| (name.to_string(), ch.subscribers.read().len()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Current counters.
+    fn stats(&self) -> Stats {
+        // Counted in place: /api/stats should not copy and sort every channel name.
+        let (mut channels, mut subscriptions) = (0, 0);
+        for shard in self.channels.iter() {
+            let shard = shard.lock();
+            channels += shard.len();
+            subscriptions += shard
+                .values()
+                .map(|ch| ch.subscribers.read().len())
+                .sum::<usize>();
+        }
+        Stats {
+            connections: self.connection_count.load(Ordering::Relaxed),
+            channels,
+            subscriptions,
+            publications: self.publications.load(Ordering::Relaxed),
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+            slow_consumers: self.slow_consumers.load(Ordering::Relaxed),
+            uptime_secs: self.started.elapsed().as_secs(),
+        }
+    }
+
     /// Apply a send or a disconnect to this node's connections; returns how many.
     fn apply(&self, control: &Control) -> usize {
         match control {
@@ -1072,43 +1119,18 @@ impl Hub {
 
     /// Channels with local subscribers and their subscriber counts, sorted by name.
     pub fn channels(&self) -> Vec<(String, usize)> {
-        let mut all: Vec<(String, usize)> = self
-            .inner
-            .channels
-            .iter()
-            .flat_map(|shard| {
-                shard
-                    .lock()
-                    .iter()
-                    .map(|(name, ch)| (name.to_string(), ch.subscribers.read().len()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        all.sort();
-        all
+        self.inner.channels()
     }
 
     /// Current counters.
     pub fn stats(&self) -> Stats {
-        // Counted in place: /api/stats should not copy and sort every channel name.
-        let (mut channels, mut subscriptions) = (0, 0);
-        for shard in self.inner.channels.iter() {
-            let shard = shard.lock();
-            channels += shard.len();
-            subscriptions += shard
-                .values()
-                .map(|ch| ch.subscribers.read().len())
-                .sum::<usize>();
-        }
-        Stats {
-            connections: self.inner.connection_count.load(Ordering::Relaxed),
-            channels,
-            subscriptions,
-            publications: self.inner.publications.load(Ordering::Relaxed),
-            deliveries: self.inner.deliveries.load(Ordering::Relaxed),
-            slow_consumers: self.inner.slow_consumers.load(Ordering::Relaxed),
-            uptime_secs: self.inner.started.elapsed().as_secs(),
-        }
+        self.inner.stats()
+    }
+
+    /// This node's figures and the other nodes' (`what`: `stats` or `channels`), with a
+    /// broker that has other nodes; `None` with one process.
+    pub async fn gather(&self, what: &str) -> HubResult<Option<Vec<serde_json::Value>>> {
+        self.inner.broker.gather(what).await
     }
 
     /// Number of open connections.

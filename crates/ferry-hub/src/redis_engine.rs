@@ -127,6 +127,22 @@ struct Message<'a> {
     i: Option<ClientInfo>,
 }
 
+/// A message on the control topic: a forwarded request (`x`) or a question (`r`).
+#[derive(Deserialize)]
+struct Forwarded<'a> {
+    n: &'a str,
+    x: Option<Control>,
+    #[serde(borrow)]
+    r: Option<Ask<'a>>,
+}
+
+/// Another node asks for this node's figures, to be pushed to the list `to`.
+#[derive(Deserialize)]
+struct Ask<'a> {
+    what: &'a str,
+    to: &'a str,
+}
+
 /// One history entry.
 #[derive(Deserialize)]
 struct Entry {
@@ -370,13 +386,26 @@ impl RedisEngine {
             return;
         };
         if message.get_channel_name() == self.control_topic() {
-            #[derive(Deserialize)]
-            struct Forwarded<'a> {
-                n: &'a str,
-                x: Control,
-            }
             match serde_json::from_slice::<Forwarded<'_>>(message.get_payload_bytes()) {
-                Ok(forwarded) if forwarded.n != &*self.node => sink.control(forwarded.x),
+                Ok(forwarded) if forwarded.n == &*self.node => {}
+                Ok(Forwarded {
+                    x: Some(control), ..
+                }) => sink.control(control),
+                Ok(Forwarded { r: Some(ask), .. }) => {
+                    let answer =
+                        serde_json::json!({"node": &*self.node, "report": sink.report(ask.what)});
+                    let mut conn = self.commands.clone();
+                    let sent = redis::pipe()
+                        .rpush(ask.to, answer.to_string())
+                        .ignore()
+                        .pexpire(ask.to, 10_000)
+                        .ignore()
+                        .query_async::<()>(&mut conn)
+                        .await;
+                    if let Err(e) = sent {
+                        tracing::warn!(error = %e, "redis: answering another node failed");
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "redis: a control message that is not ferry's; ignored")
@@ -600,6 +629,47 @@ impl Broker for RedisEngine {
             self.run_append(channel, data, info, retention, Some(skip))
                 .await,
         )
+    }
+
+    async fn gather(&self, what: &str) -> HubResult<Option<Vec<serde_json::Value>>> {
+        let to = format!(
+            "{}:answers:{}{}",
+            self.prefix,
+            crate::store::memory::new_epoch(),
+            crate::store::memory::new_epoch()
+        );
+        let ask = serde_json::json!({"n": &*self.node, "r": {"what": what, "to": &to}});
+        let mut conn = self.commands.clone();
+        let receivers: usize = redis::cmd("PUBLISH")
+            .arg(self.control_topic())
+            .arg(ask.to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let expected = receivers.saturating_sub(usize::from(self.up.load(Ordering::Relaxed)));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut answers = Vec::with_capacity(expected);
+        while answers.len() < expected && tokio::time::Instant::now() < deadline {
+            let popped: Option<Vec<String>> = redis::cmd("LPOP")
+                .arg(&to)
+                .arg(expected - answers.len())
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            match popped {
+                Some(items) if !items.is_empty() => answers.extend(
+                    items
+                        .iter()
+                        .filter_map(|i| serde_json::from_str::<serde_json::Value>(i).ok()),
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let _ = redis::cmd("DEL")
+            .arg(&to)
+            .query_async::<i64>(&mut conn)
+            .await;
+        Ok(Some(answers))
     }
 
     fn is_ready(&self) -> bool {

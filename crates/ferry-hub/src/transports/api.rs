@@ -208,14 +208,36 @@ async fn presence(
     ))
 }
 
-async fn channels(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
-    let channels: Vec<Value> = state
+async fn channels(State(state): State<AppState>, _key: ApiKey) -> Result<Json<Value>, ApiError> {
+    let mut merged: std::collections::BTreeMap<String, u64> = state
         .hub
         .channels()
         .into_iter()
+        .map(|(name, subscribers)| (name, subscribers as u64))
+        .collect();
+    // With other nodes (Redis): their channels too, subscribers summed.
+    let others = state.hub.gather("channels").await?;
+    if let Some(others) = &others {
+        for answer in others {
+            let Some(list) = answer["report"].as_array() else {
+                continue;
+            };
+            for pair in list {
+                if let (Some(name), Some(n)) = (pair[0].as_str(), pair[1].as_u64()) {
+                    *merged.entry(name.to_string()).or_default() += n;
+                }
+            }
+        }
+    }
+    let channels: Vec<Value> = merged
+        .into_iter()
         .map(|(name, subscribers)| json!({"channel": name, "subscribers": subscribers}))
         .collect();
-    Json(json!({ "channels": channels }))
+    let mut answer = json!({ "channels": channels });
+    if let Some(others) = others {
+        answer["nodes"] = (others.len() + 1).into();
+    }
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]
@@ -295,14 +317,40 @@ async fn send(
     )))
 }
 
-async fn stats(State(state): State<AppState>, _key: ApiKey) -> Json<Value> {
-    let mut stats = json!(state.hub.stats());
+async fn stats(State(state): State<AppState>, _key: ApiKey) -> Result<Json<Value>, ApiError> {
+    let own = json!(state.hub.stats());
+    let mut stats = own.clone();
     stats["sockets"] = state.sockets.open().into();
     stats["stalled_writes"] = state.sockets.stalled().into();
     let (bytes_in, bytes_out) = state.sockets.bytes();
     stats["bytes_in"] = bytes_in.into();
     stats["bytes_out"] = bytes_out.into();
-    Json(stats)
+    // With other nodes (Redis): each node's hub counters and their sum. `channels` is
+    // summed per node (a channel with subscribers on two nodes counts twice).
+    if let Some(others) = state.hub.gather("stats").await? {
+        let mut total = serde_json::Map::new();
+        let mut per_node = serde_json::Map::new();
+        let this = json!({"node": "self", "report": own});
+        for answer in std::iter::once(&this).chain(others.iter()) {
+            let node = answer["node"].as_str().unwrap_or("?").to_string();
+            if let Some(report) = answer["report"].as_object() {
+                for (key, value) in report {
+                    if let Some(n) = value.as_u64() {
+                        let sum = total.get(key).and_then(Value::as_u64).unwrap_or(0) + n;
+                        total.insert(key.clone(), sum.into());
+                    }
+                }
+                per_node.insert(node, Value::Object(report.clone()));
+            }
+        }
+        total.remove("uptime_secs");
+        stats["cluster"] = json!({
+            "nodes": others.len() + 1,
+            "total": total,
+            "per_node": per_node,
+        });
+    }
+    Ok(Json(stats))
 }
 
 #[derive(Deserialize)]
