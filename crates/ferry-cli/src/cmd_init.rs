@@ -243,7 +243,7 @@ pub fn history_summary(config: &Config) -> String {
     if config.broker.trim() != "memory" {
         return format!(
             "history, presence and fan-out in Redis ({}), shared with every node on it",
-            redact_url(config.broker.trim())
+            ferry_hub::config::redact_credentials(config.broker.trim())
         );
     }
     match config.history {
@@ -257,16 +257,6 @@ pub fn history_summary(config: &Config) -> String {
         ferry_hub::config::HistoryBackend::Memory => {
             "history in memory (lost on restart; --history sqlite keeps it)".to_string()
         }
-    }
-}
-
-/// A URL with its password (`redis://:PASSWORD@host`) hidden.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}<credentials>@{}", &url[..scheme + 3], &url[at + 1..])
-        }
-        _ => url.to_string(),
     }
 }
 

@@ -109,7 +109,9 @@ pub struct Config {
     /// How nodes share publications: `"memory"` (default: this process only) or a Redis
     /// URL, `"redis://HOST:PORT"` (`rediss://` for TLS): several `ferry serve` nodes on one
     /// Redis act as one hub, and history, presence and fan-out live in Redis (the
-    /// `history` setting is then unused). See `[redis]`.
+    /// `history` setting is then unused). See `[redis]`. A password in the URL
+    /// (`redis://:PASSWORD@host`) is never shown by `--print-config` or the banner.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub broker: String,
     /// Options of the Redis broker.
     pub redis: RedisConfig,
@@ -527,6 +529,20 @@ impl Default for RedisConfig {
     }
 }
 
+/// `scheme://user:password@host…` with the credentials replaced by `<credentials>`.
+pub fn redact_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}<credentials>@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_credentials(url))
+}
+
 /// Where channel history lives (see [`Config::history`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -676,6 +692,24 @@ mod tests {
         for shown in [debug, toml] {
             assert!(!shown.contains("s3cr3t"), "{shown}");
         }
+    }
+
+    #[test]
+    fn a_broker_password_is_not_printed() {
+        let cfg = Config {
+            broker: "redis://:hunter2@127.0.0.1:6379/0".into(),
+            ..Config::default()
+        };
+        let shown = toml::to_string(&cfg).expect("serialize");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("redis://<credentials>@127.0.0.1:6379/0"),
+            "{shown}"
+        );
+        assert_eq!(
+            redact_credentials("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 
     #[test]

@@ -479,7 +479,8 @@ impl Hub {
     #[cfg(not(feature = "redis"))]
     fn with_redis(_config: Arc<Config>, url: &str) -> Result<Hub, String> {
         Err(format!(
-            "broker {url}: this build of ferry has no Redis support (feature `redis`)"
+            "broker {}: this build of ferry has no Redis support (feature `redis`)",
+            crate::config::redact_credentials(url)
         ))
     }
 

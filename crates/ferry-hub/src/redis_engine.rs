@@ -171,8 +171,12 @@ impl RedisEngine {
     /// An engine for `url` (`redis://HOST:PORT[/DB]`, `rediss://` for TLS). Connects lazily;
     /// the pub/sub link starts when the hub attaches.
     pub fn new(url: &str, config: &RedisConfig) -> Result<RedisEngine, String> {
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("broker {url}: not a usable Redis URL: {e}"))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            format!(
+                "broker {}: not a usable Redis URL: {e}",
+                crate::config::redact_credentials(url)
+            )
+        })?;
         let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -180,7 +184,7 @@ impl RedisEngine {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager)
-            .map_err(|e| format!("broker {url}: {e}"))?;
+            .map_err(|e| format!("broker {}: {e}", crate::config::redact_credentials(url)))?;
         Ok(RedisEngine {
             client,
             commands,

@@ -464,19 +464,29 @@ pub async fn drain(shared: &Shared) {
     }
 }
 
-/// Run `fanout` or `latency`.
-pub async fn run(
+/// Run `fanout` or `latency`: subscribers spread round-robin over `subscribe_at` (one
+/// hub, or the nodes of one cluster), publishers on `target`.
+pub async fn run_spread(
     common: &Common,
     target: Arc<Target>,
+    subscribe_at: &[Arc<Target>],
     plan: FanoutPlan,
     scenario: &str,
 ) -> anyhow::Result<Report> {
     let probe = common.probe()?;
     let setup_start = Instant::now();
     let deadline = setup_start + common.setup_timeout();
-    let (subs, mut errors) = target
-        .open_many(plan.subscribers, true, common.concurrency(), deadline)
-        .await;
+    let mut subs = Vec::with_capacity(plan.subscribers);
+    let mut errors = Errors::default();
+    let nodes = subscribe_at.len().max(1);
+    for (i, at) in subscribe_at.iter().enumerate() {
+        let share = plan.subscribers / nodes + usize::from(i < plan.subscribers % nodes);
+        let (opened, failed) = at
+            .open_many(share, true, common.concurrency(), deadline)
+            .await;
+        subs.extend(opened);
+        errors.merge(failed);
+    }
     let (pubs, pub_errors) = target
         .open_many(plan.publishers, false, common.concurrency(), deadline)
         .await;

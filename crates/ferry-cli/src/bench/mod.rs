@@ -315,6 +315,10 @@ struct FanoutArgs {
     /// Seconds measured.
     #[arg(long, short = 'd', default_value_t = 5.0, value_parser = seconds)]
     duration: f64,
+    /// Spread the subscribers over this hub too, round-robin with --url (repeatable):
+    /// other nodes of one Redis-backed cluster. Publishers stay on --url.
+    #[arg(long = "also-url", value_name = "URL")]
+    also_url: Vec<String>,
 }
 
 #[derive(Args)]
@@ -334,6 +338,32 @@ struct LatencyArgs {
     /// Seconds measured.
     #[arg(long, short = 'd', default_value_t = 10.0, value_parser = seconds)]
     duration: f64,
+    /// Spread the subscribers over this hub too (see `fanout --also-url`).
+    #[arg(long = "also-url", value_name = "URL")]
+    also_url: Vec<String>,
+}
+
+/// The targets subscribers connect to: `target`, then each of `also`.
+async fn spread_targets(
+    common: &Common,
+    target: &Arc<Target>,
+    token: Option<&str>,
+    also: &[String],
+) -> anyhow::Result<Vec<Arc<Target>>> {
+    let mut all = vec![target.clone()];
+    for url in also {
+        all.push(Arc::new(
+            Target::resolve(
+                url,
+                common.protocol,
+                &common.channel,
+                token,
+                common.allow_remote,
+            )
+            .await?,
+        ));
+    }
+    Ok(all)
 }
 
 impl FanoutArgs {
@@ -431,7 +461,10 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             idle::run(&common, target, plan).await?
         }
         ScenarioArgs::Fanout(f) => {
-            fanout::run(&common, target, f.plan(group_size), "fanout").await?
+            let subscribe_at =
+                spread_targets(&common, &target, token.as_deref(), &f.also_url).await?;
+            let plan = f.plan(group_size);
+            fanout::run_spread(&common, target, &subscribe_at, plan, "fanout").await?
         }
         ScenarioArgs::Latency(l) => {
             let plan = fanout::FanoutPlan {
@@ -447,7 +480,9 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             if plan.rate == 0.0 {
                 anyhow::bail!("latency needs a fixed --rate above 0");
             }
-            fanout::run(&common, target, plan, "latency").await?
+            let subscribe_at =
+                spread_targets(&common, &target, token.as_deref(), &l.also_url).await?;
+            fanout::run_spread(&common, target, &subscribe_at, plan, "latency").await?
         }
         ScenarioArgs::Echo {
             connections,
