@@ -88,9 +88,9 @@ pub trait DeliverySink: Send + Sync {
         message: BrokerMessage,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
 
-    /// The broker's link came back after a loss: messages may have been missed, so every
-    /// subscriber must recover.
-    fn broker_reconnected(&self);
+    /// A broker link came back after a loss: messages of the channels it carries
+    /// (`affected`) may have been missed, so their subscribers must recover.
+    fn broker_reconnected(&self, affected: &dyn Fn(&str) -> bool);
 
     /// Apply a request another node forwarded (see [`Broker::forward`]) to this node's
     /// connections.

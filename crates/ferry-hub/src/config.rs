@@ -517,6 +517,9 @@ pub struct RedisConfig {
     /// A Redis command (publish, history, presence) that takes longer fails with
     /// `INTERNAL_ERROR`, in milliseconds. Default 2000.
     pub command_timeout_ms: u64,
+    /// Pub/sub connections per node (1–64); each channel uses one, chosen by its name, so
+    /// deliveries of different channels are read in parallel. Default 4.
+    pub pubsub_connections: usize,
 }
 
 impl Default for RedisConfig {
@@ -525,6 +528,7 @@ impl Default for RedisConfig {
             key_prefix: "ferry".into(),
             presence_lease_secs: 30,
             command_timeout_ms: 2000,
+            pubsub_connections: 4,
         }
     }
 }

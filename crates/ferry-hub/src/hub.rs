@@ -266,12 +266,16 @@ impl DeliverySink for HubInner {
         }
     }
 
-    fn broker_reconnected(&self) {
-        // Publications from other nodes may have passed while the link was down: every
-        // subscriber is sent to reconnect and recover (or be told recovery failed).
+    fn broker_reconnected(&self, affected: &dyn Fn(&str) -> bool) {
+        // Publications from other nodes may have passed while the link was down: the
+        // subscribers of its channels are sent to reconnect and recover (or be told
+        // recovery failed).
         let mut closed = 0usize;
         for shard in self.channels.iter() {
-            for channel in shard.lock().values() {
+            for (name, channel) in shard.lock().iter() {
+                if !affected(name) {
+                    continue;
+                }
                 for sub in channel.subscribers.read().values() {
                     sub.conn.request_close(
                         CloseCode::TRY_AGAIN_LATER,

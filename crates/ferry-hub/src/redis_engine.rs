@@ -7,7 +7,9 @@
 //!   delivers one channel's messages to a subscriber connection in that order, so every
 //!   node sees offsets 5 then 6, whichever node published them.
 //! - **One subscription per channel per node.** A node listens to `PREFIX:pub:CHANNEL`
-//!   while it has a local subscriber (on one pub/sub connection), and confirms the
+//!   while it has a local subscriber, on one of `redis.pubsub_connections` connections
+//!   chosen by the channel's hash (so one busy node is not one socket, and a channel's
+//!   order is kept), and confirms the
 //!   SUBSCRIBE before the hub reads history: nothing published after the read is missed,
 //!   and the hub's per-subscriber `after` offset drops what the read already returned.
 //! - **History** is a list of the last `history_size` entries and a hash with the offset
@@ -93,10 +95,8 @@ pub struct RedisEngine {
     sink: OnceLock<Weak<dyn DeliverySink>>,
     /// Channels this node listens to.
     listening: Mutex<HashSet<String>>,
-    /// The pub/sub connection's command side; `None` while the link is down (the write
-    /// lock is held while it is being re-established).
-    pubsub: tokio::sync::RwLock<Option<PubSubSink>>,
-    up: AtomicBool,
+    /// The pub/sub connections; a channel always uses the same one (its order is kept).
+    links: Vec<Link>,
     /// This node's presence entries, refreshed every third of the lease.
     local_presence: Mutex<HashMap<(String, String), ClientInfo>>,
     append: redis::Script,
@@ -125,6 +125,14 @@ struct Message<'a> {
     k: Option<&'a str>,
     /// Who joined or left.
     i: Option<ClientInfo>,
+}
+
+/// One pub/sub connection.
+struct Link {
+    /// Its command side; `None` while the link is down (the write lock is held while it is
+    /// being re-established).
+    sink: tokio::sync::RwLock<Option<PubSubSink>>,
+    up: AtomicBool,
 }
 
 /// A message on the control topic: a forwarded request (`x`) or a question (`r`).
@@ -193,8 +201,12 @@ impl RedisEngine {
             lease: Duration::from_secs(config.presence_lease_secs.max(1)),
             sink: OnceLock::new(),
             listening: Mutex::new(HashSet::new()),
-            pubsub: tokio::sync::RwLock::new(None),
-            up: AtomicBool::new(false),
+            links: (0..config.pubsub_connections.clamp(1, 64))
+                .map(|_| Link {
+                    sink: tokio::sync::RwLock::new(None),
+                    up: AtomicBool::new(false),
+                })
+                .collect(),
             local_presence: Mutex::new(HashMap::new()),
             append: redis::Script::new(APPEND),
             read: redis::Script::new(READ),
@@ -220,6 +232,18 @@ impl RedisEngine {
 
     fn topic(&self, channel: &str) -> String {
         format!("{}:pub:{channel}", self.prefix)
+    }
+
+    /// The pub/sub connection `channel` uses (the control topic uses the first).
+    fn shard(&self, channel: &str) -> usize {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel) as usize;
+        hash % self.links.len()
+    }
+
+    /// Whether the link that carries the control topic is up.
+    fn control_up(&self) -> bool {
+        self.links[0].up.load(Ordering::Relaxed)
     }
 
     /// The topic of requests for every node (`/api/send`, `/api/disconnect`).
@@ -321,9 +345,10 @@ impl RedisEngine {
         Ok((StreamPosition { offset, epoch }, publications))
     }
 
-    /// Keep the pub/sub link up: connect, resubscribe, read, and after a loss tell the hub
-    /// that its subscribers must recover. Ends when the engine is dropped.
-    async fn run_pubsub(engine: Weak<RedisEngine>) {
+    /// Keep pub/sub link `index` up: connect, resubscribe its channels, read, and after a
+    /// loss tell the hub that their subscribers must recover. Ends when the engine is
+    /// dropped.
+    async fn run_pubsub(engine: Weak<RedisEngine>, index: usize) {
         let mut first = true;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -333,11 +358,19 @@ impl RedisEngine {
                 Ok(pubsub) => {
                     let (sink, mut stream) = pubsub.split();
                     let resubscribed = {
-                        let mut slot = this.pubsub.write().await;
-                        let channels: Vec<String> = this.listening.lock().iter().cloned().collect();
+                        let mut slot = this.links[index].sink.write().await;
+                        let channels: Vec<String> = this
+                            .listening
+                            .lock()
+                            .iter()
+                            .filter(|c| this.shard(c) == index)
+                            .cloned()
+                            .collect();
                         let mut sink = sink;
                         let mut ok = true;
-                        let topics = std::iter::once(this.control_topic())
+                        let control = (index == 0).then(|| this.control_topic());
+                        let topics = control
+                            .into_iter()
                             .chain(channels.iter().map(|c| this.topic(c)));
                         for topic in topics {
                             if let Err(e) = sink.subscribe(topic).await {
@@ -352,14 +385,14 @@ impl RedisEngine {
                         ok
                     };
                     if resubscribed {
-                        this.up.store(true, Ordering::Relaxed);
+                        this.links[index].up.store(true, Ordering::Relaxed);
                         backoff = Duration::from_millis(100);
                         if first {
-                            tracing::info!(node = %this.node, "redis: connected");
+                            tracing::info!(node = %this.node, link = index, "redis: connected");
                         } else {
-                            tracing::info!(node = %this.node, "redis: reconnected");
+                            tracing::info!(node = %this.node, link = index, "redis: reconnected");
                             if let Some(sink) = this.sink.get().and_then(Weak::upgrade) {
-                                sink.broker_reconnected();
+                                sink.broker_reconnected(&|channel| this.shard(channel) == index);
                             }
                         }
                         first = false;
@@ -369,9 +402,9 @@ impl RedisEngine {
                             this.on_message(&message).await;
                         }
                         let Some(this) = engine.upgrade() else { return };
-                        this.up.store(false, Ordering::Relaxed);
-                        *this.pubsub.write().await = None;
-                        tracing::warn!("redis: pub/sub link lost; reconnecting");
+                        this.links[index].up.store(false, Ordering::Relaxed);
+                        *this.links[index].sink.write().await = None;
+                        tracing::warn!(link = index, "redis: pub/sub link lost; reconnecting");
                     }
                 }
                 Err(e) => {
@@ -590,13 +623,13 @@ impl Broker for RedisEngine {
             .await
             .map_err(unavailable)?;
         // This node listens to the topic too (while its link is up).
-        let here = usize::from(self.up.load(Ordering::Relaxed));
+        let here = usize::from(self.control_up());
         Ok(Some(receivers.saturating_sub(here)))
     }
 
     async fn subscribe(&self, channel: &str) -> HubResult<()> {
         self.listening.lock().insert(channel.to_string());
-        let sink = self.pubsub.read().await.clone();
+        let sink = self.links[self.shard(channel)].sink.read().await.clone();
         let result = match sink {
             Some(mut sink) => sink
                 .subscribe(self.topic(channel))
@@ -612,7 +645,7 @@ impl Broker for RedisEngine {
 
     async fn unsubscribe(&self, channel: &str) -> HubResult<()> {
         self.listening.lock().remove(channel);
-        let sink = self.pubsub.read().await.clone();
+        let sink = self.links[self.shard(channel)].sink.read().await.clone();
         if let Some(mut sink) = sink {
             sink.unsubscribe(self.topic(channel))
                 .await
@@ -650,7 +683,7 @@ impl Broker for RedisEngine {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let expected = receivers.saturating_sub(usize::from(self.up.load(Ordering::Relaxed)));
+        let expected = receivers.saturating_sub(usize::from(self.control_up()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         let mut answers = Vec::with_capacity(expected);
         while answers.len() < expected && tokio::time::Instant::now() < deadline {
@@ -677,7 +710,7 @@ impl Broker for RedisEngine {
     }
 
     fn is_ready(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.links.iter().all(|l| l.up.load(Ordering::Relaxed))
     }
 }
 
@@ -751,7 +784,9 @@ impl PresenceStore for RedisEngine {
 /// Start the engine's background tasks (pub/sub link, presence leases). Needs a tokio
 /// runtime; the tasks end when the engine is dropped.
 pub fn start(engine: &Arc<RedisEngine>) {
-    tokio::spawn(RedisEngine::run_pubsub(Arc::downgrade(engine)));
+    for index in 0..engine.links.len() {
+        tokio::spawn(RedisEngine::run_pubsub(Arc::downgrade(engine), index));
+    }
     tokio::spawn(RedisEngine::run_leases(
         Arc::downgrade(engine),
         engine.lease / 3,
