@@ -82,6 +82,15 @@ pub struct Config {
     /// (`--testbed`, or `ferry serve --dev`). When on, `/test/echo` follows the same
     /// Origin rule as `/ws` and its own size cap.
     pub testbed: bool,
+    /// permessage-deflate (RFC 7692) on `/ws` and `/test/echo`: `"off"` (default) or
+    /// `"on"` (accepted when a client offers it, with no context takeover either way:
+    /// each message is compressed on its own, so a publication is compressed once for
+    /// every subscriber and an idle connection keeps no compression state). See
+    /// docs/PROTOCOL.md for its memory cost.
+    pub compression: WsCompression,
+    /// Messages smaller than this many bytes are sent uncompressed even where compression
+    /// was agreed (deflating a few bytes costs more than it saves). Default 256.
+    pub compression_min_size: usize,
     /// Serve this directory's files at `/` (with compression and CORS). Default none.
     pub static_dir: Option<PathBuf>,
     /// Options of channels without a namespace (`lobby`). Default: see [`NamespaceConfig`].
@@ -152,6 +161,8 @@ impl Default for Config {
             allow_anonymous: false,
             allowed_origins: Vec::new(),
             testbed: false,
+            compression: WsCompression::Off,
+            compression_min_size: 256,
             static_dir: None,
             default_namespace: NamespaceConfig::default(),
             namespaces,
@@ -547,6 +558,30 @@ fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok
     s.serialize_str(&redact_credentials(url))
 }
 
+/// permessage-deflate on the WebSocket endpoints (see [`Config::compression`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WsCompression {
+    /// Never negotiated.
+    #[default]
+    Off,
+    /// Negotiated when offered, with no context takeover in either direction.
+    On,
+}
+
+impl WsCompression {
+    /// The negotiation policy, `None` when off.
+    pub fn policy(self) -> Option<ferry_proto::deflate::ServerPolicy> {
+        match self {
+            WsCompression::Off => None,
+            WsCompression::On => Some(ferry_proto::deflate::ServerPolicy {
+                server_no_context_takeover: true,
+                client_no_context_takeover: true,
+            }),
+        }
+    }
+}
+
 /// Where channel history lives (see [`Config::history`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -572,6 +607,8 @@ const ENV_KEYS: &[&str] = &[
     "allow_anonymous",
     "allowed_origins",
     "testbed",
+    "compression",
+    "compression_min_size",
     "static_dir",
     "listen_backlog",
     "reuse_port",

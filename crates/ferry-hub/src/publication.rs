@@ -139,6 +139,9 @@ pub struct Delivery {
     publication: Arc<Publication>,
     frame: OnceLock<WsText>,
     wire: OnceLock<bytes::Bytes>,
+    /// The same frame deflated (permessage-deflate, no context takeover), for the
+    /// subscribers that agreed on it.
+    wire_deflated: OnceLock<bytes::Bytes>,
     /// When fan-out queued it (`ferry_enqueue_write_seconds`).
     enqueued: std::time::Instant,
 }
@@ -150,6 +153,7 @@ impl Delivery {
             publication,
             frame: OnceLock::new(),
             wire: OnceLock::new(),
+            wire_deflated: OnceLock::new(),
             enqueued: std::time::Instant::now(),
         })
     }
@@ -174,6 +178,14 @@ impl Delivery {
     pub fn ws_wire(&self) -> &bytes::Bytes {
         self.wire
             .get_or_init(|| crate::transports::ws_io::text_frame(self.ws_frame().as_bytes()))
+    }
+
+    /// [`Delivery::ws_wire`] compressed (permessage-deflate, deflated on its own, 15-bit
+    /// window), built on first use and shared like it.
+    pub fn ws_wire_deflated(&self) -> &bytes::Bytes {
+        self.wire_deflated.get_or_init(|| {
+            ferry_proto::deflate::compressed_text_frame(self.ws_frame().as_bytes()).into()
+        })
     }
 
     /// The payload JSON: the part of the frame inside `{"type":"message","payload":…}`.

@@ -5,6 +5,7 @@
 //! the CLI, so that the wire format has exactly one definition.
 
 pub mod codes;
+pub mod deflate;
 pub mod discovery;
 pub mod envelope;
 pub mod json_depth;

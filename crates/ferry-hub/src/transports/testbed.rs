@@ -49,44 +49,51 @@ async fn echo(State(state): State<AppState>, peer: Peer, req: Request) -> Respon
         ms => Duration::from_millis(ms),
     };
     let shutdown = state.hub.shutdown_token().clone();
-    ws_io::upgrade(req, max, &[], move |mut socket, _| async move {
-        let _permit = permit;
-        // Made once: a new one per message would register and unregister a waiter on the
-        // shutdown token, whose list every connection shares.
-        let cancelled = shutdown.cancelled();
-        tokio::pin!(cancelled);
-        loop {
-            let frame = tokio::select! {
-                frame = tokio::time::timeout(idle, socket.next()) => match frame {
-                    Ok(frame) => frame,
-                    Err(_) => {
-                        let close = ws_io::close_message(CloseCode::POLICY_VIOLATION, "idle timeout");
+    let compression = state.hub.config().compression.policy();
+    ws_io::upgrade(
+        req,
+        max,
+        &[],
+        compression,
+        move |mut socket: ws_io::ServerSocket, _, _| async move {
+            let _permit = permit;
+            // Made once: a new one per message would register and unregister a waiter on the
+            // shutdown token, whose list every connection shares.
+            let cancelled = shutdown.cancelled();
+            tokio::pin!(cancelled);
+            loop {
+                let frame = tokio::select! {
+                    frame = tokio::time::timeout(idle, socket.next()) => match frame {
+                        Ok(frame) => frame,
+                        Err(_) => {
+                            let close = ws_io::close_message(CloseCode::POLICY_VIOLATION, "idle timeout");
+                            let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+                            break;
+                        }
+                    },
+                    _ = &mut cancelled => {
+                        let close = ws_io::close_message(CloseCode::GOING_AWAY, "server shutting down");
                         let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
                         break;
                     }
-                },
-                _ = &mut cancelled => {
-                    let close = ws_io::close_message(CloseCode::GOING_AWAY, "server shutting down");
-                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
-                    break;
-                }
-            };
-            let reply = match frame {
-                None => break,
-                Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    if let Some((code, reason)) = ws_io::close_for_error(&e) {
-                        let _ = socket.send(ws_io::close_message(code, reason)).await;
+                };
+                let reply = match frame {
+                    None => break,
+                    Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => m,
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => {
+                        if let Some((code, reason)) = ws_io::close_for_error(&e) {
+                            let _ = socket.send(ws_io::close_message(code, reason)).await;
+                        }
+                        break;
                     }
+                };
+                if socket.send(reply).await.is_err() {
                     break;
                 }
-            };
-            if socket.send(reply).await.is_err() {
-                break;
             }
-        }
-    })
+        },
+    )
 }
 
 fn headers_json(headers: &HeaderMap) -> BTreeMap<String, String> {

@@ -68,9 +68,14 @@ pub async fn handler(
     let token = request_token(query.token.as_deref(), req.headers());
     let hub = state.hub.clone();
     let max = hub.config().limits.max_message_size;
-    ws_io::upgrade(req, max, PROTOCOLS, move |socket, _protocol| {
-        Session::run(hub, socket, token, permit)
-    })
+    let compression = hub.config().compression.policy();
+    ws_io::upgrade(
+        req,
+        max,
+        PROTOCOLS,
+        compression,
+        move |socket, _protocol, deflate| Session::run(hub, socket, token, permit, deflate),
+    )
 }
 
 type Limiter = RateLimiter<
@@ -92,6 +97,9 @@ enum Auth {
 }
 
 struct Session {
+    /// Publications go out compressed when at least this big (permessage-deflate agreed
+    /// with a 15-bit server window and no context takeover); `None`: never.
+    compress: Option<usize>,
     hub: Hub,
     conn: Arc<ConnHandle>,
     auth: Auth,
@@ -157,6 +165,7 @@ impl Session {
         mut socket: ServerSocket,
         token: Option<String>,
         permit: ConnectionPermit,
+        deflate: Option<ws_io::Deflate>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let limits = &hub.config().limits;
         let now = Instant::now();
@@ -183,6 +192,9 @@ impl Session {
             pong_deadline: None,
             out: Vec::new(),
             deferred: Vec::new(),
+            compress: deflate
+                .filter(|d| d.server_no_context_takeover && d.server_max_window_bits == 15)
+                .map(|_| hub.config().compression_min_size),
         };
         match token {
             Some(t) => session.authenticate(None, &t),
@@ -232,6 +244,7 @@ impl Session {
         let shutdown = self.hub.shutdown_token().clone();
         let conn = self.conn.clone();
         let hub = self.hub.clone();
+        let compress = self.compress;
         let mut writes = 0u32;
         // Made once and polled on every turn of the loop: the close and shutdown waiters
         // and the timer are registered once, not on every wake-up (a fan-out wakes every
@@ -249,7 +262,7 @@ impl Session {
                         .await
                 };
                 if let Err(end) = written {
-                    return finish(end, socket, raw, rx).await;
+                    return finish(end, socket, raw, rx, compress).await;
                 }
                 // Timers may have queued more (a ping) while the write was pending.
                 continue;
@@ -275,7 +288,7 @@ impl Session {
                     return End::Close(request.code, request.reason);
                 }
                 _ = &mut cancelled => {
-                    return finish(End::ShuttingDown, socket, raw, rx).await;
+                    return finish(End::ShuttingDown, socket, raw, rx, compress).await;
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
@@ -284,12 +297,12 @@ impl Session {
                         let timed = writes.is_multiple_of(crate::metrics::ENQUEUE_WRITE_SAMPLING);
                         writes = writes.wrapping_add(1);
                         let metrics = timed.then(|| hub.metrics());
-                        let write = std::pin::pin!(write_queued(socket, raw, item, rx, metrics));
+                        let write = std::pin::pin!(write_queued(socket, raw, item, rx, metrics, compress));
                         self.guarded(write, closed.as_mut(), cancelled.as_mut(), timer.as_mut())
                             .await
                     };
                     if let Err(end) = written {
-                        return finish(end, socket, raw, rx).await;
+                        return finish(end, socket, raw, rx, compress).await;
                     }
                 }
                 frame = socket.next() => {
@@ -837,6 +850,7 @@ async fn finish(
     socket: &mut ServerSocket,
     raw: &mut RawFrames,
     rx: &mut Receiver,
+    compress: Option<usize>,
 ) -> End {
     if !matches!(end, End::ShuttingDown) {
         return end;
@@ -844,7 +858,7 @@ async fn finish(
     // Drain what is already queued (bounded: a stuck peer cannot hold us).
     let drain = async {
         while let Ok(item) = rx.try_recv() {
-            write_item(socket, raw, item).await?;
+            write_item(socket, raw, item, compress).await?;
         }
         write_raw(socket, raw).await?;
         socket.flush().await
@@ -873,16 +887,22 @@ async fn flush_out(
 /// Frames gathered before one vectored write of publications.
 const RAW_BATCH: usize = 64;
 
-/// Queue one outbound item in order: publications as shared pre-built frames, anything
-/// else through tungstenite (after the publications before it).
+/// Queue one outbound item in order: publications as shared pre-built frames (compressed
+/// ones where agreed and big enough), anything else through tungstenite (after the
+/// publications before it).
 async fn write_item(
     socket: &mut ServerSocket,
     raw: &mut RawFrames,
     item: Outbound,
+    compress: Option<usize>,
 ) -> Result<(), ws_io::WsError> {
     match item {
         Outbound::Publication(d) => {
-            raw.push(d.ws_wire().clone());
+            let frame = match compress {
+                Some(min) if d.ws_frame().len() >= min => d.ws_wire_deflated(),
+                _ => d.ws_wire(),
+            };
+            raw.push(frame.clone());
             if raw.len() >= RAW_BATCH {
                 write_raw(socket, raw).await?;
             }
@@ -901,15 +921,16 @@ async fn write_queued(
     first: Outbound,
     rx: &mut Receiver,
     timed: Option<&crate::metrics::Metrics>,
+    compress: Option<usize>,
 ) -> Result<(), ws_io::WsError> {
     // The oldest publication of the write.
     let sampled = match (&first, timed) {
         (Outbound::Publication(d), Some(metrics)) => Some((d.enqueued(), metrics)),
         _ => None,
     };
-    write_item(socket, raw, first).await?;
+    write_item(socket, raw, first, compress).await?;
     while let Ok(item) = rx.try_recv() {
-        write_item(socket, raw, item).await?;
+        write_item(socket, raw, item, compress).await?;
     }
     write_raw(socket, raw).await?;
     socket.flush().await?;

@@ -22,8 +22,150 @@ pub use tokio_tungstenite::tungstenite::Message;
 /// Shared, immutable UTF-8 text: cloning it shares the bytes.
 pub use tokio_tungstenite::tungstenite::Utf8Bytes as WsText;
 
-/// A server-side WebSocket over an upgraded HTTP connection.
-pub type ServerSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// A server-side WebSocket over an upgraded HTTP connection (inflating the client's
+/// compressed messages where permessage-deflate was agreed).
+pub type ServerSocket = WebSocketStream<Inflating<TokioIo<hyper::upgrade::Upgraded>>>;
+
+/// permessage-deflate's parameters as agreed on one connection.
+pub use ferry_proto::deflate::Agreed as Deflate;
+
+/// An IO stream that inflates compressed messages on their way to tungstenite (which
+/// knows no extensions) with [`ferry_proto::deflate::Inflater`]; writes pass through.
+/// Without compression it is the stream plus one empty pointer.
+pub struct Inflating<T> {
+    inner: T,
+    state: Option<Box<InflateState>>,
+}
+
+struct InflateState {
+    inflater: ferry_proto::deflate::Inflater,
+    /// Transcoded bytes not yet read, from `at`.
+    out: Vec<u8>,
+    at: usize,
+    /// Bytes read from the socket not yet transcoded: `input[taken..filled]`. Allocated
+    /// while reading and given back when the socket has nothing more: an idle connection
+    /// keeps no buffer.
+    input: Vec<u8>,
+    taken: usize,
+    filled: usize,
+}
+
+/// Bytes read from the socket at once while inflating.
+const INFLATE_READ: usize = 4096;
+
+impl<T> Inflating<T> {
+    /// Wrap `inner`; `inflater` when compression was agreed.
+    pub fn new(inner: T, inflater: Option<ferry_proto::deflate::Inflater>) -> Inflating<T> {
+        Inflating {
+            inner,
+            state: inflater.map(|inflater| {
+                Box::new(InflateState {
+                    inflater,
+                    out: Vec::new(),
+                    at: 0,
+                    input: Vec::new(),
+                    taken: 0,
+                    filled: 0,
+                })
+            }),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Inflating<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let Some(state) = this.state.as_mut() else {
+            return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        loop {
+            if state.at < state.out.len() {
+                let n = (state.out.len() - state.at).min(buf.remaining());
+                buf.put_slice(&state.out[state.at..state.at + n]);
+                state.at += n;
+                return Poll::Ready(Ok(()));
+            }
+            state.out.clear();
+            state.at = 0;
+            if state.out.capacity() > 2 * ferry_proto::deflate::OUTPUT_STEP {
+                state.out = Vec::new();
+            }
+            if state.taken < state.filled || state.inflater.has_pending() {
+                let taken = state
+                    .inflater
+                    .feed(&state.input[state.taken..state.filled], &mut state.out);
+                state.taken += taken;
+                if !state.out.is_empty() || taken > 0 {
+                    continue;
+                }
+            }
+            if state.input.len() < INFLATE_READ {
+                state.input.resize(INFLATE_READ, 0);
+            }
+            let mut read = tokio::io::ReadBuf::new(&mut state.input[..]);
+            match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    let n = read.filled().len();
+                    if n == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    state.taken = 0;
+                    state.filled = n;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Everything read was handed on: nothing to keep while waiting.
+                    state.input = Vec::new();
+                    state.out = Vec::new();
+                    state.taken = 0;
+                    state.filled = 0;
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Inflating<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
 
 /// Errors from reading or writing a socket.
 pub type WsError = tungstenite::Error;
@@ -81,7 +223,10 @@ impl RawFrames {
 
     /// Write every queued frame. tungstenite's own buffer must be empty (flushed) first:
     /// [`write_raw`] makes sure of it.
-    async fn write(&mut self, io: &mut TokioIo<hyper::upgrade::Upgraded>) -> std::io::Result<()> {
+    async fn write(
+        &mut self,
+        io: &mut Inflating<TokioIo<hyper::upgrade::Upgraded>>,
+    ) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         while !self.frames.is_empty() {
             // The slices are made inside `poll`, on the stack: held across an await they
@@ -208,10 +353,11 @@ pub fn upgrade<F, Fut>(
     mut req: Request,
     max_message_size: usize,
     protocols: &'static [&'static str],
+    deflate: Option<ferry_proto::deflate::ServerPolicy>,
     handler: F,
 ) -> Response
 where
-    F: FnOnce(ServerSocket, Option<&'static str>) -> Fut + Send + 'static,
+    F: FnOnce(ServerSocket, Option<&'static str>, Option<Deflate>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     if !is_upgrade_request(&req) {
@@ -260,6 +406,16 @@ where
             ),
         );
     }
+    // permessage-deflate: the first offer this endpoint can accept, if it compresses.
+    let agreed = deflate.and_then(|policy| {
+        ferry_proto::deflate::negotiate(
+            req.headers()
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            policy,
+        )
+    });
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -278,15 +434,22 @@ where
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
+                let inflater = agreed.map(|agreed| {
+                    ferry_proto::deflate::Inflater::new(
+                        ferry_proto::deflate::Reader::Server,
+                        &agreed,
+                        max_message_size,
+                    )
+                });
                 let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
+                    Inflating::new(TokioIo::new(upgraded), inflater),
                     Role::Server,
                     Some(config),
                 )
                 .await;
                 // The connection gets a task of its own, sized to the handler's future
                 // alone; this one, which also held the upgrade, ends here.
-                tokio::spawn(handler(socket, chosen));
+                tokio::spawn(handler(socket, chosen, agreed));
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -301,6 +464,11 @@ where
     }
     if let Some(p) = chosen {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    if let Some(agreed) = &agreed
+        && let Ok(v) = HeaderValue::from_str(&agreed.response_header())
+    {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     response
 }

@@ -1,0 +1,205 @@
+//! S10/W9: permessage-deflate on `/ws` and `/test/echo` with `compression = "on"`, against
+//! npm `ws` (a peer nobody here wrote) and ferry's own client: compressed messages of every
+//! size in both directions arrive intact, a compressed and a plain subscriber of one
+//! channel get the same publications, and the compressed one reads far fewer bytes.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use support::{API_KEY, FerryServer, run_to_completion, token_for};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const WAIT: Duration = Duration::from_secs(60);
+const SETUP: &str = "needs node and clients/js/node_modules: run `bash scripts/peers.sh`";
+
+fn peer() -> std::path::PathBuf {
+    support::workspace_root().join("crates/ferry-cli/tests/compression/peer.mjs")
+}
+
+async fn server() -> FerryServer {
+    FerryServer::start_with(&[], &[("FERRY_COMPRESSION", "on")], true)
+        .await
+        .unwrap()
+}
+
+/// Compressible JSON data of about `n` bytes.
+fn data(n: usize, seed: usize) -> Value {
+    let mut text = String::new();
+    while text.len() < n {
+        text.push_str(&format!("publication {seed} repeats itself, as feeds do. "));
+    }
+    json!({"seed": seed, "text": text})
+}
+
+#[tokio::test]
+async fn compressed_messages_of_every_size_echo_intact() {
+    let server = server().await;
+    let mut node = Command::new("node");
+    node.arg(peer())
+        .arg("echo")
+        .arg(server.ws_url("/test/echo"));
+    let done = run_to_completion(node, WAIT).await.expect(SETUP);
+    assert!(done.status.success(), "{}\n{}", done.stderr, server.logs());
+    let report: Value = serde_json::from_str(done.stdout.trim()).unwrap();
+    assert_eq!(report["extensions"], "permessage-deflate", "negotiated");
+    assert_eq!(report["echoed"], 16);
+}
+
+#[tokio::test]
+async fn compressed_and_plain_subscribers_get_the_same_publications() {
+    let server = server().await;
+    let channel = "chat:deflate";
+    // npm ws, offering permessage-deflate.
+    let url = server.ws_url(&format!("/ws?token={}", token_for("ana")));
+    let mut node = Command::new("node")
+        .arg(peer())
+        .args(["subscribe", &url, channel, "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(SETUP);
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.as_deref(), Some(r#"{"subscribed":true}"#));
+    // A plain subscriber: no extension offered, so no compression.
+    let mut request = server
+        .ws_url(&format!("/ws?token={}", token_for("ben")))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "ferry.json".parse().unwrap());
+    let (mut plain, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert!(response.headers().get("sec-websocket-extensions").is_none());
+    plain
+        .send_text(json!({"type": "subscribe", "id": "1", "payload": {"channel": channel}}))
+        .await;
+
+    // Three large compressible publications and one under compression_min_size.
+    let published = [
+        data(20_000, 1),
+        data(50_000, 2),
+        json!({"small": true}),
+        data(30_000, 3),
+    ];
+    let api = ferry_client::hub::HubApi::new(&server.base_url, API_KEY).unwrap();
+    let mut wait_reply = true;
+    for item in &published {
+        if wait_reply {
+            // The plain subscriber's subscribe reply, before the first publication.
+            loop {
+                let frame = plain.next_json().await;
+                if frame["type"] == "reply" {
+                    break;
+                }
+            }
+            wait_reply = false;
+        }
+        api.publish(channel, item).await.unwrap();
+    }
+    let mut plain_got = Vec::new();
+    while plain_got.len() < published.len() {
+        let frame = plain.next_json().await;
+        if frame["type"] == "message" {
+            plain_got.push(frame["payload"]["data"].clone());
+        }
+    }
+    let mut node_got = Vec::new();
+    let mut summary = Value::Null;
+    while let Some(line) = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        let value: Value = serde_json::from_str(&line).unwrap();
+        if value.get("data").is_some() {
+            node_got.push(value["data"].clone());
+        } else {
+            summary = value;
+        }
+    }
+    assert_eq!(plain_got, published, "the plain subscriber");
+    assert_eq!(node_got, published, "the compressed subscriber");
+    assert_eq!(summary["extensions"], "permessage-deflate");
+    let payload: usize = published.iter().map(|p| p.to_string().len()).sum();
+    let read = summary["bytes_read"].as_u64().unwrap() as usize;
+    assert!(
+        read * 4 < payload,
+        "compressed: read {read} bytes for {payload} of data"
+    );
+}
+
+#[tokio::test]
+async fn a_compressed_publish_reaches_a_plain_subscriber_intact() {
+    let server = server().await;
+    let channel = "chat:up";
+    let client = ferry_client::hub::HubClient::builder(&server.ws_url("/ws"))
+        .token(&token_for("cy"))
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = client.subscribe(channel).await.unwrap();
+    let url = server.ws_url(&format!("/ws?token={}", token_for("dee")));
+    let mut node = Command::new("node");
+    node.arg(peer()).args(["publish", &url, channel, "200000"]);
+    let done = run_to_completion(node, WAIT).await.expect(SETUP);
+    assert!(done.status.success(), "{}\n{}", done.stderr, server.logs());
+    let report: Value = serde_json::from_str(done.stdout.trim()).unwrap();
+    assert_eq!(report["extensions"], "permessage-deflate");
+    assert!(
+        report["bytes_written"].as_u64().unwrap() < 50_000,
+        "sent compressed: {report}"
+    );
+    let p = tokio::time::timeout(WAIT, sub.next_publication())
+        .await
+        .unwrap()
+        .unwrap();
+    let got: Value = serde_json::from_str(p.data.get()).unwrap();
+    assert_eq!(got["text"].as_str().unwrap().len(), 200_000);
+    assert!(
+        got["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("ferry p compresses")
+    );
+}
+
+/// Test helpers on a raw client socket.
+trait Raw {
+    async fn send_text(&mut self, frame: Value);
+    async fn next_json(&mut self) -> Value;
+}
+
+impl Raw
+    for tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+{
+    async fn send_text(&mut self, frame: Value) {
+        use futures_util::SinkExt;
+        self.send(Message::text(frame.to_string())).await.unwrap();
+    }
+
+    async fn next_json(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = message {
+                return serde_json::from_str(&text).unwrap();
+            }
+        }
+    }
+}
