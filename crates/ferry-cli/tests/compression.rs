@@ -147,6 +147,7 @@ async fn a_compressed_publish_reaches_a_plain_subscriber_intact() {
     let channel = "chat:up";
     let client = ferry_client::hub::HubClient::builder(&server.ws_url("/ws"))
         .token(&token_for("cy"))
+        .compression(false)
         .connect()
         .await
         .unwrap();
@@ -174,6 +175,82 @@ async fn a_compressed_publish_reaches_a_plain_subscriber_intact() {
             .unwrap()
             .starts_with("ferry p compresses")
     );
+}
+
+#[tokio::test]
+async fn ferry_client_inflates_what_the_hub_compresses() {
+    let server = server().await;
+    let client = ferry_client::hub::HubClient::builder(&server.ws_url("/ws"))
+        .token(&token_for("eve"))
+        .connect()
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("chat:inflate").await.unwrap();
+    let api = ferry_client::hub::HubApi::new(&server.base_url, API_KEY).unwrap();
+    let sent = [data(100_000, 7), json!({"tiny": 1}), data(3_000, 8)];
+    for item in &sent {
+        api.publish("chat:inflate", item).await.unwrap();
+    }
+    for item in &sent {
+        let p = tokio::time::timeout(WAIT, sub.next_publication())
+            .await
+            .unwrap()
+            .unwrap();
+        let got: Value = serde_json::from_str(p.data.get()).unwrap();
+        assert_eq!(&got, item);
+    }
+}
+
+#[tokio::test]
+async fn ferry_client_inflates_what_npm_ws_compresses() {
+    let mut node = Command::new("node")
+        .arg(peer())
+        .arg("server")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(SETUP);
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let port = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the peer's port");
+    let ws = ferry_client::ws::WebSocket::builder(&format!("ws://127.0.0.1:{port}/"))
+        .connect()
+        .await
+        .unwrap();
+    // The peer sends each size as text, then as binary, compressed; the content is
+    // deterministic, rebuilt here.
+    for (i, size) in [0usize, 10, 125, 126, 5_000, 65_536, 400_000]
+        .iter()
+        .enumerate()
+    {
+        for binary in [false, true] {
+            let message = tokio::time::timeout(WAIT, ws.recv())
+                .await
+                .unwrap()
+                .expect("a message");
+            let expected = peer_text(*size, i);
+            assert_eq!(!message.is_text(), binary, "message {i}");
+            assert_eq!(
+                &message.data()[..],
+                expected.as_bytes(),
+                "message {i} ({size} bytes)"
+            );
+        }
+    }
+}
+
+/// What peer.mjs's `text(n, seed)` makes.
+fn peer_text(n: usize, seed: usize) -> String {
+    let mut s = String::new();
+    while s.len() < n {
+        s.push_str(&format!("ferry {seed} compresses repeated words well. "));
+    }
+    s.truncate(n);
+    s
 }
 
 /// Test helpers on a raw client socket.

@@ -7,6 +7,8 @@
 //                                               then {"extensions","bytes_read"}
 //   node peer.mjs publish URL CHANNEL SIZE      publish one compressible message of SIZE
 //                                               bytes through /ws and wait for the reply
+//   node peer.mjs server                        a compressing server: prints its port, then
+//                                               sends messages of many sizes to a client
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -79,6 +81,18 @@ if (mode === 'echo') {
     }
   });
   ws.on('error', (e) => fail(e.message));
+} else if (mode === 'server') {
+  // A server that compresses everything it sends: print the port, then send each size
+  // as text and as binary, in order, to the first client.
+  const wss = new WebSocket.WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: { threshold: 0 } });
+  wss.on('listening', () => console.log(wss.address().port));
+  wss.on('connection', (ws) => {
+    if (!ws.extensions.includes('permessage-deflate')) fail(`not negotiated: ${ws.extensions}`);
+    [0, 10, 125, 126, 5000, 65536, 400000].forEach((n, i) => {
+      ws.send(text(n, i), { binary: false });
+      ws.send(Buffer.from(text(n, i)), { binary: true });
+    });
+  });
 } else {
   fail(`unknown mode ${mode}`);
 }

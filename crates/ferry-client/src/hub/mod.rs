@@ -137,6 +137,12 @@ impl HubClientBuilder {
         self
     }
 
+    /// Offer permessage-deflate (see [`WebSocketBuilder::compression`]). Default true.
+    pub fn compression(mut self, offer: bool) -> Self {
+        self.ws = self.ws.compression(offer);
+        self
+    }
+
     /// TLS settings for `wss://`.
     pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.ws = self.ws.tls_config(config);

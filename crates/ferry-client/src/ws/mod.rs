@@ -78,6 +78,7 @@ pub struct WebSocketBuilder {
     write_buffer_size: usize,
     max_message_size: Option<usize>,
     max_frame_size: Option<usize>,
+    compression: bool,
     tls: Option<Arc<rustls::ClientConfig>>,
     id_of: IdExtractor,
     discovery: crate::discover::DiscoveryOptions,
@@ -111,6 +112,7 @@ impl WebSocketBuilder {
             write_buffer_size: 16 * 1024,
             max_message_size: Some(64 << 20),
             max_frame_size: Some(16 << 20),
+            compression: true,
             tls: None,
             id_of: Arc::new(json_id),
             discovery: crate::discover::DiscoveryOptions::default(),
@@ -230,6 +232,14 @@ impl WebSocketBuilder {
         self
     }
 
+    /// Offer permessage-deflate (RFC 7692): where the server agrees, the messages it
+    /// compresses are inflated here (this client sends its own uncompressed, which the
+    /// extension allows). Default true, as browsers do.
+    pub fn compression(mut self, offer: bool) -> Self {
+        self.compression = offer;
+        self
+    }
+
     /// Largest accepted incoming frame; `None` for no limit. Default 16 MiB.
     pub fn max_frame_size(mut self, size: Option<usize>) -> Self {
         self.max_frame_size = size;
@@ -345,6 +355,7 @@ impl WebSocketBuilder {
                 write_buffer_size: self.write_buffer_size,
                 max_message_size: self.max_message_size,
                 max_frame_size: self.max_frame_size,
+                compression: self.compression,
             },
             token: self.token,
             locator,

@@ -39,6 +39,8 @@ pub(crate) struct Endpoint {
     pub write_buffer_size: usize,
     pub max_message_size: Option<usize>,
     pub max_frame_size: Option<usize>,
+    /// Offer permessage-deflate.
+    pub compression: bool,
 }
 
 /// What a successful connect returns besides the socket.
@@ -107,6 +109,13 @@ pub(crate) async fn connect(endpoint: &Endpoint, token: Option<&str>) -> Result<
     for (name, value) in &endpoint.headers {
         request.headers_mut().append(name, value.clone());
     }
+    if endpoint.compression {
+        let offer = HeaderValue::from_str(&ferry_proto::deflate::client_offer())
+            .map_err(|e| Error::new(ErrorKind::InvalidUrl, format!("extension offer: {e}")))?;
+        request
+            .headers_mut()
+            .insert("sec-websocket-extensions", offer);
+    }
     if !endpoint.protocols.is_empty() {
         let value = HeaderValue::from_str(&endpoint.protocols.join(", "))
             .map_err(|e| Error::new(ErrorKind::InvalidUrl, format!("subprotocol list: {e}")))?;
@@ -160,6 +169,14 @@ pub(crate) async fn connect(endpoint: &Endpoint, token: Option<&str>) -> Result<
             Box::new(tls)
         } else {
             Box::new(tcp)
+        };
+        // With compression offered, the stream reads the server's answer as it passes and
+        // inflates what the server compresses (tungstenite itself knows no extensions).
+        let io: Box<dyn Io> = if endpoint.compression {
+            let max = endpoint.max_message_size.unwrap_or(usize::MAX >> 1);
+            Box::new(ferry_proto::deflate::io::Inflating::client(io, max))
+        } else {
+            io
         };
         let config = WebSocketConfig::default()
             .read_buffer_size(endpoint.read_buffer_size)

@@ -28,144 +28,7 @@ pub type ServerSocket = WebSocketStream<Inflating<TokioIo<hyper::upgrade::Upgrad
 
 /// permessage-deflate's parameters as agreed on one connection.
 pub use ferry_proto::deflate::Agreed as Deflate;
-
-/// An IO stream that inflates compressed messages on their way to tungstenite (which
-/// knows no extensions) with [`ferry_proto::deflate::Inflater`]; writes pass through.
-/// Without compression it is the stream plus one empty pointer.
-pub struct Inflating<T> {
-    inner: T,
-    state: Option<Box<InflateState>>,
-}
-
-struct InflateState {
-    inflater: ferry_proto::deflate::Inflater,
-    /// Transcoded bytes not yet read, from `at`.
-    out: Vec<u8>,
-    at: usize,
-    /// Bytes read from the socket not yet transcoded: `input[taken..filled]`. Allocated
-    /// while reading and given back when the socket has nothing more: an idle connection
-    /// keeps no buffer.
-    input: Vec<u8>,
-    taken: usize,
-    filled: usize,
-}
-
-/// Bytes read from the socket at once while inflating.
-const INFLATE_READ: usize = 4096;
-
-impl<T> Inflating<T> {
-    /// Wrap `inner`; `inflater` when compression was agreed.
-    pub fn new(inner: T, inflater: Option<ferry_proto::deflate::Inflater>) -> Inflating<T> {
-        Inflating {
-            inner,
-            state: inflater.map(|inflater| {
-                Box::new(InflateState {
-                    inflater,
-                    out: Vec::new(),
-                    at: 0,
-                    input: Vec::new(),
-                    taken: 0,
-                    filled: 0,
-                })
-            }),
-        }
-    }
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Inflating<T> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        let this = self.get_mut();
-        let Some(state) = this.state.as_mut() else {
-            return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
-        loop {
-            if state.at < state.out.len() {
-                let n = (state.out.len() - state.at).min(buf.remaining());
-                buf.put_slice(&state.out[state.at..state.at + n]);
-                state.at += n;
-                return Poll::Ready(Ok(()));
-            }
-            state.out.clear();
-            state.at = 0;
-            if state.out.capacity() > 2 * ferry_proto::deflate::OUTPUT_STEP {
-                state.out = Vec::new();
-            }
-            if state.taken < state.filled || state.inflater.has_pending() {
-                let taken = state
-                    .inflater
-                    .feed(&state.input[state.taken..state.filled], &mut state.out);
-                state.taken += taken;
-                if !state.out.is_empty() || taken > 0 {
-                    continue;
-                }
-            }
-            if state.input.len() < INFLATE_READ {
-                state.input.resize(INFLATE_READ, 0);
-            }
-            let mut read = tokio::io::ReadBuf::new(&mut state.input[..]);
-            match std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => {
-                    let n = read.filled().len();
-                    if n == 0 {
-                        return Poll::Ready(Ok(()));
-                    }
-                    state.taken = 0;
-                    state.filled = n;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    // Everything read was handed on: nothing to keep while waiting.
-                    state.input = Vec::new();
-                    state.out = Vec::new();
-                    state.taken = 0;
-                    state.filled = 0;
-                    return Poll::Pending;
-                }
-            }
-        }
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Inflating<T> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
+use ferry_proto::deflate::io::Inflating;
 
 /// Errors from reading or writing a socket.
 pub type WsError = tungstenite::Error;
@@ -442,7 +305,7 @@ where
                     )
                 });
                 let socket = WebSocketStream::from_raw_socket(
-                    Inflating::new(TokioIo::new(upgraded), inflater),
+                    Inflating::server(TokioIo::new(upgraded), inflater),
                     Role::Server,
                     Some(config),
                 )
