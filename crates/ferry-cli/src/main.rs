@@ -255,6 +255,11 @@ struct ServeArgs {
     /// (e.g. 0.0.0.0:80).
     #[arg(long, value_name = "ADDR")]
     tls_redirect_from: Option<SocketAddr>,
+    /// permessage-deflate on /ws and /test/echo: off, or on (accepted when a client offers
+    /// it; no context takeover, so an idle connection keeps no compression state)
+    /// [default: off].
+    #[arg(long, value_name = "MODE", value_parser = ["off", "on"])]
+    compression: Option<String>,
     /// Share publications, history and presence with other nodes through Redis:
     /// redis://HOST:PORT (several `ferry serve` on one Redis act as one hub)
     /// [default: memory, this process only].
@@ -306,6 +311,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.history {
             o.insert("history".into(), v.clone().into());
+        }
+        if let Some(v) = &self.compression {
+            o.insert("compression".into(), v.clone().into());
         }
         if let Some(v) = &self.broker {
             o.insert("broker".into(), v.clone().into());

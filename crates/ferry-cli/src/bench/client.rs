@@ -70,6 +70,9 @@ pub struct Target {
     pub channel: String,
     /// Offer the `ferry.json` subprotocol (not to a plain echo endpoint).
     subprotocol: bool,
+    /// Offer permessage-deflate (the idle scenario only: this client reads no compressed
+    /// frame, and idle connections receive none).
+    offer_deflate: bool,
 }
 
 /// Whether an address is on this machine's loopback (127.0.0.0/8, ::1).
@@ -129,11 +132,19 @@ impl Target {
             protocol,
             channel: channel.to_string(),
             subprotocol: protocol == Protocol::Ferry,
+            offer_deflate: false,
         })
     }
 
     /// The same target as a plain WebSocket endpoint (an echo URL): no subprotocol and no
     /// protocol handshake even when `--protocol ferry` is in effect.
+    /// Offer permessage-deflate on every connection (see `offer_deflate`).
+    pub fn offering_deflate(mut self) -> Target {
+        self.offer_deflate = true;
+        self
+    }
+
+    /// A target for a plain echo endpoint.
     pub fn raw(mut self) -> Target {
         self.subprotocol = false;
         if self.protocol == Protocol::Ferry {
@@ -168,6 +179,14 @@ impl Target {
             request.headers_mut().insert(
                 "sec-websocket-protocol",
                 "ferry.json".parse().context("header")?,
+            );
+        }
+        if self.offer_deflate {
+            request.headers_mut().insert(
+                "sec-websocket-extensions",
+                ferry_proto::deflate::client_offer()
+                    .parse()
+                    .context("header")?,
             );
         }
         let config = WebSocketConfig::default().read_buffer_size(4 * 1024);

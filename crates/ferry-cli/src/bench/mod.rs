@@ -177,6 +177,10 @@ enum ScenarioArgs {
         /// Seconds to hold the connections after the reading.
         #[arg(long, default_value_t = 1.0, value_parser = seconds)]
         hold: f64,
+        /// Offer permessage-deflate on every connection (measures what an agreed
+        /// compression costs an idle connection; the server needs compression = "on").
+        #[arg(long)]
+        offer_deflate: bool,
     },
     /// N subscribers, P publishers: deliveries per second, latency, server CPU per
     /// million deliveries (with --server-pid).
@@ -451,7 +455,13 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             connections,
             settle,
             hold,
+            offer_deflate,
         } => {
+            let target = if offer_deflate {
+                Arc::new((*target).clone().offering_deflate())
+            } else {
+                target
+            };
             let plan = idle::IdlePlan {
                 connections,
                 settle: Duration::from_secs_f64(settle),
