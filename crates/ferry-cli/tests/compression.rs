@@ -178,6 +178,63 @@ async fn a_compressed_publish_reaches_a_plain_subscriber_intact() {
 }
 
 #[tokio::test]
+async fn a_namespace_with_compress_false_is_sent_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        "compression = \"on\"\n[namespaces.raw]\ncompress = false\n",
+    )
+    .unwrap();
+    let server = FerryServer::start(&["--config", config.to_str().unwrap()])
+        .await
+        .unwrap();
+    let url = server.ws_url(&format!("/ws?token={}", token_for("fay")));
+    let mut node = Command::new("node")
+        .arg(peer())
+        .args(["subscribe", &url, "raw:x", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(SETUP);
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.as_deref(),
+        Some(r#"{"subscribed":true}"#),
+        "{}",
+        server.logs()
+    );
+    let item = data(50_000, 9);
+    let api = ferry_client::hub::HubApi::new(&server.base_url, API_KEY).unwrap();
+    api.publish("raw:x", &item).await.unwrap();
+    let got = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&got).unwrap()["data"], item);
+    let summary = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let summary: Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(
+        summary["extensions"], "permessage-deflate",
+        "agreed all the same"
+    );
+    assert!(
+        summary["bytes_read"].as_u64().unwrap() > 50_000,
+        "sent plain: {summary}"
+    );
+}
+
+#[tokio::test]
 async fn ferry_client_inflates_what_the_hub_compresses() {
     let server = server().await;
     let client = ferry_client::hub::HubClient::builder(&server.ws_url("/ws"))

@@ -213,6 +213,10 @@ pub struct NamespaceConfig {
     /// Anonymous connections (with `allow_anonymous`) may subscribe and read history.
     /// Default false.
     pub allow_anonymous: bool,
+    /// With `compression = "on"`: send this namespace's publications compressed to the
+    /// connections that agreed on it. Default true; false for data that does not
+    /// compress (already compressed, encrypted, random), where deflating only costs CPU.
+    pub compress: bool,
 }
 
 impl Default for NamespaceConfig {
@@ -227,6 +231,7 @@ impl Default for NamespaceConfig {
             allow_history: true,
             allow_presence: true,
             allow_anonymous: false,
+            compress: true,
         }
     }
 }

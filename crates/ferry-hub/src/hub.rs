@@ -216,7 +216,12 @@ impl DeliverySink for HubInner {
         match message {
             BrokerMessage::Publication { publication, skip } => {
                 let offset = publication.offset();
-                let delivery = Delivery::new(publication);
+                let compressible = self.config.compression == crate::config::WsCompression::On
+                    && ChannelName::parse(publication.channel())
+                        .ok()
+                        .and_then(|name| self.config.namespace(name.namespace))
+                        .is_none_or(|ns| ns.compress);
+                let delivery = Delivery::new(publication, compressible);
                 for (id, sub) in subscribers.iter() {
                     if Some(*id) != skip && offset > sub.after {
                         send(&sub.conn, Outbound::Publication(delivery.clone()));

@@ -144,18 +144,27 @@ pub struct Delivery {
     wire_deflated: OnceLock<bytes::Bytes>,
     /// When fan-out queued it (`ferry_enqueue_write_seconds`).
     enqueued: std::time::Instant,
+    /// Its namespace lets it go out compressed (`compress`).
+    compressible: bool,
 }
 
 impl Delivery {
-    /// Wrap a publication for fan-out.
-    pub fn new(publication: Arc<Publication>) -> Arc<Delivery> {
+    /// Wrap a publication for fan-out; `compressible` when its namespace allows sending
+    /// it compressed.
+    pub fn new(publication: Arc<Publication>, compressible: bool) -> Arc<Delivery> {
         Arc::new(Delivery {
             publication,
             frame: OnceLock::new(),
             wire: OnceLock::new(),
             wire_deflated: OnceLock::new(),
             enqueued: std::time::Instant::now(),
+            compressible,
         })
+    }
+
+    /// Whether its namespace lets it go out compressed.
+    pub fn compressible(&self) -> bool {
+        self.compressible
     }
 
     /// When fan-out queued it.
@@ -220,7 +229,7 @@ mod tests {
         let wire: ferry_proto::envelope::Publication =
             serde_json::from_str(&payload).expect("the client's type reads it");
         assert_eq!(wire.offset, 7);
-        let delivery = Delivery::new(p);
+        let delivery = Delivery::new(p, true);
         assert_eq!(delivery.payload_json(), payload);
         assert_eq!(
             delivery.ws_frame().as_str(),

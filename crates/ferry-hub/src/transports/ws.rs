@@ -899,7 +899,7 @@ async fn write_item(
     match item {
         Outbound::Publication(d) => {
             let frame = match compress {
-                Some(min) if d.ws_frame().len() >= min => d.ws_wire_deflated(),
+                Some(min) if d.compressible() && d.ws_frame().len() >= min => d.ws_wire_deflated(),
                 _ => d.ws_wire(),
             };
             raw.push(frame.clone());
