@@ -138,11 +138,7 @@ impl std::fmt::Debug for ConnectionCounted {
 
 impl Drop for ConnectionCounted {
     fn drop(&mut self) {
-        self.hub
-            .inner
-            .metrics
-            .connections(self.transport)
-            .fetch_sub(1, Ordering::Relaxed);
+        self.hub.connection_closed(self.transport);
     }
 }
 
@@ -545,14 +541,28 @@ impl Hub {
 
     /// Count a connection of `transport` in `ferry_connections` until the guard drops.
     pub fn count_connection(&self, transport: crate::metrics::Transport) -> ConnectionCounted {
-        self.inner
-            .metrics
-            .connections(transport)
-            .fetch_add(1, Ordering::Relaxed);
+        self.connection_opened(transport);
         ConnectionCounted {
             hub: self.clone(),
             transport,
         }
+    }
+
+    /// A connection of `transport` opened; pair with [`Hub::connection_closed`] (or use
+    /// [`Hub::count_connection`]'s guard).
+    pub(crate) fn connection_opened(&self, transport: crate::metrics::Transport) {
+        self.inner
+            .metrics
+            .connections(transport)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection counted by [`Hub::connection_opened`] closed.
+    pub(crate) fn connection_closed(&self, transport: crate::metrics::Transport) {
+        self.inner
+            .metrics
+            .connections(transport)
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Every metric now, the sockets' figures given by the server (`open`, `stalled`,

@@ -96,10 +96,12 @@ enum Auth {
     },
 }
 
+/// Counted in `ferry_connections{transport="ws"}` from `Session::run` until dropped (a
+/// guard field would add to every connection's task; the session holds the hub anyway).
 struct Session {
     /// Publications go out compressed when at least this big (permessage-deflate agreed
     /// with a 15-bit server window and no context takeover); `None`: never.
-    compress: Option<usize>,
+    compress: Compress,
     hub: Hub,
     conn: Arc<ConnHandle>,
     auth: Auth,
@@ -153,6 +155,13 @@ struct HistoryReply<'a> {
     has_more: bool,
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.hub
+            .connection_closed(crate::metrics::Transport::WebSocket);
+    }
+}
+
 impl Session {
     /// Set the session up (a token from the URL is checked here) and return the future
     /// that serves it until the connection ends.
@@ -170,6 +179,7 @@ impl Session {
         let limits = &hub.config().limits;
         let now = Instant::now();
         let (conn, mut rx) = hub.connect("");
+        hub.connection_opened(crate::metrics::Transport::WebSocket);
         let quota = Quota::per_second(
             NonZeroU32::new(limits.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
         )
@@ -194,7 +204,10 @@ impl Session {
             deferred: Vec::new(),
             compress: deflate
                 .filter(|d| d.server_no_context_takeover && d.server_max_window_bits == 15)
-                .map(|_| hub.config().compression_min_size),
+                .and_then(|_| {
+                    let min = hub.config().compression_min_size.max(1);
+                    std::num::NonZeroU32::new(u32::try_from(min).unwrap_or(u32::MAX))
+                }),
         };
         match token {
             Some(t) => session.authenticate(None, &t),
@@ -206,7 +219,6 @@ impl Session {
             None => {}
         }
         async move {
-            let _counted = hub.count_connection(crate::metrics::Transport::WebSocket);
             let mut raw = RawFrames::default();
             let end = session.serve(&mut socket, &mut raw, &mut rx).await;
             hub.disconnect(&conn).await;
@@ -243,7 +255,6 @@ impl Session {
     ) -> End {
         let shutdown = self.hub.shutdown_token().clone();
         let conn = self.conn.clone();
-        let hub = self.hub.clone();
         let compress = self.compress;
         let mut writes = 0u32;
         // Made once and polled on every turn of the loop: the close and shutdown waiters
@@ -292,17 +303,27 @@ impl Session {
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
+                    // The first write and every ENQUEUE_WRITE_SAMPLING-th after it are timed,
+                    // from the fan-out of its oldest publication.
+                    let timed = match &item {
+                        Outbound::Publication(d)
+                            if writes.is_multiple_of(crate::metrics::ENQUEUE_WRITE_SAMPLING) =>
+                        {
+                            Some(d.enqueued())
+                        }
+                        _ => None,
+                    };
+                    writes = writes.wrapping_add(1);
                     let written = {
-                        // The first write and every ENQUEUE_WRITE_SAMPLING-th after it are timed.
-                        let timed = writes.is_multiple_of(crate::metrics::ENQUEUE_WRITE_SAMPLING);
-                        writes = writes.wrapping_add(1);
-                        let metrics = timed.then(|| hub.metrics());
-                        let write = std::pin::pin!(write_queued(socket, raw, item, rx, metrics, compress));
+                        let write = std::pin::pin!(write_queued(socket, raw, item, rx, compress));
                         self.guarded(write, closed.as_mut(), cancelled.as_mut(), timer.as_mut())
                             .await
                     };
                     if let Err(end) = written {
                         return finish(end, socket, raw, rx, compress).await;
+                    }
+                    if let Some(enqueued) = timed {
+                        self.hub.metrics().enqueue_write.observe(enqueued.elapsed());
                     }
                 }
                 frame = socket.next() => {
@@ -850,7 +871,7 @@ async fn finish(
     socket: &mut ServerSocket,
     raw: &mut RawFrames,
     rx: &mut Receiver,
-    compress: Option<usize>,
+    compress: Compress,
 ) -> End {
     if !matches!(end, End::ShuttingDown) {
         return end;
@@ -884,6 +905,11 @@ async fn flush_out(
     socket.flush().await
 }
 
+/// Publications at least this big go out compressed (permessage-deflate agreed with a
+/// 15-bit server window and no context takeover); `None`: never. Four bytes: it sits in
+/// every connection's task.
+type Compress = Option<std::num::NonZeroU32>;
+
 /// Frames gathered before one vectored write of publications.
 const RAW_BATCH: usize = 64;
 
@@ -894,12 +920,14 @@ async fn write_item(
     socket: &mut ServerSocket,
     raw: &mut RawFrames,
     item: Outbound,
-    compress: Option<usize>,
+    compress: Compress,
 ) -> Result<(), ws_io::WsError> {
     match item {
         Outbound::Publication(d) => {
             let frame = match compress {
-                Some(min) if d.compressible() && d.ws_frame().len() >= min => d.ws_wire_deflated(),
+                Some(min) if d.compressible() && d.ws_frame().len() >= min.get() as usize => {
+                    d.ws_wire_deflated()
+                }
                 _ => d.ws_wire(),
             };
             raw.push(frame.clone());
@@ -920,22 +948,12 @@ async fn write_queued(
     raw: &mut RawFrames,
     first: Outbound,
     rx: &mut Receiver,
-    timed: Option<&crate::metrics::Metrics>,
-    compress: Option<usize>,
+    compress: Compress,
 ) -> Result<(), ws_io::WsError> {
-    // The oldest publication of the write.
-    let sampled = match (&first, timed) {
-        (Outbound::Publication(d), Some(metrics)) => Some((d.enqueued(), metrics)),
-        _ => None,
-    };
     write_item(socket, raw, first, compress).await?;
     while let Ok(item) = rx.try_recv() {
         write_item(socket, raw, item, compress).await?;
     }
     write_raw(socket, raw).await?;
-    socket.flush().await?;
-    if let Some((enqueued, metrics)) = sampled {
-        metrics.enqueue_write.observe(enqueued.elapsed());
-    }
-    Ok(())
+    socket.flush().await
 }
