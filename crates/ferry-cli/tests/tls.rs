@@ -308,3 +308,38 @@ fn check_config_refuses_a_key_that_does_not_fit_the_certificate() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("does not fit"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_redirect_listener_sends_plain_http_to_https() {
+    let ca = Ca::new();
+    ca.issue();
+    let mut args = ca.args();
+    args.extend(["--tls-redirect-from".to_string(), "127.0.0.1:0".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = FerryServer::start_with(&args, &[], true).await.unwrap();
+    // The banner (stderr, written after the listening line) names the redirect address.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut logs = server.logs();
+    while !logs.contains("redirects here") && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        logs = server.logs();
+    }
+    let redirect = logs
+        .split("; http://")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no redirect address in the banner:\n{logs}"))
+        .to_string();
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "20", "-o", "/dev/null"])
+        .args(["-w", "%{http_code} %{redirect_url}"])
+        .arg(format!("http://{redirect}/api/stats?x=1"));
+    let done = run_to_completion(curl, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(
+        done.stdout,
+        format!("308 https://127.0.0.1:{}/api/stats?x=1", server.port)
+    );
+}

@@ -279,21 +279,6 @@ impl Server {
                 sweeper_stop.clone(),
             ));
         }
-        if let Some(listener) = self.redirect {
-            let port = self.listener.local_addr()?.port();
-            let stop = hub.shutdown_token().clone();
-            tokio::spawn(async move {
-                let app = Router::new().fallback(move |request: Request| async move {
-                    crate::tls::redirect_to_https(&request, port)
-                });
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
-                    tracing::warn!(error = %e, "the https redirect listener stopped");
-                }
-            });
-        }
         let housekeeping = hub.clone();
         let housekeeping_stop = sweeper_stop.clone();
         tokio::spawn(async move {
@@ -309,13 +294,33 @@ impl Server {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(limits.header_timeout_ms.max(1)));
+        let http = Arc::new(http);
         let connections = TaskTracker::new();
+        if let Some(listener) = self.redirect {
+            // The https redirect listener: the same accept loop, so the same socket limit,
+            // header timeout and stalled-write reaping as the main one.
+            let port = self.listener.local_addr()?.port();
+            let redirect = Accept {
+                listener,
+                router: Router::new().fallback(move |request: Request| async move {
+                    crate::tls::redirect_to_https(&request, port)
+                }),
+                sockets: sockets.clone(),
+                max_sockets: self.max_sockets,
+                http: http.clone(),
+                tls: None,
+                header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
+                shutdown: hub.shutdown_token().clone(),
+            };
+            let tracker = connections.clone();
+            tokio::spawn(async move { redirect.run(&tracker).await });
+        }
         let accept = Accept {
             listener: self.listener,
             router: self.router,
             sockets,
             max_sockets: self.max_sockets,
-            http: Arc::new(http),
+            http,
             tls: self.tls,
             header_timeout: Duration::from_millis(limits.header_timeout_ms.max(1)),
             shutdown: hub.shutdown_token().clone(),
