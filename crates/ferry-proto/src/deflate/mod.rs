@@ -365,7 +365,11 @@ impl Inflater {
         let rsv1 = h[0] & 0x40 != 0;
         let opcode = h[0] & 0x0f;
         let control = opcode & 0x08 != 0;
+        // The sender's role decides masking; a frame masked the wrong way goes to the
+        // library as it is, which refuses it.
+        let masked_right = masked == (self.reader == Reader::Server);
         let compressed = !control
+            && masked_right
             && match (opcode, self.message) {
                 // A new data message: RSV1 says whether it is compressed.
                 (1 | 2, None) => rsv1,
@@ -415,8 +419,10 @@ impl Inflater {
             if out.len() >= OUTPUT_STEP {
                 return false;
             }
-            let room = OUTPUT_STEP - out.len();
-            let mut buf = vec![0u8; room.min(OUTPUT_STEP)];
+            // Room for what this stash likely inflates to (deflate rarely passes 8:1 on
+            // real data; the loop takes more turns when it does), not a full step each time.
+            let room = (OUTPUT_STEP - out.len()).min((self.stash.len() * 8).max(1024));
+            let mut buf = vec![0u8; room];
             let inflate = self
                 .inflate
                 .get_or_insert_with(|| Box::new(Decompress::new(false)));
@@ -730,6 +736,17 @@ mod tests {
         bytes
             .windows(9)
             .any(|w| w[0] == 0x80 | 127 && w[1] == 0x7f && w[2] == 0xff)
+    }
+
+    #[test]
+    fn an_unmasked_compressed_frame_from_a_client_is_left_for_the_library_to_refuse() {
+        let agreed = negotiate([EXTENSION], policy()).expect("agreed");
+        // As a server would send it: unmasked.
+        let frame = compressed_text_frame(b"hello");
+        let mut inflater = Inflater::new(Reader::Server, &agreed, 1 << 20);
+        let mut out = Vec::new();
+        inflater.feed(&frame, &mut out);
+        assert_eq!(out, frame, "passed through untouched, RSV1 and all");
     }
 
     #[test]
