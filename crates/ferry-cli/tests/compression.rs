@@ -54,6 +54,25 @@ async fn compressed_messages_of_every_size_echo_intact() {
 }
 
 #[tokio::test]
+async fn a_message_that_inflates_past_the_limit_is_closed_with_1009() {
+    let server = server().await;
+    let mut node = Command::new("node");
+    node.arg(peer())
+        .arg("bomb")
+        .arg(server.ws_url("/test/echo"));
+    let done = run_to_completion(node, WAIT).await.expect(SETUP);
+    let report: Value = serde_json::from_str(done.stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", done.stdout, done.stderr));
+    assert_eq!(report["code"], 1009, "{report}");
+    // It was small on the wire: the limit held on the inflated size.
+    assert!(
+        report["written"].as_u64().unwrap_or(u64::MAX) < 64 << 10,
+        "{report}"
+    );
+    assert!(server.logs().len() < 1 << 20, "no runaway logging");
+}
+
+#[tokio::test]
 async fn compressed_and_plain_subscribers_get_the_same_publications() {
     let server = server().await;
     let channel = "chat:deflate";

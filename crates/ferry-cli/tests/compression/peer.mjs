@@ -7,6 +7,8 @@
 //                                               then {"extensions","bytes_read"}
 //   node peer.mjs publish URL CHANNEL SIZE      publish one compressible message of SIZE
 //                                               bytes through /ws and wait for the reply
+//   node peer.mjs bomb URL                      send a message that inflates past the limit,
+//                                               print the close code
 //   node peer.mjs server                        a compressing server: prints its port, then
 //                                               sends messages of many sizes to a client
 import { createRequire } from 'node:module';
@@ -81,6 +83,12 @@ if (mode === 'echo') {
     }
   });
   ws.on('error', (e) => fail(e.message));
+} else if (mode === 'bomb') {
+  // 4 MiB of one letter: a few KiB compressed, four times the echo's limit inflated.
+  const ws = new WebSocket(url, { perMessageDeflate: { threshold: 0 } });
+  ws.on('open', () => ws.send('a'.repeat(4 << 20)));
+  ws.on('close', (code, reason) => console.log(JSON.stringify({ code, reason: reason.toString(), written: ws._socket?.bytesWritten })));
+  ws.on('error', () => {});
 } else if (mode === 'server') {
   // A server that compresses everything it sends: print the port, then send each size
   // as text and as binary, in order, to the first client.
