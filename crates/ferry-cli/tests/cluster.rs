@@ -9,9 +9,10 @@ mod support;
 use std::time::Duration;
 
 use ferry_client::hub::{HubApi, HubClient, HubEvent, Position, SubscriptionEvent};
+use ferry_testkit::redis::TestRedis;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{API_KEY, FerryServer, RedisServer, token_for};
+use support::{API_KEY, FerryServer, token_for};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -24,7 +25,7 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 }
 
 /// A node on `redis`, with presence leases of 2 s (so a dead node's entries go quickly).
-async fn node(redis: &RedisServer) -> FerryServer {
+async fn node(redis: &TestRedis) -> FerryServer {
     FerryServer::start_with(
         &["--broker", &redis.url()],
         &[("FERRY_REDIS__PRESENCE_LEASE_SECS", "2")],
@@ -105,7 +106,7 @@ impl Raw {
 
 #[tokio::test]
 async fn three_nodes_act_as_one_hub() {
-    let redis = RedisServer::start().await.unwrap();
+    let redis = TestRedis::start();
     let (a, b, c) = (node(&redis).await, node(&redis).await, node(&redis).await);
 
     let alice = client(&a, "alice").await;
@@ -189,7 +190,7 @@ async fn three_nodes_act_as_one_hub() {
 
 #[tokio::test]
 async fn a_node_killed_with_kill_9_loses_nothing() {
-    let redis = RedisServer::start().await.unwrap();
+    let redis = TestRedis::start();
     let a = node(&redis).await;
     let mut b = node(&redis).await;
     let api_a = HubApi::new(&a.base_url, API_KEY).unwrap();
@@ -262,7 +263,7 @@ async fn a_node_killed_with_kill_9_loses_nothing() {
 
 #[tokio::test]
 async fn a_redis_restart_is_reported_and_delivery_resumes() {
-    let mut redis = RedisServer::start().await.unwrap();
+    let mut redis = TestRedis::start();
     let a = node(&redis).await;
     let api = HubApi::new(&a.base_url, API_KEY).unwrap();
     let dave = client(&a, "dave").await;
@@ -279,7 +280,7 @@ async fn a_redis_restart_is_reported_and_delivery_resumes() {
         epoch = p.epoch;
     }
 
-    redis.stop().await.unwrap();
+    redis.stop();
     // A publish while Redis is away is refused with the documented error, not lost.
     let refused = api.publish("chat:r", &json!({"n": 4})).await.unwrap_err();
     assert_eq!(refused.code(), "INTERNAL_ERROR", "{refused}");
@@ -300,7 +301,7 @@ async fn a_redis_restart_is_reported_and_delivery_resumes() {
     .await;
 
     // Redis comes back empty: the node reconnects, and dave is told his history is gone.
-    redis.restart().await.unwrap();
+    redis.restart();
     within("/ready to turn 200", async {
         while status(http.clone(), ready.clone()).await != 200 {
             tokio::time::sleep(Duration::from_millis(50)).await;

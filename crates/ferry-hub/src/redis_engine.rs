@@ -793,66 +793,6 @@ pub fn start(engine: &Arc<RedisEngine>) {
     ));
 }
 
-/// A redis-server for the tests of this crate: an ephemeral loopback port, a temporary
-/// directory, no persistence; killed when dropped.
-#[cfg(test)]
-pub(crate) struct TestRedis {
-    child: std::process::Child,
-    /// Its URL.
-    pub url: String,
-    _dir: tempfile::TempDir,
-}
-
-#[cfg(test)]
-impl TestRedis {
-    pub(crate) fn start() -> TestRedis {
-        use std::io::{Read, Write};
-        let dir = tempfile::tempdir().expect("tmp");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/peers.sh installs it)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let pong = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
-                s.write_all(b"PING\r\n")?;
-                let mut answer = [0u8; 7];
-                s.read_exact(&mut answer)?;
-                Ok(answer == *b"+PONG\r\n")
-            });
-            if matches!(pong, Ok(true)) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        TestRedis {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-            _dir: dir,
-        }
-    }
-}
-
-#[cfg(test)]
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

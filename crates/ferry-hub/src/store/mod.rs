@@ -6,8 +6,6 @@
 //! for a given channel; several staged publications of a channel may be on their way to
 //! disk at once, and their [`Durable`]s complete in offset order.
 
-#[cfg(test)]
-mod conformance;
 pub(crate) mod memory;
 pub mod sqlite;
 

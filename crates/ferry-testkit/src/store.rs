@@ -1,12 +1,23 @@
-//! The `HistoryStore` contract, checked against every implementation (memory, SQLite and
-//! Redis, on a redis-server of its own). Each check takes a fresh store.
+//! The `HistoryStore` contract: every implementation (memory, SQLite, Redis) must pass
+//! each of these with a fresh store.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_hub::store::{HistoryQuery, HistoryStore, Retention};
 use serde_json::value::RawValue;
 
-use super::{HistoryQuery, HistoryStore, MemoryStore, Retention, SqliteStore};
+/// Every check, in turn, each on a store from `fresh`.
+pub async fn all<S: HistoryStore, G>(mut fresh: impl FnMut() -> (S, G)) {
+    let (store, _guard) = fresh();
+    offsets_start_at_one_and_grow_by_one(&store).await;
+    let (store, _guard) = fresh();
+    pages_cover_a_range_exactly_once(&store).await;
+    let (store, _guard) = fresh();
+    a_ttl_drops_old_publications_but_not_offsets(&store).await;
+    let (store, _guard) = fresh();
+    a_namespace_without_history_still_counts_offsets(&store).await;
+}
 
 fn raw(s: &str) -> Arc<RawValue> {
     RawValue::from_string(s.to_string()).expect("json").into()
@@ -20,7 +31,8 @@ fn query(since: Option<u64>, limit: usize, reverse: bool) -> HistoryQuery {
     }
 }
 
-async fn offsets_start_at_one_and_grow_by_one(store: &dyn HistoryStore) {
+/// Offsets start at 1 and grow by one per channel; the last `size` are kept.
+pub async fn offsets_start_at_one_and_grow_by_one(store: &dyn HistoryStore) {
     let keep = Retention {
         size: 10,
         ttl: None,
@@ -57,7 +69,8 @@ async fn offsets_start_at_one_and_grow_by_one(store: &dyn HistoryStore) {
     assert_eq!(other.offset(), 1);
 }
 
-async fn pages_cover_a_range_exactly_once(store: &dyn HistoryStore) {
+/// Pages forward and backward cover a range exactly once.
+pub async fn pages_cover_a_range_exactly_once(store: &dyn HistoryStore) {
     let keep = Retention {
         size: 100,
         ttl: None,
@@ -109,7 +122,8 @@ async fn pages_cover_a_range_exactly_once(store: &dyn HistoryStore) {
     assert!(!page.has_more);
 }
 
-async fn a_ttl_drops_old_publications_but_not_offsets(store: &dyn HistoryStore) {
+/// A TTL drops old publications but never reuses their offsets.
+pub async fn a_ttl_drops_old_publications_but_not_offsets(store: &dyn HistoryStore) {
     let ttl = Retention {
         size: 10,
         ttl: Some(Duration::from_millis(50)),
@@ -132,7 +146,8 @@ async fn a_ttl_drops_old_publications_but_not_offsets(store: &dyn HistoryStore) 
     assert_eq!(page.position.offset, 2);
 }
 
-async fn a_namespace_without_history_still_counts_offsets(store: &dyn HistoryStore) {
+/// A namespace without history still counts offsets.
+pub async fn a_namespace_without_history_still_counts_offsets(store: &dyn HistoryStore) {
     let none = Retention { size: 0, ttl: None };
     for i in 1..=3u64 {
         let p = store
@@ -148,52 +163,3 @@ async fn a_namespace_without_history_still_counts_offsets(store: &dyn HistorySto
     assert!(page.publications.is_empty());
     assert_eq!(page.position.offset, 3);
 }
-
-macro_rules! conformance {
-    ($module:ident, $make:expr) => {
-        mod $module {
-            #[allow(unused_imports)] // the Redis variant names its types in full
-            use super::*;
-
-            #[tokio::test]
-            async fn offsets_start_at_one_and_grow_by_one() {
-                let (store, _dir) = $make;
-                super::offsets_start_at_one_and_grow_by_one(&store).await;
-            }
-
-            #[tokio::test]
-            async fn pages_cover_a_range_exactly_once() {
-                let (store, _dir) = $make;
-                super::pages_cover_a_range_exactly_once(&store).await;
-            }
-
-            #[tokio::test]
-            async fn a_ttl_drops_old_publications_but_not_offsets() {
-                let (store, _dir) = $make;
-                super::a_ttl_drops_old_publications_but_not_offsets(&store).await;
-            }
-
-            #[tokio::test]
-            async fn a_namespace_without_history_still_counts_offsets() {
-                let (store, _dir) = $make;
-                super::a_namespace_without_history_still_counts_offsets(&store).await;
-            }
-        }
-    };
-}
-
-conformance!(memory, (MemoryStore::new(), ()));
-#[cfg(feature = "redis")]
-conformance!(redis, {
-    let server = crate::redis_engine::TestRedis::start();
-    let engine =
-        crate::redis_engine::RedisEngine::new(&server.url, &crate::config::RedisConfig::default())
-            .expect("engine");
-    (engine, server)
-});
-conformance!(sqlite, {
-    let dir = tempfile::tempdir().expect("tmp");
-    let store =
-        SqliteStore::open(dir.path(), crate::store::Durability::Normal).expect("open the store");
-    (store, dir)
-});
