@@ -39,6 +39,40 @@ fn data(n: usize, seed: usize) -> Value {
     json!({"seed": seed, "text": text})
 }
 
+/// npm ws subscribed to `channel` on the hub as `user`, expecting `count` publications:
+/// the child (killed when dropped) and its output lines, after its subscribe succeeded.
+async fn node_subscriber(
+    server: &FerryServer,
+    user: &str,
+    channel: &str,
+    count: usize,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let url = server.ws_url(&format!("/ws?token={}", token_for(user)));
+    let mut node = Command::new("node")
+        .arg(peer())
+        .args(["subscribe", &url, channel, &count.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(SETUP);
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.as_deref(),
+        Some(r#"{"subscribed":true}"#),
+        "{}",
+        server.logs()
+    );
+    (node, lines)
+}
+
 #[tokio::test]
 async fn compressed_messages_of_every_size_echo_intact() {
     let server = server().await;
@@ -77,21 +111,7 @@ async fn compressed_and_plain_subscribers_get_the_same_publications() {
     let server = server().await;
     let channel = "chat:deflate";
     // npm ws, offering permessage-deflate.
-    let url = server.ws_url(&format!("/ws?token={}", token_for("ana")));
-    let mut node = Command::new("node")
-        .arg(peer())
-        .args(["subscribe", &url, channel, "4"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect(SETUP);
-    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.as_deref(), Some(r#"{"subscribed":true}"#));
+    let (_node, mut lines) = node_subscriber(&server, "ana", channel, 4).await;
     // A plain subscriber: no extension offered, so no compression.
     let mut request = server
         .ws_url(&format!("/ws?token={}", token_for("ben")))
@@ -208,26 +228,7 @@ async fn a_namespace_with_compress_false_is_sent_plain() {
     let server = FerryServer::start(&["--config", config.to_str().unwrap()])
         .await
         .unwrap();
-    let url = server.ws_url(&format!("/ws?token={}", token_for("fay")));
-    let mut node = Command::new("node")
-        .arg(peer())
-        .args(["subscribe", &url, "raw:x", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect(SETUP);
-    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        first.as_deref(),
-        Some(r#"{"subscribed":true}"#),
-        "{}",
-        server.logs()
-    );
+    let (_node, mut lines) = node_subscriber(&server, "fay", "raw:x", 1).await;
     let item = data(50_000, 9);
     let api = ferry_client::hub::HubApi::new(&server.base_url, API_KEY).unwrap();
     api.publish("raw:x", &item).await.unwrap();

@@ -27,15 +27,8 @@ impl FromRequestParts<AppState> for MetricsAccess {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(expected) = &state.hub.config().metrics_token {
-            let bearer = parts
-                .headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                });
-            if bearer.is_some_and(|offered| api_key_matches(expected.expose(), offered.trim())) {
+            let bearer = super::request_token(None, &parts.headers);
+            if bearer.is_some_and(|offered| api_key_matches(expected.expose(), &offered)) {
                 return Ok(MetricsAccess);
             }
         }
