@@ -47,6 +47,8 @@ pub struct MonitorArgs {
     /// One JSON object per sample, one per line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
 }
 
 /// Run the monitor until --count samples or Ctrl-C.
@@ -55,7 +57,18 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: an API key is required: pass --api-key KEY or set FERRY_API_KEY");
         return Ok(ExitCode::from(2));
     };
-    let api = match HubApi::new(&args.url, &key) {
+    let tls = match args.tls.websocket_config() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {}\nhint: {}", e.0, crate::tls_args::HINT);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let api = match &tls {
+        Some(tls) => HubApi::with_tls(&args.url, &key, tls.clone()),
+        None => HubApi::new(&args.url, &key),
+    };
+    let api = match api {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -68,23 +81,29 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         tokio::select! {
-            r = run(&api, &key, &args) => r,
+            r = run(&api, &key, &args, tls) => r,
             _ = tokio::signal::ctrl_c() => Ok(ExitCode::from(130)),
         }
     })
 }
 
-async fn run(api: &HubApi, key: &str, args: &MonitorArgs) -> anyhow::Result<ExitCode> {
+async fn run(
+    api: &HubApi,
+    key: &str,
+    args: &MonitorArgs,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<ExitCode> {
     let live = !args.json && std::io::stdout().is_terminal();
     let interval = args.interval_ms.clamp(100, 60_000);
     let url = format!(
         "{}/metrics/stream?interval_ms={interval}",
         args.url.trim_end_matches('/')
     );
-    let stream = EventSource::builder(&url)
-        .header("authorization", &format!("apikey {key}"))
-        .connect()
-        .await;
+    let mut builder = EventSource::builder(&url).header("authorization", &format!("apikey {key}"));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls);
+    }
+    let stream = builder.connect().await;
     let stream = match stream {
         Ok(stream) => stream,
         Err(e) => {

@@ -343,3 +343,43 @@ async fn the_redirect_listener_sends_plain_http_to_https() {
         format!("308 https://127.0.0.1:{}/api/stats?x=1", server.port)
     );
 }
+
+#[tokio::test]
+async fn ferry_top_reads_a_tls_hub_with_a_private_ca() {
+    let ca = Ca::new();
+    ca.issue();
+    let server = start(&ca, &[]).await;
+    let mut top = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    top.args(["top", &server.base_url, "--json", "--count", "2"])
+        .args(["--interval-ms", "200", "--api-key", API_KEY, "--cacert"])
+        .arg(ca.ca_path())
+        .env_remove("FERRY_API_KEY");
+    let done = run_to_completion(top, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(done.status.success(), "{}\n{}", done.stderr, server.logs());
+    let samples: Vec<serde_json::Value> = done
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(samples.len(), 2, "{}", done.stdout);
+    // Without the CA the certificate is refused, with a hint.
+    let mut refused = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    refused
+        .args([
+            "top",
+            &server.base_url,
+            "--json",
+            "--count",
+            "1",
+            "--api-key",
+            API_KEY,
+        ])
+        .env_remove("FERRY_API_KEY");
+    let done = run_to_completion(refused, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(!done.status.success());
+    assert!(done.stderr.contains("certificate"), "{}", done.stderr);
+}

@@ -71,6 +71,7 @@ pub struct EventSourceBuilder {
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     client: Option<reqwest::Client>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     capacity: usize,
 }
 
@@ -90,6 +91,7 @@ impl EventSourceBuilder {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: None,
             client: None,
+            tls: None,
             capacity: 256,
         }
     }
@@ -169,6 +171,14 @@ impl EventSourceBuilder {
         self
     }
 
+    /// TLS settings for `https://` (a private CA, pins: see
+    /// [`TlsTrust`](crate::http::TlsTrust)) when no [`client`](Self::client) is given.
+    /// Default: the platform's trust store.
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Start in the background and return at once. Needs a tokio runtime.
     ///
     /// # Errors
@@ -217,7 +227,10 @@ impl EventSourceBuilder {
         let client = match self.client {
             Some(c) => c,
             None => {
-                let tls = crate::ws::transport::default_tls()?;
+                let tls = match self.tls.clone() {
+                    Some(tls) => tls,
+                    None => crate::ws::transport::default_tls()?,
+                };
                 reqwest::Client::builder()
                     .tls_backend_preconfigured((*tls).clone())
                     .connect_timeout(self.connect_timeout)
