@@ -170,6 +170,8 @@ pub struct SseArgs {
     /// One JSON object per event.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
 }
 
 /// `ferry sub CHANNEL...`.
@@ -575,6 +577,9 @@ pub fn sse(args: SseArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_sse(args: SseArgs) -> Result<ExitCode, Failure> {
     let mut builder = EventSource::builder(&complete(&args.url, Family::Http));
+    if let Some(tls) = args.tls.websocket_config()? {
+        builder = builder.tls_config(tls);
+    }
     for h in &args.headers {
         let (name, value) = split_header(h)?;
         builder = builder.header(name, value);

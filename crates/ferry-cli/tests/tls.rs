@@ -383,3 +383,23 @@ async fn ferry_top_reads_a_tls_hub_with_a_private_ca() {
     assert!(!done.status.success());
     assert!(done.stderr.contains("certificate"), "{}", done.stderr);
 }
+
+#[tokio::test]
+async fn ferry_sse_reads_a_tls_hub_with_a_private_ca() {
+    let ca = Ca::new();
+    ca.issue();
+    let server = start(&ca, &[]).await;
+    let mut sse = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    sse.arg("sse")
+        .arg(format!(
+            "{}/test/sse?count=2&interval_ms=10",
+            server.base_url
+        ))
+        .args(["--count", "2", "--json", "--cacert"])
+        .arg(ca.ca_path());
+    let done = run_to_completion(sse, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(done.status.success(), "{}\n{}", done.stderr, server.logs());
+    assert_eq!(done.stdout.lines().count(), 2, "{}", done.stdout);
+}
