@@ -51,9 +51,23 @@ async fn node_subscriber(
     tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 ) {
     let url = server.ws_url(&format!("/ws?token={}", token_for(user)));
+    let (node, lines, first) = spawn_peer(&["subscribe", &url, channel, &count.to_string()]).await;
+    assert_eq!(first, r#"{"subscribed":true}"#, "{}", server.logs());
+    (node, lines)
+}
+
+/// Run peer.mjs with `args` (killed when dropped): the child, its output lines and the
+/// first of them.
+async fn spawn_peer(
+    args: &[&str],
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    String,
+) {
     let mut node = Command::new("node")
         .arg(peer())
-        .args(["subscribe", &url, channel, &count.to_string()])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -63,14 +77,9 @@ async fn node_subscriber(
     let first = tokio::time::timeout(WAIT, lines.next_line())
         .await
         .unwrap()
-        .unwrap();
-    assert_eq!(
-        first.as_deref(),
-        Some(r#"{"subscribed":true}"#),
-        "{}",
-        server.logs()
-    );
-    (node, lines)
+        .unwrap()
+        .expect("a first line from the peer");
+    (node, lines, first)
 }
 
 #[tokio::test]
@@ -280,20 +289,7 @@ async fn ferry_client_inflates_what_the_hub_compresses() {
 
 #[tokio::test]
 async fn ferry_client_inflates_what_npm_ws_compresses() {
-    let mut node = Command::new("node")
-        .arg(peer())
-        .arg("server")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect(SETUP);
-    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
-    let port = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("the peer's port");
+    let (_node, _lines, port) = spawn_peer(&["server"]).await;
     let ws = ferry_client::ws::WebSocket::builder(&format!("ws://127.0.0.1:{port}/"))
         .connect()
         .await

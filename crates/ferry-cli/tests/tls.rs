@@ -117,6 +117,20 @@ async fn health_with_pin(ca: &Ca, server: &FerryServer, pin: &str) -> Result<(),
     }
 }
 
+/// Wait until new connections are served the certificate with `pin` (after `what` made
+/// the server reload); 30 s is only a safety net.
+async fn served(ca: &Ca, server: &FerryServer, pin: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = health_with_pin(ca, server, pin).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not bring the new certificate within 30 s: {e}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn https_and_wss_work_with_a_private_ca_and_a_pin() {
     let ca = Ca::new();
@@ -222,19 +236,7 @@ async fn a_replaced_certificate_reaches_new_connections_and_open_ones_stay() {
     assert_ne!(first, second);
     // New connections see the new certificate once the server noticed the files (polled
     // every 100 ms here); the deadline is only a safety net.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match health_with_pin(&ca, &server, &second).await {
-            Ok(()) => break,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!(
-                "the new certificate was not served within 30 s: {e}\n{}",
-                server.logs()
-            ),
-        }
-    }
+    served(&ca, &server, &second, "the file poll").await;
     assert!(health_with_pin(&ca, &server, &first).await.is_err());
 
     // The connection opened before the reload still works, and never dropped.
@@ -281,15 +283,7 @@ async fn sighup_reloads_the_certificate_at_once() {
     .await
     .unwrap();
     assert!(done.status.success(), "{}", done.stderr);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while let Err(e) = health_with_pin(&ca, &server, &second).await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "SIGHUP did not reload within 30 s: {e}\n{}",
-            server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served(&ca, &server, &second, "SIGHUP").await;
 }
 
 #[test]

@@ -122,26 +122,6 @@ pub struct Subscribed {
     pub publications: Vec<Arc<Publication>>,
 }
 
-/// A connection counted in `ferry_connections`, from [`Hub::count_connection`].
-pub struct ConnectionCounted {
-    hub: Hub,
-    transport: crate::metrics::Transport,
-}
-
-impl std::fmt::Debug for ConnectionCounted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectionCounted")
-            .field("transport", &self.transport)
-            .finish()
-    }
-}
-
-impl Drop for ConnectionCounted {
-    fn drop(&mut self) {
-        self.hub.connection_closed(self.transport);
-    }
-}
-
 /// Counters exposed at `/api/stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -539,17 +519,9 @@ impl Hub {
         &self.inner.metrics
     }
 
-    /// Count a connection of `transport` in `ferry_connections` until the guard drops.
-    pub fn count_connection(&self, transport: crate::metrics::Transport) -> ConnectionCounted {
-        self.connection_opened(transport);
-        ConnectionCounted {
-            hub: self.clone(),
-            transport,
-        }
-    }
-
-    /// A connection of `transport` opened; pair with [`Hub::connection_closed`] (or use
-    /// [`Hub::count_connection`]'s guard).
+    /// A connection of `transport` opened (`ferry_connections`); the transport pairs it with
+    /// [`Hub::connection_closed`] where its session ends (WebSocket: `Session`'s `Drop`;
+    /// SSE: the stream's cleanup).
     pub(crate) fn connection_opened(&self, transport: crate::metrics::Transport) {
         self.inner
             .metrics
@@ -1122,19 +1094,6 @@ impl Hub {
         let here = self.inner.apply(&control);
         let forwarded = self.inner.broker.forward(&control).await?;
         Ok((here, forwarded))
-    }
-
-    /// Close the given connections with `code`; returns how many.
-    pub fn close_connections(
-        &self,
-        targets: &[Arc<ConnHandle>],
-        code: CloseCode,
-        reason: &str,
-    ) -> usize {
-        for c in targets {
-            c.request_close(code, reason);
-        }
-        targets.len()
     }
 
     /// Channels with local subscribers and their subscriber counts, sorted by name.

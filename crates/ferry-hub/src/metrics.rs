@@ -150,7 +150,7 @@ pub struct Metrics {
 pub const ENQUEUE_WRITE_SAMPLING: u32 = 16;
 
 impl Metrics {
-    /// The open-connections gauge of `transport` (see `Hub::count_connection`).
+    /// The open-connections gauge of `transport` (see `Hub::connection_opened`).
     pub(crate) fn connections(&self, transport: Transport) -> &AtomicI64 {
         match transport {
             Transport::WebSocket => &self.ws_open,

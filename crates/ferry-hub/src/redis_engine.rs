@@ -257,6 +257,24 @@ impl RedisEngine {
             .and_then(|t| t.strip_prefix(":pub:"))
     }
 
+    /// PUBLISH `payload` on `topic`; how many pub/sub connections got it.
+    async fn publish_to(&self, topic: &str, payload: &serde_json::Value) -> HubResult<usize> {
+        let mut conn = self.commands.clone();
+        redis::cmd("PUBLISH")
+            .arg(topic)
+            .arg(payload.to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// PUBLISH `payload` on the control topic; how many other nodes got it (this node
+    /// listens too, while the link carrying that topic is up).
+    async fn to_other_nodes(&self, payload: &serde_json::Value) -> HubResult<usize> {
+        let receivers = self.publish_to(&self.control_topic(), payload).await?;
+        Ok(receivers.saturating_sub(usize::from(self.control_up())))
+    }
+
     /// Run the append script; `publish` carries the skip for the pub/sub message.
     async fn run_append(
         &self,
@@ -599,13 +617,7 @@ impl Broker for RedisEngine {
                 (&**channel, serde_json::json!({"k": "leave", "i": info}))
             }
         };
-        let mut conn = self.commands.clone();
-        redis::cmd("PUBLISH")
-            .arg(self.topic(channel))
-            .arg(payload.to_string())
-            .query_async::<i64>(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        self.publish_to(&self.topic(channel), &payload).await?;
         Ok(())
     }
 
@@ -615,16 +627,7 @@ impl Broker for RedisEngine {
 
     async fn forward(&self, control: &Control) -> HubResult<Option<usize>> {
         let payload = serde_json::json!({"n": &*self.node, "x": control});
-        let mut conn = self.commands.clone();
-        let receivers: usize = redis::cmd("PUBLISH")
-            .arg(self.control_topic())
-            .arg(payload.to_string())
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        // This node listens to the topic too (while its link is up).
-        let here = usize::from(self.control_up());
-        Ok(Some(receivers.saturating_sub(here)))
+        Ok(Some(self.to_other_nodes(&payload).await?))
     }
 
     async fn subscribe(&self, channel: &str) -> HubResult<()> {
@@ -676,14 +679,8 @@ impl Broker for RedisEngine {
             crate::store::memory::new_epoch()
         );
         let ask = serde_json::json!({"n": &*self.node, "r": {"what": what, "to": &to}});
+        let expected = self.to_other_nodes(&ask).await?;
         let mut conn = self.commands.clone();
-        let receivers: usize = redis::cmd("PUBLISH")
-            .arg(self.control_topic())
-            .arg(ask.to_string())
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        let expected = receivers.saturating_sub(usize::from(self.control_up()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         let mut answers = Vec::with_capacity(expected);
         while answers.len() < expected && tokio::time::Instant::now() < deadline {

@@ -183,7 +183,7 @@ pub struct HttpBuilder {
     timeout: Option<Duration>,
     retry: RetryPolicy,
     cache: Option<CacheConfig>,
-    tls: tls::TlsSettings,
+    tls: TlsTrust,
     max_redirects: usize,
     error: Option<HttpError>,
 }
@@ -198,7 +198,7 @@ impl Default for HttpBuilder {
             timeout: Some(Duration::from_secs(30)),
             retry: RetryPolicy::default(),
             cache: None,
-            tls: tls::TlsSettings::default(),
+            tls: TlsTrust::default(),
             max_redirects: 10,
             error: None,
         }
@@ -268,11 +268,8 @@ impl HttpBuilder {
 
     /// Also trust the CA certificates in this PEM data (one or more certificates).
     pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> HttpBuilder {
-        match tls::parse_pem_certificates(pem) {
-            Ok(certs) => {
-                self.tls.extra_roots.extend(certs);
-                self
-            }
+        match std::mem::take(&mut self.tls).add_root_certificate_pem(pem) {
+            Ok(trust) => self.trust(trust),
             Err(e) => self.fail(e),
         }
     }
@@ -280,7 +277,7 @@ impl HttpBuilder {
     /// Trust only the CAs added with [`add_root_certificate_pem`](Self::add_root_certificate_pem),
     /// not the system's. Default false.
     pub fn only_custom_roots(mut self, only: bool) -> HttpBuilder {
-        self.tls.only_custom_roots = only;
+        self.tls = std::mem::take(&mut self.tls).only_custom_roots(only);
         self
     }
 
@@ -296,14 +293,14 @@ impl HttpBuilder {
 
     /// [`pin`](Self::pin) with a parsed pin.
     pub fn pin_spki(mut self, pin: SpkiPin) -> HttpBuilder {
-        self.tls.pins.push(pin);
+        self.tls = std::mem::take(&mut self.tls).pin_spki(pin);
         self
     }
 
     /// Trust what `trust` trusts (its CAs, its pins), replacing the TLS settings given so
     /// far.
     pub fn trust(mut self, trust: TlsTrust) -> HttpBuilder {
-        self.tls = trust.into_settings();
+        self.tls = trust;
         self
     }
 
@@ -331,7 +328,7 @@ impl HttpBuilder {
                 Some(url)
             }
         };
-        let tls = tls::client_config(&self.tls)?;
+        let tls = self.tls.http_config()?;
         let redirect = if self.max_redirects == 0 {
             reqwest::redirect::Policy::none()
         } else {

@@ -183,13 +183,19 @@ impl TlsTrust {
 
     /// Require a certificate of the chain to carry this public key (after normal
     /// verification); see [`SpkiPin::parse`] for the forms accepted.
-    pub fn pin(mut self, pin: &str) -> Result<TlsTrust, HttpError> {
-        self.settings.pins.push(SpkiPin::parse(pin)?);
-        Ok(self)
+    pub fn pin(self, pin: &str) -> Result<TlsTrust, HttpError> {
+        Ok(self.pin_spki(SpkiPin::parse(pin)?))
     }
 
-    pub(crate) fn into_settings(self) -> TlsSettings {
-        self.settings
+    /// [`pin`](Self::pin) with a parsed pin.
+    pub fn pin_spki(mut self, pin: SpkiPin) -> TlsTrust {
+        self.settings.pins.push(pin);
+        self
+    }
+
+    /// The rustls configuration for HTTP: ALPN offers HTTP/2 and HTTP/1.1.
+    pub(crate) fn http_config(&self) -> Result<rustls::ClientConfig, HttpError> {
+        client_config(&self.settings)
     }
 
     /// The rustls configuration for `wss://`: ALPN offers HTTP/1.1 only, which the

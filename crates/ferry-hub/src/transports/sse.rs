@@ -32,11 +32,11 @@ struct Cleanup {
     hub: Hub,
     conn: Arc<ConnHandle>,
     _permit: ConnectionPermit,
-    _counted: crate::hub::ConnectionCounted,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        self.hub.connection_closed(crate::metrics::Transport::Sse);
         let hub = self.hub.clone();
         let conn = self.conn.clone();
         tokio::spawn(async move { hub.disconnect(&conn).await });
@@ -106,11 +106,11 @@ pub async fn handler(
         .or(last_event_id);
     let permit = state.limiter.acquire(peer.0.ip())?;
     let (conn, mut rx) = hub.connect(&identity.user);
+    hub.connection_opened(crate::metrics::Transport::Sse);
     let cleanup = Cleanup {
         hub: hub.clone(),
         conn: conn.clone(),
         _permit: permit,
-        _counted: hub.count_connection(crate::metrics::Transport::Sse),
     };
     let mut positions = Vec::with_capacity(channels.len());
     let mut backlog: Vec<Arc<Publication>> = Vec::new();

@@ -91,6 +91,14 @@ impl<T> Inflating<T> {
 }
 
 impl State {
+    /// The head is read, nothing is to be inflated and nothing is waiting.
+    fn is_plain_and_drained(&self) -> bool {
+        self.head.is_none()
+            && self.inflater.is_none()
+            && self.at >= self.out.len()
+            && self.taken >= self.filled
+    }
+
     /// Move bytes from `input` to `out`: the response head as it is (ending the head phase
     /// at its blank line), then frames through the inflater. `false` when nothing moved.
     fn transcode(&mut self) -> io::Result<bool> {
@@ -156,6 +164,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for Inflating<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // A server that declined compression: once its answer and what followed it in the
+        // same read are handed on, the stream is the socket again, with nothing copied.
+        if this
+            .state
+            .as_ref()
+            .is_some_and(|s| s.is_plain_and_drained())
+        {
+            this.state = None;
+        }
         let Some(state) = this.state.as_mut() else {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };

@@ -549,7 +549,20 @@ fn push_length(out: &mut Vec<u8>, len: u64, mask_bit: u8) {
 /// own (no context taken over): the frame a server sends with server_no_context_takeover,
 /// the same bytes for every connection that agreed on a 15-bit window.
 pub fn compressed_text_frame(payload: &[u8]) -> Vec<u8> {
-    let mut compress = Compress::new(Compression::fast(), false);
+    // One compressor per thread, reset for each frame: a new one allocates and clears
+    // about 180 KiB, more than deflating a typical publication costs.
+    thread_local! {
+        static COMPRESS: std::cell::RefCell<Compress> =
+            std::cell::RefCell::new(Compress::new(Compression::fast(), false));
+    }
+    COMPRESS.with(|compress| {
+        let mut compress = compress.borrow_mut();
+        compress.reset();
+        deflate_frame(&mut compress, payload)
+    })
+}
+
+fn deflate_frame(compress: &mut Compress, payload: &[u8]) -> Vec<u8> {
     let mut deflated = Vec::with_capacity(payload.len() / 2 + 64);
     loop {
         let consumed = compress.total_in() as usize;
