@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod json_depth;
 pub mod reconnect;
 pub mod sse;
+pub mod sync;
 pub mod tus;
 
 pub use codes::{CloseCode, ErrorCode};
