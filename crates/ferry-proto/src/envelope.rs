@@ -7,6 +7,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::codes::ErrorCode;
+use crate::data::Data;
 
 /// A frame as it arrives, before its payload is interpreted.
 #[derive(Debug, Deserialize)]
@@ -59,8 +60,15 @@ impl FrameId {
 }
 
 impl Serialize for FrameId {
+    /// As written in JSON; in a binary format (MessagePack) as the string or number it is.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        if s.is_human_readable() {
+            self.0.serialize(s)
+        } else {
+            serde_json::from_str::<Value>(self.0.get())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(s)
+        }
     }
 }
 
@@ -73,7 +81,7 @@ pub struct InvalidMessage {
 }
 
 impl InvalidMessage {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         InvalidMessage {
             message: message.into(),
         }
@@ -119,8 +127,9 @@ pub struct ChannelCommand {
 pub struct PublishCommand {
     /// The channel.
     pub channel: String,
-    /// Any JSON value; delivered byte for byte.
-    pub data: Box<RawValue>,
+    /// Any value: JSON text from `ferry.json`, a MessagePack value from `ferry.msgpack`;
+    /// delivered byte for byte to subscribers of the same codec.
+    pub data: Data,
     /// Do not deliver this publication back to the publishing connection.
     #[serde(default)]
     pub skip_self: bool,
@@ -285,8 +294,8 @@ pub struct Publication {
     pub offset: u64,
     /// The lifetime of the channel's history this offset belongs to.
     pub epoch: String,
-    /// The published JSON value, unchanged.
-    pub data: Box<RawValue>,
+    /// The published value, unchanged in its own codec.
+    pub data: Data,
     /// Who published it; absent for publications made through the server API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<ClientInfo>,
@@ -363,7 +372,7 @@ mod tests {
         )
         .expect("valid");
         match f.command {
-            Command::Publish(p) => assert_eq!(p.data.get(), r#"{"b":1, "a":[2 ,3]}"#),
+            Command::Publish(p) => assert_eq!(p.data.to_json().get(), r#"{"b":1, "a":[2 ,3]}"#),
             other => panic!("wrong command {other:?}"),
         }
     }

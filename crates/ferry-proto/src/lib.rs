@@ -4,7 +4,9 @@
 //! parameter wherever it matters. Everything here is shared by the hub, the clients and
 //! the CLI, so that the wire format has exactly one definition.
 
+pub mod codec;
 pub mod codes;
+pub mod data;
 pub mod deflate;
 pub mod discovery;
 pub mod envelope;
@@ -14,5 +16,7 @@ pub mod sse;
 pub mod sync;
 pub mod tus;
 
+pub use codec::Codec;
 pub use codes::{CloseCode, ErrorCode};
+pub use data::Data;
 pub use envelope::{Envelope, ErrorPayload};
