@@ -156,9 +156,9 @@ mod tests {
             version: 7,
             source: "c1".into(),
         };
-        let text = serde_json::to_string(&op).unwrap();
+        let text = serde_json::to_string(&op).expect("encodes");
         assert!(text.contains(r#""op":"rename""#), "{text}");
-        assert_eq!(serde_json::from_str::<FileOp>(&text).unwrap(), op);
+        assert_eq!(serde_json::from_str::<FileOp>(&text).expect("decodes"), op);
     }
 
     #[test]

@@ -241,7 +241,7 @@ mod tests {
             conflict_copy_name(&p, "a/b", "2026-11-30", 2).as_str(),
             ".bashrc (conflict from a_b 2026-11-30 2)"
         );
-        let long = SyncPath::parse(&format!("{}.txt", "n".repeat(250))).unwrap();
+        let long = SyncPath::parse(&format!("{}.txt", "n".repeat(250))).expect("valid");
         let copy = conflict_copy_name(&long, "h", "2026-11-30", 1);
         assert!(
             copy.as_str().len() <= MAX_COMPONENT_LEN,
