@@ -767,7 +767,12 @@ async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {
                         .as_ref()
                         .map(|i| format!(" {}", i.user))
                         .unwrap_or_default();
-                    format!("[{} #{}{who}] {}\n", p.channel, p.offset, p.data.get())
+                    format!(
+                        "[{} #{}{who}] {}\n",
+                        p.channel,
+                        p.offset,
+                        p.data.to_json().get()
+                    )
                 };
                 if !emit(text.as_bytes()) {
                     return Ok(ExitCode::SUCCESS);

@@ -44,7 +44,7 @@ async fn client(node: &FerryServer, user: &str) -> HubClient {
 }
 
 fn n_of(p: &ferry_proto::envelope::Publication) -> u64 {
-    let data: Value = serde_json::from_str(p.data.get()).unwrap();
+    let data: Value = serde_json::from_str(p.data.to_json().get()).unwrap();
     data["n"].as_u64().unwrap()
 }
 
@@ -185,7 +185,7 @@ async fn three_nodes_act_as_one_hub() {
         }
     })
     .await;
-    assert_eq!(direct.get(), r#"{"hello":"from C"}"#);
+    assert_eq!(direct.to_json().get(), r#"{"hello":"from C"}"#);
 }
 
 #[tokio::test]

@@ -46,7 +46,7 @@ async fn next_publication_n(sub: &mut ferry_client::hub::Subscription) -> u64 {
     let p = within("a publication", sub.next_publication())
         .await
         .expect("subscription open");
-    let data: Value = serde_json::from_str(p.data.get()).unwrap();
+    let data: Value = serde_json::from_str(p.data.to_json().get()).unwrap();
     data["n"].as_u64().unwrap()
 }
 

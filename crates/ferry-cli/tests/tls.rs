@@ -190,7 +190,7 @@ async fn https_and_wss_work_with_a_private_ca_and_a_pin() {
             .await
             .expect("a publication within 20 s")
             .expect("the subscription is open");
-    assert_eq!(publication.data.get(), r#"{"text":"over tls"}"#);
+    assert_eq!(publication.data.to_json().get(), r#"{"text":"over tls"}"#);
 
     // curl, which nobody here wrote, with --cacert.
     let mut curl = Command::new("curl");
@@ -252,7 +252,7 @@ async fn a_replaced_certificate_reaches_new_connections_and_open_ones_stay() {
             .await
             .expect("a publication within 20 s")
             .expect("the subscription is open");
-    assert_eq!(publication.data.get(), "1");
+    assert_eq!(publication.data.to_json().get(), "1");
     assert_eq!(hub.state(), ConnectionState::Open);
     let changed = tokio::time::timeout(Duration::from_millis(1), states.next()).await;
     assert!(

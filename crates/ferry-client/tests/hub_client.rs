@@ -44,7 +44,7 @@ async fn next_data(sub: &mut Subscription) -> Value {
     let p = within("a publication", sub.next_publication())
         .await
         .expect("subscription open");
-    serde_json::from_str(p.data.get()).unwrap()
+    serde_json::from_str(p.data.to_json().get()).unwrap()
 }
 
 #[tokio::test]
@@ -72,7 +72,7 @@ async fn typed_commands_and_a_publication_stream() {
     assert_eq!(p.epoch, published.epoch);
     assert_eq!(p.info.unwrap().user, "bob");
     assert_eq!(
-        serde_json::from_str::<Value>(p.data.get()).unwrap(),
+        serde_json::from_str::<Value>(p.data.to_json().get()).unwrap(),
         json!({"text": "hi"})
     );
 

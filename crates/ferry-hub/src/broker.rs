@@ -138,7 +138,7 @@ pub trait Broker: Send + Sync + 'static {
     async fn append_and_publish(
         &self,
         _channel: &str,
-        _data: &Arc<serde_json::value::RawValue>,
+        _data: &ferry_proto::Data,
         _info: Option<&ClientInfo>,
         _retention: crate::store::Retention,
         _skip: Option<u64>,

@@ -18,8 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::publication::Delivery;
-use crate::transports::ws_io::WsText;
+use crate::publication::{Delivery, Push};
 
 /// One item in a connection's send queue. Both variants are cheap to clone: the bytes are
 /// shared, never copied per subscriber.
@@ -28,8 +27,9 @@ pub enum Outbound {
     /// A publication; each transport picks its encoding (made once per fan-out and
     /// shared).
     Publication(Arc<Delivery>),
-    /// A pre-encoded JSON frame (`join`, `leave`, `direct`, ...).
-    Frame(WsText),
+    /// Another push (`join`, `leave`, `direct`), encoded by each transport like a
+    /// publication (once per codec, shared).
+    Push(Arc<Push>),
 }
 
 impl Outbound {
@@ -37,7 +37,7 @@ impl Outbound {
     fn queued_bytes(&self) -> usize {
         match self {
             Outbound::Publication(d) => d.publication().encoded_size(),
-            Outbound::Frame(text) => text.len(),
+            Outbound::Push(push) => push.encoded_size(),
         }
     }
 }
@@ -259,8 +259,14 @@ impl Drop for Receiver {
 mod tests {
     use super::*;
 
+    fn data(json: String) -> ferry_proto::Data {
+        serde_json::value::RawValue::from_string(json)
+            .expect("json")
+            .into()
+    }
+
     fn frame(n: usize) -> Outbound {
-        Outbound::Frame(WsText::from(n.to_string()))
+        Outbound::Push(Push::direct(data(n.to_string())))
     }
 
     #[tokio::test]
@@ -271,7 +277,12 @@ mod tests {
         }
         for n in 0..2 {
             match rx.recv().await {
-                Some(Outbound::Frame(t)) => assert_eq!(t.as_str(), n.to_string()),
+                Some(Outbound::Push(p)) => match p.body() {
+                    crate::publication::PushBody::Direct { data } => {
+                        assert_eq!(data.to_json().get(), n.to_string())
+                    }
+                    other => panic!("expected direct {n}, got {other:?}"),
+                },
                 other => panic!("expected frame {n}, got {other:?}"),
             }
         }
@@ -302,13 +313,14 @@ mod tests {
 
     #[tokio::test]
     async fn queue_is_bounded_in_bytes_too() {
-        let (conn, mut rx) = ConnHandle::new(1, "c1", "u", 1000, 100);
-        let big = || Outbound::Frame(WsText::from("x".repeat(40)));
+        // Each push counts 64 bytes plus its data: 120 here.
+        let (conn, mut rx) = ConnHandle::new(1, "c1", "u", 1000, 250);
+        let big = || Outbound::Push(Push::direct(data(format!("\"{}\"", "x".repeat(54)))));
         assert_eq!(conn.push(big()), Pushed::Queued);
         assert_eq!(conn.push(big()), Pushed::Queued);
         assert!(rx.try_recv().is_ok(), "taking one gives its bytes back");
         assert_eq!(conn.push(big()), Pushed::Queued);
-        assert_eq!(conn.push(big()), Pushed::Overflowed, "120 bytes > 100");
+        assert_eq!(conn.push(big()), Pushed::Overflowed, "360 bytes > 250");
     }
 
     #[tokio::test]

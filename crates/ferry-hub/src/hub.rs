@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::HistoryOp;
 
-use ferry_proto::envelope::{ClientInfo, encode_push};
-use ferry_proto::{CloseCode, ErrorCode};
+use ferry_proto::envelope::ClientInfo;
+use ferry_proto::{CloseCode, Data, ErrorCode};
 use parking_lot::RwLock;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Capability, Identity};
@@ -24,10 +23,9 @@ use crate::config::{Config, NamespaceConfig};
 use crate::conn::{ConnHandle, Outbound, Pushed, Receiver};
 use crate::error::{HubError, HubResult};
 use crate::presence::{MemoryPresence, PresenceStore};
-use crate::publication::{Delivery, Publication, StreamPosition};
+use crate::publication::{Delivery, Publication, Push, StreamPosition};
 use crate::sharded::Sharded;
 use crate::store::{HistoryPage, HistoryQuery, HistoryStore, MemoryStore, Retention, SqliteStore};
-use crate::transports::ws_io::WsText;
 
 /// The most publications one history read or recovery returns.
 pub const MAX_HISTORY_PAGE: usize = 1000;
@@ -205,18 +203,18 @@ impl DeliverySink for HubInner {
                 }
             }
             BrokerMessage::Join { channel, info } => {
-                let frame = presence_frame("join", &channel, &info);
+                let push = Push::presence(true, &channel, &info);
                 for sub in subscribers
                     .values()
                     .filter(|s| *s.conn.client_id != *info.client)
                 {
-                    send(&sub.conn, Outbound::Frame(frame.clone()));
+                    send(&sub.conn, Outbound::Push(push.clone()));
                 }
             }
             BrokerMessage::Leave { channel, info } => {
-                let frame = presence_frame("leave", &channel, &info);
+                let push = Push::presence(false, &channel, &info);
                 for sub in subscribers.values() {
-                    send(&sub.conn, Outbound::Frame(frame.clone()));
+                    send(&sub.conn, Outbound::Push(push.clone()));
                 }
             }
         }
@@ -321,7 +319,7 @@ impl HubInner {
         match control {
             Control::Send { user, client, data } => {
                 let targets = self.find_connections(user.as_deref(), client.as_deref());
-                self.send_direct(&targets, data)
+                self.send_direct(&targets, Data::from(data.clone()))
             }
             Control::Disconnect {
                 user,
@@ -380,11 +378,11 @@ impl HubInner {
     }
 
     /// Send a `direct` push with `data` to the given connections; returns how many got it.
-    fn send_direct(&self, targets: &[Arc<ConnHandle>], data: &RawValue) -> usize {
-        let frame = WsText::from(encode_push("direct", serde_json::json!({ "data": data })));
+    fn send_direct(&self, targets: &[Arc<ConnHandle>], data: Data) -> usize {
+        let push = Push::direct(data);
         targets
             .iter()
-            .filter(|c| c.push(Outbound::Frame(frame.clone())) == Pushed::Queued)
+            .filter(|c| c.push(Outbound::Push(push.clone())) == Pushed::Queued)
             .count()
     }
 
@@ -408,21 +406,14 @@ pub(crate) fn fit_in_budget(publications: &[Arc<Publication>], budget: usize) ->
 }
 
 /// `INVALID_MESSAGE` when publication `data` nests deeper than `limits.max_data_depth`.
-fn check_data_depth(data: &RawValue, max: usize) -> HubResult<()> {
-    if ferry_proto::json_depth::json_depth(data.get(), max) > max {
+fn check_data_depth(data: &Data, max: usize) -> HubResult<()> {
+    if data.depth(max) > max {
         return Err(HubError::new(
             ErrorCode::InvalidMessage,
             format!("`data` nests arrays and objects more than {max} deep (limits.max_data_depth)"),
         ));
     }
     Ok(())
-}
-
-fn presence_frame(kind: &str, channel: &str, info: &ClientInfo) -> WsText {
-    WsText::from(encode_push(
-        kind,
-        serde_json::json!({"channel": channel, "info": info}),
-    ))
 }
 
 impl Hub {
@@ -914,10 +905,11 @@ impl Hub {
     pub async fn publish(
         &self,
         channel: &str,
-        data: Arc<RawValue>,
+        data: impl Into<Data>,
         info: Option<ClientInfo>,
         skip: Option<u64>,
     ) -> HubResult<Arc<Publication>> {
+        let data = data.into();
         let started = Instant::now();
         let (_, ns) = self.resolve(channel)?;
         self.check_data(&data)?;
@@ -1005,7 +997,7 @@ impl Hub {
     /// Check publication `data` against the payload limits (nesting depth:
     /// `limits.max_data_depth`); `INVALID_MESSAGE` when it breaks one. [`Hub::publish`]
     /// checks every publication; callers publishing one `data` many times check it once.
-    pub fn check_data(&self, data: &RawValue) -> HubResult<()> {
+    pub fn check_data(&self, data: &Data) -> HubResult<()> {
         check_data_depth(data, self.config().limits.max_data_depth)
     }
 
@@ -1083,7 +1075,7 @@ impl Hub {
     }
 
     /// Send a `direct` push with `data` to the given connections; returns how many got it.
-    pub fn send_direct(&self, targets: &[Arc<ConnHandle>], data: &RawValue) -> usize {
+    pub fn send_direct(&self, targets: &[Arc<ConnHandle>], data: Data) -> usize {
         self.inner.send_direct(targets, data)
     }
 

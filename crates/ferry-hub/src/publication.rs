@@ -1,19 +1,21 @@
 //! A publication as the hub holds it, and its fan-out form.
 //!
-//! A [`Publication`] keeps its data as a shared `Arc<RawValue>`: a broadcast to many
-//! channels holds the data once, and history keeps nothing but the fields. Encodings are
-//! made when they are needed: a [`Delivery`] (one per publication fan-out) encodes the
-//! WebSocket `message` frame once, on first use, for every subscriber's queue, and is
-//! dropped with the last queue that held it, so retained history never carries a second,
-//! encoded copy of each publication.
+//! A [`Publication`] keeps its data as a shared [`Data`] in the codec it was published in:
+//! a broadcast to many channels holds the data once, and history keeps nothing but the
+//! fields. Encodings are made when they are needed: a [`Delivery`] (one per publication
+//! fan-out) builds each codec's complete WebSocket `message` frame once, on first use, for
+//! every subscriber's queue of that codec, and is dropped with the last queue that held
+//! it, so retained history never carries a second, encoded copy of each publication. A
+//! [`Push`] (join, leave, direct) is shared and encoded the same way.
 
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use ferry_proto::envelope::ClientInfo;
+use ferry_proto::{Codec, Data};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
-use serde_json::value::RawValue;
 
-use crate::transports::ws_io::WsText;
+use crate::transports::ws_io::{self, WsText};
 
 /// A channel's position: the last offset and the epoch it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,7 +33,7 @@ pub struct Publication {
     channel: Box<str>,
     offset: u64,
     epoch: Arc<str>,
-    data: Arc<RawValue>,
+    data: Data,
     info: Option<ClientInfo>,
     time: u64,
 }
@@ -45,7 +47,7 @@ impl Publication {
         channel: &str,
         offset: u64,
         epoch: &Arc<str>,
-        data: Arc<RawValue>,
+        data: Data,
         info: Option<ClientInfo>,
         time: u64,
     ) -> Arc<Publication> {
@@ -84,8 +86,8 @@ impl Publication {
         self.info.as_ref()
     }
 
-    /// The published value, unchanged.
-    pub fn data(&self) -> &RawValue {
+    /// The published value, unchanged, in the codec it was published in.
+    pub fn data(&self) -> &Data {
         &self.data
     }
 
@@ -95,7 +97,7 @@ impl Publication {
             .info
             .as_ref()
             .map_or(0, |i| i.user.len() + i.client.len() + 32);
-        self.data.get().len() + self.channel.len() + self.epoch.len() + info + 128
+        self.data.len() + self.channel.len() + self.epoch.len() + info + 128
     }
 
     /// The payload object as JSON text.
@@ -103,7 +105,16 @@ impl Publication {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The complete `message` push frame.
+    /// The `message` push frame in `codec`: JSON text (see [`Publication::ws_frame`]) or
+    /// a MessagePack map.
+    pub fn frame(&self, codec: Codec) -> Bytes {
+        match codec {
+            Codec::Json => Bytes::from(self.ws_frame()),
+            Codec::MsgPack => codec.push("message", self).into(),
+        }
+    }
+
+    /// The complete JSON `message` push frame.
     pub fn ws_frame(&self) -> WsText {
         let mut frame = Vec::with_capacity(self.encoded_size() + FRAME_PREFIX.len() + 1);
         frame.extend_from_slice(FRAME_PREFIX.as_bytes());
@@ -122,7 +133,7 @@ impl Serialize for Publication {
         s.serialize_field("channel", &*self.channel)?;
         s.serialize_field("offset", &self.offset)?;
         s.serialize_field("epoch", &*self.epoch)?;
-        s.serialize_field("data", &*self.data)?;
+        s.serialize_field("data", &self.data)?;
         if let Some(info) = &self.info {
             s.serialize_field("info", info)?;
         }
@@ -139,7 +150,9 @@ pub struct Delivery {
     publication: Arc<Publication>,
     frame: OnceLock<WsText>,
     wire: OnceLock<bytes::Bytes>,
-    /// The same frame deflated (permessage-deflate, no context takeover), for the
+    /// The complete binary WebSocket frame of the MessagePack `message` push.
+    wire_msgpack: OnceLock<bytes::Bytes>,
+    /// The same JSON frame deflated (permessage-deflate, no context takeover), for the
     /// subscribers that agreed on it.
     wire_deflated: OnceLock<bytes::Bytes>,
     /// When fan-out queued it (`ferry_enqueue_write_seconds`).
@@ -156,6 +169,7 @@ impl Delivery {
             publication,
             frame: OnceLock::new(),
             wire: OnceLock::new(),
+            wire_msgpack: OnceLock::new(),
             wire_deflated: OnceLock::new(),
             enqueued: std::time::Instant::now(),
             compressible,
@@ -182,14 +196,20 @@ impl Delivery {
         self.frame.get_or_init(|| self.publication.ws_frame())
     }
 
-    /// The complete WebSocket frame (header and `message` push), built on first use: the
-    /// same bytes are written to every subscriber's socket.
-    pub fn ws_wire(&self) -> &bytes::Bytes {
-        self.wire
-            .get_or_init(|| crate::transports::ws_io::text_frame(self.ws_frame().as_bytes()))
+    /// The complete WebSocket frame (header and `message` push) in `codec`, built on
+    /// first use: the same bytes are written to every subscriber's socket of that codec.
+    pub fn ws_wire(&self, codec: Codec) -> &bytes::Bytes {
+        match codec {
+            Codec::Json => self
+                .wire
+                .get_or_init(|| ws_io::data_frame(codec, self.ws_frame().as_bytes())),
+            Codec::MsgPack => self
+                .wire_msgpack
+                .get_or_init(|| ws_io::data_frame(codec, &self.publication.frame(Codec::MsgPack))),
+        }
     }
 
-    /// [`Delivery::ws_wire`] compressed (permessage-deflate, deflated on its own, 15-bit
+    /// [`Delivery::ws_wire`] in JSON compressed (permessage-deflate, deflated on its own, 15-bit
     /// window), built on first use and shared like it.
     pub fn ws_wire_deflated(&self) -> &bytes::Bytes {
         self.wire_deflated.get_or_init(|| {
@@ -206,6 +226,88 @@ impl Delivery {
     }
 }
 
+/// What a [`Push`] says.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum PushBody {
+    /// `join` / `leave`: who came or went.
+    Presence {
+        /// The channel.
+        channel: Arc<str>,
+        /// Who.
+        info: ClientInfo,
+    },
+    /// `direct`: data sent to a user or a client through the server API.
+    Direct {
+        /// What was sent.
+        data: Data,
+    },
+}
+
+/// A push other than a publication (`join`, `leave`, `direct`), shared by every queue it
+/// goes to; each codec's complete WebSocket frame is built once, on first use.
+#[derive(Debug)]
+pub struct Push {
+    kind: &'static str,
+    body: PushBody,
+    wire: [OnceLock<Bytes>; 2],
+}
+
+impl Push {
+    /// A `join` or `leave` push.
+    pub fn presence(joined: bool, channel: &str, info: &ClientInfo) -> Arc<Push> {
+        Push::new(
+            if joined { "join" } else { "leave" },
+            PushBody::Presence {
+                channel: channel.into(),
+                info: info.clone(),
+            },
+        )
+    }
+
+    /// A `direct` push.
+    pub fn direct(data: Data) -> Arc<Push> {
+        Push::new("direct", PushBody::Direct { data })
+    }
+
+    fn new(kind: &'static str, body: PushBody) -> Arc<Push> {
+        Arc::new(Push {
+            kind,
+            body,
+            wire: Default::default(),
+        })
+    }
+
+    /// The push's type (`join`, `leave`, `direct`).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// What it says.
+    pub fn body(&self) -> &PushBody {
+        &self.body
+    }
+
+    /// About how many bytes it takes encoded.
+    pub fn encoded_size(&self) -> usize {
+        64 + match &self.body {
+            PushBody::Presence { channel, info } => {
+                channel.len() + info.user.len() + info.client.len()
+            }
+            PushBody::Direct { data } => data.len(),
+        }
+    }
+
+    /// The complete WebSocket frame in `codec`, built on first use.
+    pub fn ws_wire(&self, codec: Codec) -> &Bytes {
+        let slot = match codec {
+            Codec::Json => &self.wire[0],
+            Codec::MsgPack => &self.wire[1],
+        };
+        slot.get_or_init(|| ws_io::data_frame(codec, &codec.push(self.kind, &self.body)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,9 +315,9 @@ mod tests {
     #[test]
     fn the_frame_wraps_the_payload_and_matches_the_wire_format() {
         let epoch: Arc<str> = "e1".into();
-        let data: Arc<RawValue> = RawValue::from_string(r#"{"b":1, "a":"é\n"}"#.into())
-            .expect("json")
-            .into();
+        let data = Data::from(
+            serde_json::value::RawValue::from_string(r#"{"b":1, "a":"é\n"}"#.into()).expect("json"),
+        );
         let info = ClientInfo {
             user: "alice".into(),
             client: "c1".into(),

@@ -28,6 +28,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ferry_proto::Data;
 use ferry_proto::codes::ErrorCode;
 use ferry_proto::envelope::ClientInfo;
 use futures_util::StreamExt;
@@ -151,14 +152,41 @@ struct Ask<'a> {
     to: &'a str,
 }
 
-/// One history entry.
+/// One history entry. `data` is `d` (JSON) or `b` (base64 of a MessagePack value).
 #[derive(Deserialize)]
 struct Entry {
     o: u64,
     e: String,
     t: u64,
-    d: Box<RawValue>,
+    d: Option<Box<RawValue>>,
+    b: Option<String>,
     i: Option<ClientInfo>,
+}
+
+impl Entry {
+    fn data(&mut self) -> Option<Data> {
+        use base64::Engine;
+        match (self.d.take(), self.b.take()) {
+            (Some(json), _) => Some(Data::from(json)),
+            (None, Some(packed)) => base64::engine::general_purpose::STANDARD
+                .decode(packed)
+                .ok()
+                .and_then(|bytes| Data::from_msgpack(&bytes).ok()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// An entry's data field as JSON text: `"d":<json>` or `"b":"<base64 MessagePack>"`.
+fn entry_data_field(data: &Data) -> String {
+    use base64::Engine;
+    match data {
+        Data::Json(raw) => format!(r#""d":{}"#, raw.get()),
+        Data::MsgPack(bytes) => format!(
+            r#""b":"{}""#,
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -279,7 +307,7 @@ impl RedisEngine {
     async fn run_append(
         &self,
         channel: &str,
-        data: &Arc<RawValue>,
+        data: &Data,
         info: Option<&ClientInfo>,
         retention: Retention,
         publish: Option<Option<u64>>,
@@ -290,7 +318,10 @@ impl RedisEngine {
                 .map_err(|e| HubError::new(ErrorCode::InternalError, e.to_string()))?,
             None => "null".into(),
         };
-        let tail = format!(r#","t":{time},"d":{},"i":{info_json}}}"#, data.get());
+        let tail = format!(
+            r#","t":{time},{},"i":{info_json}}}"#,
+            entry_data_field(data)
+        );
         let ttl = retention.ttl.map_or(0, |t| t.as_millis() as u64);
         let (topic, head) = match publish {
             Some(skip) => (
@@ -346,14 +377,19 @@ impl RedisEngine {
         let mut publications = Vec::with_capacity(items.len());
         for item in items {
             match serde_json::from_str::<Entry>(&item) {
-                Ok(entry) if entry.e == epoch => publications.push(Publication::new(
-                    channel,
-                    entry.o,
-                    &epoch_arc,
-                    Arc::from(entry.d),
-                    entry.i,
-                    entry.t,
-                )),
+                Ok(mut entry) if entry.e == epoch => {
+                    let Some(data) = entry.data() else {
+                        tracing::warn!(
+                            channel,
+                            offset = entry.o,
+                            "skipping a history entry without data"
+                        );
+                        continue;
+                    };
+                    publications.push(Publication::new(
+                        channel, entry.o, &epoch_arc, data, entry.i, entry.t,
+                    ))
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(channel, error = %e, "skipping a history entry Redis holds that is not ferry's")
@@ -477,7 +513,11 @@ impl RedisEngine {
         };
         let delivered = match (parsed.m, parsed.k, parsed.i) {
             (Some(entry), _, _) => match serde_json::from_str::<Entry>(entry.get()) {
-                Ok(entry) => {
+                Ok(mut entry) => {
+                    let Some(data) = entry.data() else {
+                        tracing::warn!(channel, "a publication message without data");
+                        return;
+                    };
                     let skip = if parsed.n == Some(&*self.node) {
                         parsed.s
                     } else {
@@ -488,7 +528,7 @@ impl RedisEngine {
                             channel,
                             entry.o,
                             &Arc::from(entry.e.as_str()),
-                            Arc::from(entry.d),
+                            data,
                             entry.i,
                             entry.t,
                         ),
@@ -553,7 +593,7 @@ impl HistoryStore for RedisEngine {
     async fn stage(
         &self,
         channel: &str,
-        data: Arc<RawValue>,
+        data: Data,
         info: Option<ClientInfo>,
         retention: Retention,
     ) -> HubResult<Staged> {
@@ -598,13 +638,16 @@ impl Broker for RedisEngine {
     async fn publish(&self, message: BrokerMessage) -> HubResult<()> {
         let (channel, payload) = match &message {
             BrokerMessage::Publication { publication, skip } => {
-                let entry = serde_json::json!({
-                    "o": publication.offset(),
-                    "e": publication.epoch(),
-                    "t": publication.time(),
-                    "d": publication.data(),
-                    "i": publication.info(),
-                });
+                let entry = RawValue::from_string(format!(
+                    r#"{{"o":{},"e":{},"t":{},{},"i":{}}}"#,
+                    publication.offset(),
+                    serde_json::Value::from(publication.epoch()),
+                    publication.time(),
+                    entry_data_field(publication.data()),
+                    serde_json::to_string(&publication.info())
+                        .map_err(|e| HubError::new(ErrorCode::InternalError, e.to_string()))?,
+                ))
+                .map_err(|e| HubError::new(ErrorCode::InternalError, e.to_string()))?;
                 (
                     publication.channel(),
                     serde_json::json!({"n": &*self.node, "s": skip, "m": entry}),
@@ -660,7 +703,7 @@ impl Broker for RedisEngine {
     async fn append_and_publish(
         &self,
         channel: &str,
-        data: &Arc<RawValue>,
+        data: &Data,
         info: Option<&ClientInfo>,
         retention: Retention,
         skip: Option<u64>,

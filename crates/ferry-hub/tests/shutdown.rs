@@ -23,7 +23,7 @@ async fn queue_then_shut_down(server: &TestServer) {
     for i in 0..20 {
         server
             .hub
-            .publish("chat:lobby", text(&format!("m{i}")).into(), None, None)
+            .publish("chat:lobby", text(&format!("m{i}")), None, None)
             .await
             .unwrap();
     }

@@ -90,7 +90,7 @@ pub fn node<B: Broker>(broker: Arc<B>) -> Node<B> {
 }
 
 fn publication(channel: &str, offset: u64) -> Arc<Publication> {
-    let data: Arc<RawValue> = RawValue::from_string(offset.to_string())
+    let data: ferry_proto::Data = RawValue::from_string(offset.to_string())
         .expect("json")
         .into();
     Publication::new(channel, offset, &Arc::from("e"), data, None, 0)
@@ -150,7 +150,7 @@ pub async fn appends_and_publishes_in_offset_order<B: Broker>(node: &Node<B>) {
         size: 10,
         ttl: None,
     };
-    let data: Arc<RawValue> = RawValue::from_string("{}".into()).expect("json").into();
+    let data: ferry_proto::Data = RawValue::from_string("{}".into()).expect("json").into();
     let mut made = Vec::new();
     for _ in 0..20 {
         match node
@@ -184,7 +184,7 @@ pub async fn appends_and_publishes_in_offset_order<B: Broker>(node: &Node<B>) {
 /// publishing node), and a forwarded request reaches the other node only.
 pub async fn two_nodes<B: Broker>(one: &Node<B>, two: &Node<B>) {
     two.broker.subscribe("x").await.expect("subscribe");
-    let data: Arc<RawValue> = RawValue::from_string("1".into()).expect("json").into();
+    let data: ferry_proto::Data = RawValue::from_string("1".into()).expect("json").into();
     let keep = Retention { size: 5, ttl: None };
     for _ in 0..10 {
         if one

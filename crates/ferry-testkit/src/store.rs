@@ -1,7 +1,6 @@
 //! The `HistoryStore` contract: every implementation (memory, SQLite, Redis) must pass
 //! each of these with a fresh store.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_hub::store::{HistoryQuery, HistoryStore, Retention};
@@ -17,9 +16,11 @@ pub async fn all<S: HistoryStore, G>(mut fresh: impl FnMut() -> (S, G)) {
     a_ttl_drops_old_publications_but_not_offsets(&store).await;
     let (store, _guard) = fresh();
     a_namespace_without_history_still_counts_offsets(&store).await;
+    let (store, _guard) = fresh();
+    data_comes_back_in_the_codec_it_was_published_in(&store).await;
 }
 
-fn raw(s: &str) -> Arc<RawValue> {
+fn raw(s: &str) -> ferry_proto::Data {
     RawValue::from_string(s.to_string()).expect("json").into()
 }
 
@@ -46,7 +47,7 @@ pub async fn offsets_start_at_one_and_grow_by_one(store: &dyn HistoryStore) {
             .expect("append");
         assert_eq!(p.offset(), i);
         assert_eq!(p.epoch(), fresh.epoch, "one epoch while history lasts");
-        assert_eq!(p.data().get(), i.to_string());
+        assert_eq!(p.data().to_json().get(), i.to_string());
     }
     let page = store
         .read("c", query(None, 100, false), keep)
@@ -162,4 +163,42 @@ pub async fn a_namespace_without_history_still_counts_offsets(store: &dyn Histor
         .expect("read");
     assert!(page.publications.is_empty());
     assert_eq!(page.position.offset, 3);
+}
+
+/// JSON data reads back as the same text, MessagePack data as the same bytes (a binary
+/// value stays binary).
+pub async fn data_comes_back_in_the_codec_it_was_published_in(store: &dyn HistoryStore) {
+    let keep = Retention {
+        size: 10,
+        ttl: None,
+    };
+    // {"bin": <binary 00 ff>, "n": -1}
+    let packed = [
+        0x82, 0xa3, b'b', b'i', b'n', 0xc4, 0x02, 0x00, 0xff, 0xa1, b'n', 0xff,
+    ];
+    let msgpack = ferry_proto::Data::from_msgpack(&packed).expect("valid MessagePack");
+    store
+        .append("m", raw(r#"{"b":1, "a" :[2]}"#), None, keep)
+        .await
+        .expect("append json");
+    store
+        .append("m", msgpack, None, keep)
+        .await
+        .expect("append msgpack");
+    let page = store
+        .read("m", query(None, 10, false), keep)
+        .await
+        .expect("read");
+    let data: Vec<&ferry_proto::Data> = page.publications.iter().map(|p| p.data()).collect();
+    assert_eq!(data.len(), 2);
+    assert!(
+        matches!(data[0], ferry_proto::Data::Json(raw) if raw.get() == r#"{"b":1, "a" :[2]}"#),
+        "JSON text kept as written: {:?}",
+        data[0]
+    );
+    assert!(
+        matches!(data[1], ferry_proto::Data::MsgPack(bytes) if **bytes == packed),
+        "MessagePack bytes kept: {:?}",
+        data[1]
+    );
 }

@@ -102,7 +102,7 @@ async fn every_change_is_saved_then_published_in_order() {
             .await
             .unwrap()
             .unwrap();
-        let change: Value = serde_json::from_str(p.data.get()).unwrap();
+        let change: Value = serde_json::from_str(p.data.to_json().get()).unwrap();
         ops.push(change["op"].as_str().unwrap().to_string());
         if change["op"] == "created" {
             assert_eq!(change["todo"]["title"], "write docs");

@@ -29,6 +29,7 @@
 
 mod api;
 mod error;
+mod frame;
 mod session;
 mod subscription;
 
@@ -39,10 +40,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_proto::envelope::{ClientInfo, Publication};
+pub use ferry_proto::{Codec, Data};
 use ferry_proto::{ErrorCode, ErrorPayload};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -55,6 +56,7 @@ use crate::ws::{
     Backoff, ConnectionState, Heartbeat, Message, ReconnectConfig, StateStream, TokenProvider,
     WebSocket, WebSocketBuilder,
 };
+use frame::{InFrame, command};
 use session::{send_subscribe, serve};
 use subscription::Recovery;
 
@@ -65,6 +67,7 @@ pub const PROTOCOL: &str = "ferry.json";
 pub struct HubClientBuilder {
     ws: WebSocketBuilder,
     token: Option<TokenProvider>,
+    codec: Codec,
 }
 
 impl std::fmt::Debug for HubClientBuilder {
@@ -97,6 +100,14 @@ impl HubClientBuilder {
         self.token = Some(provider.clone());
         let for_ws = provider.clone();
         self.ws = self.ws.token_provider(move || for_ws());
+        self
+    }
+
+    /// The encoding to speak: [`Codec::Json`] (`ferry.json`, the default) or
+    /// [`Codec::MsgPack`] (`ferry.msgpack`, MessagePack in binary frames). Publications
+    /// reach every subscriber whatever codec either side speaks.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
         self
     }
 
@@ -168,11 +179,18 @@ impl HubClientBuilder {
     /// The WebSocket's connect error ([`HubError::Transport`]): invalid URL, refused,
     /// TLS, HTTP status, timeout.
     pub async fn connect(self) -> Result<HubClient, HubError> {
-        let (ws, first_open) = self.ws.start()?;
+        let codec = self.codec;
+        let ws = self.ws.subprotocol(codec.subprotocol());
+        let ws = match codec {
+            Codec::Json => ws,
+            Codec::MsgPack => ws.request_id(frame::msgpack_id),
+        };
+        let (ws, first_open) = ws.start()?;
         let inner = Arc::new(Inner {
             subs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             token: self.token,
+            codec,
         });
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         // Follow the states from before the first open, so every later Open is a reconnect.
@@ -209,7 +227,7 @@ pub enum HubEvent {
     /// The token was refused.
     AuthError(HubError),
     /// A message sent to this connection or user through the server API.
-    Direct(Box<RawValue>),
+    Direct(Data),
     /// An error not tied to a command (e.g. `AUTH_EXPIRED`).
     Error(HubError),
     /// After `AUTH_EXPIRED`, a fresh token from the token provider was accepted on the
@@ -275,6 +293,7 @@ pub(super) struct Inner {
     pub(super) subs: Mutex<HashMap<String, SubEntry>>,
     next_id: AtomicU64,
     pub(super) token: Option<TokenProvider>,
+    pub(super) codec: Codec,
 }
 
 impl Inner {
@@ -337,23 +356,19 @@ impl Subscription {
 }
 
 /// Decode a reply frame: `reply` → its payload; `error` → the server's error.
-pub(super) fn decode_reply<T: DeserializeOwned>(message: &Message) -> Result<T, HubError> {
-    #[derive(Deserialize)]
-    struct Frame {
-        #[serde(rename = "type")]
-        kind: String,
-        #[serde(default)]
-        payload: Option<Box<RawValue>>,
-    }
-    let frame: Frame = message
-        .parse_json()
-        .map_err(|e| HubError::Decode(format!("reply frame: {}", e.message())))?;
-    let payload = frame.payload.as_deref().map(RawValue::get).unwrap_or("{}");
+pub(super) fn decode_reply<T: DeserializeOwned>(
+    codec: Codec,
+    message: &Message,
+) -> Result<T, HubError> {
+    let frame =
+        InFrame::read(codec, message).map_err(|e| HubError::Decode(format!("reply frame: {e}")))?;
     match frame.kind.as_str() {
-        "reply" => serde_json::from_str(payload)
+        "reply" => frame
+            .payload()
             .map_err(|e| HubError::Decode(format!("reply payload: {e}"))),
         "error" => {
-            let error: ErrorPayload = serde_json::from_str(payload)
+            let error: ErrorPayload = frame
+                .payload()
                 .map_err(|e| HubError::Decode(format!("error payload: {e}")))?;
             Err(HubError::from_payload(error))
         }
@@ -361,23 +376,21 @@ pub(super) fn decode_reply<T: DeserializeOwned>(message: &Message) -> Result<T, 
     }
 }
 
-pub(super) fn command(kind: &str, id: &str, payload: Value) -> Message {
-    Message::text(json!({"type": kind, "id": id, "payload": payload}).to_string())
-}
-
 impl HubClient {
     /// A builder for the hub at `url` (e.g. `ws://127.0.0.1:8080/ws`).
     pub fn builder(url: &str) -> HubClientBuilder {
         HubClientBuilder {
-            ws: WebSocket::builder(url).subprotocol(PROTOCOL),
+            ws: WebSocket::builder(url),
             token: None,
+            codec: Codec::Json,
         }
     }
 
     async fn call<T: DeserializeOwned>(&self, kind: &str, payload: Value) -> Result<T, HubError> {
+        let codec = self.inner.codec;
         let id = self.inner.id();
-        let reply = self.ws.request(command(kind, &id, payload)).await?;
-        decode_reply(&reply)
+        let reply = self.ws.request(command(codec, kind, &id, payload)).await?;
+        decode_reply(codec, &reply)
     }
 
     /// Subscribe to `channel`, starting at its current position.

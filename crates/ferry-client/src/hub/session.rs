@@ -7,12 +7,13 @@ use std::sync::Arc;
 use ferry_proto::envelope::{ClientInfo, Publication};
 use ferry_proto::{ErrorCode, ErrorPayload};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::subscription::SubscribeReply;
-use super::{HubError, HubEvent, Inner, Position, SubscriptionEvent, command, decode_reply};
+use super::{
+    HubError, HubEvent, InFrame, Inner, Position, SubscriptionEvent, command, decode_reply,
+};
 use crate::ws::state::lock;
 use crate::ws::{ConnectionState, Message, StateStream, WeakWebSocket, WebSocket};
 
@@ -42,7 +43,7 @@ pub(super) fn send_subscribe(ws: &WebSocket, inner: &Arc<Inner>, channel: &str) 
             payload["epoch"] = json!(pos.epoch);
         }
         (
-            command("subscribe", &inner.id(), payload),
+            command(inner.codec, "subscribe", &inner.id(), payload),
             entry.generation,
             resumed,
         )
@@ -52,7 +53,7 @@ pub(super) fn send_subscribe(ws: &WebSocket, inner: &Arc<Inner>, channel: &str) 
     let channel = channel.to_string();
     tokio::spawn(async move {
         let result = match ws.request_on(connection, message).await {
-            Ok(reply) => decode_reply::<SubscribeReply>(&reply),
+            Ok(reply) => decode_reply::<SubscribeReply>(inner.codec, &reply),
             Err(e) => Err(HubError::Transport(e)),
         };
         let mut subs = lock(&inner.subs);
@@ -94,16 +95,6 @@ pub(super) fn send_subscribe(ws: &WebSocket, inner: &Arc<Inner>, channel: &str) 
 }
 
 #[derive(Deserialize)]
-struct PushFrame {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    payload: Option<Box<RawValue>>,
-}
-
-#[derive(Deserialize)]
 struct PresencePush {
     channel: String,
     info: ClientInfo,
@@ -119,7 +110,7 @@ struct AuthPush {
 
 #[derive(Deserialize)]
 struct DirectPush {
-    data: Box<RawValue>,
+    data: ferry_proto::Data,
 }
 
 /// The client's own task: routes pushes to subscriptions and events, and restores
@@ -168,18 +159,20 @@ fn on_push(
     events: &mpsc::UnboundedSender<HubEvent>,
     message: Message,
 ) {
-    let Ok(frame) = message.parse_json::<PushFrame>() else {
-        tracing::debug!("ignoring a frame that is not a JSON envelope");
-        return;
+    let frame = match InFrame::read(inner.codec, &message) {
+        Ok(frame) => frame,
+        Err(e) => {
+            tracing::debug!(error = %e, "ignoring a frame that is not an envelope");
+            return;
+        }
     };
-    if frame.id.is_some() {
+    if frame.has_id {
         // A reply whose request timed out meanwhile.
         return;
     }
-    let payload = frame.payload.as_deref().map(RawValue::get).unwrap_or("{}");
     match frame.kind.as_str() {
         "message" => {
-            let Ok(publication) = serde_json::from_str::<Publication>(payload) else {
+            let Ok(publication) = frame.payload::<Publication>() else {
                 tracing::debug!("ignoring a malformed publication");
                 return;
             };
@@ -191,7 +184,7 @@ fn on_push(
             }
         }
         kind @ ("join" | "leave") => {
-            let Ok(push) = serde_json::from_str::<PresencePush>(payload) else {
+            let Ok(push) = frame.payload::<PresencePush>() else {
                 return;
             };
             let subs = lock(&inner.subs);
@@ -205,7 +198,7 @@ fn on_push(
             }
         }
         "auth_success" => {
-            if let Ok(a) = serde_json::from_str::<AuthPush>(payload) {
+            if let Ok(a) = frame.payload::<AuthPush>() {
                 let _ = events.send(HubEvent::AuthSuccess {
                     user: a.user,
                     client: a.client,
@@ -213,7 +206,7 @@ fn on_push(
             }
         }
         "auth_error" | "error" => {
-            let error = match serde_json::from_str::<ErrorPayload>(payload) {
+            let error = match frame.payload::<ErrorPayload>() {
                 Ok(p) => HubError::from_payload(p),
                 Err(e) => HubError::Decode(format!("error push: {e}")),
             };
@@ -228,7 +221,7 @@ fn on_push(
             let _ = events.send(event);
         }
         "direct" => {
-            if let Ok(d) = serde_json::from_str::<DirectPush>(payload) {
+            if let Ok(d) = frame.payload::<DirectPush>() {
                 let _ = events.send(HubEvent::Direct(d.data));
             }
         }
@@ -242,15 +235,16 @@ fn refresh_token(ws: &WeakWebSocket, inner: &Arc<Inner>, events: mpsc::Unbounded
         return;
     };
     let id = inner.id();
+    let codec = inner.codec;
     tokio::spawn(async move {
         let Some(token) = provider().await else {
             return;
         };
         match ws
-            .request(command("auth", &id, json!({ "token": token })))
+            .request(command(codec, "auth", &id, json!({ "token": token })))
             .await
         {
-            Ok(reply) => match decode_reply::<Value>(&reply) {
+            Ok(reply) => match decode_reply::<Value>(codec, &reply) {
                 Ok(_) => {
                     let _ = events.send(HubEvent::TokenRefreshed);
                 }

@@ -5,7 +5,6 @@
 
 use ferry_proto::envelope::{ClientInfo, Publication};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::HubError;
 
@@ -58,7 +57,7 @@ pub(crate) struct SubscribeReply {
     #[serde(default)]
     pub recovered: Option<bool>,
     #[serde(default)]
-    pub publications: Vec<Box<RawValue>>,
+    pub publications: Vec<Publication>,
 }
 
 /// The recovery state of one subscription.
@@ -142,11 +141,7 @@ impl Recovery {
             out.push(SubscriptionEvent::Subscribed { position: top });
         } else {
             let recovered = reply.recovered.unwrap_or(false);
-            let mut recovered_pubs: Vec<Publication> = reply
-                .publications
-                .iter()
-                .filter_map(|raw| serde_json::from_str::<Publication>(raw.get()).ok())
-                .collect();
+            let mut recovered_pubs: Vec<Publication> = reply.publications;
             recovered_pubs.sort_by_key(|p| p.offset);
             if !recovered {
                 // The gap cannot be filled: continue from the channel's position.
@@ -198,8 +193,8 @@ mod tests {
         .expect("publication")
     }
 
-    fn raw(p: &Publication) -> Box<RawValue> {
-        RawValue::from_string(serde_json::to_string(p).expect("json")).expect("raw")
+    fn raw(p: &Publication) -> Publication {
+        p.clone()
     }
 
     fn offsets(events: &[SubscriptionEvent]) -> Vec<u64> {

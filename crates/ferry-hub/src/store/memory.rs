@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use ferry_proto::Data;
 use ferry_proto::envelope::ClientInfo;
-use serde_json::value::RawValue;
 
 use super::{
     Durable, HistoryPage, HistoryQuery, HistoryStore, Retention, Staged, now_millis, page,
@@ -102,7 +102,7 @@ impl HistoryStore for MemoryStore {
     async fn stage(
         &self,
         channel: &str,
-        data: Arc<RawValue>,
+        data: Data,
         info: Option<ClientInfo>,
         retention: Retention,
     ) -> HubResult<Staged> {
@@ -192,8 +192,10 @@ impl HistoryStore for MemoryStore {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Arc<RawValue> {
-        RawValue::from_string(s.to_string()).expect("json").into()
+    fn raw(s: &str) -> ferry_proto::Data {
+        serde_json::value::RawValue::from_string(s.to_string())
+            .expect("json")
+            .into()
     }
 
     #[tokio::test]

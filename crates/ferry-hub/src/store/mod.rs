@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ferry_proto::Data;
 use ferry_proto::envelope::ClientInfo;
-use serde_json::value::RawValue;
 
 pub use memory::MemoryStore;
 pub use sqlite::{Durability, SqliteStore, StoreError};
@@ -109,7 +109,7 @@ pub trait HistoryStore: Send + Sync + 'static {
     async fn stage(
         &self,
         channel: &str,
-        data: Arc<RawValue>,
+        data: Data,
         info: Option<ClientInfo>,
         retention: Retention,
     ) -> HubResult<Staged>;
@@ -118,7 +118,7 @@ pub trait HistoryStore: Send + Sync + 'static {
     async fn append(
         &self,
         channel: &str,
-        data: Arc<RawValue>,
+        data: Data,
         info: Option<ClientInfo>,
         retention: Retention,
     ) -> HubResult<Arc<Publication>> {

@@ -32,6 +32,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use ferry_proto::Data;
 use ferry_proto::codes::ErrorCode;
 use ferry_proto::envelope::ClientInfo;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -199,11 +200,41 @@ struct Row {
     retention: Retention,
 }
 
+/// A publication's data in its column: JSON as TEXT, MessagePack as BLOB (SQLite keeps
+/// the storage class of each value, so one column holds both and no migration was
+/// needed). `None` when a row holds neither valid form.
+struct StoredData(Option<Data>);
+
+impl rusqlite::ToSql for StoredData {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match &self.0 {
+            Some(Data::Json(raw)) => ToSqlOutput::Borrowed(ValueRef::Text(raw.get().as_bytes())),
+            Some(Data::MsgPack(bytes)) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
+            None => ToSqlOutput::Borrowed(ValueRef::Null),
+        })
+    }
+}
+
+impl rusqlite::types::FromSql for StoredData {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        use rusqlite::types::ValueRef;
+        Ok(StoredData(match value {
+            ValueRef::Text(text) => std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| RawValue::from_string(t.to_owned()).ok())
+                .map(Data::from),
+            ValueRef::Blob(bytes) => Data::from_msgpack(bytes).ok(),
+            _ => None,
+        }))
+    }
+}
+
 struct Loaded {
     /// `(epoch, top)` of a channel that was published to.
     position: Option<(String, u64)>,
     /// `(offset, data, info, time)`, oldest first.
-    rows: Vec<(u64, String, Option<String>, u64)>,
+    rows: Vec<(u64, StoredData, Option<String>, u64)>,
 }
 
 enum Op {
@@ -327,19 +358,12 @@ impl SqliteStore {
         };
         let mut items = VecDeque::with_capacity(loaded.rows.len());
         for (offset, data, info, time) in loaded.rows {
-            let Ok(data) = RawValue::from_string(data) else {
+            let Some(data) = data.0 else {
                 tracing::warn!(channel, offset, "skipping a damaged history row");
                 continue;
             };
             let info = info.and_then(|i| serde_json::from_str::<ClientInfo>(&i).ok());
-            items.push_back(Publication::new(
-                channel,
-                offset,
-                &epoch,
-                Arc::from(data),
-                info,
-                time,
-            ));
+            items.push_back(Publication::new(channel, offset, &epoch, data, info, time));
         }
         let mut shard = self.windows.shard(channel).lock();
         shard.entry(channel.into()).or_insert(Window {
@@ -577,7 +601,7 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
                         insert.execute(params![
                             p.channel(),
                             sql_int(p.offset()),
-                            p.data().get(),
+                            StoredData(Some(p.data().clone())),
                             row.info,
                             sql_int(p.time())
                         ])?;
@@ -639,7 +663,7 @@ impl HistoryStore for SqliteStore {
     async fn stage(
         &self,
         channel: &str,
-        data: Arc<RawValue>,
+        data: Data,
         info: Option<ClientInfo>,
         retention: Retention,
     ) -> HubResult<Staged> {
@@ -761,7 +785,7 @@ impl HistoryStore for SqliteStore {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Arc<RawValue> {
+    fn raw(s: &str) -> ferry_proto::Data {
         RawValue::from_string(s.to_string()).expect("json").into()
     }
 
@@ -816,7 +840,7 @@ mod tests {
         let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
         assert_eq!(offsets, [1, 2, 3, 4, 5]);
         assert_eq!(page.position.epoch, fresh.epoch);
-        assert_eq!(page.publications[2].data().get(), "{\"n\":3}");
+        assert_eq!(page.publications[2].data().to_json().get(), "{\"n\":3}");
         let p = store
             .append("c", raw("6"), None, KEEP)
             .await

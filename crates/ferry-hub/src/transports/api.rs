@@ -8,6 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
+use ferry_proto::Data;
 use ferry_proto::ErrorCode;
 use http::request::Parts;
 use serde::Deserialize;
@@ -106,7 +107,7 @@ async fn publish(
     let body: PublishBody = parse_body(body)?;
     let p = state
         .hub
-        .publish(&body.channel, body.data.into(), None, None)
+        .publish(&body.channel, Data::from(body.data), None, None)
         .await?;
     Ok(Json(
         json!({"channel": body.channel, "offset": p.offset(), "epoch": p.epoch()}),
@@ -133,10 +134,10 @@ async fn broadcast(
         )
         .into());
     }
-    // Refuse bad `data` once for the request rather than once per channel.
-    state.hub.check_data(&body.data)?;
     // One copy of the data, shared by every channel's publication and history.
-    let data: Arc<RawValue> = body.data.into();
+    let data = Data::from(body.data);
+    // Refuse bad `data` once for the request rather than once per channel.
+    state.hub.check_data(&data)?;
     let mut results = Vec::with_capacity(body.channels.len());
     for channel in &body.channels {
         let result = state.hub.publish(channel, data.clone(), None, None).await;

@@ -147,8 +147,8 @@ pub async fn handler(
             tokio::select! {
                 item = rx.recv() => match item {
                     Some(Outbound::Publication(d)) => yield Ok(encode(&channels, &mut positions, d.publication(), d.payload_json())),
-                    // join/leave/direct frames are WebSocket-only.
-                    Some(Outbound::Frame(_)) => {}
+                    // join/leave/direct pushes are WebSocket-only.
+                    Some(Outbound::Push(_)) => {}
                     None => break,
                 },
                 _ = conn.closed() => break,

@@ -262,7 +262,10 @@ pub(crate) async fn announce(hub: &Hub, info: &UploadInfo) {
     let Ok(data) = serde_json::value::RawValue::from_string(event.to_string()) else {
         return;
     };
-    if let Err(e) = hub.publish(channel, data.into(), None, None).await {
+    if let Err(e) = hub
+        .publish(channel, ferry_proto::Data::from(data), None, None)
+        .await
+    {
         tracing::warn!(%channel, error = %e, "cannot announce a finished upload");
     }
 }

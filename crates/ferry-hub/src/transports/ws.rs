@@ -1,4 +1,6 @@
-//! `/ws`: the hub over WebSocket with the `ferry.json` subprotocol.
+//! `/ws`: the hub over WebSocket with the `ferry.json` (JSON text frames) or
+//! `ferry.msgpack` (MessagePack binary frames) subprotocol; `ferry_proto::Codec` does all
+//! the encoding, so every rule below holds for both.
 //!
 //! One task per connection. It waits on four things at once: a frame from the peer, its
 //! send queue, a close request (API disconnect, slow consumer, shutdown), and its next
@@ -14,14 +16,12 @@ use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use ferry_proto::envelope::FrameId;
 use ferry_proto::envelope::{
-    Command, Frame, FrameError, HistoryCommand, SubscribeCommand, encode_error, encode_push,
-    encode_reply, parse_frame,
+    ClientInfo, Command, Frame, FrameError, HistoryCommand, SubscribeCommand,
 };
-use ferry_proto::{CloseCode, ErrorCode, ErrorPayload};
+use ferry_proto::{CloseCode, Codec, ErrorCode, ErrorPayload};
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use tokio::time::sleep_until;
 
 use super::ws_io::{self, Message, RawFrames, ServerSocket, WsText, write_raw};
@@ -34,8 +34,8 @@ use crate::limits::ConnectionPermit;
 use crate::publication::Publication;
 use crate::store::HistoryQuery;
 
-/// Subprotocols spoken on `/ws`.
-pub const PROTOCOLS: &[&str] = &["ferry.json"];
+/// Subprotocols spoken on `/ws`; a client that offers none speaks `ferry.json`.
+pub const PROTOCOLS: &[&str] = &[Codec::Json.subprotocol(), Codec::MsgPack.subprotocol()];
 
 /// Query parameters of `/ws`.
 #[derive(Debug, Deserialize)]
@@ -74,7 +74,11 @@ pub async fn handler(
         max,
         PROTOCOLS,
         compression,
-        move |socket, _protocol, deflate| Session::run(hub, socket, token, permit, deflate),
+        move |socket, protocol, deflate| {
+            // `upgrade` only chooses from PROTOCOLS.
+            let codec = Codec::from_subprotocol(protocol).unwrap_or_default();
+            Session::run(hub, socket, token, permit, deflate, codec)
+        },
     )
 }
 
@@ -102,6 +106,8 @@ struct Session {
     /// Publications go out compressed when at least this big (permessage-deflate agreed
     /// with a 15-bit server window and no context takeover); `None`: never.
     compress: Compress,
+    /// The subprotocol's encoding.
+    codec: Codec,
     hub: Hub,
     conn: Arc<ConnHandle>,
     auth: Auth,
@@ -135,24 +141,39 @@ enum End {
     ShuttingDown,
 }
 
+/// The reply to a command, encoded by the session's codec.
 #[derive(Serialize)]
-struct SubscribeReply<'a> {
-    channel: &'a str,
-    offset: u64,
-    epoch: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recovered: Option<bool>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    publications: &'a [Arc<Publication>],
-}
-
-#[derive(Serialize)]
-struct HistoryReply<'a> {
-    channel: &'a str,
-    publications: &'a [Arc<Publication>],
-    offset: u64,
-    epoch: &'a str,
-    has_more: bool,
+#[serde(untagged)]
+enum Reply {
+    Subscribe {
+        channel: String,
+        offset: u64,
+        epoch: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        publications: Vec<Arc<Publication>>,
+    },
+    Channel {
+        channel: String,
+    },
+    Published {
+        channel: String,
+        offset: u64,
+        epoch: Arc<str>,
+    },
+    History {
+        channel: String,
+        publications: Vec<Arc<Publication>>,
+        offset: u64,
+        epoch: String,
+        has_more: bool,
+    },
+    Presence {
+        channel: String,
+        count: usize,
+        clients: std::collections::HashMap<String, ClientInfo>,
+    },
 }
 
 impl Drop for Session {
@@ -175,6 +196,7 @@ impl Session {
         token: Option<String>,
         permit: ConnectionPermit,
         deflate: Option<ws_io::Deflate>,
+        codec: Codec,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let limits = &hub.config().limits;
         let now = Instant::now();
@@ -185,6 +207,7 @@ impl Session {
         )
         .allow_burst(NonZeroU32::new(limits.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN));
         let mut session = Session {
+            codec,
             hub: hub.clone(),
             conn: conn.clone(),
             auth: Auth::Pending {
@@ -214,7 +237,7 @@ impl Session {
             None if hub.config().allow_anonymous => {
                 session.become_ready(Identity::anonymous());
                 let info = conn.info();
-                session.send(encode_push("auth_success", &info));
+                session.send(codec.push("auth_success", &info));
             }
             None => {}
         }
@@ -256,6 +279,7 @@ impl Session {
         let shutdown = self.hub.shutdown_token().clone();
         let conn = self.conn.clone();
         let compress = self.compress;
+        let codec = self.codec;
         let mut writes = 0u32;
         // Made once and polled on every turn of the loop: the close and shutdown waiters
         // and the timer are registered once, not on every wake-up (a fan-out wakes every
@@ -273,7 +297,7 @@ impl Session {
                         .await
                 };
                 if let Err(end) = written {
-                    return finish(end, socket, raw, rx, compress).await;
+                    return finish(end, socket, raw, rx, compress, codec).await;
                 }
                 // Timers may have queued more (a ping) while the write was pending.
                 continue;
@@ -286,7 +310,7 @@ impl Session {
                 if self.pending.is_empty()
                     && let Some((id, count)) = self.batch_reply.take()
                 {
-                    self.send(encode_reply(&id, serde_json::json!({ "count": count })));
+                    self.send(codec.reply(&id, serde_json::json!({ "count": count })));
                 }
                 continue;
             }
@@ -299,7 +323,7 @@ impl Session {
                     return End::Close(request.code, request.reason);
                 }
                 _ = &mut cancelled => {
-                    return finish(End::ShuttingDown, socket, raw, rx, compress).await;
+                    return finish(End::ShuttingDown, socket, raw, rx, compress, codec).await;
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
@@ -315,12 +339,12 @@ impl Session {
                     };
                     writes = writes.wrapping_add(1);
                     let written = {
-                        let write = std::pin::pin!(write_queued(socket, raw, item, rx, compress));
+                        let write = std::pin::pin!(write_queued(socket, raw, item, rx, compress, codec));
                         self.guarded(write, closed.as_mut(), cancelled.as_mut(), timer.as_mut())
                             .await
                     };
                     if let Err(end) = written {
-                        return finish(end, socket, raw, rx, compress).await;
+                        return finish(end, socket, raw, rx, compress, codec).await;
                     }
                     if let Some(enqueued) = timed {
                         self.hub.metrics().enqueue_write.observe(enqueued.elapsed());
@@ -414,7 +438,7 @@ impl Session {
             {
                 *expired_close_at = Some(now + Duration::from_millis(limits.auth_refresh_grace_ms));
                 *expires = None;
-                self.send(encode_error(
+                self.send(self.codec.error(
                     None,
                     &ErrorPayload {
                         code: ErrorCode::AuthExpired,
@@ -508,30 +532,32 @@ impl Session {
         result
     }
 
-    fn send(&mut self, text: String) {
-        self.out.push(Message::Text(WsText::from(text)));
+    /// Queue an encoded frame: text for `ferry.json`, binary for `ferry.msgpack`.
+    fn send(&mut self, frame: Vec<u8>) {
+        self.out.push(data_message(self.codec, frame.into()));
     }
 
     fn push_error(&mut self, id: Option<&FrameId>, error: HubError) {
-        self.send(encode_error(id, &error.payload()));
+        self.send(self.codec.error(id, &error.payload()));
     }
 
-    fn answer(&mut self, id: Option<&FrameId>, result: HubResult<String>) {
+    fn answer(&mut self, id: Option<&FrameId>, result: HubResult<Reply>) {
         let budget = self.hub.config().limits.reply_budget();
         match (id, result) {
-            (Some(id), Ok(payload_json)) if payload_json.len() > budget => {
-                let error = HubError::new(
-                    ErrorCode::MessageTooBig,
-                    format!(
-                        "the reply would be {} bytes, more than limits.max_reply_size ({budget})",
-                        payload_json.len()
-                    ),
-                );
-                self.push_error(Some(id), error);
-            }
-            (Some(id), Ok(payload_json)) => {
-                let payload = RawValue::from_string(payload_json).unwrap_or_default();
-                self.send(encode_reply(id, &payload));
+            (Some(id), Ok(reply)) => {
+                let frame = self.codec.reply(id, &reply);
+                if frame.len() > budget {
+                    let error = HubError::new(
+                        ErrorCode::MessageTooBig,
+                        format!(
+                            "the reply would be {} bytes, more than limits.max_reply_size ({budget})",
+                            frame.len()
+                        ),
+                    );
+                    self.push_error(Some(id), error);
+                } else {
+                    self.send(frame);
+                }
             }
             (None, Ok(_)) => {}
             (id, Err(e)) => self.push_error(id, e),
@@ -579,8 +605,8 @@ impl Session {
                     "expires_at": expires_at,
                 });
                 match id {
-                    Some(id) => self.send(encode_reply(id, &payload)),
-                    None => self.send(encode_push("auth_success", &payload)),
+                    Some(id) => self.send(self.codec.reply(id, &payload)),
+                    None => self.send(self.codec.push("auth_success", &payload)),
                 }
             }
             Err(e) => match id {
@@ -590,7 +616,7 @@ impl Session {
                 }
                 None => {
                     super::log_auth_refused(&self.hub, "a WebSocket client's token", &e);
-                    self.send(encode_push("auth_error", e.payload()))
+                    self.send(self.codec.push("auth_error", e.payload()))
                 }
             },
         }
@@ -611,7 +637,7 @@ impl Session {
                 continue;
             };
             if self.hub.unsubscribe(&self.conn, &channel).await.is_ok() {
-                self.send(encode_push(
+                self.send(self.codec.push(
                     "unsubscribe",
                     serde_json::json!({
                         "channel": &*channel,
@@ -626,47 +652,56 @@ impl Session {
     async fn on_message(&mut self, message: Message) -> Option<End> {
         self.last_seen = Instant::now();
         self.pong_deadline = None;
-        match message {
-            Message::Text(text) => {
-                match parse_frame(text.as_str()) {
-                    Err(e) => {
-                        // A malformed frame costs a command like any other, and a run of
-                        // them ends the connection: answering garbage forever is a flood.
-                        if let Some(end) = self.rate_check(e.id.as_ref(), 1) {
-                            return Some(end);
-                        }
-                        self.on_invalid(e);
-                        let limit = self.hub.config().limits.rate_abuse_strikes.max(1);
-                        if self.invalid_strikes >= limit {
-                            return Some(End::Close(
-                                CloseCode::POLICY_VIOLATION,
-                                format!("{limit} malformed frames in a row"),
-                            ));
-                        }
-                    }
-                    Ok(frame) => {
-                        self.invalid_strikes = 0;
-                        let cost = match &frame.command {
-                            Command::Batch(frames) => frames.len().max(1) as u32,
-                            _ => 1,
-                        };
-                        if let Some(end) = self.rate_check(frame.id.as_ref(), cost) {
-                            return Some(end);
-                        }
-                        self.on_frame(frame).await;
-                    }
-                }
-                None
+        let decoded = match (message, self.codec) {
+            (Message::Text(text), Codec::Json) => self.codec.decode(text.as_bytes()),
+            (Message::Binary(bytes), Codec::MsgPack) => self.codec.decode(&bytes),
+            (Message::Binary(_), Codec::Json) => {
+                return Some(End::Close(
+                    CloseCode::UNSUPPORTED_DATA,
+                    "binary frames are not part of ferry.json; send JSON text".into(),
+                ));
             }
-            Message::Binary(_) => Some(End::Close(
-                CloseCode::UNSUPPORTED_DATA,
-                "binary frames are not part of ferry.json; send JSON text".into(),
-            )),
+            (Message::Text(_), Codec::MsgPack) => {
+                return Some(End::Close(
+                    CloseCode::UNSUPPORTED_DATA,
+                    "text frames are not part of ferry.msgpack; send MessagePack in binary frames"
+                        .into(),
+                ));
+            }
             // Pings are answered by the WebSocket layer; any frame proves the peer alive.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+            (Message::Ping(_) | Message::Pong(_) | Message::Frame(_), _) => return None,
             // The WebSocket layer answers the close; the stream then ends.
-            Message::Close(_) => None,
+            (Message::Close(_), _) => return None,
+        };
+        match decoded {
+            Err(e) => {
+                // A malformed frame costs a command like any other, and a run of them ends
+                // the connection: answering garbage forever is a flood.
+                if let Some(end) = self.rate_check(e.id.as_ref(), 1) {
+                    return Some(end);
+                }
+                self.on_invalid(e);
+                let limit = self.hub.config().limits.rate_abuse_strikes.max(1);
+                if self.invalid_strikes >= limit {
+                    return Some(End::Close(
+                        CloseCode::POLICY_VIOLATION,
+                        format!("{limit} malformed frames in a row"),
+                    ));
+                }
+            }
+            Ok(frame) => {
+                self.invalid_strikes = 0;
+                let cost = match &frame.command {
+                    Command::Batch(frames) => frames.len().max(1) as u32,
+                    _ => 1,
+                };
+                if let Some(end) = self.rate_check(frame.id.as_ref(), cost) {
+                    return Some(end);
+                }
+                self.on_frame(frame).await;
+            }
         }
+        None
     }
 
     fn rate_check(&mut self, id: Option<&FrameId>, cost: u32) -> Option<End> {
@@ -714,7 +749,7 @@ impl Session {
                 let count = frames.len();
                 match frame.id {
                     Some(id) if frames.is_empty() => {
-                        self.send(encode_reply(&id, serde_json::json!({ "count": 0 })));
+                        self.send(self.codec.reply(&id, serde_json::json!({ "count": 0 })));
                     }
                     id => {
                         self.batch_reply = id.map(|id| (id, count));
@@ -727,8 +762,8 @@ impl Session {
                 self.revoke_lost_subscriptions().await;
             }
             Command::Ping => match frame.id.as_ref() {
-                Some(id) => self.send(encode_reply(id, serde_json::json!({}))),
-                None => self.send(encode_push("pong", serde_json::json!({}))),
+                Some(id) => self.send(self.codec.reply(id, serde_json::json!({}))),
+                None => self.send(self.codec.push("pong", serde_json::json!({}))),
             },
             command => {
                 let result = match self.identity() {
@@ -759,8 +794,8 @@ impl Session {
         }
     }
 
-    /// Run one command; returns the reply payload as JSON text.
-    async fn run_command(&mut self, identity: Identity, command: Command) -> HubResult<String> {
+    /// Run one command; returns the reply's payload.
+    async fn run_command(&mut self, identity: Identity, command: Command) -> HubResult<Reply> {
         let hub = self.hub.clone();
         match command {
             Command::Subscribe(SubscribeCommand {
@@ -787,32 +822,32 @@ impl Session {
                 let budget = hub.config().limits.reply_budget().saturating_sub(1024);
                 let fits = fit_in_budget(&subscribed.publications, budget);
                 let (in_reply, after) = subscribed.publications.split_at(fits);
-                let reply = to_json(&SubscribeReply {
-                    channel: &channel,
-                    offset: subscribed.position.offset,
-                    epoch: &subscribed.position.epoch,
-                    recovered: subscribed.recovered,
-                    publications: in_reply,
-                });
+                let codec = self.codec;
                 self.deferred
-                    .extend(after.iter().map(|p| Message::Text(p.ws_frame())));
-                reply
+                    .extend(after.iter().map(|p| data_message(codec, p.frame(codec))));
+                Ok(Reply::Subscribe {
+                    channel,
+                    offset: subscribed.position.offset,
+                    epoch: subscribed.position.epoch,
+                    recovered: subscribed.recovered,
+                    publications: in_reply.to_vec(),
+                })
             }
             Command::Unsubscribe(c) => {
                 hub.unsubscribe(&self.conn, &c.channel).await?;
-                to_json(&serde_json::json!({ "channel": c.channel }))
+                Ok(Reply::Channel { channel: c.channel })
             }
             Command::Publish(p) => {
                 hub.authorize(&identity, Capability::Publish, &p.channel)?;
                 let skip = p.skip_self.then_some(self.conn.id);
                 let publication = hub
-                    .publish(&p.channel, p.data.into(), Some(self.conn.info()), skip)
+                    .publish(&p.channel, p.data, Some(self.conn.info()), skip)
                     .await?;
-                to_json(&serde_json::json!({
-                    "channel": p.channel,
-                    "offset": publication.offset(),
-                    "epoch": publication.epoch(),
-                }))
+                Ok(Reply::Published {
+                    channel: p.channel,
+                    offset: publication.offset(),
+                    epoch: publication.epoch().into(),
+                })
             }
             Command::History(HistoryCommand {
                 channel,
@@ -827,22 +862,22 @@ impl Session {
                     reverse,
                 };
                 let page = hub.history(&channel, query).await?;
-                to_json(&HistoryReply {
-                    channel: &channel,
-                    publications: &page.publications,
+                Ok(Reply::History {
+                    channel,
+                    publications: page.publications,
                     offset: page.position.offset,
-                    epoch: &page.position.epoch,
+                    epoch: page.position.epoch,
                     has_more: page.has_more,
                 })
             }
             Command::Presence(c) => {
                 hub.authorize(&identity, Capability::Presence, &c.channel)?;
                 let clients = hub.presence(&c.channel).await?;
-                to_json(&serde_json::json!({
-                    "channel": c.channel,
-                    "count": clients.len(),
-                    "clients": clients,
-                }))
+                Ok(Reply::Presence {
+                    channel: c.channel,
+                    count: clients.len(),
+                    clients,
+                })
             }
             Command::Auth(_) | Command::Ping | Command::Batch(_) => Err(HubError::new(
                 ErrorCode::InternalError,
@@ -852,9 +887,18 @@ impl Session {
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> HubResult<String> {
-    serde_json::to_string(value)
-        .map_err(|e| HubError::new(ErrorCode::InternalError, format!("encoding failed: {e}")))
+/// A data message of the codec around an encoded frame (JSON frames are UTF-8: serde_json
+/// writes nothing else).
+fn data_message(codec: Codec, frame: bytes::Bytes) -> Message {
+    match codec {
+        Codec::Json => match WsText::try_from(frame) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Text(WsText::from_static(
+                r#"{"type":"error","payload":{"code":"INTERNAL_ERROR","message":"a frame was not UTF-8"}}"#,
+            )),
+        },
+        Codec::MsgPack => Message::Binary(frame),
+    }
 }
 
 /// Time allowed for the final frames and the close frame to be written.
@@ -872,6 +916,7 @@ async fn finish(
     raw: &mut RawFrames,
     rx: &mut Receiver,
     compress: Compress,
+    codec: Codec,
 ) -> End {
     if !matches!(end, End::ShuttingDown) {
         return end;
@@ -879,7 +924,7 @@ async fn finish(
     // Drain what is already queued (bounded: a stuck peer cannot hold us).
     let drain = async {
         while let Ok(item) = rx.try_recv() {
-            write_item(socket, raw, item, compress).await?;
+            write_item(socket, raw, item, compress, codec).await?;
         }
         write_raw(socket, raw).await?;
         socket.flush().await
@@ -913,34 +958,33 @@ type Compress = Option<std::num::NonZeroU32>;
 /// Frames gathered before one vectored write of publications.
 const RAW_BATCH: usize = 64;
 
-/// Queue one outbound item in order: publications as shared pre-built frames (compressed
-/// ones where agreed and big enough), anything else through tungstenite (after the
-/// publications before it).
+/// Queue one outbound item in order, as a shared pre-built frame of the codec
+/// (publications compressed where agreed and big enough, JSON only).
 async fn write_item(
     socket: &mut ServerSocket,
     raw: &mut RawFrames,
     item: Outbound,
     compress: Compress,
+    codec: Codec,
 ) -> Result<(), ws_io::WsError> {
-    match item {
-        Outbound::Publication(d) => {
-            let frame = match compress {
-                Some(min) if d.compressible() && d.ws_frame().len() >= min.get() as usize => {
-                    d.ws_wire_deflated()
-                }
-                _ => d.ws_wire(),
-            };
-            raw.push(frame.clone());
-            if raw.len() >= RAW_BATCH {
-                write_raw(socket, raw).await?;
+    let frame = match &item {
+        Outbound::Publication(d) => match compress {
+            Some(min)
+                if codec == Codec::Json
+                    && d.compressible()
+                    && d.ws_frame().len() >= min.get() as usize =>
+            {
+                d.ws_wire_deflated()
             }
-            Ok(())
-        }
-        Outbound::Frame(text) => {
-            write_raw(socket, raw).await?;
-            socket.feed(Message::Text(text)).await
-        }
+            _ => d.ws_wire(codec),
+        },
+        Outbound::Push(push) => push.ws_wire(codec),
+    };
+    raw.push(frame.clone());
+    if raw.len() >= RAW_BATCH {
+        write_raw(socket, raw).await?;
     }
+    Ok(())
 }
 
 async fn write_queued(
@@ -949,10 +993,11 @@ async fn write_queued(
     first: Outbound,
     rx: &mut Receiver,
     compress: Compress,
+    codec: Codec,
 ) -> Result<(), ws_io::WsError> {
-    write_item(socket, raw, first, compress).await?;
+    write_item(socket, raw, first, compress, codec).await?;
     while let Ok(item) = rx.try_recv() {
-        write_item(socket, raw, item, compress).await?;
+        write_item(socket, raw, item, compress, codec).await?;
     }
     write_raw(socket, raw).await?;
     socket.flush().await

@@ -33,13 +33,14 @@ use ferry_proto::deflate::io::Inflating;
 /// Errors from reading or writing a socket.
 pub type WsError = tungstenite::Error;
 
-/// A complete server-to-client text frame around `payload`: FIN + text opcode, the
-/// length, no mask (servers never mask). The same bytes suit every subscriber, so a
-/// publication's frame is built once and written to each socket as it is.
-pub fn text_frame(payload: &[u8]) -> bytes::Bytes {
+/// A complete server-to-client data frame around `payload`, text for `ferry.json` and
+/// binary for `ferry.msgpack`: FIN + opcode, the length, no mask (servers never mask).
+/// The same bytes suit every subscriber of the codec, so a publication's frame is built
+/// once and written to each socket as it is.
+pub fn data_frame(codec: ferry_proto::Codec, payload: &[u8]) -> bytes::Bytes {
     let len = payload.len();
     let mut frame = Vec::with_capacity(len + 10);
-    frame.push(0x81);
+    frame.push(if codec.is_binary() { 0x82 } else { 0x81 });
     if len < 126 {
         frame.push(len as u8);
     } else if let Ok(short) = u16::try_from(len) {
@@ -209,9 +210,8 @@ fn plain(status: StatusCode, message: &str) -> Response {
 }
 
 /// Complete the WebSocket handshake (RFC 6455 §4.2) and run `handler` on the socket once
-/// the connection is upgraded. `protocols` are the subprotocols this endpoint speaks, in
-/// order of preference; the handler gets the one chosen (`None` when the client offered
-/// none).
+/// the connection is upgraded. `protocols` are the subprotocols this endpoint speaks; the
+/// handler gets the client's first offer among them (`None` when the client offered none).
 pub fn upgrade<F, Fut>(
     mut req: Request,
     max_message_size: usize,
@@ -256,10 +256,10 @@ where
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
         .collect();
-    let chosen = protocols
+    // The client's first offer that this endpoint speaks.
+    let chosen = offered
         .iter()
-        .copied()
-        .find(|p| offered.iter().any(|o| o == p));
+        .find_map(|o| protocols.iter().copied().find(|p| p == o));
     if !offered.is_empty() && chosen.is_none() {
         return plain(
             StatusCode::BAD_REQUEST,
