@@ -27,7 +27,6 @@ async fn server_with_public_keys() -> TestServer {
     .await
 }
 
-#[tokio::test]
 async fn hs256_rs256_and_es256_tokens_are_accepted() {
     let server = server_with_public_keys().await;
     let rsa =
@@ -68,7 +67,6 @@ async fn hs256_rs256_and_es256_tokens_are_accepted() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn token_in_authorization_header_is_accepted() {
     let server = TestServer::start().await;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -86,7 +84,6 @@ async fn token_in_authorization_header_is_accepted() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn bad_tokens_are_refused_with_clear_codes() {
     let server = server_with_public_keys().await;
     let mut c = WsClient::connect(&server.ws_url("/ws?token=not.a.jwt")).await;
@@ -110,7 +107,6 @@ async fn bad_tokens_are_refused_with_clear_codes() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn expiry_pushes_auth_expired_and_refresh_keeps_the_connection() {
     let server = TestServer::start_with(|c| c.jwt_leeway_secs = 0).await;
     let short = token_with(json!({"sub": "alice", "exp": now() + 2}));
@@ -145,7 +141,6 @@ async fn expiry_pushes_auth_expired_and_refresh_keeps_the_connection() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn expired_token_not_refreshed_is_closed_1008() {
     let server = TestServer::start_with(|c| {
         c.jwt_leeway_secs = 0;
@@ -212,7 +207,6 @@ async fn login_issues_tokens_for_configured_users_only() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn anonymous_access_only_where_configured() {
     let server = TestServer::start_with(|c| {
         c.allow_anonymous = true;
@@ -253,3 +247,12 @@ async fn anonymous_access_only_where_configured() {
     assert_eq!(r["payload"]["code"], "AUTH_REQUIRED");
     server.stop().await;
 }
+
+both_codecs!(
+    hs256_rs256_and_es256_tokens_are_accepted,
+    token_in_authorization_header_is_accepted,
+    bad_tokens_are_refused_with_clear_codes,
+    expiry_pushes_auth_expired_and_refresh_keeps_the_connection,
+    expired_token_not_refreshed_is_closed_1008,
+    anonymous_access_only_where_configured,
+);

@@ -13,7 +13,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-#[tokio::test]
 async fn message_over_the_limit_closes_1009() {
     let server = TestServer::start_with(|c| c.limits.max_message_size = 1024).await;
     let mut c = server.client("alice").await;
@@ -48,7 +47,6 @@ async fn binary_frames_close_1003() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn rate_limit_refuses_then_persistent_abuse_closes_1008() {
     let server = TestServer::start_with(|c| {
         c.limits.rate_per_second = 1;
@@ -74,7 +72,6 @@ async fn rate_limit_refuses_then_persistent_abuse_closes_1008() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn rate_limited_command_is_refused_but_connection_stays() {
     let server = TestServer::start_with(|c| {
         c.limits.rate_per_second = 1;
@@ -111,7 +108,6 @@ async fn rate_limited_command_is_refused_but_connection_stays() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn subscriptions_per_connection_are_capped() {
     let server = TestServer::start_with(|c| c.limits.max_subscriptions_per_connection = 2).await;
     let mut c = server.client("alice").await;
@@ -171,7 +167,6 @@ async fn connection_limits_per_ip_and_global_answer_503() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn missing_auth_is_closed_1008_after_the_deadline() {
     let server = TestServer::start_with(|c| c.limits.auth_timeout_ms = 200).await;
     let mut c = WsClient::connect(&server.ws_url("/ws")).await;
@@ -182,7 +177,6 @@ async fn missing_auth_is_closed_1008_after_the_deadline() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn idle_connections_are_closed() {
     let server = TestServer::start_with(|c| c.limits.idle_timeout_ms = 300).await;
     let mut c = server.client("alice").await;
@@ -310,3 +304,12 @@ async fn slow_consumer_is_disconnected_and_memory_stays_bounded() {
     assert!(code == 1013 || code == 1006, "close code {code}");
     server.stop().await;
 }
+
+both_codecs!(
+    message_over_the_limit_closes_1009,
+    rate_limit_refuses_then_persistent_abuse_closes_1008,
+    rate_limited_command_is_refused_but_connection_stays,
+    subscriptions_per_connection_are_capped,
+    missing_auth_is_closed_1008_after_the_deadline,
+    idle_connections_are_closed,
+);

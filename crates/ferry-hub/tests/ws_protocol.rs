@@ -3,8 +3,10 @@
 
 mod support;
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use support::{TestServer, WsClient};
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn documented_examples_work_as_written() {
@@ -55,7 +57,6 @@ async fn documented_examples_work_as_written() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn offsets_grow_by_exactly_one_and_publisher_gets_its_own_unless_skipped() {
     let server = TestServer::start().await;
     let mut c = server.client("alice").await;
@@ -90,7 +91,6 @@ async fn offsets_grow_by_exactly_one_and_publisher_gets_its_own_unless_skipped()
     server.stop().await;
 }
 
-#[tokio::test]
 async fn connection_without_token_must_auth_first() {
     let server = TestServer::start().await;
     let mut c = WsClient::connect(&server.ws_url("/ws")).await;
@@ -108,7 +108,6 @@ async fn connection_without_token_must_auth_first() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn unsubscribe_stops_delivery_and_errors_name_the_problem() {
     let server = TestServer::start().await;
     let mut c = server.client("alice").await;
@@ -129,7 +128,6 @@ async fn unsubscribe_stops_delivery_and_errors_name_the_problem() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn history_pages_forward_and_backward() {
     let server = TestServer::start().await;
     let api = server.api();
@@ -167,7 +165,6 @@ async fn history_pages_forward_and_backward() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn presence_and_join_leave_pushes() {
     // Join/leave pushes are off by default (their cost is quadratic in a channel's size).
     let server = TestServer::start_with(|cfg| {
@@ -209,7 +206,6 @@ async fn presence_and_join_leave_pushes() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn ping_without_id_gets_pong_and_batch_answers_each_command() {
     let server = TestServer::start().await;
     let mut c = server.client("alice").await;
@@ -231,7 +227,6 @@ async fn ping_without_id_gets_pong_and_batch_answers_each_command() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn recovery_returns_missed_publications_or_says_it_cannot() {
     let server = TestServer::start().await;
     let api = server.api();
@@ -274,7 +269,6 @@ async fn recovery_returns_missed_publications_or_says_it_cannot() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn recovery_beyond_retained_history_is_flagged() {
     let server = TestServer::start_with(|cfg| {
         cfg.namespaces.get_mut("chat").unwrap().history_size = 2;
@@ -325,7 +319,6 @@ async fn malformed_frames_get_invalid_message_and_the_connection_stays() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn channel_rules_unknown_namespace_and_permissions() {
     let server = TestServer::start_with(|cfg| {
         cfg.namespaces.insert(
@@ -365,7 +358,6 @@ async fn channel_rules_unknown_namespace_and_permissions() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn user_channels_are_private_to_their_users() {
     let server = TestServer::start().await;
     let mut alice = server.client("alice").await;
@@ -400,7 +392,6 @@ async fn user_channels_are_private_to_their_users() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn direct_sends_reach_one_connection_or_all_of_a_user() {
     let server = TestServer::start().await;
     let mut a1 = server.client("alice").await;
@@ -441,7 +432,6 @@ async fn direct_sends_reach_one_connection_or_all_of_a_user() {
 
 /// A client whose process dies (its TCP connection reset, no close frame) leaves no ghost
 /// in presence: the entry is gone as soon as the hub sees the socket end.
-#[tokio::test]
 async fn presence_of_a_crashed_client_is_cleaned_up() {
     let server = TestServer::start().await;
     let api = server.api();
@@ -485,5 +475,131 @@ async fn presence_of_a_crashed_client_is_cleaned_up() {
         "reply",
         "the other client is untouched"
     );
+    server.stop().await;
+}
+
+both_codecs!(
+    offsets_grow_by_exactly_one_and_publisher_gets_its_own_unless_skipped,
+    connection_without_token_must_auth_first,
+    unsubscribe_stops_delivery_and_errors_name_the_problem,
+    history_pages_forward_and_backward,
+    presence_and_join_leave_pushes,
+    ping_without_id_gets_pong_and_batch_answers_each_command,
+    recovery_returns_missed_publications_or_says_it_cannot,
+    recovery_beyond_retained_history_is_flagged,
+    channel_rules_unknown_namespace_and_permissions,
+    user_channels_are_private_to_their_users,
+    direct_sends_reach_one_connection_or_all_of_a_user,
+    presence_of_a_crashed_client_is_cleaned_up,
+);
+
+/// A publication made in one codec reaches subscribers of the other with the same value;
+/// MessagePack binary reaches a JSON subscriber as base64 and a MessagePack subscriber as
+/// the same bytes; history and recovery answer in each reader's codec.
+#[tokio::test]
+async fn a_publication_crosses_codecs() {
+    use support::{Codec, with_codec};
+    let server = TestServer::start().await;
+    let mut json_side = with_codec(Codec::Json, server.client("alice")).await;
+    let mut packed_side = with_codec(Codec::MsgPack, server.client("bob")).await;
+    for c in [&mut json_side, &mut packed_side] {
+        let r = c.request("subscribe", json!({"channel": "chat:mix"})).await;
+        assert_eq!(r["type"], "reply", "{r}");
+    }
+    // JSON → both.
+    let r = json_side
+        .request(
+            "publish",
+            json!({"channel": "chat:mix", "data": {"n": -2, "f": 0.5, "s": "é"}}),
+        )
+        .await;
+    assert_eq!(r["payload"]["offset"], 1);
+    for c in [&mut json_side, &mut packed_side] {
+        let m = c.next_of_type("message").await;
+        assert_eq!(m["payload"]["data"], json!({"n": -2, "f": 0.5, "s": "é"}));
+    }
+    // MessagePack with a binary value → both (raw frame, to send real `bin`).
+    let frame = rmpv::Value::Map(vec![
+        ("type".into(), "publish".into()),
+        ("id".into(), "bin".into()),
+        (
+            "payload".into(),
+            rmpv::Value::Map(vec![
+                ("channel".into(), "chat:mix".into()),
+                (
+                    "data".into(),
+                    rmpv::Value::Map(vec![("blob".into(), rmpv::Value::Binary(vec![0, 1, 254]))]),
+                ),
+            ]),
+        ),
+    ]);
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &frame).unwrap();
+    packed_side
+        .stream
+        .send(Message::binary(bytes))
+        .await
+        .unwrap();
+    let reply = packed_side.answer("bin").await;
+    assert_eq!(reply["payload"]["offset"], 2, "{reply}");
+    let m = json_side.next_of_type("message").await;
+    assert_eq!(
+        m["payload"]["data"],
+        json!({"blob": "AAH+"}),
+        "base64 in JSON"
+    );
+    // The MessagePack subscriber gets a real binary value: read its raw frame.
+    let raw = loop {
+        let msg = tokio::time::timeout(support::WAIT, packed_side.stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Binary(b) = msg {
+            let v = rmpv::decode::read_value(&mut &b[..]).unwrap();
+            if v["type"].as_str() == Some("message") {
+                break v;
+            }
+        }
+    };
+    assert_eq!(
+        raw["payload"]["data"]["blob"],
+        rmpv::Value::Binary(vec![0, 1, 254])
+    );
+    // History read over JSON converts; recovery over MessagePack keeps the binary.
+    let h = json_side
+        .request("history", json!({"channel": "chat:mix"}))
+        .await;
+    assert_eq!(
+        h["payload"]["publications"][1]["data"],
+        json!({"blob": "AAH+"})
+    );
+    let mut late = with_codec(Codec::MsgPack, server.client("carol")).await;
+    let epoch = h["payload"]["epoch"].clone();
+    let r = late
+        .request(
+            "subscribe",
+            json!({"channel": "chat:mix", "recover": true, "offset": 0, "epoch": epoch}),
+        )
+        .await;
+    assert_eq!(r["payload"]["recovered"], true, "{r}");
+    assert_eq!(
+        r["payload"]["publications"][1]["data"],
+        json!({"blob": "AAH+"}),
+        "the test client shows binary as base64 too"
+    );
+    server.stop().await;
+}
+
+/// The wrong kind of frame for the codec closes 1003, naming what to send.
+#[tokio::test]
+async fn a_text_frame_on_msgpack_closes_1003() {
+    use support::{Codec, with_codec};
+    let server = TestServer::start().await;
+    let mut c = with_codec(Codec::MsgPack, server.client("alice")).await;
+    c.send_text(r#"{"type":"ping","id":"1"}"#).await;
+    let (code, reason) = c.expect_close().await;
+    assert_eq!(code, 1003);
+    assert!(reason.contains("binary frames"), "{reason}");
     server.stop().await;
 }

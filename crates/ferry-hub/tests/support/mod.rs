@@ -1,7 +1,10 @@
-//! Shared test support: a real server on an ephemeral loopback port and a small JSON
-//! WebSocket client. Every wait has a generous timeout as a safety net only.
+//! Shared test support: a real server on an ephemeral loopback port and a small WebSocket
+//! client that speaks either codec (its frames are read and written as JSON values, so
+//! one test body runs over `ferry.json` and `ferry.msgpack`: see [`both_codecs!`]).
+//! Every wait has a generous timeout as a safety net only.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +18,45 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use ferry_proto::Codec;
+
+thread_local! {
+    /// The codec `WsClient::connect` speaks on this thread (tests run on a current-thread
+    /// runtime, so a test and everything it spawns share it).
+    static CODEC: Cell<Codec> = const { Cell::new(Codec::Json) };
+}
+
+/// Run a test body with every `WsClient` it opens speaking `codec`.
+pub async fn with_codec<F: std::future::Future>(codec: Codec, body: F) -> F::Output {
+    CODEC.with(|c| c.set(codec));
+    body.await
+}
+
+/// The codec this thread's clients speak.
+pub fn codec() -> Codec {
+    CODEC.with(Cell::get)
+}
+
+/// Run each named `async fn` (no `#[tokio::test]` of its own) as two tests,
+/// `NAME::json` and `NAME::msgpack`: one suite, both codecs.
+#[macro_export]
+macro_rules! both_codecs {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn json() {
+                    super::support::with_codec(super::support::Codec::Json, super::$name()).await
+                }
+                #[tokio::test]
+                async fn msgpack() {
+                    super::support::with_codec(super::support::Codec::MsgPack, super::$name()).await
+                }
+            }
+        )*
+    };
+}
 
 /// Safety-net timeout for anything a test awaits.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -162,16 +204,19 @@ type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub struct WsClient {
     pub stream: Stream,
+    pub codec: Codec,
     pending: VecDeque<Value>,
     next_id: AtomicU64,
 }
 
 impl WsClient {
     pub async fn connect(url: &str) -> WsClient {
+        let codec = codec();
         let mut request = url.into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", "ferry.json".parse().unwrap());
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            codec.subprotocol().parse().unwrap(),
+        );
         let (stream, response) =
             tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
                 .await
@@ -182,10 +227,11 @@ impl WsClient {
                 .headers()
                 .get("sec-websocket-protocol")
                 .map(|v| v.to_str().unwrap()),
-            Some("ferry.json")
+            Some(codec.subprotocol())
         );
         WsClient {
             stream,
+            codec,
             pending: VecDeque::new(),
             next_id: AtomicU64::new(1),
         }
@@ -195,8 +241,15 @@ impl WsClient {
         self.stream.send(Message::text(text)).await.unwrap();
     }
 
+    /// Send a frame given as JSON, encoded in the client's codec.
     pub async fn send_json(&mut self, v: Value) {
-        self.send_text(&v.to_string()).await;
+        match self.codec {
+            Codec::Json => self.send_text(&v.to_string()).await,
+            Codec::MsgPack => {
+                let frame = rmp_serde::to_vec_named(&v).unwrap();
+                self.stream.send(Message::binary(frame)).await.unwrap();
+            }
+        }
     }
 
     /// The next JSON frame from the server (pings and pongs skipped). Panics on close.
@@ -208,7 +261,19 @@ impl WsClient {
                 .expect("stream open")
                 .expect("frame");
             match msg {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("JSON frame"),
+                Message::Text(t) => {
+                    assert_eq!(self.codec, Codec::Json, "a text frame on {:?}", self.codec);
+                    return serde_json::from_str(t.as_str()).expect("JSON frame");
+                }
+                Message::Binary(b) => {
+                    assert_eq!(
+                        self.codec,
+                        Codec::MsgPack,
+                        "a binary frame on {:?}",
+                        self.codec
+                    );
+                    return Codec::MsgPack.frame_to_json(&b).expect("MessagePack frame");
+                }
                 Message::Close(c) => panic!("closed by server: {c:?}"),
                 _ => {}
             }
@@ -274,6 +339,9 @@ impl WsClient {
                 Some(Ok(Message::Text(t))) => self
                     .pending
                     .push_back(serde_json::from_str(t.as_str()).unwrap_or(Value::Null)),
+                Some(Ok(Message::Binary(b))) => self
+                    .pending
+                    .push_back(Codec::MsgPack.frame_to_json(&b).unwrap_or(Value::Null)),
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return (1006, String::new()),
             }
