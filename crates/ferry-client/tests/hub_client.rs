@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry_client::hub::{
-    HistoryOptions, HubApi, HubClient, HubEvent, Position, Subscription, SubscriptionEvent,
+    Codec, HistoryOptions, HubApi, HubClient, HubEvent, Position, Subscription, SubscriptionEvent,
 };
 use ferry_client::ws::{Backoff, ConnectionState};
 use serde_json::{Value, json};
@@ -25,8 +25,38 @@ fn manual_backoff() -> Backoff {
     }
 }
 
+thread_local! {
+    /// The codec this test's clients speak (tests run on a current-thread runtime).
+    static CODEC: std::cell::Cell<Codec> = const { std::cell::Cell::new(Codec::Json) };
+}
+
+/// Run each named `async fn` as `NAME::json` and `NAME::msgpack`.
+macro_rules! both_codecs {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn json() {
+                    super::CODEC.with(|c| c.set(super::Codec::Json));
+                    super::$name().await
+                }
+                #[tokio::test]
+                async fn msgpack() {
+                    super::CODEC.with(|c| c.set(super::Codec::MsgPack));
+                    super::$name().await
+                }
+            }
+        )*
+    };
+}
+
+/// A builder speaking this test's codec.
+fn builder(url: &str) -> ferry_client::hub::HubClientBuilder {
+    HubClient::builder(url).codec(CODEC.with(std::cell::Cell::get))
+}
+
 async fn client(server: &TestServer, user: &str) -> HubClient {
-    HubClient::builder(&server.ws_url("/ws"))
+    builder(&server.ws_url("/ws"))
         .token(&server.token(user))
         .backoff(manual_backoff())
         .connect()
@@ -47,7 +77,6 @@ async fn next_data(sub: &mut Subscription) -> Value {
     serde_json::from_str(p.data.to_json().get()).unwrap()
 }
 
-#[tokio::test]
 async fn typed_commands_and_a_publication_stream() {
     // Join and leave pushes are off by default; this test watches them on `chat`.
     let mut config = ws_support::test_config("127.0.0.1:0".parse().unwrap());
@@ -123,12 +152,11 @@ async fn typed_commands_and_a_publication_stream() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn recovers_publications_missed_while_disconnected_no_gap_no_duplicate() {
     let server = TestServer::start().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let (token_calls, token) = (calls.clone(), server.token("carol"));
-    let hub = HubClient::builder(&server.ws_url("/ws"))
+    let hub = builder(&server.ws_url("/ws"))
         .token_provider(move || {
             token_calls.fetch_add(1, Ordering::SeqCst);
             let token = token.clone();
@@ -184,7 +212,6 @@ async fn recovers_publications_missed_while_disconnected_no_gap_no_duplicate() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn an_unrecoverable_gap_is_reported() {
     let mut config = test_config("127.0.0.1:0".parse().unwrap());
     config.namespaces.get_mut("chat").unwrap().history_size = 2;
@@ -228,7 +255,6 @@ async fn an_unrecoverable_gap_is_reported() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn publishes_made_offline_are_sent_after_the_reconnect() {
     let server = TestServer::start().await;
     let watcher = client(&server, "watcher").await;
@@ -271,7 +297,6 @@ async fn publishes_made_offline_are_sent_after_the_reconnect() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn subscribe_from_a_saved_position_recovers_across_a_restart_of_the_client() {
     let server = TestServer::start().await;
     let first = client(&server, "fay").await;
@@ -302,7 +327,6 @@ async fn subscribe_from_a_saved_position_recovers_across_a_restart_of_the_client
     server.stop().await;
 }
 
-#[tokio::test]
 async fn server_refusals_are_typed_errors() {
     let server = TestServer::start().await;
     let hub = client(&server, "gus").await;
@@ -314,7 +338,7 @@ async fn server_refusals_are_typed_errors() {
     hub.close().await;
 
     // A bad token: the connection opens, the server says auth_error, commands fail.
-    let hub = HubClient::builder(&server.ws_url("/ws"))
+    let hub = builder(&server.ws_url("/ws"))
         .token("not-a-jwt")
         .connect()
         .await
@@ -333,7 +357,6 @@ async fn server_refusals_are_typed_errors() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn an_expired_token_is_refreshed_without_reconnecting() {
     let mut config = test_config("127.0.0.1:0".parse().unwrap());
     config.token_ttl_secs = 1;
@@ -341,7 +364,7 @@ async fn an_expired_token_is_refreshed_without_reconnecting() {
     let hub_for_tokens = server.hub.clone();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    let hub = HubClient::builder(&server.ws_url("/ws"))
+    let hub = builder(&server.ws_url("/ws"))
         .token_provider(move || {
             counter.fetch_add(1, Ordering::SeqCst);
             let token = hub_for_tokens.auth().issue("hal").unwrap().0;
@@ -375,3 +398,13 @@ async fn an_expired_token_is_refreshed_without_reconnecting() {
     );
     server.stop().await;
 }
+
+both_codecs!(
+    typed_commands_and_a_publication_stream,
+    recovers_publications_missed_while_disconnected_no_gap_no_duplicate,
+    an_unrecoverable_gap_is_reported,
+    publishes_made_offline_are_sent_after_the_reconnect,
+    subscribe_from_a_saved_position_recovers_across_a_restart_of_the_client,
+    server_refusals_are_typed_errors,
+    an_expired_token_is_refreshed_without_reconnecting,
+);
