@@ -300,6 +300,77 @@ async fn sub_prints_what_pub_publishes() {
     assert_eq!(lines[1]["data"], "plain text");
 }
 
+/// `--proto msgpack`: `ferry sub` reads MessagePack frames and `ferry pub` publishes a
+/// MessagePack value over /ws; a JSON publication from the API reaches the same reader.
+#[tokio::test]
+async fn sub_and_pub_speak_msgpack() {
+    let server = server().await;
+    let ws_base = format!("ws://127.0.0.1:{}", server.port);
+    let mut sub = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "sub", "chat:mp", "--url", &ws_base, "--count", "2", "--json", "--proto", "msgpack",
+        ])
+        .env("FERRY_TOKEN", token_for("reader"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(sub.stderr.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            if line.contains("subscribed to chat:mp at offset 0") {
+                return;
+            }
+        }
+        panic!("ferry sub exited before subscribing");
+    })
+    .await
+    .unwrap();
+    ferry()
+        .args([
+            "pub",
+            "chat:mp",
+            r#"{"via":"api"}"#,
+            "--url",
+            &server.base_url,
+        ])
+        .env("FERRY_API_KEY", API_KEY)
+        .assert()
+        .success();
+    ferry()
+        .args([
+            "pub",
+            "chat:mp",
+            r#"{"via":"msgpack","n":[1,-2,0.5]}"#,
+            "--url",
+            &server.base_url,
+            "--proto",
+            "msgpack",
+        ])
+        .env("FERRY_TOKEN", token_for("writer"))
+        .assert()
+        .success()
+        .stdout("published to chat:mp at offset 2\n");
+    let output = tokio::time::timeout(Duration::from_secs(30), sub.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["data"], json!({"via": "api"}));
+    assert_eq!(
+        lines[1]["data"],
+        json!({"via": "msgpack", "n": [1, -2, 0.5]})
+    );
+    assert_eq!(lines[1]["info"]["user"], "writer");
+}
+
 #[tokio::test]
 async fn pub_and_sub_errors_have_codes_hints_and_exit_codes() {
     let server = server().await;
