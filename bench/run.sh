@@ -116,6 +116,9 @@ run_one() { # SERVER SCENARIO REPEAT
     idle) args=(--url "$base$path" idle -n "$IDLE_N") ;;
     fanout-small) args=(--url "$base$path" fanout -n "$FANOUT_SMALL" -d "$DURATION") ;;
     fanout-large) args=(--url "$base$path" fanout -n "$FANOUT_LARGE" -d "$DURATION") ;;
+    # ferry only: the same fan-outs with ferry.msgpack subscribers (JSON publisher).
+    fanout-small-msgpack) args=(--url "$base$path" fanout -n "$FANOUT_SMALL" -d "$DURATION" --sub-proto msgpack) ;;
+    fanout-large-msgpack) args=(--url "$base$path" fanout -n "$FANOUT_LARGE" -d "$DURATION" --sub-proto msgpack) ;;
     latency) args=(--url "$base$path" latency -n "$LATENCY_N" --rate "$LATENCY_RATE" -d "$LATENCY_DURATION") ;;
     echo) args=(--url "$base$echo_path" echo -n "$ECHO_N" -d "$DURATION") ;;
   esac
@@ -142,7 +145,9 @@ for rep in $(seq "$REPEATS"); do
   fi
   for server in $SERVERS; do
     log "run $rep/$REPEATS: $server"
-    for scenario in idle fanout-small fanout-large latency echo; do
+    scenarios="idle fanout-small fanout-large latency echo"
+    [ "$server" = ferry ] && scenarios="$scenarios fanout-small-msgpack fanout-large-msgpack"
+    for scenario in $scenarios; do
       run_one "$server" "$scenario" "$rep"
     done
   done

@@ -35,6 +35,10 @@ METRICS = [
     ("fan-out {fanout_small} subscribers: CPU-s per million deliveries", "fanout-small", lambda r: get(r, "server", "cpu_s_per_million"), "{:.2f}"),
     ("fan-out {fanout_large} subscribers: deliveries/s", "fanout-large", lambda r: r["messages_per_s"], "{:,.0f}"),
     ("fan-out {fanout_large} subscribers: CPU-s per million deliveries", "fanout-large", lambda r: get(r, "server", "cpu_s_per_million"), "{:.2f}"),
+    ("fan-out {fanout_small} MessagePack subscribers: deliveries/s", "fanout-small-msgpack", lambda r: r["messages_per_s"], "{:,.0f}"),
+    ("fan-out {fanout_small} MessagePack subscribers: CPU-s per million deliveries", "fanout-small-msgpack", lambda r: get(r, "server", "cpu_s_per_million"), "{:.2f}"),
+    ("fan-out {fanout_large} MessagePack subscribers: deliveries/s", "fanout-large-msgpack", lambda r: r["messages_per_s"], "{:,.0f}"),
+    ("fan-out {fanout_large} MessagePack subscribers: CPU-s per million deliveries", "fanout-large-msgpack", lambda r: get(r, "server", "cpu_s_per_million"), "{:.2f}"),
     ("latency p50, ms ({latency})", "latency", lambda r: get(r, "latency", "p50_ms"), "{:.2f}"),
     ("latency p99, ms ({latency})", "latency", lambda r: get(r, "latency", "p99_ms"), "{:.2f}"),
     ("echo messages/s ({echo} connections)", "echo", lambda r: r["messages_per_s"], "{:,.0f}"),
@@ -181,7 +185,7 @@ def main():
     lines.append("| server | scenario | connections | msgs/s | p50 ms | p99 ms | KiB/conn | CPU-s/M | errors |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for key, _ in SERVERS:
-        for scenario in ("idle", "fanout-small", "fanout-large", "latency", "echo"):
+        for scenario in ("idle", "fanout-small", "fanout-large", "fanout-small-msgpack", "fanout-large-msgpack", "latency", "echo"):
             for r in runs.get((key, scenario), []):
                 lines.append(
                     f"| {key} | {scenario} | {r['connections']} | {r['messages_per_s']:,.0f} | "

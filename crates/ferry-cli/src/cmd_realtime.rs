@@ -212,7 +212,7 @@ pub enum Proto {
 }
 
 impl Proto {
-    fn codec(self) -> ferry_client::hub::Codec {
+    pub(crate) fn codec(self) -> ferry_client::hub::Codec {
         match self {
             Proto::Json => ferry_client::hub::Codec::Json,
             Proto::Msgpack => ferry_client::hub::Codec::MsgPack,

@@ -53,6 +53,13 @@ impl FrameId {
         }
     }
 
+    /// A string id (what a client puts in the commands it makes).
+    pub fn string(id: &str) -> FrameId {
+        // A JSON string always serialises, and is always a valid raw value.
+        let raw = serde_json::value::to_raw_value(id).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        FrameId(raw)
+    }
+
     /// The id as JSON text, e.g. `"a1"` (with quotes) or `18446744073709551617`.
     pub fn json(&self) -> &str {
         self.0.get()

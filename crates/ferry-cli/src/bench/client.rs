@@ -73,6 +73,8 @@ pub struct Target {
     /// Offer permessage-deflate (the idle scenario only: this client reads no compressed
     /// frame, and idle connections receive none).
     offer_deflate: bool,
+    /// The hub encoding subscribers speak (ferry protocol).
+    pub codec: ferry_proto::Codec,
 }
 
 /// Whether an address is on this machine's loopback (127.0.0.0/8, ::1).
@@ -133,7 +135,14 @@ impl Target {
             channel: channel.to_string(),
             subprotocol: protocol == Protocol::Ferry,
             offer_deflate: false,
+            codec: ferry_proto::Codec::Json,
         })
+    }
+
+    /// The same target speaking `codec` (`ferry.msgpack` subscribers: a MessagePack row).
+    pub fn speaking(mut self, codec: ferry_proto::Codec) -> Target {
+        self.codec = codec;
+        self
     }
 
     /// The same target as a plain WebSocket endpoint (an echo URL): no subprotocol and no
@@ -178,7 +187,7 @@ impl Target {
         if self.subprotocol {
             request.headers_mut().insert(
                 "sec-websocket-protocol",
-                "ferry.json".parse().context("header")?,
+                self.codec.subprotocol().parse().context("header")?,
             );
         }
         if self.offer_deflate {
@@ -197,16 +206,25 @@ impl Target {
         match self.protocol {
             Protocol::Plain => {}
             Protocol::Ferry => {
-                let first = next_text(&mut ws).await?;
+                let first = next_hub_frame(&mut ws, self.codec).await?;
                 match wire::ferry_type(&first) {
                     Some("auth_success") => {}
                     _ => bail!("no auth_success: {}", clip(&first)),
                 }
                 if subscribe {
-                    ws.send(Message::text(wire::ferry_subscribe(&self.channel)))
-                        .await?;
+                    let subscribe = match self.codec {
+                        ferry_proto::Codec::Json => {
+                            Message::text(wire::ferry_subscribe(&self.channel))
+                        }
+                        codec => Message::binary(codec.command(
+                            "subscribe",
+                            Some(&ferry_proto::envelope::FrameId::string("s")),
+                            serde_json::json!({ "channel": self.channel }),
+                        )),
+                    };
+                    ws.send(subscribe).await?;
                     loop {
-                        let reply = next_text(&mut ws).await?;
+                        let reply = next_hub_frame(&mut ws, self.codec).await?;
                         match wire::ferry_type(&reply) {
                             Some("reply") => break,
                             Some("error") => bail!("subscribe failed: {}", clip(&reply)),
@@ -274,6 +292,28 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_string()),
+            Some(Ok(Message::Close(frame))) => bail!("closed by the server: {frame:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("connection closed"),
+        }
+    }
+}
+
+/// The next hub frame as JSON text: a text frame as it is, a `ferry.msgpack` frame in its
+/// JSON form (setup only; deliveries are scanned without decoding).
+async fn next_hub_frame(ws: &mut Ws, codec: ferry_proto::Codec) -> anyhow::Result<String> {
+    if codec == ferry_proto::Codec::Json {
+        return next_text(ws).await;
+    }
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                let json = codec
+                    .frame_to_json(&b)
+                    .map_err(|e| anyhow::anyhow!("undecodable frame: {e}"))?;
+                return Ok(json.to_string());
+            }
             Some(Ok(Message::Close(frame))) => bail!("closed by the server: {frame:?}"),
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.into()),

@@ -206,6 +206,13 @@ pub async fn subscriber_group(
                 }
                 pending.push(ws.into_future());
             }
+            Some(Ok(Message::Binary(frame))) => {
+                // A `ferry.msgpack` subscriber.
+                if let Some((_, ts)) = wire::parse_msgpack_delivery(&frame) {
+                    result.record(&shared, ts);
+                }
+                pending.push(ws.into_future());
+            }
             Some(Ok(Message::Close(frame))) => {
                 result
                     .errors

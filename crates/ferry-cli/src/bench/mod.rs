@@ -323,6 +323,11 @@ struct FanoutArgs {
     /// other nodes of one Redis-backed cluster. Publishers stay on --url.
     #[arg(long = "also-url", value_name = "URL")]
     also_url: Vec<String>,
+    /// The encoding subscribers speak (ferry protocol): json or msgpack. Publishers
+    /// publish JSON, so msgpack measures the hub converting once and fanning out
+    /// MessagePack frames; the scenario is then reported as `fanout-msgpack`.
+    #[arg(long = "sub-proto", value_enum, default_value_t = crate::cmd_realtime::Proto::Json)]
+    sub_proto: crate::cmd_realtime::Proto,
 }
 
 #[derive(Args)]
@@ -471,10 +476,19 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             idle::run(&common, target, plan).await?
         }
         ScenarioArgs::Fanout(f) => {
-            let subscribe_at =
-                spread_targets(&common, &target, token.as_deref(), &f.also_url).await?;
+            let codec = f.sub_proto.codec();
+            let subscribe_at: Vec<Arc<Target>> =
+                spread_targets(&common, &target, token.as_deref(), &f.also_url)
+                    .await?
+                    .into_iter()
+                    .map(|t| Arc::new((*t).clone().speaking(codec)))
+                    .collect();
             let plan = f.plan(group_size);
-            fanout::run_spread(&common, target, &subscribe_at, plan, "fanout").await?
+            let scenario = match codec {
+                ferry_proto::Codec::Json => "fanout",
+                ferry_proto::Codec::MsgPack => "fanout-msgpack",
+            };
+            fanout::run_spread(&common, target, &subscribe_at, plan, scenario).await?
         }
         ScenarioArgs::Latency(l) => {
             let plan = fanout::FanoutPlan {

@@ -41,6 +41,33 @@ pub fn parse_delivery(text: &str) -> Option<(u64, u64)> {
     ))
 }
 
+/// The `(seq, ts)` of a benchmark payload inside a `ferry.msgpack` frame: the JSON
+/// payload arrives as a MessagePack map, whose `seq` and `ts` keys are fixstrs followed by
+/// unsigned integers. A byte scan, as the JSON one, so the load generator does not decode
+/// every delivery.
+pub fn parse_msgpack_delivery(frame: &[u8]) -> Option<(u64, u64)> {
+    fn uint_after(frame: &[u8], key: &[u8]) -> Option<u64> {
+        let at = frame.windows(key.len()).position(|w| w == key)? + key.len();
+        let rest = frame.get(at..)?;
+        let be = |n: usize| -> Option<u64> {
+            let bytes = rest.get(1..1 + n)?;
+            Some(bytes.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b)))
+        };
+        match *rest.first()? {
+            b @ 0x00..=0x7f => Some(u64::from(b)),
+            0xcc => be(1),
+            0xcd => be(2),
+            0xce => be(4),
+            0xcf => be(8),
+            _ => None,
+        }
+    }
+    Some((
+        uint_after(frame, b"\xa3seq")?,
+        uint_after(frame, b"\xa2ts")?,
+    ))
+}
+
 /// A hub `publish` command whose `id` is the send time in microseconds, so that the
 /// `reply` (sent once the publication is stored) carries it back.
 pub fn ferry_publish_timed(channel: &str, data: &str, ts: u64) -> String {
@@ -186,6 +213,21 @@ mod tests {
         // Smaller than the unpadded object: no padding, still valid.
         let p = payload(1, 2, 4);
         assert_eq!(p, r#"{"seq":1,"ts":2,"pad":""}"#);
+    }
+
+    #[test]
+    fn deliveries_are_found_inside_a_msgpack_frame() {
+        let data: serde_json::Value =
+            serde_json::from_str(&payload(7, 1_700_000_000_000_000, 64)).expect("json");
+        let frame = ferry_proto::Codec::MsgPack.push(
+            "message",
+            serde_json::json!({"channel": "c", "offset": 3, "data": data}),
+        );
+        assert_eq!(
+            parse_msgpack_delivery(&frame),
+            Some((7, 1_700_000_000_000_000))
+        );
+        assert_eq!(parse_msgpack_delivery(b"\x80"), None);
     }
 
     #[test]
