@@ -682,6 +682,18 @@ impl Limits {
     pub fn reply_budget(&self) -> usize {
         self.max_reply_size.max(self.max_message_size + (64 << 10))
     }
+
+    /// The timing rules of a connection, for its [`SessionClock`](ferry_proto::session::SessionClock).
+    pub fn session(&self) -> ferry_proto::session::SessionLimits {
+        ferry_proto::session::SessionLimits {
+            auth_timeout: std::time::Duration::from_millis(self.auth_timeout_ms),
+            auth_refresh_grace: std::time::Duration::from_millis(self.auth_refresh_grace_ms),
+            ping_interval: std::time::Duration::from_millis(self.ping_interval_ms),
+            pong_timeout: std::time::Duration::from_millis(self.pong_timeout_ms),
+            idle_timeout: (self.idle_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.idle_timeout_ms)),
+        }
+    }
 }
 
 impl Config {

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod envelope;
 pub mod json_depth;
 pub mod reconnect;
+pub mod session;
 pub mod sse;
 pub mod sync;
 pub mod tus;

@@ -18,6 +18,7 @@ use ferry_proto::envelope::FrameId;
 use ferry_proto::envelope::{
     ClientInfo, Command, Frame, FrameError, HistoryCommand, SubscribeCommand,
 };
+use ferry_proto::session::{SessionClock, SessionEvent};
 use ferry_proto::{CloseCode, Codec, ErrorCode, ErrorPayload};
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
@@ -88,18 +89,6 @@ type Limiter = RateLimiter<
     governor::clock::DefaultClock,
 >;
 
-enum Auth {
-    /// No identity yet; must authenticate before the deadline.
-    Pending { deadline: Instant },
-    /// Authenticated (or anonymous).
-    Ready {
-        identity: Identity,
-        /// When the token expires (monotonic), and whether it already has.
-        expires: Option<Instant>,
-        expired_close_at: Option<Instant>,
-    },
-}
-
 /// Counted in `ferry_connections{transport="ws"}` from `Session::run` until dropped (a
 /// guard field would add to every connection's task; the session holds the hub anyway).
 struct Session {
@@ -110,7 +99,10 @@ struct Session {
     codec: Codec,
     hub: Hub,
     conn: Arc<ConnHandle>,
-    auth: Auth,
+    /// Who the connection is, once it authenticated (or was let in anonymously).
+    identity: Option<Identity>,
+    /// Auth deadline, token expiry, pings, idle: the sans-IO part of the session.
+    clock: SessionClock,
     limiter: Limiter,
     strikes: u32,
     /// Malformed frames in a row.
@@ -120,10 +112,6 @@ struct Session {
     pending: VecDeque<Result<Frame, FrameError>>,
     /// The batch's own id and size, answered after its last command.
     batch_reply: Option<(FrameId, usize)>,
-    last_seen: Instant,
-    idle_check: Option<Instant>,
-    next_ping: Instant,
-    pong_deadline: Option<Instant>,
     out: Vec<Message>,
     /// Frames that must follow the reply being made (recovered publications past the
     /// reply budget); appended to `out` right after it.
@@ -210,19 +198,13 @@ impl Session {
             codec,
             hub: hub.clone(),
             conn: conn.clone(),
-            auth: Auth::Pending {
-                deadline: now + Duration::from_millis(limits.auth_timeout_ms),
-            },
+            identity: None,
+            clock: SessionClock::new(&limits.session(), now),
             limiter: RateLimiter::direct(quota),
             strikes: 0,
             invalid_strikes: 0,
             pending: VecDeque::new(),
             batch_reply: None,
-            last_seen: now,
-            idle_check: (limits.idle_timeout_ms > 0)
-                .then(|| now + Duration::from_millis(limits.idle_timeout_ms)),
-            next_ping: now + Duration::from_millis(limits.ping_interval_ms),
-            pong_deadline: None,
             out: Vec::new(),
             deferred: Vec::new(),
             compress: deflate
@@ -379,100 +361,41 @@ impl Session {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut deadline = self.pong_deadline.unwrap_or(self.next_ping);
-        if let Some(idle) = self.idle_check {
-            deadline = deadline.min(idle);
-        }
-        match &self.auth {
-            Auth::Pending { deadline: d } => deadline = deadline.min(*d),
-            Auth::Ready {
-                expires,
-                expired_close_at,
-                ..
-            } => {
-                if let Some(at) = expired_close_at.or(*expires) {
-                    deadline = deadline.min(at);
-                }
-            }
-        }
-        deadline
+        self.clock.next_deadline()
     }
 
-    /// Run the timers that are due. While a write is pending (`writing`), the ping, pong
-    /// and idle timers wait: the peer's frames are not being read, and a peer that takes
-    /// no bytes at all is closed by the socket layer after `limits.write_timeout_ms`.
-    /// Authentication deadlines and token expiry run either way.
+    /// Run the timers that are due (see [`SessionClock::on_timer`]) and carry out what
+    /// they say.
     fn on_timer(&mut self, now: Instant, writing: bool) -> Option<End> {
-        let config = self.hub.config().clone();
-        let limits = &config.limits;
-        if let Auth::Pending { deadline } = self.auth
-            && now >= deadline
-        {
-            self.push_error(
-                None,
-                HubError::new(
-                    ErrorCode::AuthRequired,
-                    "authentication timeout: send an `auth` command right after connecting",
-                ),
-            );
-            return Some(End::Close(
-                CloseCode::POLICY_VIOLATION,
-                "authentication timeout".into(),
-            ));
-        }
-        if let Auth::Ready {
-            expires,
-            expired_close_at,
-            ..
-        } = &mut self.auth
-        {
-            if let Some(close_at) = *expired_close_at {
-                if now >= close_at {
-                    return Some(End::Close(
-                        CloseCode::POLICY_VIOLATION,
-                        "token expired".into(),
-                    ));
-                }
-            } else if let Some(exp) = *expires
-                && now >= exp
-            {
-                *expired_close_at = Some(now + Duration::from_millis(limits.auth_refresh_grace_ms));
-                *expires = None;
-                self.send(self.codec.error(
+        let limits = self.hub.config().limits.session();
+        let mut events = Vec::new();
+        self.clock.on_timer(&limits, now, writing, &mut events);
+        for event in events {
+            match event {
+                SessionEvent::Ping => self.out.push(Message::Ping(Default::default())),
+                SessionEvent::TokenExpired { grace } => self.send(self.codec.error(
                     None,
                     &ErrorPayload {
                         code: ErrorCode::AuthExpired,
                         message: "token expired; send a fresh one with an `auth` command".into(),
-                        details: Some(
-                            serde_json::json!({"grace_ms": limits.auth_refresh_grace_ms}),
-                        ),
+                        details: Some(serde_json::json!({"grace_ms": grace.as_millis() as u64})),
                     },
-                ));
+                )),
+                SessionEvent::AuthTimeout => {
+                    self.push_error(
+                        None,
+                        HubError::new(
+                            ErrorCode::AuthRequired,
+                            "authentication timeout: send an `auth` command right after connecting",
+                        ),
+                    );
+                    return Some(End::Close(
+                        CloseCode::POLICY_VIOLATION,
+                        "authentication timeout".into(),
+                    ));
+                }
+                SessionEvent::Close(code, reason) => return Some(End::Close(code, reason.into())),
             }
-        }
-        if writing {
-            return None;
-        }
-        if let Some(deadline) = self.pong_deadline {
-            if now >= deadline {
-                return Some(End::Close(CloseCode::INTERNAL_ERROR, "ping timeout".into()));
-            }
-        } else if now >= self.next_ping {
-            self.out.push(Message::Ping(Default::default()));
-            self.pong_deadline = Some(now + Duration::from_millis(limits.pong_timeout_ms));
-            self.next_ping = now + Duration::from_millis(limits.ping_interval_ms);
-        }
-        if let Some(check) = self.idle_check
-            && now >= check
-        {
-            let idle = Duration::from_millis(limits.idle_timeout_ms);
-            if now.duration_since(self.last_seen) >= idle {
-                return Some(End::Close(
-                    CloseCode::POLICY_VIOLATION,
-                    "idle timeout".into(),
-                ));
-            }
-            self.idle_check = Some(self.last_seen + idle);
         }
         None
     }
@@ -520,14 +443,9 @@ impl Session {
                 }
             }
         };
-        // A write that held the task for a while kept the peer's frames (a pong among them)
-        // unread: give the read side a moment before an outstanding ping counts as
-        // unanswered. Only then: a peer that never answers but keeps taking frequent
-        // deliveries would otherwise push its pong deadline forward forever.
-        if started.elapsed() >= WRITE_HELD_READS
-            && let Some(deadline) = self.pong_deadline.as_mut()
-        {
-            *deadline = (*deadline).max(Instant::now() + Duration::from_secs(1));
+        // A write that held the task for a while kept the peer's frames unread.
+        if started.elapsed() >= WRITE_HELD_READS {
+            self.clock.write_held(Instant::now());
         }
         result
     }
@@ -572,19 +490,14 @@ impl Session {
             Instant::now() + Duration::from_millis(left_ms)
         });
         self.hub.set_user(&self.conn, &identity.user);
-        self.auth = Auth::Ready {
-            identity,
-            expires,
-            expired_close_at: None,
-        };
+        self.clock.authenticated(expires);
+        self.identity = Some(identity);
     }
 
     /// Handle a token from the URL, a header or an `auth` command.
     fn authenticate(&mut self, id: Option<&FrameId>, token: &str) {
         let result = self.hub.auth().verify(token).and_then(|identity| {
-            if let Auth::Ready {
-                identity: current, ..
-            } = &self.auth
+            if let Some(current) = &self.identity
                 && !current.is_anonymous()
                 && current.user != identity.user
             {
@@ -625,10 +538,9 @@ impl Session {
     /// After a token refresh, check every subscription against the new token: those it no
     /// longer allows end, each with an `unsubscribe` push saying why.
     async fn revoke_lost_subscriptions(&mut self) {
-        let Auth::Ready { identity, .. } = &self.auth else {
+        let Some(identity) = self.identity.clone() else {
             return;
         };
-        let identity = identity.clone();
         for channel in self.conn.subscriptions() {
             let Err(e) = self
                 .hub
@@ -650,8 +562,7 @@ impl Session {
     }
 
     async fn on_message(&mut self, message: Message) -> Option<End> {
-        self.last_seen = Instant::now();
-        self.pong_deadline = None;
+        self.clock.on_peer_frame(Instant::now());
         let decoded = match (message, self.codec) {
             (Message::Text(text), Codec::Json) => self.codec.decode(text.as_bytes()),
             (Message::Binary(bytes), Codec::MsgPack) => self.codec.decode(&bytes),
@@ -778,19 +689,16 @@ impl Session {
     }
 
     fn identity(&self) -> HubResult<Identity> {
-        match &self.auth {
-            Auth::Pending { .. } => Err(HubError::new(
-                ErrorCode::AuthRequired,
-                "authenticate first: send {\"type\":\"auth\",\"payload\":{\"token\":JWT}} or connect with ?token=JWT",
-            )),
-            Auth::Ready {
-                expired_close_at: Some(_),
-                ..
-            } => Err(HubError::new(
+        match &self.identity {
+            _ if self.clock.is_expired() => Err(HubError::new(
                 ErrorCode::AuthExpired,
                 "token expired; send a fresh one with an `auth` command",
             )),
-            Auth::Ready { identity, .. } => Ok(identity.clone()),
+            Some(identity) => Ok(identity.clone()),
+            None => Err(HubError::new(
+                ErrorCode::AuthRequired,
+                "authenticate first: send {\"type\":\"auth\",\"payload\":{\"token\":JWT}} or connect with ?token=JWT",
+            )),
         }
     }
 
