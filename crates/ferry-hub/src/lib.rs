@@ -7,6 +7,7 @@ pub mod announce;
 pub mod auth;
 pub mod broker;
 pub mod channel;
+pub mod commands;
 pub mod config;
 pub mod conn;
 pub mod error;

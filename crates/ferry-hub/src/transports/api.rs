@@ -1,15 +1,13 @@
 //! `/api/*` (server API, API key) and `/auth/login` (token issue). JSON in and out;
 //! errors are `{"code","message"}` with the code's HTTP status.
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get, routing::post};
-use ferry_proto::Data;
-use ferry_proto::ErrorCode;
+use ferry_proto::envelope::{ChannelCommand, Command, HistoryCommand, PublishCommand};
+use ferry_proto::{Data, ErrorCode};
 use http::request::Parts;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -19,9 +17,8 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState, Peer};
 use crate::auth::api_key_matches;
 use crate::broker::Control;
+use crate::commands::{self, Caller, Reply};
 use crate::error::HubError;
-use crate::publication::Publication;
-use crate::store::HistoryQuery;
 
 /// Proof that the request carried the API key (`Authorization: apikey KEY`).
 pub struct ApiKey;
@@ -103,14 +100,15 @@ async fn publish(
     State(state): State<AppState>,
     _key: ApiKey,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Reply>, ApiError> {
     let body: PublishBody = parse_body(body)?;
-    let p = state
-        .hub
-        .publish(&body.channel, Data::from(body.data), None, None)
-        .await?;
+    let command = Command::Publish(PublishCommand {
+        channel: body.channel,
+        data: Data::from(body.data),
+        skip_self: false,
+    });
     Ok(Json(
-        json!({"channel": body.channel, "offset": p.offset(), "epoch": p.epoch()}),
+        commands::run(&state.hub, Caller::Server, command).await?,
     ))
 }
 
@@ -139,12 +137,18 @@ async fn broadcast(
     // Refuse bad `data` once for the request rather than once per channel.
     state.hub.check_data(&data)?;
     let mut results = Vec::with_capacity(body.channels.len());
-    for channel in &body.channels {
-        let result = state.hub.publish(channel, data.clone(), None, None).await;
-        results.push(match result {
-            Ok(p) => json!({"channel": channel, "offset": p.offset(), "epoch": p.epoch()}),
-            Err(e) => json!({"channel": channel, "error": e.payload()}),
+    for channel in body.channels {
+        let command = Command::Publish(PublishCommand {
+            channel: channel.clone(),
+            data: data.clone(),
+            skip_self: false,
         });
+        results.push(
+            match commands::run(&state.hub, Caller::Server, command).await {
+                Ok(reply) => json!(reply),
+                Err(e) => json!({"channel": channel, "error": e.payload()}),
+            },
+        );
     }
     Ok(Json(json!({ "results": results })))
 }
@@ -167,28 +171,13 @@ async fn history(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body: HistoryBody = parse_body(body)?;
-    let query = HistoryQuery {
+    let command = Command::History(HistoryCommand {
+        channel: body.channel,
         since: body.since,
-        limit: body.limit.unwrap_or(100),
+        limit: body.limit,
         reverse: body.reverse,
-    };
-    let page = state.hub.history(&body.channel, query).await?;
-    #[derive(serde::Serialize)]
-    struct Page<'a> {
-        channel: &'a str,
-        publications: &'a [Arc<Publication>],
-        offset: u64,
-        epoch: &'a str,
-        has_more: bool,
-    }
-    Ok(Json(Page {
-        channel: &body.channel,
-        publications: &page.publications,
-        offset: page.position.offset,
-        epoch: &page.position.epoch,
-        has_more: page.has_more,
-    })
-    .into_response())
+    });
+    Ok(Json(commands::run(&state.hub, Caller::Server, command).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -201,11 +190,13 @@ async fn presence(
     State(state): State<AppState>,
     _key: ApiKey,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Reply>, ApiError> {
     let body: ChannelBody = parse_body(body)?;
-    let clients = state.hub.presence(&body.channel).await?;
+    let command = Command::Presence(ChannelCommand {
+        channel: body.channel,
+    });
     Ok(Json(
-        json!({"channel": body.channel, "count": clients.len(), "clients": clients}),
+        commands::run(&state.hub, Caller::Server, command).await?,
     ))
 }
 

@@ -15,25 +15,22 @@ use std::time::{Duration, Instant};
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use ferry_proto::envelope::FrameId;
-use ferry_proto::envelope::{
-    ClientInfo, Command, Frame, FrameError, HistoryCommand, SubscribeCommand,
-};
+use ferry_proto::envelope::{Command, Frame, FrameError};
 use ferry_proto::session::{SessionClock, SessionEvent};
 use ferry_proto::{CloseCode, Codec, ErrorCode, ErrorPayload};
 use futures_util::{SinkExt, StreamExt};
 use governor::{Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::time::sleep_until;
 
 use super::ws_io::{self, Message, RawFrames, ServerSocket, WsText, write_raw};
 use super::{ApiError, AppState, Peer, check_origin, request_token};
 use crate::auth::{Capability, Identity};
+use crate::commands::{self, Caller, Reply};
 use crate::conn::{CloseRequest, ConnHandle, Outbound, Receiver};
 use crate::error::{HubError, HubResult};
-use crate::hub::{Hub, RecoveryRequest, fit_in_budget};
+use crate::hub::{Hub, fit_in_budget};
 use crate::limits::ConnectionPermit;
-use crate::publication::Publication;
-use crate::store::HistoryQuery;
 
 /// Subprotocols spoken on `/ws`; a client that offers none speaks `ferry.json`.
 pub const PROTOCOLS: &[&str] = &[Codec::Json.subprotocol(), Codec::MsgPack.subprotocol()];
@@ -127,41 +124,6 @@ enum End {
     /// The server is shutting down: send what is queued, then close with 1001. Only
     /// `guarded` returns it; `serve` turns it into `Close` or `Gone`.
     ShuttingDown,
-}
-
-/// The reply to a command, encoded by the session's codec.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Reply {
-    Subscribe {
-        channel: String,
-        offset: u64,
-        epoch: String,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        recovered: Option<bool>,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        publications: Vec<Arc<Publication>>,
-    },
-    Channel {
-        channel: String,
-    },
-    Published {
-        channel: String,
-        offset: u64,
-        epoch: Arc<str>,
-    },
-    History {
-        channel: String,
-        publications: Vec<Arc<Publication>>,
-        offset: u64,
-        epoch: String,
-        has_more: bool,
-    },
-    Presence {
-        channel: String,
-        count: usize,
-        clients: std::collections::HashMap<String, ClientInfo>,
-    },
 }
 
 impl Drop for Session {
@@ -678,9 +640,16 @@ impl Session {
             },
             command => {
                 let result = match self.identity() {
-                    Ok(identity) => self.run_command(identity, command).await,
+                    Ok(identity) => {
+                        let caller = Caller::Connection {
+                            identity: &identity,
+                            conn: &self.conn,
+                        };
+                        commands::run(&self.hub, caller, command).await
+                    }
                     Err(e) => Err(e),
                 };
+                let result = result.map(|reply| self.fit_recovery(reply));
                 self.answer(frame.id.as_ref(), result);
                 let deferred = std::mem::take(&mut self.deferred);
                 self.out.extend(deferred);
@@ -702,95 +671,34 @@ impl Session {
         }
     }
 
-    /// Run one command; returns the reply's payload.
-    async fn run_command(&mut self, identity: Identity, command: Command) -> HubResult<Reply> {
-        let hub = self.hub.clone();
-        match command {
-            Command::Subscribe(SubscribeCommand {
-                channel,
-                recover,
-                offset,
-                epoch,
-            }) => {
-                hub.authorize(&identity, Capability::Subscribe, &channel)?;
-                let recovery = match (recover, offset, epoch) {
-                    (false, _, _) => None,
-                    (true, Some(offset), Some(epoch)) => Some(RecoveryRequest { offset, epoch }),
-                    (true, _, _) => {
-                        return Err(HubError::new(
-                            ErrorCode::InvalidMessage,
-                            "`recover` needs the `offset` and `epoch` of the last publication seen",
-                        ));
-                    }
-                };
-                let subscribed = hub.subscribe(&self.conn, &channel, recovery).await?;
-                // A recovery larger than one reply: the reply carries what fits, and the
-                // rest follows at once as `message` pushes, before any live publication
-                // (they are written ahead of the send queue), in offset order.
-                let budget = hub.config().limits.reply_budget().saturating_sub(1024);
-                let fits = fit_in_budget(&subscribed.publications, budget);
-                let (in_reply, after) = subscribed.publications.split_at(fits);
-                let codec = self.codec;
-                self.deferred
-                    .extend(after.iter().map(|p| data_message(codec, p.frame(codec))));
-                Ok(Reply::Subscribe {
-                    channel,
-                    offset: subscribed.position.offset,
-                    epoch: subscribed.position.epoch,
-                    recovered: subscribed.recovered,
-                    publications: in_reply.to_vec(),
-                })
-            }
-            Command::Unsubscribe(c) => {
-                hub.unsubscribe(&self.conn, &c.channel).await?;
-                Ok(Reply::Channel { channel: c.channel })
-            }
-            Command::Publish(p) => {
-                hub.authorize(&identity, Capability::Publish, &p.channel)?;
-                let skip = p.skip_self.then_some(self.conn.id);
-                let publication = hub
-                    .publish(&p.channel, p.data, Some(self.conn.info()), skip)
-                    .await?;
-                Ok(Reply::Published {
-                    channel: p.channel,
-                    offset: publication.offset(),
-                    epoch: publication.epoch().into(),
-                })
-            }
-            Command::History(HistoryCommand {
-                channel,
-                since,
-                limit,
-                reverse,
-            }) => {
-                hub.authorize(&identity, Capability::History, &channel)?;
-                let query = HistoryQuery {
-                    since,
-                    limit: limit.unwrap_or(100),
-                    reverse,
-                };
-                let page = hub.history(&channel, query).await?;
-                Ok(Reply::History {
-                    channel,
-                    publications: page.publications,
-                    offset: page.position.offset,
-                    epoch: page.position.epoch,
-                    has_more: page.has_more,
-                })
-            }
-            Command::Presence(c) => {
-                hub.authorize(&identity, Capability::Presence, &c.channel)?;
-                let clients = hub.presence(&c.channel).await?;
-                Ok(Reply::Presence {
-                    channel: c.channel,
-                    count: clients.len(),
-                    clients,
-                })
-            }
-            Command::Auth(_) | Command::Ping | Command::Batch(_) => Err(HubError::new(
-                ErrorCode::InternalError,
-                "command routed to the wrong handler",
-            )),
+    /// A recovery larger than one reply: the reply carries what fits, and the rest
+    /// follows at once as `message` pushes, before any live publication (they are written
+    /// ahead of the send queue), in offset order.
+    fn fit_recovery(&mut self, reply: Reply) -> Reply {
+        let Reply::Subscribe {
+            channel,
+            offset,
+            epoch,
+            recovered,
+            mut publications,
+        } = reply
+        else {
+            return reply;
+        };
+        let budget = self.hub.config().limits.reply_budget().saturating_sub(1024);
+        let fits = fit_in_budget(&publications, budget);
+        let codec = self.codec;
+        self.deferred.extend(
+            publications
+                .drain(fits..)
+                .map(|p| data_message(codec, p.frame(codec))),
+        );
+        Reply::Subscribe {
+            channel,
+            offset,
+            epoch,
+            recovered,
+            publications,
         }
     }
 }
