@@ -1,6 +1,11 @@
 //! The hub core: channels, subscriptions, publication fan-out, presence and the
 //! connection registry. Transport-agnostic: WebSocket, SSE and the HTTP API all call in
-//! here, and nothing in here knows about sockets.
+//! here, and nothing in here knows about sockets or encodings.
+//!
+//! `mod.rs`: the `Hub` handle, its construction and the channel API (subscribe with
+//! recovery, history, presence); `fanout.rs`: publish, the per-stripe order and delivery
+//! to local queues; `registry.rs`: connections by id, user and client, direct sends,
+//! disconnects, stats.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,22 +15,27 @@ use std::time::{Duration, Instant};
 use crate::metrics::HistoryOp;
 
 use ferry_proto::envelope::ClientInfo;
-use ferry_proto::{CloseCode, Data, ErrorCode};
+use ferry_proto::{Data, ErrorCode};
 use parking_lot::RwLock;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Capability, Identity};
-use crate::broker::{Broker, BrokerMessage, Control, DeliverySink, MemoryBroker};
+use crate::broker::{Broker, BrokerMessage, DeliverySink, MemoryBroker};
 use crate::channel::ChannelName;
 use crate::config::HistoryBackend;
 use crate::config::{Config, NamespaceConfig};
-use crate::conn::{ConnHandle, Outbound, Pushed, Receiver};
+use crate::conn::ConnHandle;
 use crate::error::{HubError, HubResult};
 use crate::presence::{MemoryPresence, PresenceStore};
-use crate::publication::{Delivery, Publication, Push, StreamPosition};
+use crate::publication::{Publication, StreamPosition};
 use crate::sharded::Sharded;
 use crate::store::{HistoryPage, HistoryQuery, HistoryStore, MemoryStore, Retention, SqliteStore};
+
+mod fanout;
+mod registry;
+
+use fanout::{ORDER_STRIPES, Stripe, Turn};
 
 /// The most publications one history read or recovery returns.
 pub const MAX_HISTORY_PAGE: usize = 1000;
@@ -33,58 +43,6 @@ pub const MAX_HISTORY_PAGE: usize = 1000;
 /// An odd constant and its inverse modulo 2^64, for [`Hub::client_id`].
 const CLIENT_ID_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 const CLIENT_ID_INVERSE: u64 = 0xF1DE_83E1_9937_733D;
-
-/// Number of publish-order stripes: publishes to one channel are serialised by the
-/// stripe its name hashes to; different channels rarely share one.
-const ORDER_STRIPES: usize = 256;
-
-/// One stripe of the publish order: its lock serialises staging (offsets) and
-/// subscribe-with-recovery of its channels; `last` chains their fan-outs, so publications
-/// whose durability is awaited outside the lock still reach subscribers in offset order.
-#[derive(Default)]
-struct Stripe {
-    /// Done once the latest turn taken on this stripe has fanned out (or given up).
-    last: Option<tokio::sync::oneshot::Receiver<()>>,
-}
-
-impl Stripe {
-    /// Whether a turn taken on this stripe has not fanned out yet.
-    fn pending(&mut self) -> bool {
-        use tokio::sync::oneshot::error::TryRecvError;
-        match self.last.as_mut().map(|last| last.try_recv()) {
-            Some(Err(TryRecvError::Empty)) => true,
-            _ => {
-                self.last = None;
-                false
-            }
-        }
-    }
-}
-
-/// A place in a stripe's fan-out order, taken under its lock.
-struct Turn {
-    previous: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// Dropped when this turn is over, which lets the next one go.
-    _done: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Turn {
-    fn take(stripe: &mut Stripe) -> Turn {
-        let (done, next) = tokio::sync::oneshot::channel();
-        Turn {
-            previous: stripe.last.replace(next),
-            _done: done,
-        }
-    }
-
-    /// Wait until every turn taken before this one is over.
-    async fn wait(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            // An error means the previous turn's sender was dropped: over as well.
-            let _ = previous.await;
-        }
-    }
-}
 
 #[derive(Default)]
 struct Channel {
@@ -165,232 +123,6 @@ struct HubInner {
     metrics: crate::metrics::Metrics,
     started: Instant,
     shutdown: CancellationToken,
-}
-
-impl DeliverySink for HubInner {
-    fn deliver(&self, message: BrokerMessage) {
-        let Some(channel) = self
-            .channels
-            .shard(message.channel())
-            .lock()
-            .get(message.channel())
-            .cloned()
-        else {
-            return;
-        };
-        let subscribers = channel.subscribers.read();
-        let mut delivered = 0u64;
-        let mut slow = 0u64;
-        let mut send = |conn: &ConnHandle, item: Outbound| match conn.push(item) {
-            Pushed::Queued => delivered += 1,
-            // Counted once per connection, when its queue overflows.
-            Pushed::Overflowed => slow += 1,
-            Pushed::Dropped => {}
-        };
-        match message {
-            BrokerMessage::Publication { publication, skip } => {
-                let offset = publication.offset();
-                let compressible = self.config.compression == crate::config::WsCompression::On
-                    && ChannelName::parse(publication.channel())
-                        .ok()
-                        .and_then(|name| self.config.namespace(name.namespace))
-                        .is_none_or(|ns| ns.compress);
-                let delivery = Delivery::new(publication, compressible);
-                for (id, sub) in subscribers.iter() {
-                    if Some(*id) != skip && offset > sub.after {
-                        send(&sub.conn, Outbound::Publication(delivery.clone()));
-                    }
-                }
-            }
-            BrokerMessage::Join { channel, info } => {
-                let push = Push::presence(true, &channel, &info);
-                for sub in subscribers
-                    .values()
-                    .filter(|s| *s.conn.client_id != *info.client)
-                {
-                    send(&sub.conn, Outbound::Push(push.clone()));
-                }
-            }
-            BrokerMessage::Leave { channel, info } => {
-                let push = Push::presence(false, &channel, &info);
-                for sub in subscribers.values() {
-                    send(&sub.conn, Outbound::Push(push.clone()));
-                }
-            }
-        }
-        self.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        self.slow_consumers.fetch_add(slow, Ordering::Relaxed);
-    }
-
-    fn deliver_remote(
-        &self,
-        message: BrokerMessage,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            // Under the channel's order lock: a subscribe of this channel reads history and
-            // registers with that lock held, so it and this delivery never interleave.
-            let _order = self.order_lock(message.channel()).lock().await;
-            self.deliver(message);
-        })
-    }
-
-    fn control(&self, control: Control) {
-        self.apply(&control);
-    }
-
-    fn report(&self, what: &str) -> serde_json::Value {
-        match what {
-            "channels" => serde_json::json!(self.channels()),
-            _ => serde_json::json!(self.stats()),
-        }
-    }
-
-    fn broker_reconnected(&self, affected: &dyn Fn(&str) -> bool) {
-        // Publications from other nodes may have passed while the link was down: the
-        // subscribers of its channels are sent to reconnect and recover (or be told
-        // recovery failed).
-        let mut closed = 0usize;
-        for shard in self.channels.iter() {
-            for (name, channel) in shard.lock().iter() {
-                if !affected(name) {
-                    continue;
-                }
-                for sub in channel.subscribers.read().values() {
-                    sub.conn.request_close(
-                        CloseCode::TRY_AGAIN_LATER,
-                        "the hub lost its broker link; reconnect and recover",
-                    );
-                    closed += 1;
-                }
-            }
-        }
-        if closed > 0 {
-            tracing::warn!(
-                subscriptions = closed,
-                "broker link restored: subscribers sent to reconnect and recover"
-            );
-        }
-    }
-}
-
-impl HubInner {
-    /// Channels with local subscribers and their subscriber counts, sorted by name.
-    fn channels(&self) -> Vec<(String, usize)> {
-        let mut all: Vec<(String, usize)> = self
-            .channels
-            .iter()
-            .flat_map(|shard| {
-                shard
-                    .lock()
-                    .iter()
-                    .map(|(name, ch)| (name.to_string(), ch.subscribers.read().len()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        all.sort();
-        all
-    }
-
-    /// Current counters.
-    fn stats(&self) -> Stats {
-        // Counted in place: /api/stats should not copy and sort every channel name.
-        let (mut channels, mut subscriptions) = (0, 0);
-        for shard in self.channels.iter() {
-            let shard = shard.lock();
-            channels += shard.len();
-            subscriptions += shard
-                .values()
-                .map(|ch| ch.subscribers.read().len())
-                .sum::<usize>();
-        }
-        Stats {
-            connections: self.connection_count.load(Ordering::Relaxed),
-            channels,
-            subscriptions,
-            publications: self.publications.load(Ordering::Relaxed),
-            deliveries: self.deliveries.load(Ordering::Relaxed),
-            slow_consumers: self.slow_consumers.load(Ordering::Relaxed),
-            uptime_secs: self.started.elapsed().as_secs(),
-        }
-    }
-
-    /// Apply a send or a disconnect to this node's connections; returns how many.
-    fn apply(&self, control: &Control) -> usize {
-        match control {
-            Control::Send { user, client, data } => {
-                let targets = self.find_connections(user.as_deref(), client.as_deref());
-                self.send_direct(&targets, Data::from(data.clone()))
-            }
-            Control::Disconnect {
-                user,
-                client,
-                reconnect,
-            } => {
-                let targets = self.find_connections(user.as_deref(), client.as_deref());
-                // 1008 tells clients not to reconnect; 1013 (try again later) invites it.
-                let (code, reason) = if *reconnect {
-                    (
-                        CloseCode::TRY_AGAIN_LATER,
-                        "disconnected by the server, reconnect",
-                    )
-                } else {
-                    (CloseCode::POLICY_VIOLATION, "disconnected by the server")
-                };
-                for c in &targets {
-                    c.request_close(code, reason);
-                }
-                targets.len()
-            }
-        }
-    }
-
-    fn user_connections(&self, user: &str) -> Vec<Arc<ConnHandle>> {
-        let ids = self
-            .users
-            .shard(user)
-            .lock()
-            .get(user)
-            .cloned()
-            .unwrap_or_default();
-        ids.iter()
-            .filter_map(|id| self.connections.shard(id).lock().get(id).cloned())
-            .collect()
-    }
-
-    fn client_connection(&self, client: &str) -> Option<Arc<ConnHandle>> {
-        let scrambled = u64::from_str_radix(client, 16)
-            .ok()
-            .filter(|_| client.len() == 16)?;
-        let id = scrambled.wrapping_mul(CLIENT_ID_INVERSE) ^ self.client_key;
-        let conn = self.connections.shard(&id).lock().get(&id).cloned()?;
-        (*conn.client_id == *client).then_some(conn)
-    }
-
-    /// Connections of a user, or the one connection with a client id.
-    fn find_connections(&self, user: Option<&str>, client: Option<&str>) -> Vec<Arc<ConnHandle>> {
-        let mut found = user.map(|u| self.user_connections(u)).unwrap_or_default();
-        if let Some(c) = client.and_then(|c| self.client_connection(c))
-            && !found.iter().any(|f| f.id == c.id)
-        {
-            found.push(c);
-        }
-        found
-    }
-
-    /// Send a `direct` push with `data` to the given connections; returns how many got it.
-    fn send_direct(&self, targets: &[Arc<ConnHandle>], data: Data) -> usize {
-        let push = Push::direct(data);
-        targets
-            .iter()
-            .filter(|c| c.push(Outbound::Push(push.clone())) == Pushed::Queued)
-            .count()
-    }
-
-    fn order_lock(&self, channel: &str) -> &tokio::sync::Mutex<Stripe> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel) as usize;
-        &self.order[hash % self.order.len()]
-    }
 }
 
 /// How many of `publications`, from the first, fit in `budget` bytes (at least one).
@@ -624,86 +356,6 @@ impl Hub {
         self.inner.order_lock(channel)
     }
 
-    /// Register a new connection with a send queue of the configured size.
-    pub fn connect(&self, user: &str) -> (Arc<ConnHandle>, Receiver) {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let client_id = self.client_id(id);
-        let (conn, rx) = ConnHandle::new(
-            id,
-            &client_id,
-            user,
-            self.inner.config.limits.send_queue_size,
-            self.inner.config.limits.send_queue_bytes,
-        );
-        self.inner
-            .connections
-            .shard(&id)
-            .lock()
-            .insert(id, conn.clone());
-        if !user.is_empty() {
-            self.index_user(user, id);
-        }
-        self.inner.connection_count.fetch_add(1, Ordering::Relaxed);
-        (conn, rx)
-    }
-
-    fn index_user(&self, user: &str, id: u64) {
-        self.inner
-            .users
-            .shard(user)
-            .lock()
-            .entry(user.into())
-            .or_default()
-            .push(id);
-    }
-
-    fn unindex_user(&self, user: &str, id: u64) {
-        let mut shard = self.inner.users.shard(user).lock();
-        if let Some(ids) = shard.get_mut(user) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                shard.remove(user);
-            }
-        }
-    }
-
-    /// Change the user of a connection (after an `auth` command).
-    pub fn set_user(&self, conn: &ConnHandle, user: &str) {
-        let old = conn.user();
-        if *old == *user {
-            return;
-        }
-        if !old.is_empty() {
-            self.unindex_user(&old, conn.id);
-        }
-        conn.set_user(user);
-        if !user.is_empty() {
-            self.index_user(user, conn.id);
-        }
-    }
-
-    /// Forget a connection: leave all its channels (presence and `leave` pushes).
-    pub async fn disconnect(&self, conn: &Arc<ConnHandle>) {
-        let subscriptions = std::mem::take(&mut *conn.subscriptions.lock());
-        for channel in subscriptions {
-            self.leave(conn, &channel).await;
-        }
-        if self
-            .inner
-            .connections
-            .shard(&conn.id)
-            .lock()
-            .remove(&conn.id)
-            .is_some()
-        {
-            self.inner.connection_count.fetch_sub(1, Ordering::Relaxed);
-        }
-        let user = conn.user();
-        if !user.is_empty() {
-            self.unindex_user(&user, conn.id);
-        }
-    }
-
     /// Subscribe a connection. With `recover`, the reply carries the publications the
     /// client missed, and live delivery starts right after them: no gap, no duplicate.
     pub async fn subscribe(
@@ -900,100 +552,6 @@ impl Hub {
         Ok(())
     }
 
-    /// Publish `data` to `channel`: append to history (assigning the offset), then fan out
-    /// to every subscriber on every node. `skip` excludes one connection (`skip_self`).
-    pub async fn publish(
-        &self,
-        channel: &str,
-        data: impl Into<Data>,
-        info: Option<ClientInfo>,
-        skip: Option<u64>,
-    ) -> HubResult<Arc<Publication>> {
-        let data = data.into();
-        let started = Instant::now();
-        let (_, ns) = self.resolve(channel)?;
-        self.check_data(&data)?;
-        let retention = Self::retention(ns);
-        if let Some(result) = self
-            .inner
-            .broker
-            .append_and_publish(channel, &data, info.as_ref(), retention, skip)
-            .await
-        {
-            // Stored and published in one step; this node delivers it when it comes back
-            // from the broker, like every other node.
-            self.inner
-                .metrics
-                .history(HistoryOp::Append, started.elapsed(), result.is_ok());
-            let publication = result?;
-            self.inner.publications.fetch_add(1, Ordering::Relaxed);
-            return Ok(publication);
-        }
-        let mut stripe = self.order_lock(channel).lock().await;
-        let staged = self.inner.store.stage(channel, data, info, retention).await;
-        if staged.is_err() {
-            self.inner
-                .metrics
-                .history(HistoryOp::Append, started.elapsed(), false);
-        }
-        let staged = staged?;
-        let publication = staged.publication;
-        if staged.durable.is_now() && !stripe.pending() {
-            // Stored already (memory history) and nothing ahead: fan out under the lock.
-            self.inner
-                .metrics
-                .history(HistoryOp::Append, started.elapsed(), true);
-            self.fan_out(&publication, skip, started).await?;
-            return Ok(publication);
-        }
-        // Durable later (SQLite: after the commit). The lock is released while the commit
-        // is awaited, so the next publications of the channel go into the same commit; the
-        // turn keeps fan-out in offset order. The rest runs as its own task, so a caller
-        // that goes away cannot leave a stored publication undelivered.
-        let mut turn = Turn::take(&mut stripe);
-        drop(stripe);
-        let hub = self.clone();
-        let durable = staged.durable;
-        let delivered = publication.clone();
-        tokio::spawn(async move {
-            let stored = durable.wait().await;
-            hub.inner
-                .metrics
-                .history(HistoryOp::Append, started.elapsed(), stored.is_ok());
-            turn.wait().await;
-            match stored {
-                Ok(()) => hub.fan_out(&delivered, skip, started).await,
-                Err(e) => Err(e),
-            }
-        })
-        .await
-        .map_err(|e| HubError::new(ErrorCode::InternalError, format!("publish failed: {e}")))??;
-        Ok(publication)
-    }
-
-    /// Hand a stored publication to the broker, which queues it for every subscriber;
-    /// `started` is when its publish began (`ferry_publish_enqueue_seconds`).
-    async fn fan_out(
-        &self,
-        publication: &Arc<Publication>,
-        skip: Option<u64>,
-        started: Instant,
-    ) -> HubResult<()> {
-        self.inner
-            .broker
-            .publish(BrokerMessage::Publication {
-                publication: publication.clone(),
-                skip,
-            })
-            .await?;
-        self.inner.publications.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .metrics
-            .publish_enqueue
-            .observe(started.elapsed());
-        Ok(())
-    }
-
     /// Check publication `data` against the payload limits (nesting depth:
     /// `limits.max_data_depth`); `INVALID_MESSAGE` when it breaks one. [`Hub::publish`]
     /// checks every publication; callers publishing one `data` many times check it once.
@@ -1053,60 +611,6 @@ impl Hub {
             ));
         }
         self.inner.presence.get(channel).await
-    }
-
-    /// The client id of connection `id`: an invertible scramble of the numeric id with a
-    /// per-process random key, so ids look random (they are not secrets: presence shows
-    /// them) and a client id leads back to its connection without a second index.
-    fn client_id(&self, id: u64) -> String {
-        format!(
-            "{:016x}",
-            (id ^ self.inner.client_key).wrapping_mul(CLIENT_ID_MULTIPLIER)
-        )
-    }
-
-    /// Connections of `user` and/or with client id `client`, on this node.
-    pub fn find_connections(
-        &self,
-        user: Option<&str>,
-        client: Option<&str>,
-    ) -> Vec<Arc<ConnHandle>> {
-        self.inner.find_connections(user, client)
-    }
-
-    /// Send a `direct` push with `data` to the given connections; returns how many got it.
-    pub fn send_direct(&self, targets: &[Arc<ConnHandle>], data: Data) -> usize {
-        self.inner.send_direct(targets, data)
-    }
-
-    /// Apply a send or a disconnect to this node's connections (returns how many) and
-    /// pass it to the other nodes, with a broker that has them (`Some(n)`: how many other
-    /// nodes took it).
-    pub async fn control(&self, control: Control) -> HubResult<(usize, Option<usize>)> {
-        let here = self.inner.apply(&control);
-        let forwarded = self.inner.broker.forward(&control).await?;
-        Ok((here, forwarded))
-    }
-
-    /// Channels with local subscribers and their subscriber counts, sorted by name.
-    pub fn channels(&self) -> Vec<(String, usize)> {
-        self.inner.channels()
-    }
-
-    /// Current counters.
-    pub fn stats(&self) -> Stats {
-        self.inner.stats()
-    }
-
-    /// This node's figures and the other nodes' (`what`: `stats` or `channels`), with a
-    /// broker that has other nodes; `None` with one process.
-    pub async fn gather(&self, what: &str) -> HubResult<Option<Vec<serde_json::Value>>> {
-        self.inner.broker.gather(what).await
-    }
-
-    /// Number of open connections.
-    pub fn connection_count(&self) -> usize {
-        self.inner.connection_count.load(Ordering::Relaxed)
     }
 }
 
