@@ -1,11 +1,11 @@
 //! What a `/ws` session does with a frame: decode it in the codec, rate-limit it, run
 //! the command through the command layer, answer it; authentication and token refresh.
 
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use ferry_proto::envelope::FrameId;
 use ferry_proto::envelope::{Command, Frame, FrameError};
+use ferry_proto::session::RateVerdict;
 use ferry_proto::{CloseCode, Codec, ErrorCode};
 
 use crate::auth::{Capability, Identity};
@@ -14,7 +14,7 @@ use crate::error::{HubError, HubResult};
 use crate::hub::fit_in_budget;
 use crate::transports::ws_io::Message;
 
-use super::session::{End, Session};
+use super::session::{Batch, End, Session};
 use super::write::data_message;
 
 impl Session {
@@ -192,19 +192,21 @@ impl Session {
     }
 
     pub(super) fn rate_check(&mut self, id: Option<&FrameId>, cost: u32) -> Option<End> {
-        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
-        match self.limiter.check_n(cost) {
-            Ok(Ok(())) => {
-                self.strikes = 0;
-                None
-            }
-            _ => {
-                self.strikes += 1;
+        let limits = &self.hub.config().limits;
+        let verdict = self.bucket.take(
+            cost,
+            limits.rate_per_second,
+            limits.rate_burst,
+            Instant::now(),
+        );
+        match verdict {
+            RateVerdict::Allowed => None,
+            RateVerdict::Refused { strikes } => {
                 self.hub
                     .metrics()
                     .rate_limited(crate::metrics::RateLimited::Command);
                 let limits = &self.hub.config().limits;
-                if self.strikes >= limits.rate_abuse_strikes {
+                if strikes >= limits.rate_abuse_strikes {
                     return Some(End::Close(
                         CloseCode::POLICY_VIOLATION,
                         "rate limit exceeded persistently".into(),
@@ -232,17 +234,12 @@ impl Session {
     pub(super) async fn on_frame(&mut self, frame: Frame) {
         match frame.command {
             Command::Batch(frames) => {
-                // Run by the serve loop one command at a time (see `pending`).
+                // Run by the serve loop one command at a time (see `Batch`).
                 let count = frames.len();
-                match frame.id {
-                    Some(id) if frames.is_empty() => {
-                        self.send(self.codec.reply(&id, serde_json::json!({ "count": 0 })));
-                    }
-                    id => {
-                        self.batch_reply = id.map(|id| (id, count));
-                        self.pending.extend(frames);
-                    }
-                }
+                self.batch = Some(Box::new(Batch {
+                    pending: frames.into(),
+                    reply: frame.id.map(|id| (id, count)),
+                }));
             }
             Command::Auth(auth) => {
                 self.authenticate(frame.id.as_ref(), &auth.token);
@@ -263,10 +260,10 @@ impl Session {
                     }
                     Err(e) => Err(e),
                 };
-                let result = result.map(|reply| self.fit_recovery(reply));
+                let mut after = Vec::new();
+                let result = result.map(|reply| self.fit_recovery(reply, &mut after));
                 self.answer(frame.id.as_ref(), result);
-                let deferred = std::mem::take(&mut self.deferred);
-                self.out.extend(deferred);
+                self.out.extend(after);
             }
         }
     }
@@ -288,7 +285,7 @@ impl Session {
     /// A recovery larger than one reply: the reply carries what fits, and the rest
     /// follows at once as `message` pushes, before any live publication (they are written
     /// ahead of the send queue), in offset order.
-    pub(super) fn fit_recovery(&mut self, reply: Reply) -> Reply {
+    pub(super) fn fit_recovery(&self, reply: Reply, after: &mut Vec<Message>) -> Reply {
         let Reply::Subscribe {
             channel,
             offset,
@@ -302,7 +299,7 @@ impl Session {
         let budget = self.hub.config().limits.reply_budget().saturating_sub(1024);
         let fits = fit_in_budget(&publications, budget);
         let codec = self.codec;
-        self.deferred.extend(
+        after.extend(
             publications
                 .drain(fits..)
                 .map(|p| data_message(codec, p.frame(codec))),

@@ -1,16 +1,14 @@
 //! The session of one `/ws` connection: its state, the serve loop and its timers.
 
 use std::collections::VecDeque;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_proto::envelope::FrameId;
 use ferry_proto::envelope::{Frame, FrameError};
-use ferry_proto::session::{SessionClock, SessionEvent};
+use ferry_proto::session::{CommandBucket, SessionClock, SessionEvent};
 use ferry_proto::{CloseCode, Codec, ErrorCode, ErrorPayload};
 use futures_util::{SinkExt, StreamExt};
-use governor::{Quota, RateLimiter};
 use tokio::time::sleep_until;
 
 use crate::auth::Identity;
@@ -24,12 +22,6 @@ use super::write::{
     CLOSE_HANDSHAKE_TIMEOUT, CLOSE_WRITE_TIMEOUT, Compress, WRITE_HELD_READS, finish, flush_out,
     write_queued,
 };
-
-pub(super) type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    governor::clock::DefaultClock,
->;
 
 /// Counted in `ferry_connections{transport="ws"}` from `Session::run` until dropped (a
 /// guard field would add to every connection's task; the session holds the hub anyway).
@@ -45,19 +37,21 @@ pub(super) struct Session {
     pub(super) identity: Option<Identity>,
     /// Auth deadline, token expiry, pings, idle: the sans-IO part of the session.
     pub(super) clock: SessionClock,
-    pub(super) limiter: Limiter,
-    pub(super) strikes: u32,
+    /// The command rate limit.
+    pub(super) bucket: CommandBucket,
     /// Malformed frames in a row.
     pub(super) invalid_strikes: u32,
     /// The rest of a batch: run one command at a time, each answer written before the
     /// next runs, so a batch never builds all its answers in memory.
-    pub(super) pending: VecDeque<Result<Frame, FrameError>>,
-    /// The batch's own id and size, answered after its last command.
-    pub(super) batch_reply: Option<(FrameId, usize)>,
+    pub(super) batch: Option<Box<Batch>>,
     pub(super) out: Vec<Message>,
-    /// Frames that must follow the reply being made (recovered publications past the
-    /// reply budget); appended to `out` right after it.
-    pub(super) deferred: Vec<Message>,
+}
+
+/// A batch being run: its remaining commands, and its own id and size for the reply after
+/// the last one. Boxed in the session: batches are rare.
+pub(super) struct Batch {
+    pub(super) pending: VecDeque<Result<Frame, FrameError>>,
+    pub(super) reply: Option<(FrameId, usize)>,
 }
 
 /// Why the loop ended.
@@ -97,23 +91,16 @@ impl Session {
         let now = Instant::now();
         let (conn, mut rx) = hub.connect("");
         hub.connection_opened(crate::metrics::Transport::WebSocket);
-        let quota = Quota::per_second(
-            NonZeroU32::new(limits.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN),
-        )
-        .allow_burst(NonZeroU32::new(limits.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN));
         let mut session = Session {
             codec,
             hub: hub.clone(),
             conn: conn.clone(),
             identity: None,
             clock: SessionClock::new(&limits.session(), now),
-            limiter: RateLimiter::direct(quota),
-            strikes: 0,
+            bucket: CommandBucket::new(limits.rate_burst, now),
             invalid_strikes: 0,
-            pending: VecDeque::new(),
-            batch_reply: None,
+            batch: None,
             out: Vec::new(),
-            deferred: Vec::new(),
             compress: deflate
                 .filter(|d| d.server_no_context_takeover && d.server_max_window_bits == 15)
                 .and_then(|_| {
@@ -186,20 +173,20 @@ impl Session {
                         .await
                 };
                 if let Err(end) = written {
-                    return finish(end, socket, raw, rx, compress, codec).await;
+                    return Box::pin(finish(end, socket, raw, rx, compress, codec)).await;
                 }
                 // Timers may have queued more (a ping) while the write was pending.
                 continue;
             }
-            if let Some(next) = self.pending.pop_front() {
-                match next {
-                    Ok(frame) => Box::pin(self.on_frame(frame)).await,
-                    Err(e) => self.on_invalid(e),
-                }
-                if self.pending.is_empty()
-                    && let Some((id, count)) = self.batch_reply.take()
-                {
-                    self.send(codec.reply(&id, serde_json::json!({ "count": count })));
+            if let Some(batch) = self.batch.as_mut() {
+                match batch.pending.pop_front() {
+                    Some(Ok(frame)) => Box::pin(self.on_frame(frame)).await,
+                    Some(Err(e)) => self.on_invalid(e),
+                    None => {
+                        if let Some(Some((id, count))) = self.batch.take().map(|b| b.reply) {
+                            self.send(codec.reply(&id, serde_json::json!({ "count": count })));
+                        }
+                    }
                 }
                 continue;
             }
@@ -212,7 +199,7 @@ impl Session {
                     return End::Close(request.code, request.reason);
                 }
                 _ = &mut cancelled => {
-                    return finish(End::ShuttingDown, socket, raw, rx, compress, codec).await;
+                    return Box::pin(finish(End::ShuttingDown, socket, raw, rx, compress, codec)).await;
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
@@ -233,7 +220,7 @@ impl Session {
                             .await
                     };
                     if let Err(end) = written {
-                        return finish(end, socket, raw, rx, compress, codec).await;
+                        return Box::pin(finish(end, socket, raw, rx, compress, codec)).await;
                     }
                     if let Some(enqueued) = timed {
                         self.hub.metrics().enqueue_write.observe(enqueued.elapsed());
@@ -335,7 +322,8 @@ impl Session {
                 _ = cancelled.as_mut() => {
                     // Finish the batch in flight (bounded), so no queued frame is lost;
                     // the session then drains the rest of the queue.
-                    break match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.as_mut()).await {
+                    // Boxed: rare, and a timer would weigh on every connection's task.
+                    break match Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.as_mut())).await {
                         Ok(Ok(())) => Err(End::ShuttingDown),
                         _ => Err(End::Gone),
                     };

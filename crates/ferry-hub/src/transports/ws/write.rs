@@ -34,6 +34,8 @@ pub(super) const WRITE_HELD_READS: Duration = Duration::from_millis(250);
 pub(super) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Turn `End::ShuttingDown` into a drained queue and a 1001 close; other ends pass.
+/// Called boxed: shutdown is rare, and its future should not sit in every idle
+/// connection's task.
 pub(super) async fn finish(
     end: End,
     socket: &mut ServerSocket,
@@ -47,10 +49,13 @@ pub(super) async fn finish(
     }
     // Drain what is already queued (bounded: a stuck peer cannot hold us).
     let drain = async {
-        while let Ok(item) = rx.try_recv() {
-            write_item(socket, raw, item, compress, codec).await?;
+        loop {
+            let more = fill(raw, rx, compress, codec);
+            write_raw(socket, raw).await?;
+            if !more {
+                break;
+            }
         }
-        write_raw(socket, raw).await?;
         socket.flush().await
     };
     match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, drain).await {
@@ -82,15 +87,9 @@ pub(super) type Compress = Option<std::num::NonZeroU32>;
 /// Frames gathered before one vectored write of publications.
 pub(super) const RAW_BATCH: usize = 64;
 
-/// Queue one outbound item in order, as a shared pre-built frame of the codec
-/// (publications compressed where agreed and big enough, JSON only).
-pub(super) async fn write_item(
-    socket: &mut ServerSocket,
-    raw: &mut RawFrames,
-    item: Outbound,
-    compress: Compress,
-    codec: Codec,
-) -> Result<(), ws_io::WsError> {
+/// Queue one outbound item as the shared pre-built frame of the codec (publications
+/// compressed where agreed and big enough, JSON only).
+pub(super) fn queue_item(raw: &mut RawFrames, item: Outbound, compress: Compress, codec: Codec) {
     let frame = match &item {
         Outbound::Publication(d) => match compress {
             Some(min)
@@ -105,12 +104,22 @@ pub(super) async fn write_item(
         Outbound::Push(push) => push.ws_wire(codec),
     };
     raw.push(frame.clone());
-    if raw.len() >= RAW_BATCH {
-        write_raw(socket, raw).await?;
-    }
-    Ok(())
 }
 
+/// Move queued items into `raw` until it holds a batch; whether items may remain.
+fn fill(raw: &mut RawFrames, rx: &mut Receiver, compress: Compress, codec: Codec) -> bool {
+    while raw.len() < RAW_BATCH {
+        match rx.try_recv() {
+            Ok(item) => queue_item(raw, item, compress, codec),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Write `first` and everything queued behind it, a batch of frames per vectored write.
+/// Items are moved into the batch without awaiting, so this future holds one write at a
+/// time (it sits in the connection's task while a write is pending).
 pub(super) async fn write_queued(
     socket: &mut ServerSocket,
     raw: &mut RawFrames,
@@ -119,10 +128,13 @@ pub(super) async fn write_queued(
     compress: Compress,
     codec: Codec,
 ) -> Result<(), ws_io::WsError> {
-    write_item(socket, raw, first, compress, codec).await?;
-    while let Ok(item) = rx.try_recv() {
-        write_item(socket, raw, item, compress, codec).await?;
+    queue_item(raw, first, compress, codec);
+    loop {
+        let more = fill(raw, rx, compress, codec);
+        write_raw(socket, raw).await?;
+        if !more {
+            break;
+        }
     }
-    write_raw(socket, raw).await?;
     socket.flush().await
 }
