@@ -143,13 +143,7 @@ fn is_forbidden(c: char) -> bool {
 pub fn conflict_copy_name(path: &SyncPath, host: &str, date: &str, n: u32) -> SyncPath {
     let host: String = host
         .chars()
-        .map(|c| {
-            if c == '/' || is_forbidden(c) {
-                '_'
-            } else {
-                c
-            }
-        })
+        .map(|c| if c == '/' || is_forbidden(c) { '_' } else { c })
         .take(64)
         .collect();
     let name = path.file_name();
@@ -157,7 +151,11 @@ pub fn conflict_copy_name(path: &SyncPath, host: &str, date: &str, n: u32) -> Sy
         Some(dot) if dot > 0 => name.split_at(dot),
         _ => (name, ""),
     };
-    let counter = if n > 1 { format!(" {n}") } else { String::new() };
+    let counter = if n > 1 {
+        format!(" {n}")
+    } else {
+        String::new()
+    };
     let mut copy = format!("{stem} (conflict from {host} {date}{counter}){ext}");
     // Keep within one component's limit: shorten the stem, never the marker.
     while copy.len() > MAX_COMPONENT_LEN {
@@ -181,12 +179,19 @@ pub fn conflict_copy_name(path: &SyncPath, host: &str, date: &str, n: u32) -> Sy
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn ordinary_paths_pass() {
-        for ok in ["a", "a/b.txt", "dir with space/ünïcode.md", ".hidden/x", "a..b"] {
+        for ok in [
+            "a",
+            "a/b.txt",
+            "dir with space/ünïcode.md",
+            ".hidden/x",
+            "a..b",
+        ] {
             assert_eq!(SyncPath::parse(ok).unwrap().as_str(), ok);
         }
     }
@@ -239,7 +244,11 @@ mod tests {
         );
         let long = SyncPath::parse(&format!("{}.txt", "n".repeat(250))).unwrap();
         let copy = conflict_copy_name(&long, "h", "2026-11-30", 1);
-        assert!(copy.as_str().len() <= MAX_COMPONENT_LEN, "{}", copy.as_str().len());
+        assert!(
+            copy.as_str().len() <= MAX_COMPONENT_LEN,
+            "{}",
+            copy.as_str().len()
+        );
         assert!(copy.as_str().ends_with("(conflict from h 2026-11-30).txt"));
         assert!(SyncPath::parse(copy.as_str()).is_ok());
     }
