@@ -467,11 +467,28 @@ async fn changes_on_the_servers_disk_publish_with_source_server() {
     }
     assert_eq!(seen, ["new", "new/deep", "new/deep/n.txt"], "parents first");
 
-    std::fs::remove_dir_all(f.root().join("new")).unwrap();
+    // A directory moved on disk is one rename, its content moving with it.
+    std::fs::rename(f.root().join("new"), f.root().join("moved")).unwrap();
+    let (op, _) = next_op(&mut ws).await;
+    assert_eq!(
+        (op.op, op.path.as_str(), op.from.as_deref(), op.dir),
+        (OpKind::Rename, "moved", Some("new"), true),
+        "{op:?}"
+    );
+    let listed: Vec<_> = f
+        .manifest("since=0")
+        .await
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert!(listed.contains(&"moved/deep/n.txt".to_string()), "{listed:?}");
+
+    std::fs::remove_dir_all(f.root().join("moved")).unwrap();
     let (op, _) = next_op(&mut ws).await;
     assert_eq!(
         (op.op, op.path.as_str(), op.dir),
-        (OpKind::Delete, "new", true)
+        (OpKind::Delete, "moved", true)
     );
 
     // A link is never synced.
