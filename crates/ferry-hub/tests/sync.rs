@@ -482,7 +482,10 @@ async fn changes_on_the_servers_disk_publish_with_source_server() {
         .into_iter()
         .map(|e| e.path)
         .collect();
-    assert!(listed.contains(&"moved/deep/n.txt".to_string()), "{listed:?}");
+    assert!(
+        listed.contains(&"moved/deep/n.txt".to_string()),
+        "{listed:?}"
+    );
 
     std::fs::remove_dir_all(f.root().join("moved")).unwrap();
     let (op, _) = next_op(&mut ws).await;
@@ -903,4 +906,56 @@ async fn a_finished_tus_upload_is_committed_into_the_root() {
     );
     assert_eq!(op.size, content.len() as u64);
     f.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_root_that_vanishes_is_not_published_as_deleted() {
+    let f = Fixture::start().await;
+    assert!(f.put("a.txt", b"a", None).await.status().is_success());
+    // An unmounted disk or a moved folder: the path is gone at once, files intact.
+    let moved = f.dir.path().join("root-moved");
+    std::fs::rename(f.root(), &moved).unwrap();
+    let r = f.read("files/a.txt").send().await.unwrap();
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (500, "INTERNAL_ERROR"));
+    let r = f.put("b.txt", b"b", None).await;
+    assert_eq!(error_code(r).await.0, 500);
+    let paths: Vec<_> = f
+        .manifest("since=0")
+        .await
+        .entries
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(paths, ["a.txt"], "the index still holds the file");
+    let (_, history) = f
+        .server
+        .api()
+        .post("/api/history", json!({"channel": CHANNEL, "limit": 100}))
+        .await;
+    let ops: Vec<FileOp> = history["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::from_value(p["data"].clone()).unwrap())
+        .collect();
+    assert!(ops.iter().all(|o| o.op == OpKind::Put), "{ops:?}");
+    assert!(!f.dir.path().join("root").exists(), "nothing recreated it");
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_data_dir_inside_a_root_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let mut config = support::test_config();
+    config.data_dir = root.join("ferry-data");
+    config.sync.roots = vec![SyncRootConfig::new(ROOT, &root)];
+    let hub = ferry_hub::Hub::new(std::sync::Arc::new(config)).unwrap();
+    let error = match ferry_hub::Server::bind_hub(hub).await {
+        Ok(_) => panic!("a root holding the data dir was served"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("holds the hub's own files"), "{error}");
 }

@@ -118,6 +118,11 @@ fn op_of(kind: OpKind, entry: &ManifestEntry, from: Option<&str>) -> FileOp {
     }
 }
 
+/// Whether `path` lies strictly below directory `dir`.
+fn is_below(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
 /// `path` moved from below `from` to below `to`.
 fn moved(path: &str, from: &str, to: &str) -> String {
     format!("{to}{}", &path[from.len()..])
@@ -161,14 +166,32 @@ impl SyncRoot {
                 config.name, e.message
             )
         })?;
-        let staging =
-            disk::prepare_staging(&dir).map_err(|e| format!("sync root {:?}: {e}", config.name))?;
+        let staging = disk::prepare_staging(&dir, true)
+            .map_err(|e| format!("sync root {:?}: {e}", config.name))?;
         let index_path = hub
             .config()
             .data_dir
             .join("sync")
             .join(format!("{}.sqlite3", config.name));
         let index = SyncIndex::open(&index_path).map_err(|e| e.to_string())?;
+        // The hub's own files inside a root would be synced, and every index commit would
+        // be a change to publish (and to index again).
+        let hub_dirs = [
+            Some(hub.config().data_dir.clone()),
+            hub.config().uploads.dir.clone(),
+        ];
+        for own in hub_dirs.into_iter().flatten() {
+            if let Ok(own) = std::fs::canonicalize(&own)
+                && own.starts_with(&dir)
+            {
+                return Err(format!(
+                    "sync root {:?}: {} holds the hub's own files ({}); move data_dir (or uploads.dir) out of the root",
+                    config.name,
+                    dir.display(),
+                    own.display()
+                ));
+            }
+        }
         let root = Arc::new(SyncRoot {
             name: config.name.clone(),
             dir,
@@ -180,7 +203,15 @@ impl SyncRoot {
         });
         // Watch first, then scan: a change made during the scan is reported afterwards
         // and finds the index already up to date, or records what the scan missed.
-        watcher::start(&root).map_err(|e| format!("sync root {:?}: {e}", config.name))?;
+        if let Err(e) = watcher::start(&root) {
+            // The routes still work (each checks its paths against the disk first); only
+            // changes made on the server's disk are not published as they happen.
+            tracing::error!(
+                root = %config.name,
+                error = %e,
+                "sync: the root is not watched (on Linux, raise fs.inotify.max_user_watches); changes made on this disk are published at the next start or when a client touches the path"
+            );
+        }
         let ops = root
             .reconcile(None, Vec::new())
             .await
@@ -225,6 +256,8 @@ impl SyncRoot {
         S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
         E: std::fmt::Display,
     {
+        disk::prepare_staging(&self.dir, false)
+            .map_err(|e| SyncError::internal("preparing the staging directory", e))?;
         disk::stage_stream(&self.staging, body, limit).await
     }
 
@@ -236,6 +269,8 @@ impl SyncRoot {
         size: u64,
         sha256: &str,
     ) -> Result<Staged, SyncError> {
+        disk::prepare_staging(&self.dir, false)
+            .map_err(|e| SyncError::internal("preparing the staging directory", e))?;
         disk::stage_file(&self.staging, source, size, sha256).await
     }
 
@@ -500,12 +535,14 @@ impl SyncRoot {
         let mut passes = vec![Pass { scope, hints }];
         let author = Author::server();
         while let Some(pass) = passes.pop() {
-            let disk = self.disk_view(pass.scope.clone()).await?;
+            let (disk, unreadable) = self.disk_view(pass.scope.clone()).await?;
             let known = self.index_view(index, pass.scope.as_deref())?;
-            // What the index holds that the disk no longer does.
+            // What the index holds that the disk no longer does (below a directory that
+            // could not be listed, nothing is known to be gone).
             let mut gone: BTreeMap<String, ManifestEntry> = known
                 .iter()
                 .filter(|(path, e)| disk.get(*path).is_none_or(|d| d.dir != e.dir))
+                .filter(|(path, _)| !unreadable.iter().any(|u| is_below(path.as_str(), u)))
                 .map(|(p, e)| (p.as_str().to_string(), e.clone()))
                 .collect();
             // What the disk holds that the index does not, or holds otherwise.
@@ -555,9 +592,7 @@ impl SyncRoot {
             }
             let mut deleted_dirs: Vec<String> = Vec::new();
             for path in gone.into_keys() {
-                if deleted_dirs.iter().any(|d| {
-                    path.starts_with(d.as_str()) && path.as_bytes().get(d.len()) == Some(&b'/')
-                }) {
+                if deleted_dirs.iter().any(|d| is_below(&path, d)) {
                     continue;
                 }
                 // The index may have changed since the view (a rename above).
@@ -587,31 +622,50 @@ impl SyncRoot {
     }
 
     /// What the disk holds in `scope` (and at its ancestors, which may have been created
-    /// or removed with it).
+    /// or removed with it), and the directories that could not be listed. An error when
+    /// the root itself is gone or unreadable: an unmounted disk must not read as "every
+    /// file was deleted".
     async fn disk_view(
         &self,
         scope: Option<Vec<SyncPath>>,
-    ) -> Result<BTreeMap<SyncPath, DiskEntry>, SyncError> {
+    ) -> Result<(BTreeMap<SyncPath, DiskEntry>, Vec<String>), SyncError> {
         let root = self.dir.clone();
-        tokio::task::spawn_blocking(move || match scope {
-            None => disk::walk(&root, None),
-            Some(paths) => {
-                let mut out = BTreeMap::new();
-                for path in paths {
-                    for a in ancestors(&path) {
-                        if let Ok(full) = disk::resolve(&root, &a)
-                            && let Some(state) = disk::state(&full)
-                        {
-                            out.insert(a, state);
+        let (view, unreadable) = tokio::task::spawn_blocking(move || {
+            let mut unreadable = Vec::new();
+            let view = match scope {
+                None => disk::walk(&root, None, &mut unreadable),
+                Some(paths) => {
+                    let mut out = BTreeMap::new();
+                    for path in paths {
+                        for a in ancestors(&path) {
+                            if let Ok(full) = disk::resolve(&root, &a)
+                                && let Some(state) = disk::state(&full)
+                            {
+                                out.insert(a, state);
+                            }
                         }
+                        out.extend(disk::walk(&root, Some(&path), &mut unreadable));
                     }
-                    out.extend(disk::walk(&root, Some(&path)));
+                    out
                 }
-                out
-            }
+            };
+            let root_ok = std::fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir())
+                && std::fs::read_dir(&root).is_ok();
+            (root_ok.then_some(view), unreadable)
         })
         .await
-        .map_err(|e| SyncError::internal("scanning the root", e))
+        .map_err(|e| SyncError::internal("scanning the root", e))?;
+        match view {
+            Some(view) if !unreadable.iter().any(String::is_empty) => Ok((view, unreadable)),
+            _ => Err(SyncError::internal(
+                "scanning the root",
+                format!(
+                    "sync root {:?}: {} is gone or cannot be read; nothing is published until it is back",
+                    self.name,
+                    self.dir.display()
+                ),
+            )),
+        }
     }
 
     /// What the index holds in `scope` (and at its ancestors).
@@ -866,10 +920,8 @@ fn pair_renames(
         fresh.remove(to.as_str());
         if old.dir {
             // Everything below moves with it; differences are compared afresh after.
-            let below =
-                |p: &str, d: &str| p.starts_with(d) && p.as_bytes().get(d.len()) == Some(&b'/');
-            gone.retain(|p, _| !below(p, from.as_str()));
-            fresh.retain(|p, _| !below(p, to.as_str()));
+            gone.retain(|p, _| !is_below(p, from.as_str()));
+            fresh.retain(|p, _| !is_below(p, to.as_str()));
         }
         pairs.push((old, new));
     }
