@@ -508,6 +508,18 @@ async fn changes_on_the_servers_disk_publish_with_source_server() {
         .collect();
     assert_eq!(paths, ["after-link.txt", "renamed.txt"]);
 
+    // A touch (new mtime, same content) is not a change.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(f.root().join("renamed.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    std::fs::write(f.root().join("after-touch.txt"), b"t").unwrap();
+    let (op, _) = next_op(&mut ws).await;
+    assert_eq!(op.path, "after-touch.txt", "the touch published nothing");
+
     // An API write is seen by the watcher too, and publishes once.
     assert!(f.put("api.txt", b"api", None).await.status().is_success());
     std::fs::write(f.root().join("marker.txt"), b"m").unwrap();
@@ -518,6 +530,19 @@ async fn changes_on_the_servers_disk_publish_with_source_server() {
     f.server.stop().await;
 }
 
+async fn channel_history(server: &TestServer) -> Vec<FileOp> {
+    let (_, history) = server
+        .api()
+        .post("/api/history", json!({"channel": CHANNEL, "limit": 100}))
+        .await;
+    history["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::from_value(p["data"].clone()).unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_restart_publishes_only_what_changed_while_the_hub_was_down() {
     let dir = tempfile::tempdir().unwrap();
@@ -525,52 +550,56 @@ async fn a_restart_publishes_only_what_changed_while_the_hub_was_down() {
     std::fs::create_dir(&root).unwrap();
     std::fs::write(root.join("same.txt"), b"unchanged").unwrap();
     std::fs::write(root.join("edited.txt"), b"before").unwrap();
+    std::fs::write(root.join("removed.txt"), b"removed").unwrap();
     std::fs::create_dir(root.join("sub")).unwrap();
     std::fs::write(root.join("sub/kept.txt"), b"kept").unwrap();
 
     let config = SyncRootConfig::new(ROOT, &root);
     let server = start_server(dir.path(), config.clone()).await;
-    let api = server.api();
-    let (_, history) = api
-        .post("/api/history", json!({"channel": CHANNEL, "limit": 100}))
-        .await;
-    let first: Vec<FileOp> = history["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| serde_json::from_value(p["data"].clone()).unwrap())
-        .collect();
+    let first = channel_history(&server).await;
     assert_eq!(
         first.len(),
-        4,
-        "the first scan publishes every path: {first:?}"
+        5,
+        "a new root's first scan publishes every path: {first:?}"
     );
     assert!(first.iter().all(|o| o.source == "server"));
     let version = first.last().unwrap().version;
     server.stop().await;
 
+    // While the hub is down: an edit, a delete, a move; same.txt is only touched.
     std::fs::write(root.join("edited.txt"), b"after, longer").unwrap();
-    let server = start_server(dir.path(), config).await;
-    let api = server.api();
-    let (_, history) = api
-        .post("/api/history", json!({"channel": CHANNEL, "limit": 100}))
-        .await;
-    let ops: Vec<FileOp> = history["publications"]
-        .as_array()
+    std::fs::remove_file(root.join("removed.txt")).unwrap();
+    std::fs::rename(root.join("sub/kept.txt"), root.join("kept-moved.txt")).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("same.txt"))
         .unwrap()
+        .set_modified(later)
+        .unwrap();
+
+    let server = start_server(dir.path(), config).await;
+    let ops = channel_history(&server).await;
+    let shape: Vec<_> = ops
         .iter()
-        .map(|p| serde_json::from_value(p["data"].clone()).unwrap())
+        .map(|o| (o.op, o.path.as_str(), o.from.as_deref(), o.version))
         .collect();
-    assert_eq!(ops.len(), 1, "{ops:?}");
-    assert_eq!(ops[0].path, "edited.txt");
-    assert_eq!(ops[0].op, OpKind::Put);
     assert_eq!(
-        ops[0].version,
-        version + 1,
-        "versions continue across restarts"
+        shape,
+        [
+            (
+                OpKind::Rename,
+                "kept-moved.txt",
+                Some("sub/kept.txt"),
+                version + 1
+            ),
+            (OpKind::Delete, "removed.txt", None, version + 2),
+            (OpKind::Put, "edited.txt", None, version + 3),
+        ],
+        "only the differences, versions continuing"
     );
     assert_eq!(
-        ops[0].sha256.as_deref(),
+        ops[2].sha256.as_deref(),
         Some(sha(b"after, longer").as_str())
     );
     server.stop().await;
@@ -928,17 +957,7 @@ async fn a_root_that_vanishes_is_not_published_as_deleted() {
         .map(|e| e.path)
         .collect();
     assert_eq!(paths, ["a.txt"], "the index still holds the file");
-    let (_, history) = f
-        .server
-        .api()
-        .post("/api/history", json!({"channel": CHANNEL, "limit": 100}))
-        .await;
-    let ops: Vec<FileOp> = history["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| serde_json::from_value(p["data"].clone()).unwrap())
-        .collect();
+    let ops = channel_history(&f.server).await;
     assert!(ops.iter().all(|o| o.op == OpKind::Put), "{ops:?}");
     assert!(!f.dir.path().join("root").exists(), "nothing recreated it");
     f.server.stop().await;

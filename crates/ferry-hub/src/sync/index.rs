@@ -210,14 +210,20 @@ impl SyncIndex {
         limit: usize,
     ) -> Result<(Vec<ManifestEntry>, bool), IndexError> {
         let map = |e| self.err(e);
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM entries
-                 WHERE path > ?1 AND (CASE WHEN ?2 = 0 THEN deleted = 0 ELSE version > ?2 END)
+        // Two statements, so each can use its index: the full tree walks the paths in
+        // order; a delta finds the few changed rows by version, then sorts them.
+        let sql = if since == 0 {
+            format!(
+                "SELECT {COLUMNS} FROM entries WHERE path > ?1 AND deleted = 0 AND ?2 = 0
                  ORDER BY path LIMIT ?3"
-            ))
-            .map_err(map)?;
+            )
+        } else {
+            format!(
+                "SELECT {COLUMNS} FROM entries WHERE path > ?1 AND version > ?2
+                 ORDER BY path LIMIT ?3"
+            )
+        };
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(map)?;
         let mut out = Vec::new();
         let rows = stmt
             .query_map(
