@@ -109,6 +109,16 @@ impl Fixture {
         r.json().await.unwrap()
     }
 
+    /// The paths of the full manifest.
+    async fn paths(&self) -> Vec<String> {
+        self.manifest("since=0")
+            .await
+            .entries
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
+    }
+
     /// A WebSocket subscribed to the root's channel.
     async fn subscribe(&self) -> WsClient {
         let mut ws = self.server.client("watcher").await;
@@ -196,31 +206,16 @@ async fn put_then_get_is_byte_exact_with_range_etag_and_one_operation() {
     );
     assert_eq!(r.bytes().await.unwrap(), content);
 
-    let r = f
-        .read("files/notes/a.bin")
-        .header("range", "bytes=10-19")
-        .send()
-        .await
-        .unwrap();
+    let get =
+        |name: &'static str, value: String| f.read("files/notes/a.bin").header(name, value).send();
+    let r = get("range", "bytes=10-19".into()).await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.headers()["content-range"], "bytes 10-19/100000");
     assert_eq!(r.bytes().await.unwrap(), content[10..20]);
-
-    let r = f
-        .read("files/notes/a.bin")
-        .header("range", "bytes=100000-")
-        .send()
-        .await
-        .unwrap();
+    let r = get("range", "bytes=100000-".into()).await.unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers()["content-range"], "bytes */100000");
-
-    let r = f
-        .read("files/notes/a.bin")
-        .header("if-none-match", etag.as_str())
-        .send()
-        .await
-        .unwrap();
+    let r = get("if-none-match", etag.clone()).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
 
     let r = f
@@ -475,13 +470,7 @@ async fn changes_on_the_servers_disk_publish_with_source_server() {
         (OpKind::Rename, "moved", Some("new"), true),
         "{op:?}"
     );
-    let listed: Vec<_> = f
-        .manifest("since=0")
-        .await
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
+    let listed = f.paths().await;
     assert!(
         listed.contains(&"moved/deep/n.txt".to_string()),
         "{listed:?}"
@@ -499,13 +488,7 @@ async fn changes_on_the_servers_disk_publish_with_source_server() {
     std::fs::write(f.root().join("after-link.txt"), b"x").unwrap();
     let (op, _) = next_op(&mut ws).await;
     assert_eq!(op.path, "after-link.txt");
-    let paths: Vec<_> = f
-        .manifest("since=0")
-        .await
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
+    let paths = f.paths().await;
     assert_eq!(paths, ["after-link.txt", "renamed.txt"]);
 
     // A touch (new mtime, same content) is not a change.
@@ -656,6 +639,7 @@ async fn hostile_paths_are_refused_and_nothing_is_written_outside_the_root() {
         "/sync/docs/files/evil%E2%80%AEtxt.exe",
         "/sync/docs/files/.ferry-sync/tmp/x",
         "/sync/docs/files/a%5C..%5Cb",
+        "/sync/docs/files/not-utf8-%FF",
         "/sync/docs/dirs/%2E%2E",
     ] {
         let status = raw_status(&f, "PUT", target).await;
@@ -791,35 +775,27 @@ async fn tokens_and_capabilities_are_checked() {
     let r = f.http.get(f.url("manifest")).send().await.unwrap();
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     assert_eq!(error_code(r).await.0, 401);
-    let r = f
-        .http
-        .put(f.url("files/a.txt"))
-        .header("x-ferry-sync-source", SOURCE)
-        .body("x")
+    let put_as = |token: Option<&str>| {
+        let request = f
+            .http
+            .put(f.url("files/a.txt"))
+            .header("x-ferry-sync-source", SOURCE)
+            .body("x");
+        match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
         .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(r).await.0, 401);
-    let r = f
-        .http
-        .get(f.url("manifest"))
-        .bearer_auth("not-a-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(r).await.0, 401);
-    // A reader reads, and may not write.
-    let r = f
-        .http
-        .put(f.url("files/a.txt"))
-        .bearer_auth(&f.reader)
-        .header("x-ferry-sync-source", SOURCE)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    let (status, code, _) = error_code(r).await;
-    assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"));
+    };
+    for (token, status, code) in [
+        (None, 401, "AUTH_REQUIRED"),
+        (Some("not-a-token"), 401, "AUTH_FAILED"),
+        // A reader reads, and may not write.
+        (Some(f.reader.as_str()), 403, "PERMISSION_DENIED"),
+    ] {
+        let (got, got_code, message) = error_code(put_as(token).await.unwrap()).await;
+        assert_eq!((got, got_code.as_str()), (status, code), "{message}");
+    }
     assert!(!f.root().join("a.txt").exists());
     assert_eq!(f.read("manifest").send().await.unwrap().status(), 200);
     // ?token= works as on the other request-scoped routes.
@@ -949,13 +925,7 @@ async fn a_root_that_vanishes_is_not_published_as_deleted() {
     assert_eq!((status, code.as_str()), (500, "INTERNAL_ERROR"));
     let r = f.put("b.txt", b"b", None).await;
     assert_eq!(error_code(r).await.0, 500);
-    let paths: Vec<_> = f
-        .manifest("since=0")
-        .await
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
+    let paths = f.paths().await;
     assert_eq!(paths, ["a.txt"], "the index still holds the file");
     let ops = channel_history(&f.server).await;
     assert!(ops.iter().all(|o| o.op == OpKind::Put), "{ops:?}");
