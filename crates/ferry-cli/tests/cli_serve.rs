@@ -100,9 +100,9 @@ fn sync_roots_from_flags_are_shown_and_checked() {
     ferry()
         .current_dir(dir.path())
         .args(["serve", "--check-config", "--sync-root"])
-        .arg(&root("shared"))
+        .arg(root("shared"))
         .arg("--sync-root")
-        .arg(&root("shared"))
+        .arg(root("shared"))
         .assert()
         .code(2)
         .stderr(predicate::str::contains(
