@@ -44,12 +44,19 @@ impl Fixture {
     }
 
     async fn start_with(edit: impl FnOnce(&mut SyncRootConfig)) -> Fixture {
+        Self::start_full(edit, |_| {}).await
+    }
+
+    async fn start_full(
+        edit: impl FnOnce(&mut SyncRootConfig),
+        edit_hub: impl FnOnce(&mut Config),
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("root")).unwrap();
         std::fs::create_dir(dir.path().join("outside")).unwrap();
         let mut root = SyncRootConfig::new(ROOT, dir.path().join("root"));
         edit(&mut root);
-        let server = start_server(dir.path(), root).await;
+        let server = start_server_with(dir.path(), root, edit_hub).await;
         let writer = token_with(json!({
             "sub": "writer",
             "exp": support::now() + 3600,
@@ -129,8 +136,17 @@ impl Fixture {
 }
 
 async fn start_server(dir: &Path, root: SyncRootConfig) -> TestServer {
+    start_server_with(dir, root, |_| {}).await
+}
+
+async fn start_server_with(
+    dir: &Path,
+    root: SyncRootConfig,
+    edit: impl FnOnce(&mut Config),
+) -> TestServer {
     let data = dir.join("data");
     TestServer::start_with(move |c: &mut Config| {
+        edit(c);
         c.data_dir = data;
         c.sync.roots = vec![root];
         c.namespaces.insert(
@@ -947,4 +963,64 @@ async fn a_data_dir_inside_a_root_is_refused_at_start() {
         Err(e) => e.to_string(),
     };
     assert!(error.contains("holds the hub's own files"), "{error}");
+}
+
+#[tokio::test]
+async fn a_commit_copies_an_upload_from_another_filesystem() {
+    // /dev/shm is tmpfs on Linux, so the upload cannot be renamed into the root and is
+    // copied (where it is the same filesystem, the rename path runs: same outcome).
+    let shm = Path::new("/dev/shm");
+    let uploads = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let uploads_dir = uploads.path().to_path_buf();
+    let f = Fixture::start_full(|_| {}, move |c| c.uploads.dir = Some(uploads_dir)).await;
+    let content = vec![42u8; 70_000];
+    let r = f
+        .http
+        .post(f.server.http("/files/"))
+        .bearer_auth(&f.writer)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", content.len().to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .body(content.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let upload = location.rsplit('/').next().unwrap().to_string();
+    // Refused (the target is a directory): the upload stays whole where it was.
+    assert!(
+        f.write(Method::PUT, "dirs/taken")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let commit = |path: &str| {
+        f.write(Method::POST, "commit")
+            .json(&json!({"upload": upload, "path": path, "sha256": sha(&content)}))
+            .send()
+    };
+    let r = commit("taken").await.unwrap();
+    assert_eq!(error_code(r).await.1, "IS_A_DIRECTORY");
+    assert_eq!(
+        std::fs::read(uploads.path().join(format!("{upload}.bin"))).unwrap(),
+        content
+    );
+    let r = commit("copied.bin").await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(std::fs::read(f.root().join("copied.bin")).unwrap(), content);
+    assert!(!uploads.path().join(format!("{upload}.bin")).exists());
+    assert!(
+        std::fs::read_dir(f.root().join(".ferry-sync/tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    f.server.stop().await;
 }
