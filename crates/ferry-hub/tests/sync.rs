@@ -1024,3 +1024,38 @@ async fn a_commit_copies_an_upload_from_another_filesystem() {
     );
     f.server.stop().await;
 }
+
+#[tokio::test]
+async fn a_rewrite_with_the_same_size_in_the_same_millisecond_is_seen() {
+    let f = Fixture::start().await;
+    let mut ws = f.subscribe().await;
+    let file = f.root().join("same-size.txt");
+    std::fs::write(&file, b"aaaa").unwrap();
+    let (first, _) = next_op(&mut ws).await;
+    assert_eq!(first.path, "same-size.txt");
+    let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let since_epoch = before.duration_since(std::time::UNIX_EPOCH).unwrap();
+    // Another time within the same millisecond.
+    let sub_ms = since_epoch.subsec_nanos() % 1_000_000;
+    let other = if sub_ms == 999_999 {
+        since_epoch - std::time::Duration::from_nanos(1)
+    } else {
+        since_epoch + std::time::Duration::from_nanos(1)
+    };
+    // Prepared outside the root and moved in: one atomic change, so the watcher never
+    // sees the new content with another time.
+    let prepared = f.dir.path().join("prepared.txt");
+    std::fs::write(&prepared, b"bbbb").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&prepared)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + other)
+        .unwrap();
+    std::fs::rename(&prepared, &file).unwrap();
+    let (second, _) = next_op(&mut ws).await;
+    assert_eq!(second.path, "same-size.txt");
+    assert_eq!(second.modified, first.modified, "the same millisecond");
+    assert_eq!(second.sha256.as_deref(), Some(sha(b"bbbb").as_str()));
+    f.server.stop().await;
+}

@@ -27,6 +27,9 @@ pub struct DiskEntry {
     pub size: u64,
     /// Modification time, ms since the Unix epoch.
     pub modified: u64,
+    /// Modification time in ns (0 for directories): finer than `modified`, so a file
+    /// rewritten with the same size within one millisecond is still seen as changed.
+    pub stamp: i64,
 }
 
 /// Milliseconds since the Unix epoch of a file's modification time.
@@ -38,6 +41,16 @@ pub fn modified_ms(meta: &std::fs::Metadata) -> u64 {
         .unwrap_or(0)
 }
 
+/// Nanoseconds since the Unix epoch of a file's modification time (see
+/// [`DiskEntry::stamp`]).
+pub fn stamp(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 fn entry_of(meta: &std::fs::Metadata) -> Option<DiskEntry> {
     let kind = meta.file_type();
     if kind.is_dir() {
@@ -45,12 +58,14 @@ fn entry_of(meta: &std::fs::Metadata) -> Option<DiskEntry> {
             dir: true,
             size: 0,
             modified: 0,
+            stamp: 0,
         })
     } else if kind.is_file() {
         Some(DiskEntry {
             dir: false,
             size: meta.len(),
             modified: modified_ms(meta),
+            stamp: stamp(meta),
         })
     } else {
         // Symlinks, sockets, devices: not synced.

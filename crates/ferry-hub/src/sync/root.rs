@@ -8,7 +8,7 @@
 //! made on the server's disk that the watcher has not reported yet is recorded (source
 //! `server`) first, and a base check never compares against a stale index.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -355,9 +355,9 @@ impl SyncRoot {
         let created = disk::create_dirs(&self.dir, path, false)?;
         std::fs::rename(&staged.path, &full)
             .map_err(|e| SyncError::internal("moving a file into place", e))?;
-        let modified = std::fs::symlink_metadata(&full)
-            .map(|m| disk::modified_ms(&m))
-            .unwrap_or(0);
+        let (modified, stamp) = std::fs::symlink_metadata(&full)
+            .map(|m| (disk::modified_ms(&m), disk::stamp(&m)))
+            .unwrap_or((0, 0));
         let entry = ManifestEntry {
             path: path.to_string(),
             dir: false,
@@ -368,6 +368,7 @@ impl SyncRoot {
             deleted: false,
         };
         let entry = self.record_put(&mut index, entry, &created, author).await?;
+        index.set_stamp(path.as_str(), stamp)?;
         Ok((entry, current.is_none()))
     }
 
@@ -547,6 +548,7 @@ impl SyncRoot {
                 .collect();
             // What the disk holds that the index does not, or holds otherwise.
             let mut fresh: BTreeMap<String, (SyncPath, ManifestEntry)> = BTreeMap::new();
+            let mut stamps: HashMap<String, i64> = HashMap::new();
             for (path, d) in &disk {
                 let old = known.get(path).filter(|e| e.dir == d.dir);
                 if d.dir {
@@ -558,6 +560,7 @@ impl SyncRoot {
                 if let Some(old) = old
                     && old.size == d.size
                     && old.modified == d.modified
+                    && index.stamp(path.as_str())? == d.stamp
                 {
                     continue;
                 }
@@ -568,9 +571,10 @@ impl SyncRoot {
                     Some(old) if old.sha256 == entry.sha256 && old.size == entry.size => {
                         // Touched, not changed: remember the time so the next scan needs
                         // no hash; nothing to publish.
-                        index.touch(path.as_str(), entry.modified)?;
+                        index.touch(path.as_str(), entry.modified, d.stamp)?;
                     }
                     _ => {
+                        stamps.insert(path.to_string(), d.stamp);
                         fresh.insert(path.to_string(), (path.clone(), entry));
                     }
                 }
@@ -580,6 +584,9 @@ impl SyncRoot {
                 let rows = self.moves(index, &old, &new)?;
                 let op = op_of(OpKind::Rename, &new, Some(&old.path));
                 published.push(self.record(index, op, rows, &author).await?);
+                if let Some(stamp) = stamps.get(&new.path) {
+                    index.set_stamp(&new.path, *stamp)?;
+                }
                 if old.dir
                     && let Ok(to) = SyncPath::parse(&new.path)
                 {
@@ -615,7 +622,12 @@ impl SyncRoot {
                     continue;
                 }
                 let op = op_of(OpKind::Put, &entry, None);
+                let stamp = stamps.get(&entry.path).copied();
+                let path = entry.path.clone();
                 published.push(self.record(index, op, vec![entry], &author).await?);
+                if let Some(stamp) = stamp {
+                    index.set_stamp(&path, stamp)?;
+                }
             }
         }
         Ok(published)
