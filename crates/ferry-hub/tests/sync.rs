@@ -851,6 +851,14 @@ async fn tokens_and_capabilities_are_checked() {
         .await
         .unwrap();
     assert_eq!(error_code(r).await.0, 404);
+    // Without a token, an unknown root is not told apart from a known one.
+    let r = f
+        .http
+        .get(f.server.http("/sync/nope/manifest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await.0, 401);
     f.server.stop().await;
 }
 

@@ -32,6 +32,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Capability, Identity};
 use crate::error::HubError;
+use crate::hub::Hub;
 use crate::sync::root::{Author, Base, Limit};
 use crate::sync::{SyncError, SyncRoot, SyncRoots};
 use crate::uploads::{Access, UploadStore};
@@ -47,6 +48,7 @@ pub const VERSION_HEADER: &str = "x-ferry-sync-version";
 /// State of the sync routes.
 #[derive(Clone)]
 struct SyncState {
+    hub: Hub,
     roots: SyncRoots,
     uploads: Option<Arc<UploadStore>>,
 }
@@ -54,6 +56,7 @@ struct SyncState {
 /// The `/sync/{root}/` routes, or `None` when no root is configured. `uploads` is the
 /// store `commit` takes finished uploads from.
 pub fn routes(
+    hub: &Hub,
     roots: SyncRoots,
     uploads: Option<Arc<UploadStore>>,
     cors: CorsLayer,
@@ -61,7 +64,11 @@ pub fn routes(
     if roots.is_empty() {
         return None;
     }
-    let state = SyncState { roots, uploads };
+    let state = SyncState {
+        hub: hub.clone(),
+        roots,
+        uploads,
+    };
     Some(
         Router::new()
             .route("/sync/{root}/manifest", get(manifest))
@@ -147,14 +154,17 @@ impl Caller {
         let Query(query) = Query::<TokenQuery>::from_request_parts(parts, state)
             .await
             .map_err(|e| SyncError::invalid(e.body_text()))?;
+        // Who first: a caller without a valid token learns nothing, not even which roots
+        // exist.
+        let token = request_token(query.token.as_deref(), &parts.headers);
+        let identity = request_identity(&state.hub, token.as_deref()).map_err(hub_error)?;
         let name = params.get("root").map(String::as_str).unwrap_or_default();
         let root = state.roots.get(name).cloned().ok_or_else(|| {
             SyncError::new(404, "NOT_FOUND", format!("no sync root named {name:?}"))
         })?;
-        let hub = root.hub();
-        let token = request_token(query.token.as_deref(), &parts.headers);
-        let identity = request_identity(hub, token.as_deref()).map_err(hub_error)?;
-        hub.authorize(&identity, cap, root.channel())
+        state
+            .hub
+            .authorize(&identity, cap, root.channel())
             .map_err(hub_error)?;
         let path = params
             .get("path")
