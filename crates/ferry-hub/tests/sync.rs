@@ -116,6 +116,25 @@ impl Fixture {
         r.json().await.unwrap()
     }
 
+    /// A finished tus upload of `content` as the writer: its URL path and id.
+    async fn tus_upload(&self, content: &[u8]) -> (String, String) {
+        let r = self
+            .http
+            .post(self.server.http("/files/"))
+            .bearer_auth(&self.writer)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", content.len().to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .body(content.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let upload = location.rsplit('/').next().unwrap().to_string();
+        (location, upload)
+    }
+
     /// The paths of the full manifest.
     async fn paths(&self) -> Vec<String> {
         self.manifest("since=0")
@@ -867,20 +886,7 @@ async fn a_finished_tus_upload_is_committed_into_the_root() {
     let f = Fixture::start().await;
     let mut ws = f.subscribe().await;
     let content: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-    let r = f
-        .http
-        .post(f.server.http("/files/"))
-        .bearer_auth(&f.writer)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", content.len().to_string())
-        .header("content-type", "application/offset+octet-stream")
-        .body(content.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let upload = location.rsplit('/').next().unwrap().to_string();
+    let (location, upload) = f.tus_upload(&content).await;
 
     let commit = |sha256: String, path: &str| {
         f.write(Method::POST, "commit")
@@ -986,20 +992,7 @@ async fn a_commit_copies_an_upload_from_another_filesystem() {
     let uploads_dir = uploads.path().to_path_buf();
     let f = Fixture::start_full(|_| {}, move |c| c.uploads.dir = Some(uploads_dir)).await;
     let content = vec![42u8; 70_000];
-    let r = f
-        .http
-        .post(f.server.http("/files/"))
-        .bearer_auth(&f.writer)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", content.len().to_string())
-        .header("content-type", "application/offset+octet-stream")
-        .body(content.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let upload = location.rsplit('/').next().unwrap().to_string();
+    let (_, upload) = f.tus_upload(&content).await;
     // Refused (the target is a directory): the upload stays whole where it was.
     assert!(
         f.write(Method::PUT, "dirs/taken")
