@@ -135,6 +135,16 @@ impl Fixture {
         (location, upload)
     }
 
+    /// Nothing left behind in the staging directory.
+    fn assert_no_staging_files(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.root().join(".ferry-sync/tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "staging files left behind: {left:?}");
+    }
+
     /// The paths of the full manifest.
     async fn paths(&self) -> Vec<String> {
         self.manifest("since=0")
@@ -317,13 +327,7 @@ async fn a_stale_base_is_412_with_the_current_entry_and_changes_nothing() {
         before,
         "no version spent"
     );
-    assert!(
-        std::fs::read_dir(f.root().join(".ferry-sync/tmp"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "no staging file left behind"
-    );
+    f.assert_no_staging_files();
 
     let r = f
         .put("a.txt", b"client copy", Some(&sha(b"server copy")))
@@ -795,12 +799,7 @@ async fn file_and_root_size_limits() {
             .status()
             .is_success()
     );
-    assert!(
-        std::fs::read_dir(f.root().join(".ferry-sync/tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    f.assert_no_staging_files();
     f.server.stop().await;
 }
 
@@ -1017,12 +1016,7 @@ async fn a_commit_copies_an_upload_from_another_filesystem() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(std::fs::read(f.root().join("copied.bin")).unwrap(), content);
     assert!(!uploads.path().join(format!("{upload}.bin")).exists());
-    assert!(
-        std::fs::read_dir(f.root().join(".ferry-sync/tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    f.assert_no_staging_files();
     f.server.stop().await;
 }
 
