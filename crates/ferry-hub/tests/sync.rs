@@ -462,6 +462,34 @@ async fn directories_deletes_and_renames_publish_in_version_order() {
     let full = f.manifest("since=0").await;
     let paths: Vec<_> = full.entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["g.txt", "z", "z/y"]);
+
+    // Files and directories are not mistaken for each other.
+    for (request, status, code) in [
+        (
+            f.write(Method::PUT, "files/g.txt/inner.txt").body("x"),
+            409,
+            "NOT_A_DIRECTORY",
+        ),
+        (
+            f.write(Method::PUT, "files/z").body("x"),
+            409,
+            "IS_A_DIRECTORY",
+        ),
+        (f.write(Method::PUT, "dirs/g.txt"), 409, "EXISTS"),
+        (
+            f.http.get(f.url("files/z")).bearer_auth(&f.reader),
+            409,
+            "IS_A_DIRECTORY",
+        ),
+    ] {
+        let (got, got_code, message) = error_code(request.send().await.unwrap()).await;
+        assert_eq!((got, got_code.as_str()), (status, code), "{message}");
+    }
+    assert_eq!(
+        f.manifest("since=0").await.version,
+        ops[5].version,
+        "nothing changed"
+    );
     f.server.stop().await;
 }
 
