@@ -1082,3 +1082,27 @@ async fn a_rewrite_with_the_same_size_in_the_same_millisecond_is_seen() {
     assert_eq!(second.sha256.as_deref(), Some(sha(b"bbbb").as_str()));
     f.server.stop().await;
 }
+
+#[tokio::test]
+async fn only_the_hub_publishes_on_a_roots_channel() {
+    let f = Fixture::start().await;
+    // The writer may change files, but not forge an operation on the channel.
+    let mut ws = WsClient::connect(&f.server.ws_url(&format!("/ws?token={}", f.writer))).await;
+    ws.next_of_type("auth_success").await;
+    let forged = json!({"op": "delete", "path": "a.txt", "version": 99, "source": "x"});
+    let r = ws
+        .request("publish", json!({"channel": CHANNEL, "data": forged}))
+        .await;
+    assert_eq!(r["type"], "error", "{r}");
+    assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
+    assert!(channel_history(&f.server).await.is_empty());
+    // Other channels of the namespace are not affected by the rule.
+    let r = ws
+        .request(
+            "publish",
+            json!({"channel": "sync:other", "data": {"x": 1}}),
+        )
+        .await;
+    assert_eq!(r["type"], "reply", "{r}");
+    f.server.stop().await;
+}
