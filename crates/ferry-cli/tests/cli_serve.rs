@@ -84,6 +84,22 @@ fn sync_roots_from_flags_are_shown_and_checked() {
         .stdout(predicate::str::contains("[[sync.roots]]"))
         .stdout(predicate::str::contains("name = \"docs\""))
         .stdout(predicate::str::contains("put_max_size = 16777216"));
+    // --dev opens the roots' built-in namespace to anonymous readers like the others.
+    ferry()
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--dev",
+            "--print-config",
+            "--sync-root",
+            &root("shared"),
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(
+            r"\[namespaces\.sync\]\nhistory_size = 10000\nhistory_ttl_secs = 2592000\n(\w+ = \w+\n)*allow_anonymous = true\n",
+        )
+        .unwrap());
     ferry()
         .current_dir(dir.path())
         .args(["serve", "--check-config", "--sync-root", &root("shared")])
