@@ -9,11 +9,10 @@
 //! reach the client byte for byte (`Range`, `ETag`). JSON bodies (rename, commit) are
 //! capped at [`JSON_BODY_LIMIT`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use std::collections::HashMap;
-
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
