@@ -144,6 +144,17 @@ pub async fn run(hub: &Hub, caller: Caller<'_>, command: Command) -> HubResult<R
             data,
             skip_self,
         }) => {
+            if matches!(caller, Caller::Connection { .. })
+                && hub.config().sync.is_root_channel(&channel)
+            {
+                // A FileOp there must be one the hub made (transports/sync.rs).
+                return Err(HubError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "`{channel}` carries a sync root's operations, published by the hub only; change files through /sync/"
+                    ),
+                ));
+            }
             authorize(Capability::Publish, &channel)?;
             let (info, skip) = match caller {
                 Caller::Connection { conn, .. } => {

@@ -12,7 +12,7 @@
 
 mod path;
 
-pub use path::{PathError, SyncPath, conflict_copy_name};
+pub use path::{PathError, STATE_DIR, SyncPath, conflict_copy_name};
 
 use serde::{Deserialize, Serialize};
 
@@ -140,6 +140,7 @@ pub fn is_sha256_hex(sha: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -179,6 +179,7 @@ pub fn conflict_copy_name(path: &SyncPath, host: &str, date: &str, n: u32) -> Sy
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
