@@ -721,21 +721,32 @@ pub fn sub(args: SubArgs) -> anyhow::Result<ExitCode> {
     run(run_sub(args))
 }
 
-async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {
-    let url = hub_ws_url(&complete(&args.url, Family::Ws));
-    let mut builder = HubClient::builder(&url).codec(args.proto.codec());
-    if let Some(tls) = args.tls.websocket_config()? {
+/// Connect a `HubClient` to the hub at `url` (the /ws path added when missing) speaking
+/// `proto`; with a token, wait for the server's verdict on it, so that AUTH_FAILED and why
+/// is reported rather than a later AUTH_REQUIRED.
+async fn connect_hub(
+    url: &str,
+    proto: Proto,
+    tls: &crate::tls_args::TlsArgs,
+    token: Option<&str>,
+) -> Result<HubClient, Failure> {
+    let url = hub_ws_url(&complete(url, Family::Ws));
+    let mut builder = HubClient::builder(&url).codec(proto.codec());
+    if let Some(tls) = tls.websocket_config()? {
         builder = builder.tls_config(tls);
     }
-    if let Some(token) = &args.token {
+    if let Some(token) = token {
         builder = builder.token(token);
     }
     let hub = builder.connect().await?;
-    if args.token.is_some() {
-        // The server answers a token at once, before any subscribe: report its verdict
-        // (AUTH_FAILED and why) rather than a later AUTH_REQUIRED on the subscribe.
+    if token.is_some() {
         wait_for_auth(&hub).await?;
     }
+    Ok(hub)
+}
+
+async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {
+    let hub = connect_hub(&args.url, args.proto, &args.tls, args.token.as_deref()).await?;
     log_states(hub.states());
     let (events_tx, mut events) = mpsc::unbounded_channel::<(String, SubscriptionEvent)>();
     for channel in &args.channels {
@@ -858,18 +869,8 @@ async fn run_pub(args: PubArgs) -> Result<ExitCode, Failure> {
     };
     let published = match args.proto {
         Some(proto) => {
-            let url = hub_ws_url(&complete(&args.api.url, Family::Ws));
-            let mut builder = HubClient::builder(&url).codec(proto.codec());
-            if let Some(tls) = args.api.tls.websocket_config()? {
-                builder = builder.tls_config(tls);
-            }
-            if let Some(token) = &args.token {
-                builder = builder.token(token);
-            }
-            let hub = builder.connect().await?;
-            if args.token.is_some() {
-                wait_for_auth(&hub).await?;
-            }
+            let hub =
+                connect_hub(&args.api.url, proto, &args.api.tls, args.token.as_deref()).await?;
             tokio::time::timeout(Duration::from_secs(60), hub.publish(&args.channel, &data))
                 .await
                 .map_err(|_| timed_out())??

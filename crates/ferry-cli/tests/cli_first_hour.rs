@@ -49,44 +49,13 @@ fn stdout(out: &assert_cmd::assert::Assert) -> String {
     String::from_utf8_lossy(&out.get_output().stdout).into_owned()
 }
 
-/// `ferry sub CHANNEL --token TOKEN --json`, returned once it reports the subscription,
-/// with a task that keeps reading its stderr (a closed stderr would fail its next line)
-/// and returns the rest of it.
 async fn subscribed(
     server: &FerryServer,
     channel: &str,
     token: &str,
 ) -> (Child, tokio::task::JoinHandle<String>) {
-    let mut sub = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["sub", channel, "--json", "--token", token])
-        .args(["--url", &format!(":{}", server.port)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(sub.stderr.take().unwrap()).lines();
-    let wanted = format!("subscribed to {channel} at offset");
-    tokio::time::timeout(LIMIT, async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            if line.contains(&wanted) {
-                return;
-            }
-        }
-        panic!("ferry sub ended before subscribing");
-    })
-    .await
-    .unwrap();
-    let rest = tokio::spawn(async move {
-        let mut rest = String::new();
-        while let Ok(Some(line)) = stderr.next_line().await {
-            rest.push_str(&line);
-            rest.push('\n');
-        }
-        rest
-    });
-    (sub, rest)
+    let url = format!(":{}", server.port);
+    support::subscriber(&[channel, "--json", "--url", &url], token, channel).await
 }
 
 // --- 1. a token from the CLI, and why a token is refused -------------------------------

@@ -232,29 +232,12 @@ async fn sse_errors_have_codes_and_exit_codes() {
 async fn sub_prints_what_pub_publishes() {
     let server = server().await;
     let ws_base = format!("ws://127.0.0.1:{}", server.port);
-    let mut sub = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "sub", "chat:cli", "--url", &ws_base, "--count", "2", "--json",
-        ])
-        .env("FERRY_TOKEN", token_for("subscriber"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // Publish only once the subscription is in place.
-    let mut stderr = BufReader::new(sub.stderr.take().unwrap()).lines();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            if line.contains("subscribed to chat:cli at offset 0") {
-                return;
-            }
-        }
-        panic!("ferry sub exited before subscribing");
-    })
-    .await
-    .unwrap();
+    let (sub, _) = support::subscriber(
+        &["chat:cli", "--url", &ws_base, "--count", "2", "--json"],
+        &token_for("subscriber"),
+        "chat:cli",
+    )
+    .await;
 
     ferry()
         .args(["pub", "chat:cli", r#"{"n":1}"#, "--url", &server.base_url])
@@ -306,28 +289,14 @@ async fn sub_prints_what_pub_publishes() {
 async fn sub_and_pub_speak_msgpack() {
     let server = server().await;
     let ws_base = format!("ws://127.0.0.1:{}", server.port);
-    let mut sub = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "sub", "chat:mp", "--url", &ws_base, "--count", "2", "--json", "--proto", "msgpack",
-        ])
-        .env("FERRY_TOKEN", token_for("reader"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(sub.stderr.take().unwrap()).lines();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = stderr.next_line().await.unwrap() {
-            if line.contains("subscribed to chat:mp at offset 0") {
-                return;
-            }
-        }
-        panic!("ferry sub exited before subscribing");
-    })
-    .await
-    .unwrap();
+    let (sub, _) = support::subscriber(
+        &[
+            "chat:mp", "--url", &ws_base, "--count", "2", "--json", "--proto", "msgpack",
+        ],
+        &token_for("reader"),
+        "chat:mp",
+    )
+    .await;
     ferry()
         .args([
             "pub",

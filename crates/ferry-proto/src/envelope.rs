@@ -322,44 +322,13 @@ pub struct ErrorPayload {
     pub details: Option<Value>,
 }
 
-#[derive(Serialize)]
-struct OutFrame<'a, P: Serialize> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a FrameId>,
-    payload: P,
-}
-
-fn encode<P: Serialize>(kind: &str, id: Option<&FrameId>, payload: P) -> String {
-    // Serializing plain structs of strings, numbers and raw JSON cannot fail; fall back
-    // to an INTERNAL_ERROR frame rather than panicking if a future type ever could.
-    serde_json::to_string(&OutFrame { kind, id, payload }).unwrap_or_else(|e| {
-        format!(
-            r#"{{"type":"error","payload":{{"code":"INTERNAL_ERROR","message":{}}}}}"#,
-            Value::String(format!("encoding failed: {e}"))
-        )
-    })
-}
-
-/// Encode `{"type":"reply","id":ID,"payload":PAYLOAD}`.
-pub fn encode_reply<P: Serialize>(id: &FrameId, payload: P) -> String {
-    encode("reply", Some(id), payload)
-}
-
-/// Encode `{"type":"error","id"?:ID,"payload":{"code","message","details"?}}`.
-pub fn encode_error(id: Option<&FrameId>, error: &ErrorPayload) -> String {
-    encode("error", id, error)
-}
-
-/// Encode a server push without id: `message`, `join`, `leave`, `pong`, `auth_success`, ...
-pub fn encode_push<P: Serialize>(kind: &str, payload: P) -> String {
-    encode(kind, None, payload)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn text(frame: Vec<u8>) -> String {
+        String::from_utf8(frame).expect("JSON is UTF-8")
+    }
 
     #[test]
     fn parses_the_documented_subscribe_example() {
@@ -411,7 +380,7 @@ mod tests {
             let id = parse_frame(&frame).expect("valid").id.expect("id");
             assert_eq!(id.json(), written);
             assert_eq!(
-                encode_reply(&id, serde_json::json!({})),
+                text(crate::Codec::Json.reply(&id, serde_json::json!({}))),
                 format!(r#"{{"type":"reply","id":{written},"payload":{{}}}}"#)
             );
         }
@@ -479,7 +448,7 @@ mod tests {
             .id
             .expect("id");
         assert_eq!(
-            encode_reply(&id, serde_json::json!({"offset": 3})),
+            text(crate::Codec::Json.reply(&id, serde_json::json!({"offset": 3}))),
             r#"{"type":"reply","id":"1","payload":{"offset":3}}"#
         );
         let err = ErrorPayload {
@@ -488,11 +457,11 @@ mod tests {
             details: None,
         };
         assert_eq!(
-            encode_error(None, &err),
+            text(crate::Codec::Json.error(None, &err)),
             r#"{"type":"error","payload":{"code":"UNKNOWN_CHANNEL","message":"no namespace `x`"}}"#
         );
         assert_eq!(
-            encode_push("pong", serde_json::json!({})),
+            text(crate::Codec::Json.push("pong", serde_json::json!({}))),
             r#"{"type":"pong","payload":{}}"#
         );
     }

@@ -262,3 +262,44 @@ impl FerryServer {
         Ok(status.code())
     }
 }
+
+/// Start `ferry sub ARGS...` with `FERRY_TOKEN=token` and wait until it reports its
+/// subscription to `channel`; returns the process (stdout piped) and a task that collects
+/// the rest of its stderr.
+pub async fn subscriber(
+    args: &[&str],
+    token: &str,
+    channel: &str,
+) -> (Child, tokio::task::JoinHandle<String>) {
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("sub")
+        .args(args)
+        .env("FERRY_TOKEN", token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ferry sub starts");
+    let mut stderr = BufReader::new(sub.stderr.take().expect("piped")).lines();
+    let wanted = format!("subscribed to {channel} at offset");
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            if line.contains(&wanted) {
+                return;
+            }
+        }
+        panic!("ferry sub ended before subscribing");
+    })
+    .await
+    .expect("ferry sub subscribes in time");
+    let rest = tokio::spawn(async move {
+        let mut rest = String::new();
+        while let Ok(Some(line)) = stderr.next_line().await {
+            rest.push_str(&line);
+            rest.push('\n');
+        }
+        rest
+    });
+    (sub, rest)
+}

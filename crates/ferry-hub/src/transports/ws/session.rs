@@ -215,7 +215,7 @@ impl Session {
                     };
                     writes = writes.wrapping_add(1);
                     let written = {
-                        let write = std::pin::pin!(write_queued(socket, raw, item, rx, compress, codec));
+                        let write = std::pin::pin!(write_queued(socket, raw, Some(item), rx, compress, codec));
                         self.guarded(write, closed.as_mut(), cancelled.as_mut(), timer.as_mut())
                             .await
                     };

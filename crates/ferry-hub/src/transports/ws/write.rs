@@ -48,16 +48,7 @@ pub(super) async fn finish(
         return end;
     }
     // Drain what is already queued (bounded: a stuck peer cannot hold us).
-    let drain = async {
-        loop {
-            let more = fill(raw, rx, compress, codec);
-            write_raw(socket, raw).await?;
-            if !more {
-                break;
-            }
-        }
-        socket.flush().await
-    };
+    let drain = write_queued(socket, raw, None, rx, compress, codec);
     match tokio::time::timeout(CLOSE_WRITE_TIMEOUT, drain).await {
         Ok(Ok(())) => End::Close(CloseCode::GOING_AWAY, "server shutting down".into()),
         _ => End::Gone,
@@ -117,18 +108,20 @@ fn fill(raw: &mut RawFrames, rx: &mut Receiver, compress: Compress, codec: Codec
     true
 }
 
-/// Write `first` and everything queued behind it, a batch of frames per vectored write.
-/// Items are moved into the batch without awaiting, so this future holds one write at a
-/// time (it sits in the connection's task while a write is pending).
+/// Write `first` (if any) and everything queued behind it, a batch of frames per vectored
+/// write. Items are moved into the batch without awaiting, so this future holds one write
+/// at a time (it sits in the connection's task while a write is pending).
 pub(super) async fn write_queued(
     socket: &mut ServerSocket,
     raw: &mut RawFrames,
-    first: Outbound,
+    first: Option<Outbound>,
     rx: &mut Receiver,
     compress: Compress,
     codec: Codec,
 ) -> Result<(), ws_io::WsError> {
-    queue_item(raw, first, compress, codec);
+    if let Some(first) = first {
+        queue_item(raw, first, compress, codec);
+    }
     loop {
         let more = fill(raw, rx, compress, codec);
         write_raw(socket, raw).await?;
