@@ -2,65 +2,90 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A stable, machine-readable error code. The string form (`AUTH_REQUIRED`, ...) is what
-/// travels on the wire; it never changes once released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
+/// Declares `ErrorCode` with each code's wire name written once, next to its variant.
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $name:ident = $wire:literal, )*) => {
+        /// A stable, machine-readable error code. The string form (`AUTH_REQUIRED`, ...) is
+        /// what travels on the wire; it never changes once released. Non-exhaustive: a
+        /// later release may add codes, so a match needs a fallback arm.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $name, )*
+        }
+
+        impl ErrorCode {
+            /// Every code.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$name),*];
+
+            /// The wire form, e.g. `"AUTH_REQUIRED"`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$name => $wire,)*
+                }
+            }
+
+            /// The code a wire name stands for; `None` for a name this release does not
+            /// know.
+            pub fn from_wire(name: &str) -> Option<ErrorCode> {
+                match name {
+                    $($wire => Some(ErrorCode::$name),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
     /// The command needs an authenticated connection and this one is not.
-    AuthRequired,
+    AuthRequired = "AUTH_REQUIRED",
     /// The credentials were checked and rejected (bad signature, unknown user, wrong password).
-    AuthFailed,
+    AuthFailed = "AUTH_FAILED",
     /// The token expired; send a fresh one with an `auth` command.
-    AuthExpired,
+    AuthExpired = "AUTH_EXPIRED",
     /// The user lacks the capability the command needs on that channel.
-    PermissionDenied,
-    /// The frame was not valid JSON, had an unknown `type`, or missed a required field.
-    InvalidMessage,
+    PermissionDenied = "PERMISSION_DENIED",
+    /// The frame was not valid JSON or MessagePack, had an unknown `type`, or missed a
+    /// required field.
+    InvalidMessage = "INVALID_MESSAGE",
     /// The channel's namespace is not configured, or the channel name is malformed.
-    UnknownChannel,
+    UnknownChannel = "UNKNOWN_CHANNEL",
     /// A connection limit (global, per IP, per user) was reached.
-    ConnectionLimit,
+    ConnectionLimit = "CONNECTION_LIMIT",
     /// The connection sends commands faster than its token bucket allows.
-    RateLimitExceeded,
+    RateLimitExceeded = "RATE_LIMIT_EXCEEDED",
     /// A message or request body is larger than the configured limit.
-    MessageTooBig,
+    MessageTooBig = "MESSAGE_TOO_BIG",
     /// The publications since the given position are no longer in history.
-    RecoveryFailed,
+    RecoveryFailed = "RECOVERY_FAILED",
     /// The server failed; the request may be retried.
-    InternalError,
+    InternalError = "INTERNAL_ERROR",
     /// The requested thing (user, connection, route) does not exist.
-    NotFound,
+    NotFound = "NOT_FOUND",
     /// The subscription limit per connection was reached, or a duplicate subscription.
-    SubscriptionLimit,
+    SubscriptionLimit = "SUBSCRIPTION_LIMIT",
     /// The client is already subscribed to this channel.
-    AlreadySubscribed,
+    AlreadySubscribed = "ALREADY_SUBSCRIBED",
     /// The client is not subscribed to this channel.
-    NotSubscribed,
+    NotSubscribed = "NOT_SUBSCRIBED",
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ErrorCode, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        ErrorCode::from_wire(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code `{name}`")))
+    }
 }
 
 impl ErrorCode {
-    /// The wire form, e.g. `"AUTH_REQUIRED"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::AuthRequired => "AUTH_REQUIRED",
-            ErrorCode::AuthFailed => "AUTH_FAILED",
-            ErrorCode::AuthExpired => "AUTH_EXPIRED",
-            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
-            ErrorCode::InvalidMessage => "INVALID_MESSAGE",
-            ErrorCode::UnknownChannel => "UNKNOWN_CHANNEL",
-            ErrorCode::ConnectionLimit => "CONNECTION_LIMIT",
-            ErrorCode::RateLimitExceeded => "RATE_LIMIT_EXCEEDED",
-            ErrorCode::MessageTooBig => "MESSAGE_TOO_BIG",
-            ErrorCode::RecoveryFailed => "RECOVERY_FAILED",
-            ErrorCode::InternalError => "INTERNAL_ERROR",
-            ErrorCode::NotFound => "NOT_FOUND",
-            ErrorCode::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
-            ErrorCode::AlreadySubscribed => "ALREADY_SUBSCRIBED",
-            ErrorCode::NotSubscribed => "NOT_SUBSCRIBED",
-        }
-    }
-
     /// The HTTP status that carries this code in the HTTP API.
     pub fn http_status(self) -> u16 {
         match self {
@@ -120,16 +145,16 @@ mod tests {
 
     #[test]
     fn error_codes_serialize_as_their_wire_names() {
-        for code in [
-            ErrorCode::AuthRequired,
-            ErrorCode::RateLimitExceeded,
-            ErrorCode::RecoveryFailed,
-            ErrorCode::NotSubscribed,
-        ] {
+        for &code in ErrorCode::ALL {
             let json = serde_json::to_string(&code).expect("serialize");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
             let back: ErrorCode = serde_json::from_str(&json).expect("parse");
             assert_eq!(back, code);
+            let packed: ErrorCode =
+                rmp_serde::from_slice(&rmp_serde::to_vec(&code).expect("msgpack")).expect("parse");
+            assert_eq!(packed, code);
         }
+        assert_eq!(ErrorCode::RateLimitExceeded.as_str(), "RATE_LIMIT_EXCEEDED");
+        assert!(serde_json::from_str::<ErrorCode>("\"NO_SUCH_CODE\"").is_err());
     }
 }
