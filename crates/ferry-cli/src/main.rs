@@ -18,7 +18,6 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use ferry_hub::secrets::{SecretsOutcome, ensure_secrets};
 use ferry_hub::{Config, Server};
 
-mod bench;
 mod cmd_api;
 mod cmd_discover;
 mod cmd_http;
@@ -89,7 +88,7 @@ enum Command {
     ///
     /// Example: `ferry bench --jwt-secret S fanout --subscribers 1000 --duration 5`.
     /// See bench/README.md for the side-by-side harness.
-    Bench(bench::BenchArgs),
+    Bench(ferry_bench::BenchArgs),
     /// HTTP GET, HTTPie-style: `ferry get :8080/test/anything page==2 X-Trace:abc`.
     #[command(after_help = cmd_http::REQUEST_HELP)]
     Get(cmd_http::RequestArgs),
@@ -378,7 +377,7 @@ fn main() -> ExitCode {
         Command::Disconnect(args) => cmd_api::disconnect(args),
         Command::Send(args) => cmd_api::send(args),
         Command::Man(args) => cmd_man::run(args, Cli::command()),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => ferry_bench::run(args),
         Command::Get(args) => cmd_http::request(http::Method::GET, args),
         Command::Post(args) => cmd_http::request(http::Method::POST, args),
         Command::Put(args) => cmd_http::request(http::Method::PUT, args),

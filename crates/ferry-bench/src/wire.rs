@@ -71,9 +71,10 @@ pub fn parse_msgpack_delivery(frame: &[u8]) -> Option<(u64, u64)> {
 /// A hub `publish` command whose `id` is the send time in microseconds, so that the
 /// `reply` (sent once the publication is stored) carries it back.
 pub fn ferry_publish_timed(channel: &str, data: &str, ts: u64) -> String {
-    format!(
-        r#"{{"type":"publish","id":"{ts}","payload":{{"channel":{},"data":{data}}}}}"#,
-        json_string(channel)
+    hub_command(
+        "publish",
+        Some(&ts.to_string()),
+        serde_json::json!({"channel": channel, "data": raw(data)}),
     )
 }
 
@@ -89,18 +90,32 @@ pub fn parse_publish_reply(text: &str) -> Option<u64> {
 /// A hub `publish` command without an `id`: the hub answers a successful publish without
 /// an id with nothing, so a publisher reads only errors.
 pub fn ferry_publish(channel: &str, data: &str) -> String {
-    format!(
-        r#"{{"type":"publish","payload":{{"channel":{},"data":{data},"skip_self":true}}}}"#,
-        json_string(channel)
+    hub_command(
+        "publish",
+        None,
+        serde_json::json!({"channel": channel, "data": raw(data), "skip_self": true}),
     )
 }
 
 /// A hub `subscribe` command with id `s`.
 pub fn ferry_subscribe(channel: &str) -> String {
-    format!(
-        r#"{{"type":"subscribe","id":"s","payload":{{"channel":{}}}}}"#,
-        json_string(channel)
+    hub_command(
+        "subscribe",
+        Some("s"),
+        serde_json::json!({ "channel": channel }),
     )
+}
+
+/// A `ferry.json` command frame, encoded by the protocol's one encoder.
+fn hub_command(kind: &str, id: Option<&str>, payload: serde_json::Value) -> String {
+    let id = id.map(ferry_proto::envelope::FrameId::string);
+    let frame = ferry_proto::Codec::Json.command(kind, id.as_ref(), payload);
+    String::from_utf8(frame).unwrap_or_default()
+}
+
+/// A benchmark payload (JSON text made by [`payload`]) as a JSON value.
+fn raw(data: &str) -> serde_json::Value {
+    serde_json::from_str(data).unwrap_or(serde_json::Value::Null)
 }
 
 fn json_string(s: &str) -> String {

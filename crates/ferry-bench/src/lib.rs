@@ -292,6 +292,13 @@ struct SoakArgs {
     api_key: String,
 }
 
+fn codec(s: &str) -> Result<ferry_proto::Codec, String> {
+    ferry_proto::Codec::ALL
+        .into_iter()
+        .find(|c| c.name() == s)
+        .ok_or_else(|| "expected json or msgpack".to_string())
+}
+
 fn percent(s: &str) -> Result<f64, String> {
     number_in(s, 0.0..=100.0, "between 0 and 100")
 }
@@ -326,8 +333,8 @@ struct FanoutArgs {
     /// The encoding subscribers speak (ferry protocol): json or msgpack. Publishers
     /// publish JSON, so msgpack measures the hub converting once and fanning out
     /// MessagePack frames; the scenario is then reported as `fanout-msgpack`.
-    #[arg(long = "sub-proto", value_enum, default_value_t = crate::cmd_realtime::Proto::Json)]
-    sub_proto: crate::cmd_realtime::Proto,
+    #[arg(long = "sub-proto", value_name = "ENCODING", default_value = "json", value_parser = codec)]
+    sub_proto: ferry_proto::Codec,
 }
 
 #[derive(Args)]
@@ -476,7 +483,7 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             idle::run(&common, target, plan).await?
         }
         ScenarioArgs::Fanout(f) => {
-            let codec = f.sub_proto.codec();
+            let codec = f.sub_proto;
             let subscribe_at: Vec<Arc<Target>> =
                 spread_targets(&common, &target, token.as_deref(), &f.also_url)
                     .await?
