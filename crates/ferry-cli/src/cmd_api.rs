@@ -13,8 +13,6 @@ use crate::cmd_realtime::{Failure, run};
 use crate::local::{LocalArgs, Which};
 use crate::urls::{Family, complete};
 
-const EXIT_USAGE: u8 = 2;
-
 /// The exit codes of the server API commands, appended to their help.
 pub const API_HELP: &str =
     "The API key: --api-key, FERRY_API_KEY, api_key in ferry.toml, or api_key in
@@ -98,7 +96,7 @@ pub fn parse_data(data: &str, raw: bool) -> Result<Value, Failure> {
         return Ok(Value::String(data.to_string()));
     }
     serde_json::from_str(data).map_err(|e| Failure {
-        exit: EXIT_USAGE,
+        exit: crate::exit::USAGE,
         code: "INVALID_JSON".into(),
         message: format!("DATA is not JSON ({e}): {data}"),
         hint: "quote JSON strings inside the shell quotes ('{\"text\":\"hi\"}'), or add --raw to send the text as a JSON string".into(),

@@ -121,7 +121,7 @@ pub fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
             Ok(run) => run,
             Err(e) => {
                 eprintln!("error: {e}");
-                return Ok(ExitCode::from(1));
+                return Ok(ExitCode::from(crate::exit::FAILED));
             }
         };
         let mut printed: Vec<String> = Vec::new();
@@ -146,7 +146,7 @@ pub fn discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
                 "no hub answered within {:?}. A hub is announced only when it listens on a non-loopback address (ferry serve --listen 0.0.0.0:8080) without --no-announce; check that this machine is on the same network and that UDP {} and multicast are not blocked.",
                 args.timeout, args.broadcast_port
             );
-            return Ok(ExitCode::from(4));
+            return Ok(ExitCode::from(crate::exit::TIMEOUT));
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -60,12 +60,6 @@ Examples:
     request_exit_codes!()
 );
 
-const EXIT_REQUEST_FAILED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_HTTP_STATUS: u8 = 3;
-const EXIT_TIMEOUT: u8 = 4;
-const EXIT_INTERRUPTED: u8 = 130;
-
 /// When to print the pretty form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Pretty {
@@ -141,7 +135,7 @@ struct Failure {
 impl Failure {
     fn usage(error: impl Into<String>, hint: impl Into<String>) -> Failure {
         Failure {
-            code: EXIT_USAGE,
+            code: crate::exit::USAGE,
             error: error.into(),
             hint: hint.into(),
             error_code: None,
@@ -185,11 +179,11 @@ impl From<crate::tls_args::BadTlsFlag> for Failure {
 impl From<HttpError> for Failure {
     fn from(e: HttpError) -> Failure {
         let code = match e.code() {
-            ErrorCode::Timeout => EXIT_TIMEOUT,
-            ErrorCode::InvalidRequest => EXIT_USAGE,
-            ErrorCode::HttpStatus => EXIT_HTTP_STATUS,
-            ErrorCode::Cancelled => EXIT_INTERRUPTED,
-            _ => EXIT_REQUEST_FAILED,
+            ErrorCode::Timeout => crate::exit::TIMEOUT,
+            ErrorCode::InvalidRequest => crate::exit::USAGE,
+            ErrorCode::HttpStatus => crate::exit::REFUSED,
+            ErrorCode::Cancelled => crate::exit::INTERRUPTED,
+            _ => crate::exit::FAILED,
         };
         let hint = match e.code() {
             ErrorCode::Timeout => {
@@ -265,7 +259,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure {
-            code: EXIT_REQUEST_FAILED,
+            code: crate::exit::FAILED,
             error: format!("cannot start the async runtime: {e}"),
             hint: String::new(),
             error_code: None,
@@ -436,11 +430,11 @@ async fn show(
     let io_failure = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             // The reader (`| head`) has seen enough: not an error.
-            let code = if failed { EXIT_HTTP_STATUS } else { 0 };
+            let code = if failed { crate::exit::REFUSED } else { 0 };
             return Failure::silent(code);
         }
         Failure {
-            code: EXIT_REQUEST_FAILED,
+            code: crate::exit::FAILED,
             error: format!("cannot write the output: {e}"),
             hint: String::new(),
             error_code: Some(ErrorCode::IoError),
@@ -484,7 +478,7 @@ async fn show(
     }
     if failed {
         eprintln!("error: HTTP_STATUS: {summary}");
-        return Ok(ExitCode::from(EXIT_HTTP_STATUS));
+        return Ok(ExitCode::from(crate::exit::REFUSED));
     }
     Ok(ExitCode::SUCCESS)
 }

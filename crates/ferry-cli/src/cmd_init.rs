@@ -7,8 +7,6 @@ use std::process::ExitCode;
 use clap::Args;
 use ferry_hub::Config;
 
-const EXIT_USAGE: u8 = 2;
-
 /// Every option with its default; `ferry init` writes it (through [`template`]). A test
 /// proves it parses to exactly `Config::default()`, so it cannot drift from config.rs
 /// silently.
@@ -190,7 +188,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     if path.exists() && !args.force {
         eprintln!("error: USAGE: {} already exists", path.display());
         eprintln!("hint: use --force to overwrite it, or name another directory");
-        return Ok(ExitCode::from(EXIT_USAGE));
+        return Ok(ExitCode::from(crate::exit::USAGE));
     }
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, template())) {
         eprintln!("error: IO_ERROR: cannot write {}: {e}", path.display());
@@ -264,7 +262,7 @@ pub fn history_summary(config: &Config) -> String {
 pub fn check_config(config: &Config) -> ExitCode {
     if let Err(e) = ferry_hub::auth::Authenticator::from_config(config) {
         eprintln!("error: CONFIG: {e}");
-        return ExitCode::from(EXIT_USAGE);
+        return ExitCode::from(crate::exit::USAGE);
     }
     if let Some(dir) = &config.static_dir
         && !dir.is_dir()
@@ -273,11 +271,11 @@ pub fn check_config(config: &Config) -> ExitCode {
             "error: CONFIG: static_dir {} is not a directory",
             dir.display()
         );
-        return ExitCode::from(EXIT_USAGE);
+        return ExitCode::from(crate::exit::USAGE);
     }
     if let Err(e) = config.sync.check() {
         eprintln!("error: CONFIG: {e}");
-        return ExitCode::from(EXIT_USAGE);
+        return ExitCode::from(crate::exit::USAGE);
     }
     for root in &config.sync.roots {
         let channel = root.channel_name();
@@ -290,7 +288,7 @@ pub fn check_config(config: &Config) -> ExitCode {
                     "error: CONFIG: sync root {:?}: channel {channel:?} is not a channel of a configured namespace",
                     root.name
                 );
-                return ExitCode::from(EXIT_USAGE);
+                return ExitCode::from(crate::exit::USAGE);
             }
         }
     }
@@ -298,7 +296,7 @@ pub fn check_config(config: &Config) -> ExitCode {
         Ok(line) => line,
         Err(e) => {
             eprintln!("error: CONFIG: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(crate::exit::USAGE);
         }
     };
     for warning in warnings(config) {

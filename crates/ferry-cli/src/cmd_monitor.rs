@@ -55,13 +55,13 @@ pub struct MonitorArgs {
 pub fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
     let Some(key) = args.api_key.clone().filter(|k| !k.is_empty()) else {
         eprintln!("error: an API key is required: pass --api-key KEY or set FERRY_API_KEY");
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(crate::exit::USAGE));
     };
     let tls = match args.tls.websocket_config() {
         Ok(tls) => tls,
         Err(e) => {
             eprintln!("error: {}\nhint: {}", e.0, crate::tls_args::HINT);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(crate::exit::USAGE));
         }
     };
     let api = match &tls {
@@ -72,7 +72,7 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(crate::exit::USAGE));
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -82,7 +82,7 @@ pub fn monitor(args: MonitorArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         tokio::select! {
             r = run(&api, &key, &args, tls) => r,
-            _ = tokio::signal::ctrl_c() => Ok(ExitCode::from(130)),
+            _ = tokio::signal::ctrl_c() => Ok(ExitCode::from(crate::exit::INTERRUPTED)),
         }
     })
 }
@@ -120,7 +120,7 @@ async fn run(
     while args.count.is_none_or(|c| taken < c) {
         let Some(event) = stream.next_message().await else {
             eprintln!("error: the metrics stream closed");
-            return Ok(ExitCode::from(1));
+            return Ok(ExitCode::from(crate::exit::FAILED));
         };
         let Ok(figures) = serde_json::from_str::<Value>(&event.data) else {
             continue;

@@ -143,14 +143,14 @@ async fn tcp_listen(args: TcpListenArgs) -> anyhow::Result<ExitCode> {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: binding {}:{}: {e}", args.host, args.port);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(crate::exit::USAGE));
         }
     };
     eprintln!("ferry tcp listening on {}", listener.local_addr()?);
     loop {
         let (stream, peer) = tokio::select! {
             a = listener.accept() => a.context("accepting")?,
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::from(130)),
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::from(crate::exit::INTERRUPTED)),
         };
         let _ = stream.set_nodelay(true);
         if args.echo {
@@ -196,7 +196,7 @@ async fn tcp_connect(args: TcpConnectArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: connecting to {}: {e}", args.address);
-            return Ok(ExitCode::from(1));
+            return Ok(ExitCode::from(crate::exit::FAILED));
         }
     };
     let _ = stream.set_nodelay(true);
@@ -269,7 +269,7 @@ async fn udp_listen(args: UdpListenArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: binding {}:{}: {e}", args.host, args.port);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(crate::exit::USAGE));
         }
     };
     eprintln!("ferry udp listening on {}", socket.local_addr()?);
@@ -299,7 +299,7 @@ async fn udp_send(args: UdpSendArgs) -> anyhow::Result<ExitCode> {
         Ok(Some(a)) => a,
         _ => {
             eprintln!("error: {} is not a HOST:PORT that resolves", args.address);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(crate::exit::USAGE));
         }
     };
     let local: SocketAddr = if target.is_ipv4() {
@@ -330,11 +330,11 @@ async fn udp_send(args: UdpSendArgs) -> anyhow::Result<ExitCode> {
                 Ok(Ok(n)) => println!("{}", String::from_utf8_lossy(&buf[..n])),
                 Ok(Err(e)) => {
                     eprintln!("error: {e}");
-                    return Ok(ExitCode::from(1));
+                    return Ok(ExitCode::from(crate::exit::FAILED));
                 }
                 Err(_) => {
                     eprintln!("error: no reply within {ms} ms");
-                    return Ok(ExitCode::from(4));
+                    return Ok(ExitCode::from(crate::exit::TIMEOUT));
                 }
             }
         }

@@ -183,7 +183,7 @@ pub fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(crate::exit::USAGE));
         }
     };
     if args.print_config {
@@ -208,7 +208,7 @@ pub fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e}");
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(crate::exit::USAGE));
             }
         };
         // Scripts and tests read these lines to learn the ports (with --listen ...:0).

@@ -108,12 +108,6 @@ Exit codes:
     exit_tail!()
 );
 
-const EXIT_FAILED: u8 = 1;
-const EXIT_USAGE: u8 = 2;
-const EXIT_REFUSED: u8 = 3;
-const EXIT_TIMEOUT: u8 = 4;
-const EXIT_INTERRUPTED: u8 = 130;
-
 /// `ferry ws URL`.
 #[derive(Args, Debug)]
 pub struct WsArgs {
@@ -253,7 +247,7 @@ pub(crate) struct Failure {
 impl Failure {
     pub(crate) fn usage(message: impl Into<String>, hint: impl Into<String>) -> Failure {
         Failure {
-            exit: EXIT_USAGE,
+            exit: crate::exit::USAGE,
             code: "USAGE".into(),
             message: message.into(),
             hint: hint.into(),
@@ -270,12 +264,12 @@ impl Failure {
 
     pub(crate) fn from_code(code: &str, message: String) -> Failure {
         let exit = match code {
-            "INVALID_URL" => EXIT_USAGE,
-            "TIMEOUT" => EXIT_TIMEOUT,
+            "INVALID_URL" => crate::exit::USAGE,
+            "TIMEOUT" => crate::exit::TIMEOUT,
             "CONNECTION_ERROR" | "TLS_ERROR" | "PROTOCOL_ERROR" | "CONNECTION_LOST"
-            | "QUEUE_FULL" | "CLOSED" | "DECODE_ERROR" | "INTERNAL_ERROR" => EXIT_FAILED,
+            | "QUEUE_FULL" | "CLOSED" | "DECODE_ERROR" | "INTERNAL_ERROR" => crate::exit::FAILED,
             // HTTP_STATUS and every hub error code: the server said no.
-            _ => EXIT_REFUSED,
+            _ => crate::exit::REFUSED,
         };
         // An HTTP refusal that carries the hub's `{code, message}`: the hint of that code.
         let hint = match code {
@@ -539,7 +533,7 @@ async fn run_ws(args: WsArgs) -> Result<ExitCode, Failure> {
             }
             _ = &mut interrupt => {
                 ws.close().await;
-                return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                return Ok(ExitCode::from(crate::exit::INTERRUPTED));
             }
         }
     }
@@ -553,7 +547,7 @@ async fn run_ws(args: WsArgs) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         (Some(close), _) if close.code == 1008 => Err(Failure {
-            exit: EXIT_REFUSED,
+            exit: crate::exit::REFUSED,
             code: "CLOSED".into(),
             message: format!(
                 "the server closed the connection with 1008 (policy): {}",
@@ -564,7 +558,7 @@ async fn run_ws(args: WsArgs) -> Result<ExitCode, Failure> {
         }),
         (_, Some(error)) => Err(error.into()),
         (Some(close), None) => Err(Failure {
-            exit: EXIT_FAILED,
+            exit: crate::exit::FAILED,
             code: "CLOSED".into(),
             message: format!(
                 "the server closed the connection with {}: {}",
@@ -638,7 +632,7 @@ async fn run_sse(args: SseArgs) -> Result<ExitCode, Failure> {
             event = es.recv() => event,
             _ = &mut interrupt => {
                 es.close().await;
-                return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                return Ok(ExitCode::from(crate::exit::INTERRUPTED));
             }
         };
         match event {
@@ -770,7 +764,7 @@ async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {
             event = events.recv() => event,
             _ = &mut interrupt => {
                 hub.close().await;
-                return Ok(ExitCode::from(EXIT_INTERRUPTED));
+                return Ok(ExitCode::from(crate::exit::INTERRUPTED));
             }
         };
         let Some((channel, event)) = event else { break };
@@ -836,9 +830,9 @@ async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {
             let close = hub.websocket().close_info();
             Failure {
                 exit: if close.as_ref().is_some_and(|c| c.code == 1008) {
-                    EXIT_REFUSED
+                    crate::exit::REFUSED
                 } else {
-                    EXIT_FAILED
+                    crate::exit::FAILED
                 },
                 code: "CLOSED".into(),
                 message: match close {
@@ -912,23 +906,23 @@ mod tests {
     fn error_codes_map_to_documented_exit_codes() {
         assert_eq!(
             Failure::from_code("INVALID_URL", String::new()).exit,
-            EXIT_USAGE
+            crate::exit::USAGE
         );
         assert_eq!(
             Failure::from_code("CONNECTION_ERROR", String::new()).exit,
-            EXIT_FAILED
+            crate::exit::FAILED
         );
         assert_eq!(
             Failure::from_code("HTTP_STATUS", String::new()).exit,
-            EXIT_REFUSED
+            crate::exit::REFUSED
         );
         assert_eq!(
             Failure::from_code("AUTH_REQUIRED", String::new()).exit,
-            EXIT_REFUSED
+            crate::exit::REFUSED
         );
         assert_eq!(
             Failure::from_code("TIMEOUT", String::new()).exit,
-            EXIT_TIMEOUT
+            crate::exit::TIMEOUT
         );
         assert!(
             !Failure::from_code("CONNECTION_ERROR", String::new())

@@ -68,7 +68,7 @@ async fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(crate::exit::USAGE));
         }
     };
     let options = ScanOptions {
@@ -131,7 +131,7 @@ async fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(if count(PortState::Unscanned) > 0 {
         eprintln!("error: --max-time passed before every port was probed");
-        ExitCode::from(4)
+        ExitCode::from(crate::exit::TIMEOUT)
     } else {
         ExitCode::SUCCESS
     })

@@ -13,9 +13,6 @@ use serde_json::{Value, json};
 
 use crate::local::{LocalArgs, Which};
 
-const EXIT_USAGE: u8 = 2;
-const EXIT_REFUSED: u8 = 3;
-
 /// Shown after `ferry token --help`.
 pub const TOKEN_HELP: &str =
     "Signs with the hub's JWT secret: --jwt-secret, FERRY_JWT_SECRET, jwt_secret in
@@ -123,7 +120,7 @@ fn usage(message: impl std::fmt::Display, hint: &str) -> ExitCode {
     if !hint.is_empty() {
         eprintln!("hint: {hint}");
     }
-    ExitCode::from(EXIT_USAGE)
+    ExitCode::from(crate::exit::USAGE)
 }
 
 /// Mint an HS256 token; used by `ferry token` and by `ferry serve --dev`.
@@ -261,7 +258,7 @@ fn run_check(args: CheckArgs) -> ExitCode {
                 "format",
                 "not a JWT (three base64url parts: header.claims.signature); copy the whole token",
             );
-            return ExitCode::from(EXIT_REFUSED);
+            return ExitCode::from(crate::exit::REFUSED);
         }
     };
     line(true, "format", "a JWT");
@@ -362,7 +359,7 @@ fn run_check(args: CheckArgs) -> ExitCode {
         }
         Err(why) => {
             println!("refused: {why}");
-            ExitCode::from(EXIT_REFUSED)
+            ExitCode::from(crate::exit::REFUSED)
         }
     }
 }

@@ -29,6 +29,7 @@ mod cmd_proxy;
 mod cmd_realtime;
 mod cmd_scan;
 mod cmd_token;
+mod exit;
 mod local;
 mod password;
 mod serve_dev;
@@ -405,7 +406,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(crate::exit::FAILED)
         }
     }
 }
@@ -419,14 +420,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(e) => {
             serve_dev::say_error(json, &e.to_string());
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(crate::exit::USAGE));
         }
     };
     if args.dev
         && let Err(e) = serve_dev::apply_dev(&mut config)
     {
         serve_dev::say_error(json, &e);
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(crate::exit::USAGE));
     }
     if args.print_config {
         print!(
@@ -453,7 +454,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(SecretsOutcome::Configured) => {}
         Err(e) => {
             serve_dev::say_error(json, &e);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(crate::exit::USAGE));
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -467,7 +468,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Ok(s) => s,
             Err(e) => {
                 serve_dev::say_error(json, &e.to_string());
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(crate::exit::USAGE));
             }
         };
         let addr = server.local_addr()?;

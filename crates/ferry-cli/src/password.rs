@@ -6,8 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-const EXIT_USAGE: u8 = 2;
-
 /// Shown after `ferry hash-password --help`.
 pub const HASH_PASSWORD_HELP: &str =
     "On a terminal the password is asked twice and never shown; piped in
@@ -21,7 +19,7 @@ Exit codes:
 fn usage(message: &str, hint: &str) -> ExitCode {
     eprintln!("error: USAGE: {message}");
     eprintln!("hint: {hint}");
-    ExitCode::from(EXIT_USAGE)
+    ExitCode::from(crate::exit::USAGE)
 }
 
 /// `ferry hash-password`.
