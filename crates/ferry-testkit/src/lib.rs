@@ -7,8 +7,11 @@
 //!   between nodes).
 //! - [`presence`]: `PresenceStore` (join, get, leave).
 //! - [`redis`]: [`redis::TestRedis`], a redis-server on an ephemeral loopback port.
+//! - [`server`]: [`server::TestServer`], the in-process test hub of the hub's and the
+//!   client's test suites.
 
 pub mod broker;
 pub mod presence;
 pub mod redis;
+pub mod server;
 pub mod store;

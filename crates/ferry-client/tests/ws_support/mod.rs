@@ -5,20 +5,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use ferry_client::ws::{ConnectionState, StateStream};
-use ferry_hub::config::Secret;
-use ferry_hub::{Config, Hub, RunningServer, Server};
+use ferry_hub::Config;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-/// Safety-net timeout for anything a test awaits.
-pub const WAIT: Duration = Duration::from_secs(10);
-
-pub const API_KEY: &str = "test-api-key";
-pub const JWT_SECRET: &str = "test-jwt-secret";
+#[allow(unused_imports)] // each test binary uses some of them
+pub use ferry_testkit::server::{API_KEY, JWT_SECRET, WAIT};
 
 /// Await `f`, failing the test after [`WAIT`].
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
@@ -35,68 +30,37 @@ pub async fn next_state(states: &mut StateStream) -> ConnectionState {
         .expect("state stream open")
 }
 
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub hub: Hub,
-    running: Option<RunningServer>,
+/// The shared test hub (ferry-testkit), with this suite's API helpers on top.
+pub struct TestServer(ferry_testkit::server::TestServer);
+
+impl std::ops::Deref for TestServer {
+    type Target = ferry_testkit::server::TestServer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 pub fn test_config(listen: SocketAddr) -> Config {
-    Config {
-        listen,
-        api_key: Some(Secret::new(API_KEY)),
-        jwt_secret: Some(Secret::new(JWT_SECRET)),
-        data_dir: std::env::temp_dir().join("ferry-client-test-unused"),
-        // Tests share that directory; history stays in memory.
-        history: ferry_hub::config::HistoryBackend::Memory,
-        testbed: true,
-        ..Config::default()
-    }
+    ferry_testkit::server::test_config(listen)
 }
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+        TestServer(ferry_testkit::server::TestServer::start().await)
     }
 
     /// Start on `addr` (e.g. the address of a server just stopped, to simulate a restart).
     pub async fn start_on(addr: SocketAddr) -> TestServer {
-        Self::start_with(test_config(addr)).await
+        TestServer(ferry_testkit::server::TestServer::start_on(addr).await)
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let running = Server::bind(config)
-            .await
-            .expect("bind")
-            .spawn()
-            .expect("spawn");
-        TestServer {
-            addr: running.local_addr(),
-            hub: running.hub().clone(),
-            running: Some(running),
-        }
-    }
-
-    pub fn http(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
-    }
-
-    /// A token for `user` signed with the test secret.
-    pub fn token(&self, user: &str) -> String {
-        self.hub.auth().issue(user).unwrap().0
+        TestServer(ferry_testkit::server::TestServer::start_config(config).await)
     }
 
     /// Graceful shutdown (clients get 1001), waiting until it finished.
-    pub async fn stop(mut self) {
-        if let Some(running) = self.running.take() {
-            within("server shutdown", running.shutdown())
-                .await
-                .expect("serve");
-        }
+    pub async fn stop(self) {
+        self.0.stop().await
     }
 
     /// POST JSON to an /api endpoint with the API key; returns (status, body).

@@ -6,12 +6,9 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use ferry_hub::config::Secret;
-use ferry_hub::{Config, Hub, RunningServer, Server};
+use ferry_hub::{Config, Hub};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -58,68 +55,42 @@ macro_rules! both_codecs {
     };
 }
 
-/// Safety-net timeout for anything a test awaits.
-pub const WAIT: Duration = Duration::from_secs(10);
+#[allow(unused_imports)] // each test binary uses some of them
+pub use ferry_testkit::server::{API_KEY, JWT_SECRET, WAIT, now, token_with};
 
-pub const API_KEY: &str = "test-api-key";
-pub const JWT_SECRET: &str = "test-jwt-secret";
+/// The shared test hub (ferry-testkit), with this suite's WebSocket client and API
+/// helper on top.
+pub struct TestServer(ferry_testkit::server::TestServer);
 
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub hub: Hub,
-    running: Option<RunningServer>,
+impl std::ops::Deref for TestServer {
+    type Target = ferry_testkit::server::TestServer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
+/// The test configuration on an ephemeral loopback port.
 pub fn test_config() -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        api_key: Some(Secret::new(API_KEY)),
-        jwt_secret: Some(Secret::new(JWT_SECRET)),
-        data_dir: std::env::temp_dir().join("ferry-test-unused"),
-        // Tests share that directory; those about durable history set their own.
-        history: ferry_hub::config::HistoryBackend::Memory,
-        testbed: true,
-        ..Config::default()
-    }
+    ferry_testkit::server::test_config("127.0.0.1:0".parse().unwrap())
 }
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        Self::start_with(|_| {}).await
+        TestServer(ferry_testkit::server::TestServer::start().await)
     }
 
     pub async fn start_with(edit: impl FnOnce(&mut Config)) -> TestServer {
-        let mut config = test_config();
-        edit(&mut config);
-        let hub = Hub::new(std::sync::Arc::new(config)).expect("hub");
-        Self::start_hub(hub).await
+        TestServer(ferry_testkit::server::TestServer::start_with(edit).await)
     }
 
     /// Serve an existing hub (for custom backends).
     pub async fn start_hub(hub: Hub) -> TestServer {
-        let running = Server::bind_hub(hub)
-            .await
-            .expect("bind")
-            .spawn()
-            .expect("spawn");
-        TestServer {
-            addr: running.local_addr(),
-            hub: running.hub().clone(),
-            running: Some(running),
-        }
+        TestServer(ferry_testkit::server::TestServer::start_hub(hub).await)
     }
 
-    pub fn http(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
-    }
-
-    /// An HS256 token for `user`, valid for an hour.
-    pub fn token(&self, user: &str) -> String {
-        token_with(json!({"sub": user, "exp": now() + 3600}))
+    /// Trigger graceful shutdown and wait for the server to finish.
+    pub async fn stop(self) {
+        self.0.stop().await
     }
 
     /// A `/ws` connection authenticated as `user` through `?token=`, after its
@@ -132,39 +103,12 @@ impl TestServer {
         c
     }
 
-    /// Trigger graceful shutdown and wait for the server to finish.
-    pub async fn stop(mut self) {
-        if let Some(running) = self.running.take() {
-            tokio::time::timeout(WAIT, running.shutdown())
-                .await
-                .expect("shutdown in time")
-                .expect("serve");
-        }
-    }
-
     pub fn api(&self) -> Api {
         Api {
             base: self.http(""),
             client: reqwest::Client::new(),
         }
     }
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// An HS256 token with arbitrary claims, signed with the test secret.
-pub fn token_with(claims: Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .unwrap()
 }
 
 pub struct Api {
