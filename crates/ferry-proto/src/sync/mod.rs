@@ -11,6 +11,7 @@
 //! what changed.
 
 mod path;
+pub mod plan;
 
 pub use path::{PathError, SyncPath, conflict_copy_name};
 
@@ -156,9 +157,9 @@ mod tests {
             version: 7,
             source: "c1".into(),
         };
-        let text = serde_json::to_string(&op).unwrap();
+        let text = serde_json::to_string(&op).expect("encode");
         assert!(text.contains(r#""op":"rename""#), "{text}");
-        assert_eq!(serde_json::from_str::<FileOp>(&text).unwrap(), op);
+        assert_eq!(serde_json::from_str::<FileOp>(&text).expect("decode"), op);
     }
 
     #[test]

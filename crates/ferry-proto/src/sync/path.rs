@@ -143,13 +143,7 @@ fn is_forbidden(c: char) -> bool {
 pub fn conflict_copy_name(path: &SyncPath, host: &str, date: &str, n: u32) -> SyncPath {
     let host: String = host
         .chars()
-        .map(|c| {
-            if c == '/' || is_forbidden(c) {
-                '_'
-            } else {
-                c
-            }
-        })
+        .map(|c| if c == '/' || is_forbidden(c) { '_' } else { c })
         .take(64)
         .collect();
     let name = path.file_name();
@@ -157,7 +151,11 @@ pub fn conflict_copy_name(path: &SyncPath, host: &str, date: &str, n: u32) -> Sy
         Some(dot) if dot > 0 => name.split_at(dot),
         _ => (name, ""),
     };
-    let counter = if n > 1 { format!(" {n}") } else { String::new() };
+    let counter = if n > 1 {
+        format!(" {n}")
+    } else {
+        String::new()
+    };
     let mut copy = format!("{stem} (conflict from {host} {date}{counter}){ext}");
     // Keep within one component's limit: shorten the stem, never the marker.
     while copy.len() > MAX_COMPONENT_LEN {
@@ -186,8 +184,14 @@ mod tests {
 
     #[test]
     fn ordinary_paths_pass() {
-        for ok in ["a", "a/b.txt", "dir with space/ünïcode.md", ".hidden/x", "a..b"] {
-            assert_eq!(SyncPath::parse(ok).unwrap().as_str(), ok);
+        for ok in [
+            "a",
+            "a/b.txt",
+            "dir with space/ünïcode.md",
+            ".hidden/x",
+            "a..b",
+        ] {
+            assert_eq!(SyncPath::parse(ok).expect("valid path").as_str(), ok);
         }
     }
 
@@ -219,27 +223,31 @@ mod tests {
 
     #[test]
     fn prefixes_are_by_component() {
-        let a = SyncPath::parse("a").unwrap();
-        assert!(SyncPath::parse("a/b").unwrap().starts_with(&a));
+        let a = SyncPath::parse("a").expect("valid path");
+        assert!(SyncPath::parse("a/b").expect("valid path").starts_with(&a));
         assert!(a.starts_with(&a));
-        assert!(!SyncPath::parse("ab").unwrap().starts_with(&a));
+        assert!(!SyncPath::parse("ab").expect("valid path").starts_with(&a));
     }
 
     #[test]
     fn conflict_copies_keep_the_extension_and_directory() {
-        let p = SyncPath::parse("docs/report.final.txt").unwrap();
+        let p = SyncPath::parse("docs/report.final.txt").expect("valid path");
         assert_eq!(
             conflict_copy_name(&p, "laptop", "2026-11-30", 1).as_str(),
             "docs/report.final (conflict from laptop 2026-11-30).txt"
         );
-        let p = SyncPath::parse(".bashrc").unwrap();
+        let p = SyncPath::parse(".bashrc").expect("valid path");
         assert_eq!(
             conflict_copy_name(&p, "a/b", "2026-11-30", 2).as_str(),
             ".bashrc (conflict from a_b 2026-11-30 2)"
         );
-        let long = SyncPath::parse(&format!("{}.txt", "n".repeat(250))).unwrap();
+        let long = SyncPath::parse(&format!("{}.txt", "n".repeat(250))).expect("valid path");
         let copy = conflict_copy_name(&long, "h", "2026-11-30", 1);
-        assert!(copy.as_str().len() <= MAX_COMPONENT_LEN, "{}", copy.as_str().len());
+        assert!(
+            copy.as_str().len() <= MAX_COMPONENT_LEN,
+            "{}",
+            copy.as_str().len()
+        );
         assert!(copy.as_str().ends_with("(conflict from h 2026-11-30).txt"));
         assert!(SyncPath::parse(copy.as_str()).is_ok());
     }
