@@ -13,7 +13,7 @@
 mod path;
 pub mod plan;
 
-pub use path::{PathError, SyncPath, conflict_copy_name};
+pub use path::{PathError, STATE_DIR, SyncPath, conflict_copy_name};
 
 use serde::{Deserialize, Serialize};
 

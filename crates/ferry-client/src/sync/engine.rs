@@ -1,0 +1,778 @@
+//! The reconcile loop of a sync client: the view of the server (kept up to date from the
+//! manifest, a manifest delta or the channel's operations), rounds of scan → plan →
+//! execute, and the index saved after each round.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_proto::sync::plan::{self, Action, ConflictNaming, IndexEntry, LocalEntry};
+use ferry_proto::sync::{FileOp, ManifestEntry, OpKind, SyncPath, Version};
+use tokio::sync::mpsc;
+
+use super::remote::{LocalFile, Outcome, Remote};
+use super::scan::{self, Ignore, check_no_link_above};
+use super::state::{SavedPosition, SyncState, state_dir};
+use super::{CatchUp, Config, Side, SyncError, SyncEvent, civil_date};
+
+/// Rounds one settle runs at most before reporting what is left.
+const MAX_ROUNDS: usize = 8;
+
+pub(crate) struct Engine {
+    pub config: Config,
+    pub remote: Remote,
+    pub state: SyncState,
+    pub index: BTreeMap<SyncPath, IndexEntry>,
+    /// What the server holds, as far as this client knows (ignored paths included).
+    pub view: BTreeMap<SyncPath, ManifestEntry>,
+    /// The last channel position whose operation is in `view`.
+    pub position: Option<SavedPosition>,
+    /// The root version `view` reflects.
+    pub version: Version,
+    pub ignore: Ignore,
+    pub events: mpsc::UnboundedSender<SyncEvent>,
+    pub manifest_requests: u64,
+    /// Case collisions already reported.
+    reported_collisions: std::collections::BTreeSet<Vec<String>>,
+    /// Skipped paths already reported.
+    reported_skips: std::collections::BTreeSet<String>,
+    /// Whether the view must be read again from the whole manifest.
+    pub needs_manifest: bool,
+    changes: usize,
+}
+
+impl Engine {
+    pub async fn open(
+        config: &Config,
+        events: mpsc::UnboundedSender<SyncEvent>,
+    ) -> Result<Engine, SyncError> {
+        let remote_id = format!("{}/{}", config.server, config.root);
+        let state = SyncState::load(&config.dir, &remote_id)?;
+        let ignore = Ignore::load(&config.dir, &config.ignore)?;
+        let index = state.parsed_index();
+        // When the last run ended in agreement, the index is the server as of the saved
+        // position; ignore patterns that changed make paths visible that it never held.
+        let needs_manifest = state.channel.is_none()
+            || state.position.is_none()
+            || state.ignore_digest != ignore.digest;
+        let view = index
+            .iter()
+            .map(|(path, e)| (path.clone(), entry_from_index(path, e)))
+            .collect();
+        Ok(Engine {
+            remote: Remote {
+                http: config.http.clone(),
+                server: config.server.clone(),
+                root: config.root.clone(),
+                token: config.token.clone(),
+                source: state.source.clone(),
+                put_max: config.put_max,
+            },
+            config: config.clone(),
+            position: state.position.clone(),
+            version: state.version,
+            state,
+            index,
+            view,
+            ignore,
+            events,
+            manifest_requests: 0,
+            reported_collisions: Default::default(),
+            reported_skips: Default::default(),
+            needs_manifest,
+            changes: 0,
+        })
+    }
+
+    pub fn emit(&self, event: SyncEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn error(&self, path: Option<&SyncPath>, error: &SyncError) {
+        self.emit(SyncEvent::Error {
+            path: path.map(|p| p.to_string()),
+            message: error.to_string(),
+        });
+    }
+
+    /// The root's channel: from the saved state, or from the first manifest page.
+    pub async fn channel(&mut self) -> Result<String, SyncError> {
+        if let Some(channel) = &self.state.channel {
+            return Ok(channel.clone());
+        }
+        self.manifest_requests += 1;
+        let page = self.remote.manifest_page(0, None, Some(1)).await?;
+        self.state.channel = Some(page.channel.clone());
+        Ok(page.channel)
+    }
+
+    /// Read the whole manifest into the view.
+    pub async fn load_manifest(&mut self) -> Result<(), SyncError> {
+        let mut view = BTreeMap::new();
+        let mut after: Option<String> = None;
+        let mut version = None;
+        loop {
+            self.manifest_requests += 1;
+            let page = self.remote.manifest_page(0, after.as_deref(), None).await?;
+            self.state.channel = Some(page.channel.clone());
+            version = Some(version.map_or(page.version, |v: Version| v.min(page.version)));
+            for entry in page.entries {
+                if entry.deleted {
+                    continue;
+                }
+                if let Some(path) = self.accept(&entry.path) {
+                    view.insert(path, entry);
+                }
+            }
+            match page.next {
+                Some(next) if after.as_deref() != Some(next.as_str()) => after = Some(next),
+                _ => break,
+            }
+        }
+        let entries = view.len();
+        self.view = view;
+        self.version = version.unwrap_or(0);
+        self.needs_manifest = false;
+        self.emit(SyncEvent::CaughtUp {
+            via: CatchUp::Manifest,
+            ops: 0,
+            entries,
+            manifest_requests: self.manifest_requests,
+        });
+        Ok(())
+    }
+
+    /// Apply the manifest entries changed since the view's version.
+    pub async fn load_delta(&mut self) -> Result<(), SyncError> {
+        let since = self.version;
+        let mut after: Option<String> = None;
+        let mut entries = 0;
+        let mut version = None;
+        loop {
+            self.manifest_requests += 1;
+            let page = self
+                .remote
+                .manifest_page(since.max(1), after.as_deref(), None)
+                .await?;
+            version = Some(version.map_or(page.version, |v: Version| v.min(page.version)));
+            for entry in page.entries {
+                entries += 1;
+                let Some(path) = self.accept(&entry.path) else {
+                    continue;
+                };
+                if entry.deleted {
+                    self.remove_from_view(&path, entry.version);
+                } else {
+                    self.view.insert(path, entry);
+                }
+            }
+            match page.next {
+                Some(next) if after.as_deref() != Some(next.as_str()) => after = Some(next),
+                _ => break,
+            }
+        }
+        self.version = self.version.max(version.unwrap_or(0));
+        self.emit(SyncEvent::CaughtUp {
+            via: CatchUp::ManifestDelta,
+            ops: 0,
+            entries,
+            manifest_requests: self.manifest_requests,
+        });
+        Ok(())
+    }
+
+    /// A path from the server through the path rule; refused ones are reported.
+    fn accept(&mut self, raw: &str) -> Option<SyncPath> {
+        match SyncPath::parse(raw) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                self.skip(raw, format!("refused from the server: {}", e.reason));
+                None
+            }
+        }
+    }
+
+    fn skip(&mut self, path: &str, reason: String) {
+        if self.reported_skips.insert(path.to_string()) {
+            self.emit(SyncEvent::Skipped {
+                path: path.to_string(),
+                reason,
+            });
+        }
+    }
+
+    fn remove_from_view(&mut self, path: &SyncPath, version: Version) {
+        let gone: Vec<SyncPath> = self
+            .view
+            .range(path.clone()..)
+            .take_while(|(k, _)| k.as_str().starts_with(path.as_str()))
+            .filter(|(k, e)| k.starts_with(path) && e.version <= version)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            self.view.remove(&k);
+        }
+    }
+
+    /// Apply one operation from the channel to the view. Returns whether it changed
+    /// anything this client must act on (its own echoes do not).
+    pub fn apply_op(&mut self, op: &FileOp, position: SavedPosition) -> bool {
+        self.position = Some(position);
+        if op.source == self.state.source {
+            self.version = self.version.max(op.version);
+            return false;
+        }
+        let Some(path) = self.accept(&op.path) else {
+            return false;
+        };
+        let changed = match op.op {
+            OpKind::Put => {
+                let newer = self.view.get(&path).is_none_or(|e| e.version < op.version);
+                if newer {
+                    self.view.insert(path.clone(), entry_from_op(&path, op));
+                }
+                newer
+            }
+            OpKind::Delete => {
+                let present = self.view.contains_key(&path);
+                self.remove_from_view(&path, op.version);
+                present
+            }
+            OpKind::Rename => {
+                let Some(from) = op.from.as_deref().and_then(|f| self.accept(f)) else {
+                    return false;
+                };
+                self.rename_in_view(&from, &path, op);
+                self.rename_locally(&from, &path);
+                true
+            }
+        };
+        self.version = self.version.max(op.version);
+        changed
+    }
+
+    fn rename_in_view(&mut self, from: &SyncPath, to: &SyncPath, op: &FileOp) {
+        let moved: Vec<(SyncPath, ManifestEntry)> = self
+            .view
+            .iter()
+            .filter(|(k, _)| k.starts_with(from))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        for (k, _) in &moved {
+            self.view.remove(k);
+        }
+        for (k, mut e) in moved {
+            let Some(new) = rebase(&k, from, to) else {
+                continue;
+            };
+            e.path = new.to_string();
+            e.version = op.version;
+            self.view.insert(new, e);
+        }
+        // The operation itself describes the destination.
+        self.view.insert(to.clone(), entry_from_op(to, op));
+    }
+
+    /// An operation renamed `from` to `to` on the server: when this client holds `from`
+    /// as the index knows it and nothing at `to`, rename locally too (no download); the
+    /// index moves with it, so local edits inside are still uploaded.
+    fn rename_locally(&mut self, from: &SyncPath, to: &SyncPath) {
+        if self.config.dry_run || !self.index.contains_key(from) || self.index.contains_key(to) {
+            return;
+        }
+        let dir = &self.config.dir;
+        let src = dir.join(from.as_str());
+        let dst = dir.join(to.as_str());
+        let ok = std::fs::symlink_metadata(&src).is_ok_and(|m| !m.file_type().is_symlink())
+            && std::fs::symlink_metadata(&dst).is_err()
+            && check_no_link_above(dir, from).is_ok()
+            && check_no_link_above(dir, to).is_ok();
+        if !ok {
+            return;
+        }
+        if let Some(parent) = dst.parent()
+            && std::fs::create_dir_all(parent).is_err()
+        {
+            return;
+        }
+        if std::fs::rename(&src, &dst).is_err() {
+            return;
+        }
+        let moved: Vec<(SyncPath, IndexEntry)> = self
+            .index
+            .iter()
+            .filter(|(k, _)| k.starts_with(from))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        for (k, e) in moved {
+            self.index.remove(&k);
+            if let Some(new) = rebase(&k, from, to) {
+                self.index.insert(new, e);
+            }
+        }
+        self.changes += 1;
+        self.emit(SyncEvent::Renamed {
+            from: from.to_string(),
+            to: to.to_string(),
+            side: Side::Local,
+        });
+    }
+
+    /// Rounds until a plan is empty; saves the state after each.
+    pub async fn settle(&mut self) -> Result<(), SyncError> {
+        let mut failed = 0;
+        for _ in 0..MAX_ROUNDS {
+            let (acted, failures) = self.round().await?;
+            if self.config.dry_run {
+                return Ok(());
+            }
+            self.save(failures == 0)?;
+            failed = failures;
+            if acted == 0 {
+                break;
+            }
+        }
+        if failed > 0 {
+            return Err(SyncError::Incomplete { failed });
+        }
+        let changes = std::mem::take(&mut self.changes);
+        self.emit(SyncEvent::Idle { changes });
+        Ok(())
+    }
+
+    /// Save the index; the channel position and version only when everything the view
+    /// knows was applied (`agreed`), so that a restart recovers what is still pending.
+    fn save(&mut self, agreed: bool) -> Result<(), SyncError> {
+        self.state.index = self
+            .index
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        if agreed {
+            self.state.position = self.position.clone();
+            self.state.version = self.version;
+            self.state.ignore_digest = self.ignore.digest.clone();
+        }
+        self.state.save(&self.config.dir)
+    }
+
+    /// One round: scan, plan, execute. Returns the number of actions and of those that
+    /// failed (each reported).
+    async fn round(&mut self) -> Result<(usize, usize), SyncError> {
+        let dir = self.config.dir.clone();
+        let ignore = self.ignore.clone();
+        let index = self.index.clone();
+        let found = tokio::task::spawn_blocking(move || scan::scan(&dir, &ignore, &index))
+            .await
+            .map_err(|e| SyncError::State(format!("scan task failed: {e}")))??;
+        for (path, reason) in &found.skipped {
+            self.skip(path, reason.clone());
+        }
+        let local = found.entries;
+        self.emit(SyncEvent::Scanned {
+            files: local.values().filter(|e| !e.dir).count(),
+            dirs: local.values().filter(|e| e.dir).count(),
+            hashed_bytes: found.hashed,
+        });
+        let server: BTreeMap<SyncPath, ManifestEntry> = self
+            .view
+            .iter()
+            .filter(|(p, e)| !self.ignore.is_ignored(p, e.dir))
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
+        self.report_collisions(&local, &server);
+        let naming = ConflictNaming {
+            host: self.config.host.clone(),
+            date: today(),
+        };
+        let actions = plan::plan(&self.index, &local, &server, &naming);
+        if self.config.dry_run {
+            for action in &actions {
+                self.emit(SyncEvent::Planned {
+                    action: action_name(action).to_string(),
+                    path: action.path().to_string(),
+                });
+            }
+            return Ok((actions.len(), 0));
+        }
+        let count = actions.len();
+        let mut failed = 0;
+        for action in actions {
+            let path = action.path().clone();
+            if let Err(e) = self.execute(action, &local).await {
+                if e.is_connection() {
+                    self.save(false)?;
+                    return Err(e);
+                }
+                self.error(Some(&path), &e);
+                failed += 1;
+            }
+        }
+        Ok((count, failed))
+    }
+
+    fn report_collisions(
+        &mut self,
+        local: &BTreeMap<SyncPath, LocalEntry>,
+        server: &BTreeMap<SyncPath, ManifestEntry>,
+    ) {
+        for group in plan::case_collisions(local.keys().chain(server.keys())) {
+            let paths: Vec<String> = group.iter().map(|p| p.to_string()).collect();
+            if self.reported_collisions.insert(paths.clone()) {
+                self.emit(SyncEvent::CaseCollision { paths });
+            }
+        }
+    }
+
+    fn abs(&self, path: &SyncPath) -> PathBuf {
+        self.config.dir.join(path.as_str())
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        state_dir(&self.config.dir).join("tmp")
+    }
+
+    fn record_local(&mut self, path: &SyncPath, entry: &ManifestEntry) {
+        let (size, modified) = match std::fs::symlink_metadata(self.abs(path)) {
+            Ok(m) => (m.len(), scan::mtime_ms(&m)),
+            Err(_) => (entry.size, 0),
+        };
+        self.index.insert(
+            path.clone(),
+            IndexEntry {
+                dir: entry.dir,
+                sha256: entry.sha256.clone(),
+                size: if entry.dir { 0 } else { size },
+                modified,
+                version: entry.version,
+            },
+        );
+    }
+
+    async fn execute(
+        &mut self,
+        action: Action,
+        local: &BTreeMap<SyncPath, LocalEntry>,
+    ) -> Result<(), SyncError> {
+        match action {
+            Action::DeleteLocal { path, dir } => {
+                check_no_link_above(&self.config.dir, &path)?;
+                let abs = self.abs(&path);
+                let result = if dir {
+                    std::fs::remove_dir(&abs)
+                } else {
+                    std::fs::remove_file(&abs)
+                };
+                self.index.remove(&path);
+                match result {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    // A directory that still holds something (ignored files, or new ones):
+                    // kept, and forgotten so that the next round re-creates it remotely.
+                    Err(_) if dir && abs.is_dir() => {
+                        self.skip(
+                            path.as_str(),
+                            "kept: the directory still holds files (ignored or new)".into(),
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => return Err(SyncError::io(&abs, e)),
+                }
+                self.changes += 1;
+                self.emit(SyncEvent::Deleted {
+                    path: path.to_string(),
+                    side: Side::Local,
+                });
+            }
+            Action::DeleteRemote { path, dir, base } => {
+                if dir {
+                    // Deleting a directory removes everything below it on the server:
+                    // only when nothing (ignored or new) is known there any more.
+                    let below = self.view.keys().any(|k| k.starts_with(&path) && *k != path);
+                    if below {
+                        self.index.remove(&path);
+                        return Ok(());
+                    }
+                }
+                match self.remote.delete(&path, base.as_deref()).await? {
+                    Outcome::Done(_) => {
+                        self.view.remove(&path);
+                        self.index.remove(&path);
+                        self.changes += 1;
+                        self.emit(SyncEvent::Deleted {
+                            path: path.to_string(),
+                            side: Side::Remote,
+                        });
+                    }
+                    Outcome::Stale(current) => self.stale(&path, current),
+                }
+            }
+            Action::MoveAside { path, to } => {
+                check_no_link_above(&self.config.dir, &to)?;
+                let (src, dst) = (self.abs(&path), self.abs(&to));
+                if dst.exists() {
+                    return Err(SyncError::Changed(format!("{to} appeared meanwhile")));
+                }
+                std::fs::rename(&src, &dst).map_err(|e| SyncError::io(&src, e))?;
+                self.changes += 1;
+                self.emit(SyncEvent::Conflict {
+                    path: path.to_string(),
+                    copy: to.to_string(),
+                });
+            }
+            Action::MkdirLocal { path, entry } => {
+                check_no_link_above(&self.config.dir, &path)?;
+                let abs = self.abs(&path);
+                let existed = abs.is_dir();
+                std::fs::create_dir_all(&abs).map_err(|e| SyncError::io(&abs, e))?;
+                self.record_local(&path, &entry);
+                if !existed {
+                    self.changes += 1;
+                    self.emit(SyncEvent::Created {
+                        path: path.to_string(),
+                        side: Side::Local,
+                    });
+                }
+            }
+            Action::MkdirRemote { path } => {
+                let entry = self.remote.mkdir(&path).await?;
+                self.view.insert(path.clone(), entry.clone());
+                self.record_local(&path, &entry);
+                self.changes += 1;
+                self.emit(SyncEvent::Created {
+                    path: path.to_string(),
+                    side: Side::Remote,
+                });
+            }
+            Action::Download { path, entry } => {
+                check_no_link_above(&self.config.dir, &path)?;
+                let staged = self.fetch(&path, &entry).await?;
+                let abs = self.abs(&path);
+                if let Some(parent) = abs.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| SyncError::io(parent, e))?;
+                }
+                // What the plan saw locally must still be there: never replace a file
+                // edited meanwhile.
+                let now = std::fs::symlink_metadata(&abs).ok();
+                let seen = local.get(&path);
+                let unchanged = match (&now, seen) {
+                    (None, _) => true,
+                    (Some(m), Some(l)) => {
+                        !m.file_type().is_symlink()
+                            && m.is_file()
+                            && m.len() == l.size
+                            && scan::mtime_ms(m) == l.modified
+                    }
+                    (Some(_), None) => false,
+                };
+                if !unchanged {
+                    return Err(SyncError::Changed(format!(
+                        "{path} changed locally meanwhile; the next round decides again"
+                    )));
+                }
+                std::fs::rename(&staged, &abs).map_err(|e| SyncError::io(&abs, e))?;
+                if entry.modified > 0
+                    && let Ok(file) = std::fs::File::options().write(true).open(&abs)
+                {
+                    let when = UNIX_EPOCH + std::time::Duration::from_millis(entry.modified);
+                    let _ = file.set_modified(when);
+                }
+                self.record_local(&path, &entry);
+                self.changes += 1;
+                self.emit(SyncEvent::Downloaded {
+                    path: path.to_string(),
+                    size: entry.size,
+                });
+            }
+            Action::Upload { path, base } => {
+                let Some(seen) = local.get(&path) else {
+                    return Ok(());
+                };
+                let sha = seen.sha256.clone().unwrap_or_default();
+                let abs = self.abs(&path);
+                let events = self.events.clone();
+                let shown = path.to_string();
+                let store = state_dir(&self.config.dir).join("uploads.json");
+                let (outcome, resumable) = self
+                    .remote
+                    .upload(
+                        &path,
+                        &LocalFile {
+                            path: &abs,
+                            size: seen.size,
+                            sha256: &sha,
+                        },
+                        base.as_deref(),
+                        &store,
+                        move |loaded, total| {
+                            let _ = events.send(SyncEvent::Progress {
+                                path: shown.clone(),
+                                to: Side::Remote,
+                                loaded,
+                                total,
+                            });
+                        },
+                    )
+                    .await?;
+                match outcome {
+                    Outcome::Done(Some(entry)) => {
+                        self.view.insert(path.clone(), entry.clone());
+                        self.index.insert(
+                            path.clone(),
+                            IndexEntry {
+                                dir: false,
+                                sha256: entry.sha256.clone(),
+                                size: seen.size,
+                                modified: seen.modified,
+                                version: entry.version,
+                            },
+                        );
+                        self.changes += 1;
+                        self.emit(SyncEvent::Uploaded {
+                            path: path.to_string(),
+                            size: seen.size,
+                            resumable,
+                        });
+                    }
+                    Outcome::Done(None) => {
+                        return Err(SyncError::Protocol(format!(
+                            "the server accepted {path} without answering its entry"
+                        )));
+                    }
+                    Outcome::Stale(current) => self.stale(&path, current),
+                }
+            }
+            Action::Record { path, entry } => self.record_local(&path, &entry),
+            Action::Forget { path } => {
+                self.index.remove(&path);
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's content was not the base (`412`): take its current entry into the
+    /// view; the next round sees a conflict (or agreement) and acts on it.
+    fn stale(&mut self, path: &SyncPath, current: Option<ManifestEntry>) {
+        match current {
+            Some(entry) if !entry.deleted => {
+                self.view.insert(path.clone(), entry);
+            }
+            _ => {
+                self.view.remove(path);
+            }
+        }
+        self.emit(SyncEvent::Error {
+            path: Some(path.to_string()),
+            message: "changed on the server meanwhile; reconciling again".into(),
+        });
+    }
+
+    /// A verified copy of `entry`'s content in the staging directory: from a local file
+    /// with the same content when there is one (a copy or a move on the server costs no
+    /// transfer), else downloaded.
+    async fn fetch(&self, path: &SyncPath, entry: &ManifestEntry) -> Result<PathBuf, SyncError> {
+        let tmp = self.tmp_dir();
+        if let Some(sha) = entry.sha256.as_deref()
+            && let Some(source) = self.local_copy_of(sha)
+        {
+            std::fs::create_dir_all(&tmp).map_err(|e| SyncError::io(&tmp, e))?;
+            let staged = tmp.join(format!("{sha}.copy"));
+            if std::fs::copy(&source, &staged).is_ok()
+                && scan::hash_file(&staged).is_ok_and(|h| h == sha)
+            {
+                return Ok(staged);
+            }
+            let _ = std::fs::remove_file(&staged);
+        }
+        let events = self.events.clone();
+        let shown = path.to_string();
+        self.remote
+            .download(path, entry, &tmp, move |loaded, total| {
+                let _ = events.send(SyncEvent::Progress {
+                    path: shown.clone(),
+                    to: Side::Local,
+                    loaded,
+                    total,
+                });
+            })
+            .await
+    }
+
+    fn local_copy_of(&self, sha: &str) -> Option<PathBuf> {
+        self.index
+            .iter()
+            .find(|(_, e)| e.sha256.as_deref() == Some(sha))
+            .map(|(p, _)| self.abs(p))
+            .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+    }
+
+    /// Remove what a crash may have left in the staging directory and is not resumable.
+    pub fn clean_staging(&self) {
+        let tmp = self.tmp_dir();
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(".copy") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+}
+
+fn rebase(path: &SyncPath, from: &SyncPath, to: &SyncPath) -> Option<SyncPath> {
+    let rest = &path.as_str()[from.as_str().len()..];
+    SyncPath::parse(&format!("{to}{rest}")).ok()
+}
+
+fn entry_from_index(path: &SyncPath, e: &IndexEntry) -> ManifestEntry {
+    ManifestEntry {
+        path: path.to_string(),
+        dir: e.dir,
+        size: e.size,
+        sha256: e.sha256.clone(),
+        modified: e.modified,
+        version: e.version,
+        deleted: false,
+    }
+}
+
+fn entry_from_op(path: &SyncPath, op: &FileOp) -> ManifestEntry {
+    ManifestEntry {
+        path: path.to_string(),
+        dir: op.dir,
+        size: op.size,
+        sha256: op.sha256.clone(),
+        modified: op.modified,
+        version: op.version,
+        deleted: false,
+    }
+}
+
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::DeleteLocal { .. } => "delete_local",
+        Action::DeleteRemote { .. } => "delete_remote",
+        Action::MoveAside { .. } => "conflict_copy",
+        Action::MkdirLocal { .. } => "mkdir_local",
+        Action::MkdirRemote { .. } => "mkdir_remote",
+        Action::Download { .. } => "download",
+        Action::Upload { .. } => "upload",
+        Action::Record { .. } => "record",
+        Action::Forget { .. } => "forget",
+    }
+}
+
+/// Today (UTC) as `YYYY-MM-DD`.
+fn today() -> String {
+    let days = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0);
+    civil_date(days as i64)
+}

@@ -1,0 +1,251 @@
+//! The live half of a sync client: the root's channel through [`HubClient`] (recovering
+//! missed operations from the saved position), the local watcher (notify, debounced),
+//! and the loop that reconciles whenever either side changed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ferry_proto::sync::{FileOp, STATE_DIR};
+use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use tokio::sync::mpsc;
+
+use super::engine::Engine;
+use super::state::SavedPosition;
+use super::{CatchUp, SyncError, SyncEvent};
+use crate::hub::{HubClient, Position, Subscription, SubscriptionEvent};
+
+/// How long the local watcher waits for a burst of changes to end.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Retry delays after a failed round: doubling from 1 s to 30 s.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A hub connection subscribed to the root's channel.
+pub(crate) struct Live {
+    hub: HubClient,
+    sub: Subscription,
+}
+
+impl Live {
+    pub async fn close(self) {
+        self.hub.close().await;
+    }
+}
+
+fn ws_url(server: &str) -> String {
+    let rest = server
+        .strip_prefix("https://")
+        .map(|r| format!("wss://{r}"))
+        .or_else(|| server.strip_prefix("http://").map(|r| format!("ws://{r}")))
+        .unwrap_or_else(|| server.to_string());
+    format!("{rest}/ws")
+}
+
+/// Connect to the hub, subscribe to the root's channel and bring the view of the server
+/// up to date: from the channel's history after the saved position, from a manifest
+/// delta when the history cannot fill the gap, or from the whole manifest on a first run.
+pub(crate) async fn connect(engine: &mut Engine) -> Result<Live, SyncError> {
+    let channel = engine.channel().await?;
+    let mut builder = HubClient::builder(&ws_url(&engine.config.server));
+    if let Some(token) = &engine.config.token {
+        builder = builder.token(token);
+    }
+    let hub = builder.connect().await?;
+    let resume = match (&engine.position, engine.needs_manifest) {
+        (Some(p), false) => Some(Position {
+            offset: p.offset,
+            epoch: p.epoch.clone(),
+        }),
+        _ => None,
+    };
+    let mut sub = match resume {
+        Some(position) => hub.subscribe_from(&channel, position).await?,
+        None => hub.subscribe(&channel).await?,
+    };
+    loop {
+        let Some(event) = sub.next().await else {
+            return Err(SyncError::State("the hub client closed".into()));
+        };
+        match event {
+            SubscriptionEvent::Subscribed { position } => {
+                engine.position = Some(saved(&position));
+                engine.load_manifest().await?;
+                break;
+            }
+            SubscriptionEvent::Recovered {
+                recovered: true,
+                missed,
+                position,
+            } => {
+                engine.position = Some(saved(&position));
+                for _ in 0..missed {
+                    match sub.next().await {
+                        Some(SubscriptionEvent::Publication(p)) => {
+                            apply(engine, &p);
+                        }
+                        Some(_) => {}
+                        None => return Err(SyncError::State("the hub client closed".into())),
+                    }
+                }
+                engine.emit(SyncEvent::CaughtUp {
+                    via: CatchUp::History,
+                    ops: missed,
+                    entries: 0,
+                    manifest_requests: engine.manifest_requests,
+                });
+                break;
+            }
+            SubscriptionEvent::Recovered {
+                recovered: false,
+                position,
+                ..
+            } => {
+                engine.position = Some(saved(&position));
+                engine.load_delta().await?;
+                break;
+            }
+            SubscriptionEvent::Error(e) => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(Live { hub, sub })
+}
+
+fn saved(position: &Position) -> SavedPosition {
+    SavedPosition {
+        offset: position.offset,
+        epoch: position.epoch.clone(),
+    }
+}
+
+/// Apply one publication of the root's channel; whether the client must reconcile.
+fn apply(engine: &mut Engine, p: &ferry_proto::envelope::Publication) -> bool {
+    let position = SavedPosition {
+        offset: p.offset,
+        epoch: p.epoch.clone(),
+    };
+    match serde_json::from_str::<FileOp>(p.data.get()) {
+        Ok(op) => engine.apply_op(&op, position),
+        Err(e) => {
+            engine.position = Some(position);
+            engine.emit(SyncEvent::Error {
+                path: None,
+                message: format!("ignored a malformed operation on the channel: {e}"),
+            });
+            false
+        }
+    }
+}
+
+/// Watch `dir` recursively; every debounced batch outside the state directory sends a
+/// unit on `tx`.
+fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Result<impl Drop + use<>, SyncError> {
+    let state: PathBuf = dir.join(STATE_DIR);
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        let relevant = match result {
+            Ok(events) => events
+                .iter()
+                .any(|e| e.paths.iter().any(|p| !p.starts_with(&state))),
+            // Overflow or a watcher error: the next round rescans everything anyway.
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| SyncError::State(format!("cannot watch {}: {e}", dir.display())))?;
+    debouncer
+        .watch(dir, RecursiveMode::Recursive)
+        .map_err(|e| SyncError::State(format!("cannot watch {}: {e}", dir.display())))?;
+    Ok(debouncer)
+}
+
+/// Live mode: reconcile, then follow both sides until an error retrying cannot fix.
+pub(crate) async fn run(engine: &mut Engine) -> Result<(), SyncError> {
+    engine.clean_staging();
+    let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
+    let _watcher = watch(engine.dir(), watch_tx)?;
+    let mut delay = RETRY_MIN;
+    let mut live = loop {
+        match connect(engine).await {
+            Ok(live) => break live,
+            Err(e) if e.is_connection() => {
+                engine.emit(SyncEvent::Error {
+                    path: None,
+                    message: format!("{e}; retrying in {}s", delay.as_secs()),
+                });
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut dirty = true;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    delay = RETRY_MIN;
+    loop {
+        if dirty && retry_at.is_none() {
+            dirty = false;
+            match engine.settle().await {
+                Ok(()) => delay = RETRY_MIN,
+                Err(e) if e.is_connection() || matches!(e, SyncError::Incomplete { .. }) => {
+                    if e.is_connection() {
+                        engine.emit(SyncEvent::Error {
+                            path: None,
+                            message: format!("{e}; retrying in {}s", delay.as_secs()),
+                        });
+                    }
+                    retry_at = Some(tokio::time::Instant::now() + delay);
+                    delay = (delay * 2).min(RETRY_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let retry = async {
+            match retry_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = live.sub.next() => match event {
+                Some(SubscriptionEvent::Publication(p)) => dirty |= apply(engine, &p),
+                Some(SubscriptionEvent::Recovered { recovered: false, position, .. }) => {
+                    engine.position = Some(saved(&position));
+                    if let Err(e) = engine.load_delta().await {
+                        engine.emit(SyncEvent::Error { path: None, message: e.to_string() });
+                        engine.needs_manifest = true;
+                    }
+                    dirty = true;
+                }
+                Some(SubscriptionEvent::Recovered { recovered: true, missed, .. }) => {
+                    engine.emit(SyncEvent::CaughtUp {
+                        via: CatchUp::History,
+                        ops: missed,
+                        entries: 0,
+                        manifest_requests: engine.manifest_requests,
+                    });
+                }
+                Some(SubscriptionEvent::Error(e)) => {
+                    engine.emit(SyncEvent::Error { path: None, message: e.to_string() });
+                }
+                Some(_) => {}
+                None => {
+                    live.close().await;
+                    live = connect(engine).await?;
+                    dirty = true;
+                }
+            },
+            Some(()) = watch_rx.recv() => dirty = true,
+            () = retry => {
+                retry_at = None;
+                dirty = true;
+            }
+        }
+        if engine.needs_manifest && !dirty && engine.load_manifest().await.is_ok() {
+            dirty = true;
+        }
+    }
+}
