@@ -359,6 +359,13 @@ impl Engine {
     /// One round: scan, plan, execute. Returns the number of actions and of those that
     /// failed (each reported).
     async fn round(&mut self) -> Result<(usize, usize), SyncError> {
+        // `.ferryignore` may have changed (it syncs like any file): paths it no longer
+        // ignores may exist on the server, which only the whole manifest lists.
+        let ignore = Ignore::load(&self.config.dir, &self.config.ignore)?;
+        if ignore.digest != self.ignore.digest {
+            self.ignore = ignore;
+            self.needs_manifest = true;
+        }
         let dir = self.config.dir.clone();
         let ignore = self.ignore.clone();
         let index = self.index.clone();
@@ -523,6 +530,11 @@ impl Engine {
             Action::MkdirLocal { path, entry } => {
                 check_no_link_above(&self.config.dir, &path)?;
                 let abs = self.abs(&path);
+                if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(SyncError::Unsafe(format!(
+                        "{path} is a symbolic link here; nothing is written through it"
+                    )));
+                }
                 let existed = abs.is_dir();
                 std::fs::create_dir_all(&abs).map_err(|e| SyncError::io(&abs, e))?;
                 self.record_local(&path, &entry);

@@ -129,12 +129,14 @@ impl Remote {
             if let Some(t) = &self.token {
                 download = download.header("authorization", format!("Bearer {t}"));
             }
-            let mut last = Instant::now();
+            let mut last: Option<Instant> = None;
             let total = entry.size;
             download
                 .on_progress(move |p: &Progress| {
-                    if last.elapsed() >= PROGRESS_EVERY || Some(p.loaded) == p.total {
-                        last = Instant::now();
+                    if last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
+                        || Some(p.loaded) == p.total
+                    {
+                        last = Some(Instant::now());
                         progress(p.loaded, p.total.unwrap_or(total));
                     }
                 })
@@ -182,13 +184,13 @@ impl Remote {
             }
         }
         let mut progress = progress;
-        let mut last = Instant::now();
+        let mut last: Option<Instant> = None;
         let mut upload = Upload::tus(&self.http, &format!("{}/files/", self.server), file)
             .resume_store(resume_store)
             .header(SOURCE_HEADER, &self.source)
             .on_progress(move |p: &Progress| {
-                if last.elapsed() >= PROGRESS_EVERY || Some(p.loaded) == p.total {
-                    last = Instant::now();
+                if last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) || Some(p.loaded) == p.total {
+                    last = Some(Instant::now());
                     progress(p.loaded, p.total.unwrap_or(size));
                 }
             });
