@@ -615,6 +615,11 @@ async fn a_client_killed_mid_download_leaves_no_partial_file_and_completes() {
     })
     .await;
     b.kill().await;
+    let part = b.path(&format!(".ferry-sync/tmp/{sha}.part"));
+    eprintln!(
+        "killed with {} bytes staged",
+        std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0)
+    );
     // What a user sees in the folder: nothing, or the whole file (if the last bytes
     // landed before the signal) — never a prefix.
     match std::fs::metadata(b.path("big.bin")) {
@@ -748,6 +753,34 @@ async fn ignore_patterns_hold_in_both_directions() {
 async fn a_dry_run_reports_and_changes_nothing() {
     let hub = Hub::start().await;
     std::fs::write(hub.root().join("remote.txt"), b"on the server").expect("write");
+    // The server's watcher indexes the file; the manifest then lists it.
+    let http = reqwest::Client::new();
+    let manifest = format!("{}/sync/default/manifest", hub.server.base_url);
+    let token = writer_token("dry");
+    let mut listed = false;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !listed && tokio::time::Instant::now() < deadline {
+        let page: Value = http
+            .get(&manifest)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("manifest")
+            .json()
+            .await
+            .expect("manifest JSON");
+        listed = page["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["path"] == "remote.txt"));
+        if !listed {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        listed,
+        "the server never listed remote.txt\n{}",
+        hub.server.logs()
+    );
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("local.txt"), b"here").expect("write");
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
