@@ -8,12 +8,31 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::sync::plan::{self, Action, ConflictNaming, IndexEntry, LocalEntry};
 use ferry_proto::sync::{FileOp, ManifestEntry, OpKind, SyncPath, Version};
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::remote::{LocalFile, Outcome, Remote};
 use super::scan::{self, Ignore, check_no_link_above};
 use super::state::{SavedPosition, SyncState, state_dir};
 use super::{CatchUp, Config, Side, SyncError, SyncEvent, civil_date};
+
+/// Transfers (downloads, uploads) that run at once in a round.
+const TRANSFERS: usize = 8;
+
+/// A finished network half of a transfer, applied by [`Engine::finish`].
+enum Transfer {
+    Nothing,
+    Downloaded {
+        path: SyncPath,
+        entry: ManifestEntry,
+        staged: PathBuf,
+    },
+    Uploaded {
+        path: SyncPath,
+        outcome: Outcome,
+        resumable: bool,
+    },
+}
 
 /// Rounds one settle runs at most before reporting what is left.
 const MAX_ROUNDS: usize = 8;
@@ -404,13 +423,58 @@ impl Engine {
         }
         let count = actions.len();
         let mut failed = 0;
-        for action in actions {
+        // The plan lists transfers together, after every delete, move and directory
+        // and before the bookkeeping: run them concurrently, then apply each result.
+        let (transfers, rest): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Download { .. } | Action::Upload { .. }));
+        let (before, after): (Vec<Action>, Vec<Action>) = rest
+            .into_iter()
+            .partition(|a| !matches!(a, Action::Record { .. } | Action::Forget { .. }));
+        let mut connection_error = None;
+        for action in before {
+            let path = action.path().clone();
+            match self.execute(action, &local).await {
+                Ok(()) => {}
+                Err(e) if e.is_connection() => {
+                    connection_error = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    self.error(Some(&path), &e);
+                    failed += 1;
+                }
+            }
+        }
+        if connection_error.is_none() {
+            let this = &*self;
+            let results: Vec<(SyncPath, Result<Transfer, SyncError>)> =
+                futures_util::stream::iter(transfers.into_iter().map(|action| {
+                    let path = action.path().clone();
+                    let local = &local;
+                    async move { (path, this.transfer(action, local).await) }
+                }))
+                .buffer_unordered(TRANSFERS)
+                .collect()
+                .await;
+            for (path, result) in results {
+                match result.and_then(|done| self.finish(done, &local)) {
+                    Ok(()) => {}
+                    Err(e) if e.is_connection() => connection_error = Some(e),
+                    Err(e) => {
+                        self.error(Some(&path), &e);
+                        failed += 1;
+                    }
+                }
+            }
+        }
+        if let Some(e) = connection_error {
+            self.save(false)?;
+            return Err(e);
+        }
+        for action in after {
             let path = action.path().clone();
             if let Err(e) = self.execute(action, &local).await {
-                if e.is_connection() {
-                    self.save(false)?;
-                    return Err(e);
-                }
                 self.error(Some(&path), &e);
                 failed += 1;
             }
@@ -556,10 +620,90 @@ impl Engine {
                     side: Side::Remote,
                 });
             }
+            Action::Download { .. } | Action::Upload { .. } => {
+                let done = self.transfer(action, local).await;
+                self.finish(done?, local)?;
+            }
+            Action::Record { path, entry } => self.record_local(&path, &entry),
+            Action::Forget { path } => {
+                self.index.remove(&path);
+            }
+        }
+        Ok(())
+    }
+
+    /// The network half of a download or an upload; it only reads `self`, so that
+    /// several run at once ([`TRANSFERS`]).
+    async fn transfer(
+        &self,
+        action: Action,
+        local: &BTreeMap<SyncPath, LocalEntry>,
+    ) -> Result<Transfer, SyncError> {
+        match action {
             Action::Download { path, entry } => {
                 check_no_link_above(&self.config.dir, &path)?;
                 let staged = self.fetch(&path, &entry).await?;
+                Ok(Transfer::Downloaded {
+                    path,
+                    entry,
+                    staged,
+                })
+            }
+            Action::Upload { path, base } => {
+                let Some(seen) = local.get(&path) else {
+                    return Ok(Transfer::Nothing);
+                };
+                let sha = seen.sha256.clone().unwrap_or_default();
                 let abs = self.abs(&path);
+                let events = self.events.clone();
+                let shown = path.to_string();
+                let store = state_dir(&self.config.dir).join("uploads.json");
+                let (outcome, resumable) = self
+                    .remote
+                    .upload(
+                        &path,
+                        &LocalFile {
+                            path: &abs,
+                            size: seen.size,
+                            sha256: &sha,
+                        },
+                        base.as_deref(),
+                        &store,
+                        move |loaded, total| {
+                            let _ = events.send(SyncEvent::Progress {
+                                path: shown.clone(),
+                                to: Side::Remote,
+                                loaded,
+                                total,
+                            });
+                        },
+                    )
+                    .await?;
+                Ok(Transfer::Uploaded {
+                    path,
+                    outcome,
+                    resumable,
+                })
+            }
+            _ => Ok(Transfer::Nothing),
+        }
+    }
+
+    /// The local half of a transfer: a download renamed into place, an upload recorded.
+    fn finish(
+        &mut self,
+        done: Transfer,
+        local: &BTreeMap<SyncPath, LocalEntry>,
+    ) -> Result<(), SyncError> {
+        match done {
+            Transfer::Nothing => {}
+            Transfer::Downloaded {
+                path,
+                entry,
+                staged,
+            } => {
+                let abs = self.abs(&path);
+                check_no_link_above(&self.config.dir, &path)?;
                 if let Some(parent) = abs.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| SyncError::io(parent, e))?;
                 }
@@ -596,36 +740,14 @@ impl Engine {
                     size: entry.size,
                 });
             }
-            Action::Upload { path, base } => {
+            Transfer::Uploaded {
+                path,
+                outcome,
+                resumable,
+            } => {
                 let Some(seen) = local.get(&path) else {
                     return Ok(());
                 };
-                let sha = seen.sha256.clone().unwrap_or_default();
-                let abs = self.abs(&path);
-                let events = self.events.clone();
-                let shown = path.to_string();
-                let store = state_dir(&self.config.dir).join("uploads.json");
-                let (outcome, resumable) = self
-                    .remote
-                    .upload(
-                        &path,
-                        &LocalFile {
-                            path: &abs,
-                            size: seen.size,
-                            sha256: &sha,
-                        },
-                        base.as_deref(),
-                        &store,
-                        move |loaded, total| {
-                            let _ = events.send(SyncEvent::Progress {
-                                path: shown.clone(),
-                                to: Side::Remote,
-                                loaded,
-                                total,
-                            });
-                        },
-                    )
-                    .await?;
                 match outcome {
                     Outcome::Done(Some(entry)) => {
                         self.view.insert(path.clone(), entry.clone());
@@ -653,10 +775,6 @@ impl Engine {
                     }
                     Outcome::Stale(current) => self.stale(&path, current),
                 }
-            }
-            Action::Record { path, entry } => self.record_local(&path, &entry),
-            Action::Forget { path } => {
-                self.index.remove(&path);
             }
         }
         Ok(())

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_proto::sync::{FileOp, STATE_DIR};
+use futures_util::FutureExt;
 use notify_debouncer_full::notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use tokio::sync::mpsc;
@@ -162,6 +163,49 @@ fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Result<impl Drop + use<>,
     Ok(debouncer)
 }
 
+/// One event of the root's channel; whether the client must reconcile.
+async fn handle(engine: &mut Engine, event: SubscriptionEvent) -> bool {
+    match event {
+        SubscriptionEvent::Publication(p) => apply(engine, &p),
+        SubscriptionEvent::Recovered {
+            recovered: false,
+            position,
+            ..
+        } => {
+            engine.position = Some(saved(&position));
+            if let Err(e) = engine.load_delta().await {
+                engine.emit(SyncEvent::Error {
+                    path: None,
+                    message: e.to_string(),
+                });
+                engine.needs_manifest = true;
+            }
+            true
+        }
+        SubscriptionEvent::Recovered {
+            recovered: true,
+            missed,
+            ..
+        } => {
+            engine.emit(SyncEvent::CaughtUp {
+                via: CatchUp::History,
+                ops: missed,
+                entries: 0,
+                manifest_requests: engine.manifest_requests,
+            });
+            false
+        }
+        SubscriptionEvent::Error(e) => {
+            engine.emit(SyncEvent::Error {
+                path: None,
+                message: e.to_string(),
+            });
+            false
+        }
+        _ => false,
+    }
+}
+
 /// Live mode: reconcile, then follow both sides until an error retrying cannot fix.
 pub(crate) async fn run(engine: &mut Engine) -> Result<(), SyncError> {
     engine.clean_staging();
@@ -211,27 +255,14 @@ pub(crate) async fn run(engine: &mut Engine) -> Result<(), SyncError> {
         };
         tokio::select! {
             event = live.sub.next() => match event {
-                Some(SubscriptionEvent::Publication(p)) => dirty |= apply(engine, &p),
-                Some(SubscriptionEvent::Recovered { recovered: false, position, .. }) => {
-                    engine.position = Some(saved(&position));
-                    if let Err(e) = engine.load_delta().await {
-                        engine.emit(SyncEvent::Error { path: None, message: e.to_string() });
-                        engine.needs_manifest = true;
+                Some(event) => {
+                    dirty |= handle(engine, event).await;
+                    // Take every event already waiting before reconciling: one round for
+                    // a burst of operations instead of one per operation.
+                    while let Some(Some(event)) = live.sub.next().now_or_never() {
+                        dirty |= handle(engine, event).await;
                     }
-                    dirty = true;
                 }
-                Some(SubscriptionEvent::Recovered { recovered: true, missed, .. }) => {
-                    engine.emit(SyncEvent::CaughtUp {
-                        via: CatchUp::History,
-                        ops: missed,
-                        entries: 0,
-                        manifest_requests: engine.manifest_requests,
-                    });
-                }
-                Some(SubscriptionEvent::Error(e)) => {
-                    engine.emit(SyncEvent::Error { path: None, message: e.to_string() });
-                }
-                Some(_) => {}
                 None => {
                     live.close().await;
                     live = connect(engine).await?;
