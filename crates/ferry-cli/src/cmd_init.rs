@@ -275,6 +275,25 @@ pub fn check_config(config: &Config) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
+    if let Err(e) = config.sync.check() {
+        eprintln!("error: CONFIG: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    for root in &config.sync.roots {
+        let channel = root.channel_name();
+        let namespace = ferry_hub::channel::ChannelName::parse(&channel)
+            .map(|c| c.namespace.map(str::to_string));
+        match namespace {
+            Ok(ns) if config.namespace(ns.as_deref()).is_some() => {}
+            _ => {
+                eprintln!(
+                    "error: CONFIG: sync root {:?}: channel {channel:?} is not a channel of a configured namespace",
+                    root.name
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
     let tls = match ferry_hub::tls::Tls::check(config) {
         Ok(line) => line,
         Err(e) => {

@@ -286,6 +286,11 @@ struct ServeArgs {
     /// [default: the host name].
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// Serve and watch this directory for `ferry sync` at /sync/NAME/ (repeatable; NAME
+    /// defaults to `default`; operations on channel sync:NAME). Replaces the
+    /// [[sync.roots]] of ferry.toml.
+    #[arg(long = "sync-root", value_name = "[NAME=]DIR")]
+    sync_roots: Vec<String>,
 }
 
 impl ServeArgs {
@@ -347,6 +352,17 @@ impl ServeArgs {
         }
         if !announce.is_empty() {
             o.insert("announce".into(), announce.into());
+        }
+        if !self.sync_roots.is_empty() {
+            let roots: Vec<serde_json::Value> = self
+                .sync_roots
+                .iter()
+                .map(|arg| {
+                    let root = ferry_hub::config::SyncRootConfig::from_arg(arg);
+                    serde_json::json!({"name": root.name, "path": root.path})
+                })
+                .collect();
+            o.insert("sync".into(), serde_json::json!({ "roots": roots }));
         }
         serde_json::Value::Object(o)
     }

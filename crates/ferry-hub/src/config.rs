@@ -139,6 +139,11 @@ pub struct Config {
     /// HTTPS and WSS on the listen address (the `[tls]` section). Default: off, plain HTTP.
     pub tls: TlsConfig,
 
+    /// File sync (SPEC F1–F4, the `[sync]` section): folders on this machine served under
+    /// `/sync/NAME/` and watched, each change published on the root's channel. Default:
+    /// no roots.
+    pub sync: SyncConfig,
+
     /// The `[proxy]` section, read by `ferry proxy` (crate ferry-proxy); the hub keeps it
     /// only so that one ferry.toml can configure both. Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,6 +184,8 @@ impl Default for Config {
             announce: AnnounceConfig::default(),
 
             tls: TlsConfig::default(),
+
+            sync: SyncConfig::default(),
 
             proxy: None,
         }
@@ -519,6 +526,150 @@ impl TlsConfig {
     }
 }
 
+/// The namespace of the sync roots' default channels (`sync:NAME`).
+pub const SYNC_NAMESPACE_NAME: &str = "sync";
+
+/// Options of the `sync` namespace when ferry.toml has no `[namespaces.sync]`: like the
+/// default namespace, but with a long history (10,000 operations per root, kept 30 days),
+/// so a sync client that was away recovers the operations it missed from the channel
+/// instead of reading a manifest delta; past that it reads the delta.
+pub static SYNC_NAMESPACE: NamespaceConfig = NamespaceConfig {
+    history_size: 10_000,
+    history_ttl_secs: 30 * 86_400,
+    presence: true,
+    join_leave: false,
+    allow_subscribe: true,
+    allow_publish: true,
+    allow_history: true,
+    allow_presence: true,
+    allow_anonymous: false,
+    compress: true,
+};
+
+/// File sync (`[sync]`): the roots this hub serves and watches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The roots (`[[sync.roots]]`, or `ferry serve --sync-root [NAME=]DIR`, which replaces
+    /// the file's list). Default none.
+    pub roots: Vec<SyncRootConfig>,
+}
+
+/// One sync root (`[[sync.roots]]`). Sizes are bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRootConfig {
+    /// The root's name in URLs (`/sync/NAME/`): 1–64 of `[A-Za-z0-9_-]`, unique. Default
+    /// `default`.
+    #[serde(default = "SyncRootConfig::default_name")]
+    pub name: String,
+    /// The directory served; it must exist. Required.
+    pub path: PathBuf,
+    /// The channel operations are published on. Default `sync:NAME` (namespace `sync`,
+    /// see [`SYNC_NAMESPACE`]). Reading needs Subscribe on it, writing Publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Largest file, through a PUT or a committed upload; more → 413. Default 4 GiB.
+    #[serde(default = "SyncRootConfig::default_max_file_size")]
+    pub max_file_size: u64,
+    /// Total bytes of the files in the root; a change past it → 507. Default 0 = no limit.
+    #[serde(default)]
+    pub max_root_size: u64,
+    /// Largest body of a simple `PUT files/PATH`; more → 413 (larger files go through a
+    /// tus upload and `POST commit`). Default 16 MiB; never more than `max_file_size`.
+    #[serde(default = "SyncRootConfig::default_put_max_size")]
+    pub put_max_size: u64,
+}
+
+impl SyncRootConfig {
+    fn default_name() -> String {
+        "default".into()
+    }
+    fn default_max_file_size() -> u64 {
+        4 << 30
+    }
+    fn default_put_max_size() -> u64 {
+        16 << 20
+    }
+
+    /// A root with the default options.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        SyncRootConfig {
+            name: name.into(),
+            path: path.into(),
+            channel: None,
+            max_file_size: Self::default_max_file_size(),
+            max_root_size: 0,
+            put_max_size: Self::default_put_max_size(),
+        }
+    }
+
+    /// The channel of the root's operations (see [`SyncRootConfig::channel`]).
+    pub fn channel_name(&self) -> String {
+        self.channel
+            .clone()
+            .unwrap_or_else(|| format!("{SYNC_NAMESPACE_NAME}:{}", self.name))
+    }
+
+    /// Parse the `--sync-root` argument, `[NAME=]DIR` (`NAME` defaults to `default`).
+    pub fn from_arg(arg: &str) -> Self {
+        match arg.split_once('=') {
+            Some((name, dir)) if valid_sync_root_name(name) && !dir.is_empty() => {
+                SyncRootConfig::new(name, dir)
+            }
+            _ => SyncRootConfig::new(Self::default_name(), arg),
+        }
+    }
+}
+
+/// Whether `name` may name a sync root: 1–64 of `[A-Za-z0-9_-]`.
+pub fn valid_sync_root_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl SyncConfig {
+    /// Check the roots: names valid and unique, each path an existing directory. The
+    /// error says which root and what to change.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for root in &self.roots {
+            if !valid_sync_root_name(&root.name) {
+                return Err(format!(
+                    "sync root name {:?} is not 1-64 of A-Z a-z 0-9 _ -",
+                    root.name
+                ));
+            }
+            if !seen.insert(root.name.as_str()) {
+                return Err(format!(
+                    "two sync roots are named {:?}; give each a name of its own ([[sync.roots]] name = \"...\" or --sync-root NAME=DIR)",
+                    root.name
+                ));
+            }
+            match std::fs::metadata(&root.path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "sync root {:?}: {} is not a directory",
+                        root.name,
+                        root.path.display()
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "sync root {:?}: {}: {e}; create the directory first",
+                        root.name,
+                        root.path.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Options of the Redis engine (`[redis]` in ferry.toml).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -625,6 +776,7 @@ const ENV_KEYS: &[&str] = &[
     "uploads",
     "announce",
     "tls",
+    "sync",
 ];
 
 /// List-valued keys whose `FERRY_*` variables are comma-separated values
@@ -713,11 +865,18 @@ impl Config {
     }
 
     /// The options of `namespace` (`None` = the default namespace), or `None` when the
-    /// namespace is not configured.
+    /// namespace is not configured. With sync roots configured, an unconfigured `sync`
+    /// namespace has [`SYNC_NAMESPACE`]'s options (the roots' default channels live there
+    /// and need history).
     pub fn namespace(&self, namespace: Option<&str>) -> Option<&NamespaceConfig> {
         match namespace {
             None => Some(&self.default_namespace),
-            Some(name) => self.namespaces.get(name),
+            Some(name) => match self.namespaces.get(name) {
+                None if name == SYNC_NAMESPACE_NAME && !self.sync.roots.is_empty() => {
+                    Some(&SYNC_NAMESPACE)
+                }
+                found => found,
+            },
         }
     }
 }

@@ -25,6 +25,7 @@ mod sharded;
 pub mod sockets;
 pub mod static_files;
 pub mod store;
+pub mod sync;
 pub mod tls;
 pub mod transports;
 pub mod uploads;

@@ -31,7 +31,7 @@ use crate::limits::ConnectionLimiter;
 use crate::login_pool::LoginPool;
 use crate::sockets::Sockets;
 use crate::tls::Tls;
-use crate::transports::{AppState, api, scrape, sse, testbed, tus, ws};
+use crate::transports::{AppState, api, scrape, sse, sync, testbed, tus, ws};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +132,11 @@ pub fn router(state: AppState) -> Router {
             ServeDir::new(dir).append_index_html_on_directories(true),
         ));
     }
-    let uploads = tus::routes(&state.hub, cors(&config));
+    let upload_store = tus::open_store(&state.hub);
+    let uploads = upload_store
+        .clone()
+        .map(|store| tus::routes(&state.hub, store, cors(&config)));
+    let sync_routes = sync::routes(state.sync.clone(), upload_store, cors(&config));
     let hsts = config.tls.enabled().then(|| config.tls.hsts_max_age());
     let app = app
         .layer(DefaultBodyLimit::max(config.limits.max_body_size))
@@ -147,6 +151,12 @@ pub fn router(state: AppState) -> Router {
     // layers of their own (see transports/tus.rs).
     let app = match uploads {
         Some(uploads) => app.merge(uploads),
+        None => app,
+    };
+    // So do the sync routes (transports/sync.rs): PUT bodies are streamed with each
+    // root's limits, downloads keep Range/ETag byte-exact.
+    let app = match sync_routes {
+        Some(routes) => app.merge(routes),
         None => app,
     };
     match hsts {
@@ -197,6 +207,11 @@ impl Server {
         let max_sockets = fit_open_files(config.limits.max_sockets);
         let login_quota = Quota::per_second(NonZeroU32::MIN.saturating_add(4))
             .allow_burst(NonZeroU32::MIN.saturating_add(9));
+        // Sync roots are opened (and scanned) before the server answers, so a client's
+        // first manifest already reflects the disk.
+        let sync = crate::sync::SyncRoots::open(&hub)
+            .await
+            .map_err(ServeError::Config)?;
         let state = AppState {
             hub,
             limiter: ConnectionLimiter::new(
@@ -206,6 +221,7 @@ impl Server {
             login_limiter: Arc::new(RateLimiter::keyed(login_quota)),
             sockets: Sockets::new(),
             logins: Arc::new(LoginPool::new(&config).map_err(ServeError::Config)?),
+            sync,
         };
         Ok(Server {
             listener,

@@ -5,6 +5,7 @@ pub mod api;
 pub mod scrape;
 pub mod sdk;
 pub mod sse;
+pub mod sync;
 pub mod testbed;
 pub mod testbed_http;
 pub mod tus;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub sockets: Arc<crate::sockets::Sockets>,
     /// Password checks for `/auth/login` (bounded threads, queue and global rate).
     pub logins: Arc<crate::login_pool::LoginPool>,
+    /// The file-sync roots (`/sync/`), opened and watched.
+    pub sync: crate::sync::SyncRoots,
 }
 
 /// A [`HubError`] as an HTTP response: `{"code","message","details"?}` with the code's status.

@@ -67,14 +67,19 @@ static TUS_RESUMABLE: HeaderName = HeaderName::from_static("tus-resumable");
 static UPLOAD_OFFSET: HeaderName = HeaderName::from_static("upload-offset");
 static UPLOAD_LENGTH: HeaderName = HeaderName::from_static("upload-length");
 
-/// The `/files/` and `/upload` routes with their state, and the expiry sweeper (a task
-/// that ends with the hub's shutdown). `None` when `uploads.enabled` is off.
-pub fn routes(hub: &Hub, cors: CorsLayer) -> Option<Router> {
+/// The upload store of `hub`'s configuration; `None` when `uploads.enabled` is off. One
+/// store serves `/files/` and the sync routes' `commit`.
+pub fn open_store(hub: &Hub) -> Option<Arc<UploadStore>> {
     let config = hub.config();
-    if !config.uploads.enabled {
-        return None;
-    }
-    let store = Arc::new(UploadStore::open(&config.uploads, &config.data_dir));
+    config
+        .uploads
+        .enabled
+        .then(|| Arc::new(UploadStore::open(&config.uploads, &config.data_dir)))
+}
+
+/// The `/files/` and `/upload` routes on `store` (from [`open_store`]) with their state,
+/// and the expiry sweeper (a task that ends with the hub's shutdown).
+pub fn routes(hub: &Hub, store: Arc<UploadStore>, cors: CorsLayer) -> Router {
     spawn_sweeper(hub, store.clone());
     let state = UploadState {
         hub: hub.clone(),
@@ -84,25 +89,23 @@ pub fn routes(hub: &Hub, cors: CorsLayer) -> Option<Router> {
         .head(head)
         .patch(patch)
         .delete(terminate);
-    Some(
-        Router::new()
-            .route("/files", post(create))
-            .route("/files/", post(create))
-            .route("/files/{id}", file)
-            .route("/upload", post(upload_form::upload))
-            // Bodies are streamed to disk and counted against the upload limits, not
-            // collected: the hub's 1 MiB limit for JSON bodies does not apply.
-            .layer(DefaultBodyLimit::disable())
-            .layer(cors.expose_headers(EXPOSED_HEADERS))
-            // tower-http's CORS layer answers every OPTIONS itself; tus discovery headers
-            // are added to that answer here.
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                discovery_headers,
-            ))
-            .layer(TraceLayer::new_for_http())
-            .with_state(state),
-    )
+    Router::new()
+        .route("/files", post(create))
+        .route("/files/", post(create))
+        .route("/files/{id}", file)
+        .route("/upload", post(upload_form::upload))
+        // Bodies are streamed to disk and counted against the upload limits, not
+        // collected: the hub's 1 MiB limit for JSON bodies does not apply.
+        .layer(DefaultBodyLimit::disable())
+        .layer(cors.expose_headers(EXPOSED_HEADERS))
+        // tower-http's CORS layer answers every OPTIONS itself; tus discovery headers
+        // are added to that answer here.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            discovery_headers,
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 async fn discovery_headers(
@@ -554,13 +557,50 @@ async fn download_inner(
 ) -> Result<Response, UploadError> {
     let access = access(&state.hub, headers, token)?;
     let (info, path) = state.store.download(id, &access)?;
-    let etag = format!("\"{}\"", info.sha256.as_deref().unwrap_or_default());
-    let mut file = tokio::fs::File::open(&path)
+    let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| UploadError {
             status: 500,
             message: format!("cannot open the upload: {e}"),
         })?;
+    let builder = Response::builder()
+        .header(header::CACHE_CONTROL, "private, no-cache")
+        .header(
+            header::CONTENT_DISPOSITION,
+            disposition(info.name.as_deref()),
+        )
+        .header("x-content-type-options", "nosniff")
+        .header(
+            header::CONTENT_TYPE,
+            info.filetype
+                .as_deref()
+                .filter(|t| HeaderValue::from_str(t).is_ok() && t.contains('/'))
+                .unwrap_or("application/octet-stream"),
+        );
+    ranged_file(
+        file,
+        info.sha256.as_deref().unwrap_or_default(),
+        headers,
+        builder,
+    )
+    .await
+    .map_err(|e| UploadError {
+        status: 500,
+        message: format!("cannot read the upload: {e}"),
+    })
+}
+
+/// Answer a download of `file` whose content hash is `sha256` (the strong `ETag`): 304
+/// for a matching `If-None-Match`, the whole file, or one `Range` (206, 416), with
+/// `If-Range` honoured; `builder` carries the caller's other headers. Shared by the tus
+/// downloads and the sync routes, so there is one Range implementation.
+pub(crate) async fn ranged_file(
+    mut file: tokio::fs::File,
+    sha256: &str,
+    headers: &HeaderMap,
+    builder: http::response::Builder,
+) -> std::io::Result<Response> {
+    let etag = format!("\"{sha256}\"");
     let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
     if header_str(headers, "if-none-match").is_some_and(|v| v.trim() == etag) {
         let mut r = Response::new(Body::empty());
@@ -576,22 +616,9 @@ async fn download_inner(
         _ => header_str(headers, "range"),
     };
     let range = tus::parse_range(range_header, len);
-    let mut builder = Response::builder()
+    let mut builder = builder
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, &etag)
-        .header(header::CACHE_CONTROL, "private, no-cache")
-        .header(
-            header::CONTENT_DISPOSITION,
-            disposition(info.name.as_deref()),
-        )
-        .header("x-content-type-options", "nosniff")
-        .header(
-            header::CONTENT_TYPE,
-            info.filetype
-                .as_deref()
-                .filter(|t| HeaderValue::from_str(t).is_ok() && t.contains('/'))
-                .unwrap_or("application/octet-stream"),
-        );
+        .header(header::ETAG, &etag);
     let (status, start, count) = match range {
         RangeRequest::Full => (StatusCode::OK, 0, len),
         RangeRequest::Partial { start, end } => {
@@ -607,12 +634,7 @@ async fn download_inner(
                 .unwrap_or_default());
         }
     };
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(|e| UploadError {
-            status: 500,
-            message: format!("cannot read the upload: {e}"),
-        })?;
+    file.seek(std::io::SeekFrom::Start(start)).await?;
     let body = Body::from_stream(ReaderStream::with_capacity(file.take(count), 1 << 16));
     Ok(builder
         .status(status)

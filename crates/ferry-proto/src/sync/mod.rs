@@ -141,6 +141,7 @@ pub fn is_sha256_hex(sha: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

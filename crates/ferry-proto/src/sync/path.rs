@@ -179,6 +179,7 @@ pub fn conflict_copy_name(path: &SyncPath, host: &str, date: &str, n: u32) -> Sy
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -191,7 +192,7 @@ mod tests {
             ".hidden/x",
             "a..b",
         ] {
-            assert_eq!(SyncPath::parse(ok).expect("valid path").as_str(), ok);
+            assert_eq!(SyncPath::parse(ok).unwrap().as_str(), ok);
         }
     }
 
@@ -223,25 +224,25 @@ mod tests {
 
     #[test]
     fn prefixes_are_by_component() {
-        let a = SyncPath::parse("a").expect("valid path");
-        assert!(SyncPath::parse("a/b").expect("valid path").starts_with(&a));
+        let a = SyncPath::parse("a").unwrap();
+        assert!(SyncPath::parse("a/b").unwrap().starts_with(&a));
         assert!(a.starts_with(&a));
-        assert!(!SyncPath::parse("ab").expect("valid path").starts_with(&a));
+        assert!(!SyncPath::parse("ab").unwrap().starts_with(&a));
     }
 
     #[test]
     fn conflict_copies_keep_the_extension_and_directory() {
-        let p = SyncPath::parse("docs/report.final.txt").expect("valid path");
+        let p = SyncPath::parse("docs/report.final.txt").unwrap();
         assert_eq!(
             conflict_copy_name(&p, "laptop", "2026-11-30", 1).as_str(),
             "docs/report.final (conflict from laptop 2026-11-30).txt"
         );
-        let p = SyncPath::parse(".bashrc").expect("valid path");
+        let p = SyncPath::parse(".bashrc").unwrap();
         assert_eq!(
             conflict_copy_name(&p, "a/b", "2026-11-30", 2).as_str(),
             ".bashrc (conflict from a_b 2026-11-30 2)"
         );
-        let long = SyncPath::parse(&format!("{}.txt", "n".repeat(250))).expect("valid path");
+        let long = SyncPath::parse(&format!("{}.txt", "n".repeat(250))).unwrap();
         let copy = conflict_copy_name(&long, "h", "2026-11-30", 1);
         assert!(
             copy.as_str().len() <= MAX_COMPONENT_LEN,
