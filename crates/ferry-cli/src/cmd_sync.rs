@@ -32,7 +32,7 @@ with --ignore; ignored paths are neither sent nor received.
 
 --json prints one JSON object per line with an `event` field: scanned, caught_up
 ({via: manifest|history|manifest_delta, ops, entries, manifest_requests}), uploaded,
-downloaded, created, deleted ({side: local|remote}), renamed, conflict ({path, copy}),
+downloaded ({path, size, transferred}), created, deleted ({side: local|remote}), renamed, conflict ({path, copy}),
 case_collision, skipped, progress, idle ({changes}: both sides agree), planned
 (--dry-run), error.
 
@@ -212,9 +212,17 @@ async fn print_events(mut events: tokio::sync::mpsc::UnboundedReceiver<SyncEvent
                 finish(&mut bars, path);
                 format!("uploaded    {path} ({size} bytes)")
             }
-            SyncEvent::Downloaded { path, size } => {
+            SyncEvent::Downloaded {
+                path,
+                size,
+                transferred,
+            } => {
                 finish(&mut bars, path);
-                format!("downloaded  {path} ({size} bytes)")
+                if transferred == size {
+                    format!("downloaded  {path} ({size} bytes)")
+                } else {
+                    format!("downloaded  {path} ({size} bytes, {transferred} transferred)")
+                }
             }
             SyncEvent::Created { path, side } => format!("created     {path}/ ({side:?})"),
             SyncEvent::Deleted { path, side } => format!("deleted     {path} ({side:?})"),

@@ -422,6 +422,16 @@ async fn creates_updates_renames_and_deletes_reach_every_client() {
     .await;
     wait_gone(&everywhere, "top.txt", &all).await;
     wait_gone(&everywhere, "notes", &all).await;
+    // A rename travels as a delete and a put; the other clients find the content in
+    // what they just deleted and download nothing.
+    for client in [&a, &b] {
+        let moved = client
+            .wait_event("renamed.txt downloaded", |e| {
+                e["event"] == "downloaded" && e["path"] == "renamed.txt"
+            })
+            .await;
+        assert_eq!(moved["transferred"], 0, "{moved}\n{}", client.describe());
+    }
 
     // Delete on a.
     std::fs::remove_file(a.path("renamed.txt")).expect("delete");
@@ -548,6 +558,16 @@ async fn an_offline_client_catches_up_from_history_without_the_manifest() {
             .iter()
             .all(|e| e["event"] != "caught_up" || e["via"] == "history"),
         "{after:?}"
+    );
+    let transferred: u64 = after
+        .iter()
+        .filter(|e| e["event"] == "downloaded")
+        .map(|e| e["transferred"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        transferred,
+        (b"made while bravo was away".len() + b"v2".len()) as u64,
+        "only the changed content travelled: {after:?}"
     );
     // Nothing b already had travelled again.
     assert!(

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::sync::plan::{self, Action, ConflictNaming, IndexEntry, LocalEntry};
-use ferry_proto::sync::{FileOp, ManifestEntry, OpKind, SyncPath, Version};
+use ferry_proto::sync::{FileOp, ManifestEntry, OpKind, SyncPath, Version, is_sha256_hex};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -26,6 +26,7 @@ enum Transfer {
         path: SyncPath,
         entry: ManifestEntry,
         staged: PathBuf,
+        transferred: u64,
     },
     Uploaded {
         path: SyncPath,
@@ -33,6 +34,10 @@ enum Transfer {
         resumable: bool,
     },
 }
+
+/// How long a deleted file stays in the staging directory, in case its content comes
+/// back under another name (a rename made elsewhere arrives as a delete and a put).
+const STASH_TTL: Duration = Duration::from_secs(60);
 
 /// Rounds one settle runs at most before reporting what is left.
 const MAX_ROUNDS: usize = 8;
@@ -354,6 +359,7 @@ impl Engine {
         if failed > 0 {
             return Err(SyncError::Incomplete { failed });
         }
+        self.clean_staging(Some(STASH_TTL));
         let changes = std::mem::take(&mut self.changes);
         self.emit(SyncEvent::Idle { changes });
         Ok(())
@@ -532,7 +538,28 @@ impl Engine {
                 let result = if dir {
                     std::fs::remove_dir(&abs)
                 } else {
-                    std::fs::remove_file(&abs)
+                    // Kept in the staging directory under its hash until the end of the
+                    // settle: when the same content comes back under another name (a
+                    // rename elsewhere), the download finds it there and costs nothing.
+                    let stashed = self
+                        .index
+                        .get(&path)
+                        .and_then(|e| e.sha256.as_deref())
+                        .filter(|sha| is_sha256_hex(sha))
+                        .map(|sha| self.tmp_dir().join(sha));
+                    match stashed {
+                        Some(stash)
+                            if std::fs::create_dir_all(self.tmp_dir()).is_ok()
+                                && std::fs::rename(&abs, &stash).is_ok() =>
+                        {
+                            // Its age in the stash counts from now.
+                            if let Ok(file) = std::fs::File::options().write(true).open(&stash) {
+                                let _ = file.set_modified(SystemTime::now());
+                            }
+                            Ok(())
+                        }
+                        _ => std::fs::remove_file(&abs),
+                    }
                 };
                 self.index.remove(&path);
                 match result {
@@ -642,11 +669,12 @@ impl Engine {
         match action {
             Action::Download { path, entry } => {
                 check_no_link_above(&self.config.dir, &path)?;
-                let staged = self.fetch(&path, &entry).await?;
+                let (staged, transferred) = self.fetch(&path, &entry).await?;
                 Ok(Transfer::Downloaded {
                     path,
                     entry,
                     staged,
+                    transferred,
                 })
             }
             Action::Upload { path, base } => {
@@ -701,6 +729,7 @@ impl Engine {
                 path,
                 entry,
                 staged,
+                transferred,
             } => {
                 let abs = self.abs(&path);
                 check_no_link_above(&self.config.dir, &path)?;
@@ -730,7 +759,7 @@ impl Engine {
                 if entry.modified > 0
                     && let Ok(file) = std::fs::File::options().write(true).open(&abs)
                 {
-                    let when = UNIX_EPOCH + std::time::Duration::from_millis(entry.modified);
+                    let when = UNIX_EPOCH + Duration::from_millis(entry.modified);
                     let _ = file.set_modified(when);
                 }
                 self.record_local(&path, &entry);
@@ -738,6 +767,7 @@ impl Engine {
                 self.emit(SyncEvent::Downloaded {
                     path: path.to_string(),
                     size: entry.size,
+                    transferred,
                 });
             }
             Transfer::Uploaded {
@@ -800,7 +830,11 @@ impl Engine {
     /// A verified copy of `entry`'s content in the staging directory: from a local file
     /// with the same content when there is one (a copy or a move on the server costs no
     /// transfer), else downloaded.
-    async fn fetch(&self, path: &SyncPath, entry: &ManifestEntry) -> Result<PathBuf, SyncError> {
+    async fn fetch(
+        &self,
+        path: &SyncPath,
+        entry: &ManifestEntry,
+    ) -> Result<(PathBuf, u64), SyncError> {
         let tmp = self.tmp_dir();
         if let Some(sha) = entry.sha256.as_deref()
             && let Some(source) = self.local_copy_of(sha)
@@ -810,7 +844,7 @@ impl Engine {
             if std::fs::copy(&source, &staged).is_ok()
                 && scan::hash_file(&staged).is_ok_and(|h| h == sha)
             {
-                return Ok(staged);
+                return Ok((staged, 0));
             }
             let _ = std::fs::remove_file(&staged);
         }
@@ -836,16 +870,29 @@ impl Engine {
             .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
     }
 
-    /// Remove what a crash may have left in the staging directory and is not resumable.
-    pub fn clean_staging(&self) {
+    /// Empty the staging directory of everything but resumable partial downloads
+    /// (`*.part`, `*.part.json`): deleted files kept for a rename (once older than
+    /// `max_age`), copies, leftovers of a crash.
+    pub fn clean_staging(&self, max_age: Option<Duration>) {
         let tmp = self.tmp_dir();
-        if let Ok(entries) = std::fs::read_dir(&tmp) {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if name.ends_with(".copy") {
-                    let _ = std::fs::remove_file(e.path());
-                }
+        let Ok(entries) = std::fs::read_dir(&tmp) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".part") || name.ends_with(".part.json") {
+                continue;
+            }
+            let young = max_age.is_some_and(|max| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age < max)
+            });
+            if !young || name.ends_with(".copy") {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }

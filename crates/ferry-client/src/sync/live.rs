@@ -208,7 +208,7 @@ async fn handle(engine: &mut Engine, event: SubscriptionEvent) -> bool {
 
 /// Live mode: reconcile, then follow both sides until an error retrying cannot fix.
 pub(crate) async fn run(engine: &mut Engine) -> Result<(), SyncError> {
-    engine.clean_staging();
+    engine.clean_staging(None);
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
     let _watcher = watch(engine.dir(), watch_tx)?;
     let mut delay = RETRY_MIN;

@@ -122,6 +122,9 @@ pub enum SyncEvent {
         path: String,
         /// Its size.
         size: u64,
+        /// Bytes that travelled: less than `size` for a resumed download, 0 when the
+        /// content was already here (a file renamed or copied elsewhere).
+        transferred: u64,
     },
     /// A directory was made.
     Created {

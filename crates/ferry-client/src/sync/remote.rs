@@ -14,7 +14,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::SyncError;
 use super::scan::hash_file;
-use crate::http::{Http, Progress, RequestBuilder, Response};
+use crate::http::{DownloadOutcome, Http, Progress, RequestBuilder, Response};
 use crate::upload::Upload;
 
 /// Characters of a path component sent as they are; everything else is percent-encoded.
@@ -104,15 +104,16 @@ impl Remote {
         Ok(response.json().await?)
     }
 
-    /// Download `entry` into `tmp_dir` (resuming a partial download of the same content),
-    /// check its sha256 and return the verified staging file.
+    /// Download `entry` into `tmp_dir` (resuming a partial download of the same content,
+    /// or none at all when the staging directory already holds that content), check its
+    /// sha256 and return the verified staging file with the bytes that travelled.
     pub async fn download(
         &self,
         path: &SyncPath,
         entry: &ManifestEntry,
         tmp_dir: &Path,
         mut progress: impl FnMut(u64, u64) + Send + 'static,
-    ) -> Result<PathBuf, SyncError> {
+    ) -> Result<(PathBuf, u64), SyncError> {
         let Some(sha) = entry.sha256.as_deref().filter(|s| is_sha256_hex(s)) else {
             return Err(SyncError::Protocol(format!(
                 "the server listed {path} without a valid sha256"
@@ -120,6 +121,7 @@ impl Remote {
         };
         std::fs::create_dir_all(tmp_dir).map_err(|e| SyncError::io(tmp_dir, e))?;
         let staged = tmp_dir.join(sha);
+        let mut transferred = 0;
         if !staged.exists() {
             let mut download = self
                 .http
@@ -131,7 +133,7 @@ impl Remote {
             }
             let mut last: Option<Instant> = None;
             let total = entry.size;
-            download
+            let outcome = download
                 .on_progress(move |p: &Progress| {
                     if last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
                         || Some(p.loaded) == p.total
@@ -142,6 +144,7 @@ impl Remote {
                 })
                 .start()
                 .await?;
+            transferred = outcome_bytes(&outcome);
         }
         let staged_for_hash = staged.clone();
         let actual = tokio::task::spawn_blocking(move || hash_file(&staged_for_hash))
@@ -154,7 +157,7 @@ impl Remote {
                 "{path}: the downloaded content does not match the manifest's sha256 (it changed on the server meanwhile)"
             )));
         }
-        Ok(staged)
+        Ok((staged, transferred))
     }
 
     /// Upload the local `file` as `path`, based on `base` (`None`: must not exist).
@@ -245,6 +248,11 @@ impl Remote {
             stale => Ok(stale),
         }
     }
+}
+
+/// Bytes a download moved over the network (a resumed one only the rest).
+fn outcome_bytes(outcome: &DownloadOutcome) -> u64 {
+    outcome.size.saturating_sub(outcome.resumed_from)
 }
 
 /// A 2xx answer as it is; anything else as [`SyncError::Server`] with the server's message.
