@@ -39,7 +39,7 @@ case_collision, skipped, progress, idle ({changes}: both sides agree), planned
 Examples:
   ferry serve --sync-root notes=./server-notes
   ferry sync http://127.0.0.1:8080/notes ~/notes --token \"$FERRY_TOKEN\"
-  ferry sync http://127.0.0.1:8080/notes ~/notes --once --dry-run
+  ferry sync :8080/notes ~/notes --once --dry-run
   ferry sync http://127.0.0.1:8080/notes ~/notes --ignore '*.tmp' --ignore build/ --json
 
 Exit codes:
@@ -52,8 +52,8 @@ Exit codes:
 /// `ferry sync`.
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    /// The hub and the root, e.g. http://127.0.0.1:8080/default (the root is the last
-    /// path segment; `.../sync/ROOT` works too).
+    /// The hub and the root, e.g. http://127.0.0.1:8080/default or :8080/default (the
+    /// root is the last path segment; `.../sync/ROOT` works too).
     #[arg(value_name = "SERVER_URL/ROOT")]
     url: String,
     /// The local folder (it must exist).
@@ -107,7 +107,8 @@ fn split_url(url: &str) -> Result<(String, String), String> {
 
 /// Run `ferry sync`.
 pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
-    let (server, root) = match split_url(&args.url) {
+    let url = crate::urls::complete(&args.url, crate::urls::Family::Http);
+    let (server, root) = match split_url(&url) {
         Ok(parts) => parts,
         Err(e) => {
             eprintln!("error: {e}");
