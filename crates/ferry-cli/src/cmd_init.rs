@@ -315,6 +315,14 @@ pub fn check_config(config: &Config) -> ExitCode {
             .join(", ")
     );
     println!("{tls}");
+    for root in &config.sync.roots {
+        println!(
+            "sync root {}: {} on channel {}",
+            root.name,
+            root.path.display(),
+            root.channel_name()
+        );
+    }
     ExitCode::SUCCESS
 }
 

@@ -226,20 +226,25 @@ pub struct NamespaceConfig {
     pub compress: bool,
 }
 
+impl NamespaceConfig {
+    /// The defaults, as a constant (see each field).
+    pub const DEFAULT: NamespaceConfig = NamespaceConfig {
+        history_size: 100,
+        history_ttl_secs: 0,
+        presence: true,
+        join_leave: false,
+        allow_subscribe: true,
+        allow_publish: true,
+        allow_history: true,
+        allow_presence: true,
+        allow_anonymous: false,
+        compress: true,
+    };
+}
+
 impl Default for NamespaceConfig {
     fn default() -> Self {
-        NamespaceConfig {
-            history_size: 100,
-            history_ttl_secs: 0,
-            presence: true,
-            join_leave: false,
-            allow_subscribe: true,
-            allow_publish: true,
-            allow_history: true,
-            allow_presence: true,
-            allow_anonymous: false,
-            compress: true,
-        }
+        NamespaceConfig::DEFAULT
     }
 }
 
@@ -536,14 +541,7 @@ pub const SYNC_NAMESPACE_NAME: &str = "sync";
 pub static SYNC_NAMESPACE: NamespaceConfig = NamespaceConfig {
     history_size: 10_000,
     history_ttl_secs: 30 * 86_400,
-    presence: true,
-    join_leave: false,
-    allow_subscribe: true,
-    allow_publish: true,
-    allow_history: true,
-    allow_presence: true,
-    allow_anonymous: false,
-    compress: true,
+    ..NamespaceConfig::DEFAULT
 };
 
 /// File sync (`[sync]`): the roots this hub serves and watches.
@@ -915,6 +913,46 @@ mod tests {
             redact_credentials("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+    }
+
+    #[test]
+    fn sync_roots_are_parsed_checked_and_get_a_namespace_with_history() {
+        assert_eq!(SyncRootConfig::from_arg("docs=/srv/docs").name, "docs");
+        assert_eq!(
+            SyncRootConfig::from_arg("/srv/a=b").path,
+            PathBuf::from("/srv/a=b")
+        );
+        assert_eq!(SyncRootConfig::from_arg("/srv/x").name, "default");
+        let dir = std::env::temp_dir();
+        let mut cfg = Config::default();
+        assert!(cfg.namespace(Some("sync")).is_none(), "only with roots");
+        cfg.sync.roots = vec![SyncRootConfig::new("a", &dir)];
+        assert!(cfg.sync.check().is_ok());
+        assert_eq!(cfg.sync.roots[0].channel_name(), "sync:a");
+        assert_eq!(
+            cfg.namespace(Some("sync")).map(|n| n.history_size),
+            Some(10_000)
+        );
+        cfg.sync.roots.push(SyncRootConfig::new("a", &dir));
+        assert!(
+            cfg.sync
+                .check()
+                .is_err_and(|e| e.contains("two sync roots"))
+        );
+        cfg.sync.roots = vec![SyncRootConfig::new("bad name", &dir)];
+        assert!(cfg.sync.check().is_err());
+        cfg.sync.roots = vec![SyncRootConfig::new("a", dir.join("ferry-no-such-dir"))];
+        assert!(
+            cfg.sync
+                .check()
+                .is_err_and(|e| e.contains("create the directory"))
+        );
+        let from_toml: Config = toml::from_str(
+            "[[sync.roots]]\nname = \"docs\"\npath = \"/srv/docs\"\nmax_root_size = 10\n",
+        )
+        .expect("parse");
+        assert_eq!(from_toml.sync.roots[0].put_max_size, 16 << 20);
+        assert_eq!(from_toml.sync.roots[0].max_root_size, 10);
     }
 
     #[test]

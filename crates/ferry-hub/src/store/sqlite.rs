@@ -405,27 +405,39 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     Ok(conn)
 }
 
+/// Run the `migrations` that `PRAGMA user_version` says are pending, inside `tx`, and
+/// record the new version. `Ok(Err(found))` when the file's version is newer than this
+/// build knows (nothing is changed). Shared by every SQLite file of the hub (history, the
+/// sync indexes).
+pub(crate) fn apply_migrations(
+    tx: &rusqlite::Transaction<'_>,
+    migrations: &[&str],
+) -> rusqlite::Result<Result<(), u32>> {
+    let version: u32 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = migrations.len() as u32;
+    if version > known {
+        return Ok(Err(version));
+    }
+    for sql in &migrations[version as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    Ok(Ok(()))
+}
+
 /// Apply pending migrations (taking the file's write lock) and return the file's salt.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<String, StoreError> {
     let err = |e| StoreError::from_sqlite(path, e);
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
         .map_err(err)?;
-    let version: u32 = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err)?;
-    let known = MIGRATIONS.len() as u32;
-    if version > known {
+    if let Err(found) = apply_migrations(&tx, MIGRATIONS).map_err(err)? {
         return Err(StoreError::Newer {
             path: path.to_path_buf(),
-            found: version,
-            known,
+            found,
+            known: MIGRATIONS.len() as u32,
         });
     }
-    for sql in &MIGRATIONS[version as usize..] {
-        tx.execute_batch(sql).map_err(err)?;
-    }
-    tx.pragma_update(None, "user_version", known).map_err(err)?;
     let salt: Option<String> = tx
         .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
             r.get(0)

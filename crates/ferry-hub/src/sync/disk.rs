@@ -72,34 +72,42 @@ pub fn resolve(root: &Path, path: &SyncPath) -> Result<PathBuf, SyncError> {
             continue;
         }
         match std::fs::symlink_metadata(&full) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(SyncError::new(
-                    400,
-                    "SYMLINK",
-                    format!(
-                        "{:?} goes through a symbolic link ({}); links are never followed",
-                        path.as_str(),
-                        components[..=i].join("/")
-                    ),
-                ));
-            }
-            Ok(meta) if !meta.is_dir() => {
-                return Err(SyncError::new(
-                    409,
-                    "NOT_A_DIRECTORY",
-                    format!(
-                        "{:?}: {} is a file, not a directory",
-                        path.as_str(),
-                        components[..=i].join("/")
-                    ),
-                ));
-            }
-            Ok(_) => {}
+            Ok(meta) => must_be_dir(&meta, path, &components[..=i].join("/"))?,
             // The rest does not exist yet: nothing below can be a link.
             Err(_) => checking = false,
         }
     }
     Ok(full)
+}
+
+/// Refuse `component` (an existing ancestor of `path`, or `path`) when it is a symlink or
+/// not a directory.
+fn must_be_dir(
+    meta: &std::fs::Metadata,
+    path: &SyncPath,
+    component: &str,
+) -> Result<(), SyncError> {
+    if meta.file_type().is_symlink() {
+        Err(SyncError::new(
+            400,
+            "SYMLINK",
+            format!(
+                "{:?} goes through a symbolic link ({component}); links are never followed",
+                path.as_str()
+            ),
+        ))
+    } else if !meta.is_dir() {
+        Err(SyncError::new(
+            409,
+            "NOT_A_DIRECTORY",
+            format!(
+                "{:?}: {component} is a file, not a directory",
+                path.as_str()
+            ),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// What is at `full` (`None`: nothing, or something that is not synced, like a symlink).
@@ -134,26 +142,9 @@ pub fn create_dirs(
     }
     for dir in chain.into_iter().rev() {
         let full = resolve(root, &dir)?;
-        match std::fs::symlink_metadata(&full) {
-            Ok(meta) if meta.is_dir() => continue,
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(SyncError::new(
-                    400,
-                    "SYMLINK",
-                    format!(
-                        "{:?} is a symbolic link; links are never followed",
-                        dir.as_str()
-                    ),
-                ));
-            }
-            Ok(_) => {
-                return Err(SyncError::new(
-                    409,
-                    "NOT_A_DIRECTORY",
-                    format!("{:?} is a file, not a directory", dir.as_str()),
-                ));
-            }
-            Err(_) => {}
+        if let Ok(meta) = std::fs::symlink_metadata(&full) {
+            must_be_dir(&meta, path, dir.as_str())?;
+            continue;
         }
         match std::fs::create_dir(&full) {
             Ok(()) => created.push(dir),

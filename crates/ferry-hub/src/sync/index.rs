@@ -6,8 +6,8 @@
 //! and publishes only differences), what the manifest is read from, and what a delta since
 //! a version is computed from. It is written only under the root's lock
 //! ([`super::root::SyncRoot`]); every change and the version it gets commit in one
-//! transaction. Schema versions are `PRAGMA user_version` with ordered migrations, as in
-//! `store/sqlite.rs`.
+//! transaction. Schema versions are `PRAGMA user_version` with ordered migrations
+//! (`store::sqlite::apply_migrations`, shared with the history file).
 
 use std::path::Path;
 
@@ -96,22 +96,15 @@ impl SyncIndex {
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
             .map_err(err)?;
-        let version: u32 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        let known = MIGRATIONS.len() as u32;
-        if version > known {
+        if let Err(found) = crate::store::sqlite::apply_migrations(&tx, MIGRATIONS).map_err(err)? {
             return Err(IndexError {
                 path: shown,
                 message: format!(
-                    "schema version {version} is newer than this build knows ({known}); run the newer ferry or move the file away (the root is rescanned)"
+                    "schema version {found} is newer than this build knows ({}); run the newer ferry or move the file away (the root is then rescanned)",
+                    MIGRATIONS.len()
                 ),
             });
         }
-        for sql in &MIGRATIONS[version as usize..] {
-            tx.execute_batch(sql).map_err(err)?;
-        }
-        tx.pragma_update(None, "user_version", known).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(SyncIndex { conn, path: shown })
     }

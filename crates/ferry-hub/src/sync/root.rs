@@ -332,18 +332,8 @@ impl SyncRoot {
             version: 0,
             deleted: false,
         };
-        let mut rows: Vec<ManifestEntry> = created.iter().map(dir_entry).collect();
-        rows.push(entry.clone());
-        let op = self
-            .record(&mut index, op_of(OpKind::Put, &entry, None), rows, author)
-            .await?;
-        Ok((
-            ManifestEntry {
-                version: op.version,
-                ..entry
-            },
-            current.is_none(),
-        ))
+        let entry = self.record_put(&mut index, entry, &created, author).await?;
+        Ok((entry, current.is_none()))
     }
 
     /// Create the directory `path` (and its parents). Returns its entry and whether it
@@ -368,18 +358,32 @@ impl SyncRoot {
             None => self.check_case(&index, path, None)?,
         }
         let created = disk::create_dirs(&self.dir, path, true)?;
-        let entry = dir_entry(path);
-        let rows: Vec<ManifestEntry> = created.iter().map(dir_entry).collect();
-        let op = self
-            .record(&mut index, op_of(OpKind::Put, &entry, None), rows, author)
+        let entry = self
+            .record_put(&mut index, dir_entry(path), &created, author)
             .await?;
-        Ok((
-            ManifestEntry {
-                version: op.version,
-                ..entry
-            },
-            true,
-        ))
+        Ok((entry, true))
+    }
+
+    /// Record and publish the `put` of `entry`, with the directories created for it;
+    /// returns the entry with its version.
+    async fn record_put(
+        &self,
+        index: &mut SyncIndex,
+        entry: ManifestEntry,
+        created: &[SyncPath],
+        author: &Author,
+    ) -> Result<ManifestEntry, SyncError> {
+        let mut rows: Vec<ManifestEntry> = created.iter().map(dir_entry).collect();
+        if !created.iter().any(|c| c.as_str() == entry.path) {
+            rows.push(entry.clone());
+        }
+        let op = self
+            .record(index, op_of(OpKind::Put, &entry, None), rows, author)
+            .await?;
+        Ok(ManifestEntry {
+            version: op.version,
+            ..entry
+        })
     }
 
     /// Delete the file or directory (with everything below it) at `path`, if `base`

@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ferry_proto::sync::{
-    BASE_HEADER, CommitRequest, MAX_MANIFEST_PAGE, ManifestEntry, RenameRequest, SERVER_SOURCE,
-    SOURCE_HEADER, SyncPath, is_sha256_hex,
+    BASE_HEADER, CommitRequest, FileOp, MAX_MANIFEST_PAGE, ManifestEntry, OpKind, RenameRequest,
+    SERVER_SOURCE, SOURCE_HEADER, SyncPath, is_sha256_hex,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Capability, Identity};
 use crate::error::HubError;
-use crate::sync::root::{Author, Base};
+use crate::sync::root::{Author, Base, Limit};
 use crate::sync::{SyncError, SyncRoot, SyncRoots};
 use crate::uploads::{Access, UploadStore};
 
@@ -213,8 +213,31 @@ fn entry_reply(created: bool, entry: ManifestEntry) -> Response {
     response
 }
 
-fn reply(result: Result<Response, SyncError>) -> Response {
-    result.unwrap_or_else(IntoResponse::into_response)
+/// The root and author of a change: Publish on the root's channel, and a valid
+/// `x-ferry-sync-source`.
+fn writer(
+    state: &SyncState,
+    name: &str,
+    headers: &HeaderMap,
+    token: Option<&str>,
+) -> Result<(Arc<SyncRoot>, Author), SyncError> {
+    let (root, identity) = authorized(state, name, headers, token, Capability::Publish)?;
+    let author = author(headers, &identity)?;
+    Ok((root, author))
+}
+
+/// The entry an operation left at its path.
+fn entry_after(op: FileOp) -> ManifestEntry {
+    let deleted = op.op == OpKind::Delete;
+    ManifestEntry {
+        path: op.path,
+        dir: op.dir,
+        size: op.size,
+        sha256: op.sha256,
+        modified: op.modified,
+        version: op.version,
+        deleted,
+    }
 }
 
 /// `GET /sync/{root}/manifest?since=V&after=PATH&limit=N`.
@@ -223,33 +246,28 @@ async fn manifest(
     Path(root): Path<String>,
     query: Result<Query<ManifestQuery>, QueryRejection>,
     headers: HeaderMap,
-) -> Response {
-    reply(
-        async {
-            let Query(q) = query.map_err(|e| SyncError::invalid(e.body_text()))?;
-            let (root, _) = authorized(
-                &state,
-                &root,
-                &headers,
-                q.token.as_deref(),
-                Capability::Subscribe,
-            )?;
-            let after = q.after.as_deref().map(SyncPath::parse).transpose()?;
-            let page = root
-                .manifest(
-                    q.since,
-                    after.as_ref(),
-                    q.limit.unwrap_or(MAX_MANIFEST_PAGE),
-                )
-                .await?;
-            let mut response = Json(page).into_response();
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok(response)
-        }
-        .await,
-    )
+) -> Result<Response, SyncError> {
+    let Query(q) = query.map_err(|e| SyncError::invalid(e.body_text()))?;
+    let (root, _) = authorized(
+        &state,
+        &root,
+        &headers,
+        q.token.as_deref(),
+        Capability::Subscribe,
+    )?;
+    let after = q.after.as_deref().map(SyncPath::parse).transpose()?;
+    let page = root
+        .manifest(
+            q.since,
+            after.as_ref(),
+            q.limit.unwrap_or(MAX_MANIFEST_PAGE),
+        )
+        .await?;
+    let mut response = Json(page).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// `GET|HEAD /sync/{root}/files/{path}`: the bytes, with `ETag`, `Range`, `If-Range`.
@@ -258,34 +276,51 @@ async fn download(
     path: Result<Path<(String, String)>, PathRejection>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
-) -> Response {
-    reply(
-        async {
-            let (root, path) = path_of(path)?;
-            let (root, _) = authorized(
-                &state,
-                &root,
-                &headers,
-                q.token.as_deref(),
-                Capability::Subscribe,
-            )?;
-            let (entry, file) = root.open_file(&path).await?;
-            let builder = Response::builder()
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .header(header::CACHE_CONTROL, "private, no-cache")
-                .header("x-content-type-options", "nosniff")
-                .header(VERSION_HEADER, entry.version);
-            super::tus::ranged_file(
-                file,
-                entry.sha256.as_deref().unwrap_or_default(),
-                &headers,
-                builder,
-            )
-            .await
-            .map_err(|e| SyncError::internal("reading a file", e))
-        }
-        .await,
+) -> Result<Response, SyncError> {
+    let (root, path) = path_of(path)?;
+    let (root, _) = authorized(
+        &state,
+        &root,
+        &headers,
+        q.token.as_deref(),
+        Capability::Subscribe,
+    )?;
+    let (entry, file) = root.open_file(&path).await?;
+    let builder = Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CACHE_CONTROL, "private, no-cache")
+        .header("x-content-type-options", "nosniff")
+        .header(VERSION_HEADER, entry.version);
+    super::tus::ranged_file(
+        file,
+        entry.sha256.as_deref().unwrap_or_default(),
+        &headers,
+        builder,
     )
+    .await
+    .map_err(|e| SyncError::internal("reading a file", e))
+}
+
+/// The limit of a `PUT` body: `put_max_size`, or `max_file_size` when smaller.
+fn put_limit(root: &SyncRoot) -> Limit {
+    let config = root.config();
+    let message = if config.put_max_size < config.max_file_size {
+        format!(
+            "a PUT body may hold {} bytes (put_max_size); send larger files as a tus upload (POST /files/) and POST /sync/{}/commit",
+            config.put_max_size,
+            root.name()
+        )
+    } else {
+        format!(
+            "files in sync root {:?} may hold {} bytes (max_file_size)",
+            root.name(),
+            config.max_file_size
+        )
+    };
+    Limit {
+        bytes: config.put_max_size.min(config.max_file_size),
+        error: SyncError::new(413, "TOO_LARGE", message),
+    }
 }
 
 /// `PUT /sync/{root}/files/{path}`: the body becomes the file, if the base matches.
@@ -295,57 +330,21 @@ async fn put_file(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    reply(
-        async {
-            let (root, path) = path_of(path)?;
-            let (root, identity) =
-                authorized(&state, &root, &headers, q.token.as_deref(), Capability::Publish)?;
-            let author = author(&headers, &identity)?;
-            let base = base(&headers)?;
-            let config = root.config();
-            let limit = if config.put_max_size < config.max_file_size {
-                crate::sync::root::Limit {
-                    bytes: config.put_max_size,
-                    error: SyncError::new(
-                        413,
-                        "TOO_LARGE",
-                        format!(
-                            "a PUT body may hold {} bytes (put_max_size); send larger files as a tus upload (POST /files/) and POST /sync/{}/commit",
-                            config.put_max_size,
-                            root.name()
-                        ),
-                    ),
-                }
-            } else {
-                crate::sync::root::Limit {
-                    bytes: config.max_file_size,
-                    error: SyncError::new(
-                        413,
-                        "TOO_LARGE",
-                        format!(
-                            "files in sync root {:?} may hold {} bytes (max_file_size)",
-                            root.name(),
-                            config.max_file_size
-                        ),
-                    ),
-                }
-            };
-            let declared = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit.bytes) {
-                return Err(limit.error);
-            }
-            let staged = root.stage_body(body.into_data_stream(), limit).await?;
-            let (entry, created) = root
-                .put_file(&path, base.as_ref(), staged, &author)
-                .await?;
-            Ok(entry_reply(created, entry))
-        }
-        .await,
-    )
+) -> Result<Response, SyncError> {
+    let (root, path) = path_of(path)?;
+    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
+    let base = base(&headers)?;
+    let limit = put_limit(&root);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.bytes) {
+        return Err(limit.error);
+    }
+    let staged = root.stage_body(body.into_data_stream(), limit).await?;
+    let (entry, created) = root.put_file(&path, base.as_ref(), staged, &author).await?;
+    Ok(entry_reply(created, entry))
 }
 
 /// `PUT /sync/{root}/dirs/{path}`: create a directory and its parents.
@@ -354,23 +353,11 @@ async fn make_dir(
     path: Result<Path<(String, String)>, PathRejection>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
-) -> Response {
-    reply(
-        async {
-            let (root, path) = path_of(path)?;
-            let (root, identity) = authorized(
-                &state,
-                &root,
-                &headers,
-                q.token.as_deref(),
-                Capability::Publish,
-            )?;
-            let author = author(&headers, &identity)?;
-            let (entry, created) = root.make_dir(&path, &author).await?;
-            Ok(entry_reply(created, entry))
-        }
-        .await,
-    )
+) -> Result<Response, SyncError> {
+    let (root, path) = path_of(path)?;
+    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
+    let (entry, created) = root.make_dir(&path, &author).await?;
+    Ok(entry_reply(created, entry))
 }
 
 /// `DELETE /sync/{root}/files/{path}`: a file, or a directory with everything below it.
@@ -379,35 +366,12 @@ async fn delete(
     path: Result<Path<(String, String)>, PathRejection>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
-) -> Response {
-    reply(
-        async {
-            let (root, path) = path_of(path)?;
-            let (root, identity) = authorized(
-                &state,
-                &root,
-                &headers,
-                q.token.as_deref(),
-                Capability::Publish,
-            )?;
-            let author = author(&headers, &identity)?;
-            let base = base(&headers)?;
-            let op = root.delete(&path, base.as_ref(), &author).await?;
-            Ok(entry_reply(
-                false,
-                ManifestEntry {
-                    path: op.path,
-                    dir: op.dir,
-                    size: 0,
-                    sha256: None,
-                    modified: op.modified,
-                    version: op.version,
-                    deleted: true,
-                },
-            ))
-        }
-        .await,
-    )
+) -> Result<Response, SyncError> {
+    let (root, path) = path_of(path)?;
+    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
+    let base = base(&headers)?;
+    let op = root.delete(&path, base.as_ref(), &author).await?;
+    Ok(entry_reply(false, entry_after(op)))
 }
 
 /// `POST /sync/{root}/rename` with a [`RenameRequest`].
@@ -417,36 +381,13 @@ async fn rename(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
     body: Result<Json<RenameRequest>, JsonRejection>,
-) -> Response {
-    reply(
-        async {
-            let (root, identity) = authorized(
-                &state,
-                &root,
-                &headers,
-                q.token.as_deref(),
-                Capability::Publish,
-            )?;
-            let author = author(&headers, &identity)?;
-            let request = json_of(body)?;
-            let from = SyncPath::parse(&request.from)?;
-            let to = SyncPath::parse(&request.to)?;
-            let op = root.rename(&from, &to, &author).await?;
-            Ok(entry_reply(
-                false,
-                ManifestEntry {
-                    path: op.path,
-                    dir: op.dir,
-                    size: op.size,
-                    sha256: op.sha256,
-                    modified: op.modified,
-                    version: op.version,
-                    deleted: false,
-                },
-            ))
-        }
-        .await,
-    )
+) -> Result<Response, SyncError> {
+    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
+    let request = json_of(body)?;
+    let from = SyncPath::parse(&request.from)?;
+    let to = SyncPath::parse(&request.to)?;
+    let op = root.rename(&from, &to, &author).await?;
+    Ok(entry_reply(false, entry_after(op)))
 }
 
 /// `POST /sync/{root}/commit` with a [`CommitRequest`]: a finished tus upload becomes a
@@ -458,61 +399,53 @@ async fn commit(
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
     body: Result<Json<CommitRequest>, JsonRejection>,
-) -> Response {
-    reply(
-        async {
-            let (root, identity) =
-                authorized(&state, &root, &headers, q.token.as_deref(), Capability::Publish)?;
-            let author = author(&headers, &identity)?;
-            let base = base(&headers)?;
-            let request = json_of(body)?;
-            let path = SyncPath::parse(&request.path)?;
-            if !is_sha256_hex(&request.sha256) {
-                return Err(SyncError::invalid("sha256 must be lowercase hex"));
-            }
-            let store = state.uploads.as_ref().ok_or_else(|| {
-                SyncError::new(404, "NOT_FOUND", "uploads are turned off on this hub")
-            })?;
-            let access = Access {
-                user: identity.user.clone(),
-                admin: false,
-            };
-            let (info, data) = store
-                .download(&request.upload, &access)
-                .map_err(|e| SyncError::new(e.status, "UPLOAD", e.message))?;
-            if info.sha256.as_deref() != Some(request.sha256.as_str()) {
-                return Err(SyncError::new(
-                    400,
-                    "CHECKSUM_MISMATCH",
-                    format!(
-                        "upload {} has sha256 {}, not the {} you sent",
-                        info.id,
-                        info.sha256.as_deref().unwrap_or("(none)"),
-                        request.sha256
-                    ),
-                ));
-            }
-            let size = info.length.unwrap_or(0);
-            let max = root.config().max_file_size;
-            if size > max {
-                return Err(SyncError::new(
-                    413,
-                    "TOO_LARGE",
-                    format!(
-                        "files in sync root {:?} may hold {max} bytes (max_file_size)",
-                        root.name()
-                    ),
-                ));
-            }
-            let staged = root.stage_upload(&data, size, &request.sha256).await?;
-            let (entry, created) = root
-                .put_file(&path, base.as_ref(), staged, &author)
-                .await?;
-            if let Err(e) = store.delete(&request.upload, &access).await {
-                tracing::warn!(upload = %request.upload, error = %e, "sync: a committed upload could not be removed");
-            }
-            Ok(entry_reply(created, entry))
-        }
-        .await,
-    )
+) -> Result<Response, SyncError> {
+    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
+    let base = base(&headers)?;
+    let request = json_of(body)?;
+    let path = SyncPath::parse(&request.path)?;
+    if !is_sha256_hex(&request.sha256) {
+        return Err(SyncError::invalid("sha256 must be lowercase hex"));
+    }
+    let store = state
+        .uploads
+        .as_ref()
+        .ok_or_else(|| SyncError::new(404, "NOT_FOUND", "uploads are turned off on this hub"))?;
+    let access = Access {
+        user: author.user.clone(),
+        admin: false,
+    };
+    let (info, data) = store
+        .download(&request.upload, &access)
+        .map_err(|e| SyncError::new(e.status, "UPLOAD", e.message))?;
+    if info.sha256.as_deref() != Some(request.sha256.as_str()) {
+        return Err(SyncError::new(
+            400,
+            "CHECKSUM_MISMATCH",
+            format!(
+                "upload {} has sha256 {}, not the {} you sent",
+                info.id,
+                info.sha256.as_deref().unwrap_or("(none)"),
+                request.sha256
+            ),
+        ));
+    }
+    let size = info.length.unwrap_or(0);
+    let max = root.config().max_file_size;
+    if size > max {
+        return Err(SyncError::new(
+            413,
+            "TOO_LARGE",
+            format!(
+                "files in sync root {:?} may hold {max} bytes (max_file_size)",
+                root.name()
+            ),
+        ));
+    }
+    let staged = root.stage_upload(&data, size, &request.sha256).await?;
+    let (entry, created) = root.put_file(&path, base.as_ref(), staged, &author).await?;
+    if let Err(e) = store.delete(&request.upload, &access).await {
+        tracing::warn!(upload = %request.upload, error = %e, "sync: a committed upload could not be removed");
+    }
+    Ok(entry_reply(created, entry))
 }
