@@ -178,6 +178,10 @@ impl Engine {
                 .remote
                 .manifest_page(since.max(1), after.as_deref(), None)
                 .await?;
+            if page.version < since {
+                // The server's index was reset: only the whole manifest is right now.
+                return self.load_manifest().await;
+            }
             version = Some(version.map_or(page.version, |v: Version| v.min(page.version)));
             for entry in page.entries {
                 entries += 1;
@@ -390,6 +394,9 @@ impl Engine {
         if ignore.digest != self.ignore.digest {
             self.ignore = ignore;
             self.needs_manifest = true;
+        }
+        if self.needs_manifest {
+            self.load_manifest().await?;
         }
         let dir = self.config.dir.clone();
         let ignore = self.ignore.clone();

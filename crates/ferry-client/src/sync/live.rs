@@ -275,8 +275,7 @@ pub(crate) async fn run(engine: &mut Engine) -> Result<(), SyncError> {
                 dirty = true;
             }
         }
-        if engine.needs_manifest && !dirty && engine.load_manifest().await.is_ok() {
-            dirty = true;
-        }
+        // A manifest to read again (a failed delta) is read by the next round.
+        dirty |= engine.needs_manifest;
     }
 }
