@@ -48,11 +48,16 @@ struct Hub {
 
 impl Hub {
     async fn start() -> Hub {
+        Self::start_with(&[]).await
+    }
+
+    /// With extra `ferry serve` arguments.
+    async fn start_with(extra: &[&str]) -> Hub {
         let root = tempfile::tempdir().expect("root dir");
         let arg = format!("default={}", root.path().display());
-        let server = FerryServer::start(&["--sync-root", &arg])
-            .await
-            .expect("ferry serve starts");
+        let mut args = vec!["--sync-root", &arg];
+        args.extend_from_slice(extra);
+        let server = FerryServer::start(&args).await.expect("ferry serve starts");
         Hub { server, root }
     }
 
@@ -574,6 +579,51 @@ async fn an_offline_client_catches_up_from_history_without_the_manifest() {
         after
             .iter()
             .all(|e| !(e["event"] == "downloaded" && e["path"] == "keep.txt")),
+        "{after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_away_longer_than_the_history_catches_up_by_a_manifest_delta() {
+    // The sync namespace keeps only 2 operations: the gap cannot be recovered.
+    let config = tempfile::tempdir().expect("config dir");
+    let file = config.path().join("ferry.toml");
+    std::fs::write(&file, "[namespaces.sync]\nhistory_size = 2\n").expect("write config");
+    let hub = Hub::start_with(&["--config", file.to_str().expect("utf-8")]).await;
+    let a = SyncClient::start(&hub, "alpha", &[]).await;
+    let mut b = SyncClient::start(&hub, "bravo", &[]).await;
+    a.write("old.txt", b"before");
+    a.write("stays.txt", b"unchanged");
+    wait_content(&[b.dir.path()], "old.txt", b"before", &[&a, &b]).await;
+    settled_after_downloads(&b, &["old.txt", "stays.txt"]).await;
+    b.kill().await;
+    for i in 0..5 {
+        a.write(&format!("while-away-{i}.txt"), format!("op {i}").as_bytes());
+    }
+    std::fs::remove_file(a.path("old.txt")).expect("delete");
+    wait_gone(&[hub.root()], "old.txt", &[&a]).await;
+    wait_content(&[hub.root()], "while-away-4.txt", b"op 4", &[&a]).await;
+
+    b.restart();
+    for i in 0..5 {
+        let name = format!("while-away-{i}.txt");
+        wait_content(&[b.dir.path()], &name, format!("op {i}").as_bytes(), &[&b]).await;
+    }
+    wait_gone(&[b.dir.path()], "old.txt", &[&b]).await;
+    let caught_up = b
+        .wait_event("caught up", |e| e["event"] == "caught_up")
+        .await;
+    assert_eq!(caught_up["via"], "manifest_delta", "{caught_up}");
+    let entries = caught_up["entries"].as_u64().unwrap_or(0);
+    assert!(
+        (6..10).contains(&entries),
+        "the delta lists the 5 new files and the tombstone, not the whole tree: {caught_up}"
+    );
+    let after = b.events_since_restart();
+    assert!(
+        after
+            .iter()
+            .all(|e| !(e["event"] == "downloaded" && e["path"] == "stays.txt")),
         "{after:?}"
     );
 }
