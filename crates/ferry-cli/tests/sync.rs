@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{API_KEY, FerryServer, JWT_SECRET};
+use support::{API_KEY, FerryServer};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -23,21 +23,10 @@ const PATIENCE: Duration = Duration::from_secs(240);
 
 /// A token that may read and write every sync root.
 fn writer_token(user: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({
-            "sub": user,
-            "exp": exp,
-            "caps": [{"channels": ["sync:*"], "allow": ["subscribe", "publish", "history"]}],
-        }),
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    support::token_with(
+        user,
+        json!({"caps": [{"channels": ["sync:*"], "allow": ["subscribe", "publish", "history"]}]}),
     )
-    .expect("HS256 signing cannot fail")
 }
 
 /// A hub with one root, `default`, served from a temporary directory.
@@ -373,6 +362,17 @@ async fn settled_after_downloads(client: &SyncClient, paths: &[&str]) {
     assert!(done.is_some(), "not settled\n{}", client.describe());
 }
 
+/// `client` did not download `path` since it was last restarted.
+fn assert_not_downloaded(client: &SyncClient, path: &str) {
+    let after = client.events_since_restart();
+    assert!(
+        after
+            .iter()
+            .all(|e| !(e["event"] == "downloaded" && e["path"] == path)),
+        "{path} was downloaded again: {after:?}"
+    );
+}
+
 async fn idle(client: &SyncClient) {
     client
         .wait_event("an idle event", |e| e["event"] == "idle")
@@ -575,12 +575,7 @@ async fn an_offline_client_catches_up_from_history_without_the_manifest() {
         "only the changed content travelled: {after:?}"
     );
     // Nothing b already had travelled again.
-    assert!(
-        after
-            .iter()
-            .all(|e| !(e["event"] == "downloaded" && e["path"] == "keep.txt")),
-        "{after:?}"
-    );
+    assert_not_downloaded(&b, "keep.txt");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,13 +614,7 @@ async fn a_client_away_longer_than_the_history_catches_up_by_a_manifest_delta() 
         (6..10).contains(&entries),
         "the delta lists the 5 new files and the tombstone, not the whole tree: {caught_up}"
     );
-    let after = b.events_since_restart();
-    assert!(
-        after
-            .iter()
-            .all(|e| !(e["event"] == "downloaded" && e["path"] == "stays.txt")),
-        "{after:?}"
-    );
+    assert_not_downloaded(&b, "stays.txt");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

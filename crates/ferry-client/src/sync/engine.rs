@@ -280,16 +280,7 @@ impl Engine {
     }
 
     fn rename_in_view(&mut self, from: &SyncPath, to: &SyncPath, op: &FileOp) {
-        let moved: Vec<(SyncPath, ManifestEntry)> = self
-            .view
-            .iter()
-            .filter(|(k, _)| k.starts_with(from))
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect();
-        for (k, _) in &moved {
-            self.view.remove(k);
-        }
-        for (k, mut e) in moved {
+        for (k, mut e) in take_subtree(&mut self.view, from) {
             let Some(new) = rebase(&k, from, to) else {
                 continue;
             };
@@ -326,14 +317,7 @@ impl Engine {
         if std::fs::rename(&src, &dst).is_err() {
             return;
         }
-        let moved: Vec<(SyncPath, IndexEntry)> = self
-            .index
-            .iter()
-            .filter(|(k, _)| k.starts_with(from))
-            .map(|(k, e)| (k.clone(), e.clone()))
-            .collect();
-        for (k, e) in moved {
-            self.index.remove(&k);
+        for (k, e) in take_subtree(&mut self.index, from) {
             if let Some(new) = rebase(&k, from, to) {
                 self.index.insert(new, e);
             }
@@ -428,7 +412,7 @@ impl Engine {
         if self.config.dry_run {
             for action in &actions {
                 self.emit(SyncEvent::Planned {
-                    action: action_name(action).to_string(),
+                    action: action.name().to_string(),
                     path: action.path().to_string(),
                 });
             }
@@ -909,6 +893,18 @@ impl Engine {
     }
 }
 
+/// Remove `from` and everything below it from `map`; what was removed.
+fn take_subtree<V>(map: &mut BTreeMap<SyncPath, V>, from: &SyncPath) -> Vec<(SyncPath, V)> {
+    let keys: Vec<SyncPath> = map
+        .keys()
+        .filter(|k| k.starts_with(from))
+        .cloned()
+        .collect();
+    keys.into_iter()
+        .filter_map(|k| map.remove(&k).map(|v| (k, v)))
+        .collect()
+}
+
 fn rebase(path: &SyncPath, from: &SyncPath, to: &SyncPath) -> Option<SyncPath> {
     let rest = &path.as_str()[from.as_str().len()..];
     SyncPath::parse(&format!("{to}{rest}")).ok()
@@ -935,20 +931,6 @@ fn entry_from_op(path: &SyncPath, op: &FileOp) -> ManifestEntry {
         modified: op.modified,
         version: op.version,
         deleted: false,
-    }
-}
-
-fn action_name(action: &Action) -> &'static str {
-    match action {
-        Action::DeleteLocal { .. } => "delete_local",
-        Action::DeleteRemote { .. } => "delete_remote",
-        Action::MoveAside { .. } => "conflict_copy",
-        Action::MkdirLocal { .. } => "mkdir_local",
-        Action::MkdirRemote { .. } => "mkdir_remote",
-        Action::Download { .. } => "download",
-        Action::Upload { .. } => "upload",
-        Action::Record { .. } => "record",
-        Action::Forget { .. } => "forget",
     }
 }
 

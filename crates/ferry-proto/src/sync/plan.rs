@@ -153,6 +153,23 @@ impl Action {
         }
     }
 
+    /// A stable name for reports (`ferry sync --dry-run`): `delete_local`,
+    /// `delete_remote`, `conflict_copy`, `mkdir_local`, `mkdir_remote`, `download`,
+    /// `upload`, `record`, `forget`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::DeleteLocal { .. } => "delete_local",
+            Action::DeleteRemote { .. } => "delete_remote",
+            Action::MoveAside { .. } => "conflict_copy",
+            Action::MkdirLocal { .. } => "mkdir_local",
+            Action::MkdirRemote { .. } => "mkdir_remote",
+            Action::Download { .. } => "download",
+            Action::Upload { .. } => "upload",
+            Action::Record { .. } => "record",
+            Action::Forget { .. } => "forget",
+        }
+    }
+
     /// Order of execution: deletes (deepest first), moves aside, directories (parents
     /// first), transfers, index bookkeeping.
     fn phase(&self) -> u8 {
@@ -559,20 +576,7 @@ mod tests {
     fn kinds(actions: &[Action]) -> Vec<String> {
         actions
             .iter()
-            .map(|a| {
-                let name = match a {
-                    Action::DeleteLocal { .. } => "delete_local",
-                    Action::DeleteRemote { .. } => "delete_remote",
-                    Action::MoveAside { .. } => "move_aside",
-                    Action::MkdirLocal { .. } => "mkdir_local",
-                    Action::MkdirRemote { .. } => "mkdir_remote",
-                    Action::Download { .. } => "download",
-                    Action::Upload { .. } => "upload",
-                    Action::Record { .. } => "record",
-                    Action::Forget { .. } => "forget",
-                };
-                format!("{name} {}", a.path())
-            })
+            .map(|a| format!("{} {}", a.name(), a.path()))
             .collect()
     }
 
@@ -824,7 +828,7 @@ mod tests {
             ("d", Some("/"), Some("/"), Some("f")),
             ("d/new", None, Some("n"), None),
         ]);
-        assert_eq!(kinds(&actions), ["move_aside d", "download d"]);
+        assert_eq!(kinds(&actions), ["conflict_copy d", "download d"]);
         // Locally `d` became a file while the server added `d/new`: the file moves aside.
         let actions = run(&[
             ("d", Some("/"), Some("f"), Some("/")),
@@ -833,7 +837,7 @@ mod tests {
         assert_eq!(
             kinds(&actions),
             [
-                "move_aside d",
+                "conflict_copy d",
                 "mkdir_local d",
                 "upload d (conflict from laptop 2026-11-30)",
                 "download d/new"
