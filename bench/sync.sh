@@ -44,6 +44,8 @@ mkdir -p "$WORK/rsync-dst"
 cat >"$WORK/rsyncd.conf" <<EOF
 pid file = $WORK/rsyncd.pid
 use chroot = no
+uid = $(id -u)
+gid = $(id -g)
 [dst]
     path = $WORK/rsync-dst
     read only = no
@@ -116,6 +118,8 @@ def rsync_push(src):
     return time.monotonic() - t
 
 a, b = Client("a"), Client("b")
+import atexit
+atexit.register(lambda: [c.proc and c.proc.poll() is None and c.proc.kill() for c in (a, b)])
 a.start(); b.start()
 wait("both clients idle", lambda: a.idle_count() and b.idle_count())
 
@@ -126,6 +130,7 @@ t0 = time.monotonic()
 os.rename(os.path.join(src, "small"), os.path.join(a.dir, "small"))
 t1 = wait(f"{FILES} files on B", lambda: count_files(os.path.join(b.dir, "small")) >= FILES, step=0.05)
 small_ferry = t1 - t0
+print(f"small files: ferry {small_ferry:.2f} s", file=sys.stderr)
 small_tree(src, FILES)
 small_rsync = rsync_push(os.path.join(src, "small"))
 rows.append((f"{FILES:,} small files (~{20 * 8} B each)", small_ferry, small_rsync))
@@ -139,6 +144,7 @@ os.rename(big, os.path.join(a.dir, "big.bin"))
 target = os.path.join(b.dir, "big.bin")
 t1 = wait("the big file on B", lambda: os.path.exists(target) and os.path.getsize(target) == size, step=0.01)
 big_ferry = t1 - t0
+print(f"big file: ferry {big_ferry:.2f} s, rsync {big_rsync:.2f} s", file=sys.stderr)
 rows.append((f"one {BIG_MIB} MiB file", big_ferry, big_rsync))
 
 # 3. Save → appears latency, one save at a time.

@@ -63,6 +63,15 @@ pub(crate) struct Engine {
     /// Whether the view must be read again from the whole manifest.
     pub needs_manifest: bool,
     changes: usize,
+    /// Live mode: rounds rescan only the paths the watcher reported (and those the
+    /// client changed itself) on top of the last scan.
+    pub incremental: bool,
+    /// The last scan, brought up to date by `changed_paths` in live mode.
+    local_cache: Option<BTreeMap<SyncPath, LocalEntry>>,
+    /// Paths to examine again before the next plan.
+    changed_paths: std::collections::BTreeSet<SyncPath>,
+    /// The next scan must walk the whole folder (watcher overflow, new ignore patterns).
+    full_scan: bool,
 }
 
 impl Engine {
@@ -105,6 +114,10 @@ impl Engine {
             reported_skips: Default::default(),
             needs_manifest,
             changes: 0,
+            incremental: false,
+            local_cache: None,
+            changed_paths: Default::default(),
+            full_scan: true,
         })
     }
 
@@ -355,18 +368,52 @@ impl Engine {
 
     /// Save the index; the channel position and version only when everything the view
     /// knows was applied (`agreed`), so that a restart recovers what is still pending.
+    /// Nothing is written when nothing changed.
     fn save(&mut self, agreed: bool) -> Result<(), SyncError> {
-        self.state.index = self
+        let index: BTreeMap<String, IndexEntry> = self
             .index
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
+        let mut changed = index != self.state.index;
+        self.state.index = index;
         if agreed {
+            changed |= self.state.position != self.position
+                || self.state.version != self.version
+                || self.state.ignore_digest != self.ignore.digest;
             self.state.position = self.position.clone();
             self.state.version = self.version;
             self.state.ignore_digest = self.ignore.digest.clone();
         }
-        self.state.save(&self.config.dir)
+        if changed || !state_dir(&self.config.dir).join("state.json").exists() {
+            self.state.save(&self.config.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Paths the watcher reported (absolute); `None`: it lost track, rescan everything.
+    pub fn note_changes(&mut self, paths: Option<Vec<PathBuf>>) {
+        let Some(paths) = paths else {
+            self.full_scan = true;
+            return;
+        };
+        for abs in paths {
+            let Ok(rel) = abs.strip_prefix(&self.config.dir) else {
+                self.full_scan = true;
+                continue;
+            };
+            let Some(rel) = rel.to_str() else {
+                continue;
+            };
+            if rel.is_empty() {
+                self.full_scan = true;
+                continue;
+            }
+            // Paths inside the state directory, or names the scan skips anyway, fail.
+            if let Ok(path) = SyncPath::parse(&rel.replace(std::path::MAIN_SEPARATOR, "/")) {
+                self.changed_paths.insert(path);
+            }
+        }
     }
 
     /// One round: scan, plan, execute. Returns the number of actions and of those that
@@ -378,6 +425,7 @@ impl Engine {
         if ignore.digest != self.ignore.digest {
             self.ignore = ignore;
             self.needs_manifest = true;
+            self.full_scan = true;
         }
         if self.needs_manifest {
             self.load_manifest().await?;
@@ -385,9 +433,25 @@ impl Engine {
         let dir = self.config.dir.clone();
         let ignore = self.ignore.clone();
         let index = self.index.clone();
-        let found = tokio::task::spawn_blocking(move || scan::scan(&dir, &ignore, &index))
-            .await
-            .map_err(|e| SyncError::State(format!("scan task failed: {e}")))??;
+        let previous = match (self.incremental, self.full_scan) {
+            (true, false) => self.local_cache.take(),
+            _ => None,
+        };
+        self.full_scan = false;
+        let changed = std::mem::take(&mut self.changed_paths);
+        let found = tokio::task::spawn_blocking(move || match previous {
+            Some(previous) => scan::rescan(&dir, &ignore, &index, previous, &changed),
+            None => scan::scan(&dir, &ignore, &index),
+        })
+        .await
+        .map_err(|e| SyncError::State(format!("scan task failed: {e}")))?;
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                self.full_scan = true;
+                return Err(e);
+            }
+        };
         for (path, reason) in &found.skipped {
             self.skip(path, reason.clone());
         }
@@ -420,6 +484,13 @@ impl Engine {
         }
         let count = actions.len();
         let mut failed = 0;
+        // What this round changes on disk is examined again by the next one.
+        for action in &actions {
+            self.changed_paths.insert(action.path().clone());
+            if let Action::MoveAside { to, .. } = action {
+                self.changed_paths.insert(to.clone());
+            }
+        }
         // The plan lists transfers together, after every delete, move and directory
         // and before the bookkeeping: run them concurrently, then apply each result.
         let (transfers, rest): (Vec<Action>, Vec<Action>) = actions
@@ -467,6 +538,7 @@ impl Engine {
         }
         if let Some(e) = connection_error {
             self.save(false)?;
+            self.full_scan = true;
             return Err(e);
         }
         for action in after {
@@ -476,6 +548,7 @@ impl Engine {
                 failed += 1;
             }
         }
+        self.local_cache = Some(local);
         Ok((count, failed))
     }
 

@@ -140,21 +140,30 @@ fn apply(engine: &mut Engine, p: &ferry_proto::envelope::Publication) -> bool {
     }
 }
 
-/// Watch `dir` recursively; every debounced batch outside the state directory sends a
-/// unit on `tx`.
-fn watch(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Result<impl Drop + use<>, SyncError> {
+/// Watch `dir` recursively; every debounced batch sends the paths it names outside the
+/// state directory on `tx`, or `None` when the watcher lost track (overflow, error).
+fn watch(
+    dir: &Path,
+    tx: mpsc::UnboundedSender<Option<Vec<PathBuf>>>,
+) -> Result<impl Drop + use<>, SyncError> {
     let state: PathBuf = dir.join(STATE_DIR);
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-        let relevant = match result {
-            Ok(events) => events
-                .iter()
-                .any(|e| e.paths.iter().any(|p| !p.starts_with(&state))),
-            // Overflow or a watcher error: the next round rescans everything anyway.
-            Err(_) => true,
+        let message = match result {
+            Ok(events) => {
+                let paths: Vec<PathBuf> = events
+                    .iter()
+                    .flat_map(|e| e.paths.iter())
+                    .filter(|p| !p.starts_with(&state))
+                    .cloned()
+                    .collect();
+                if paths.is_empty() {
+                    return;
+                }
+                Some(paths)
+            }
+            Err(_) => None,
         };
-        if relevant {
-            let _ = tx.send(());
-        }
+        let _ = tx.send(message);
     })
     .map_err(|e| SyncError::State(format!("cannot watch {}: {e}", dir.display())))?;
     debouncer
@@ -209,6 +218,7 @@ async fn handle(engine: &mut Engine, event: SubscriptionEvent) -> bool {
 /// Live mode: reconcile, then follow both sides until an error retrying cannot fix.
 pub(crate) async fn run(engine: &mut Engine) -> Result<(), SyncError> {
     engine.clean_staging(None);
+    engine.incremental = true;
     let (watch_tx, mut watch_rx) = mpsc::unbounded_channel();
     let _watcher = watch(engine.dir(), watch_tx)?;
     let mut delay = RETRY_MIN;
@@ -269,7 +279,13 @@ pub(crate) async fn run(engine: &mut Engine) -> Result<(), SyncError> {
                     dirty = true;
                 }
             },
-            Some(()) = watch_rx.recv() => dirty = true,
+            Some(changes) = watch_rx.recv() => {
+                engine.note_changes(changes);
+                while let Ok(changes) = watch_rx.try_recv() {
+                    engine.note_changes(changes);
+                }
+                dirty = true;
+            }
             () = retry => {
                 retry_at = None;
                 dirty = true;

@@ -353,6 +353,9 @@ impl SyncClientBuilder {
                 self.dir.display()
             )));
         }
+        // The watcher reports absolute paths under the folder as it was given: one
+        // spelling of it, so that they can be made relative again.
+        let dir = std::fs::canonicalize(&self.dir).map_err(|e| SyncError::io(&self.dir, e))?;
         let http = match self.http {
             Some(http) => http,
             None => Http::builder()
@@ -367,7 +370,7 @@ impl SyncClientBuilder {
                 config: Config {
                     server,
                     root: self.root,
-                    dir: self.dir,
+                    dir,
                     token: self.token,
                     ignore: self.ignore,
                     host,

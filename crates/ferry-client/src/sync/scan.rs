@@ -3,9 +3,9 @@
 //! modification time changed since the index recorded them, and the file hash itself.
 //! Symbolic links are never followed: a scan skips them and reports them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use ferry_proto::sync::plan::{IndexEntry, LocalEntry};
@@ -85,8 +85,68 @@ pub(crate) fn scan(
     index: &BTreeMap<SyncPath, IndexEntry>,
 ) -> Result<Scan, SyncError> {
     let mut out = Scan::default();
-    let mut stack: Vec<(PathBuf, Option<SyncPath>)> = vec![(dir.to_path_buf(), None)];
-    while let Some((abs, rel)) = stack.pop() {
+    walk(dir, None, ignore, index, &mut out)?;
+    Ok(out)
+}
+
+/// Bring `previous` (an earlier scan) up to date for the paths a watcher reported as
+/// changed: each is examined again, with everything below it when it is a directory, and
+/// its parents are added when they are new. Blocking.
+pub(crate) fn rescan(
+    dir: &Path,
+    ignore: &Ignore,
+    index: &BTreeMap<SyncPath, IndexEntry>,
+    previous: BTreeMap<SyncPath, LocalEntry>,
+    changed: &BTreeSet<SyncPath>,
+) -> Result<Scan, SyncError> {
+    let mut out = Scan {
+        entries: previous,
+        ..Scan::default()
+    };
+    for path in changed {
+        let stale: Vec<SyncPath> = out
+            .entries
+            .range(path.clone()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.as_str().starts_with(path.as_str()))
+            .filter(|k| k.starts_with(path))
+            .cloned()
+            .collect();
+        for k in stale {
+            out.entries.remove(&k);
+        }
+        let mut ancestors: Vec<SyncPath> = Vec::new();
+        let mut cur = path.parent();
+        while let Some(parent) = cur {
+            cur = parent.parent();
+            ancestors.push(parent);
+        }
+        for ancestor in ancestors.into_iter().rev() {
+            if !out.entries.contains_key(&ancestor) {
+                examine(dir, &ancestor, ignore, index, &mut out)?;
+            }
+        }
+        if examine(dir, path, ignore, index, &mut out)? == Some(true) {
+            walk(dir, Some(path.clone()), ignore, index, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Scan everything below `start` (the folder itself for `None`) into `out`.
+fn walk(
+    dir: &Path,
+    start: Option<SyncPath>,
+    ignore: &Ignore,
+    index: &BTreeMap<SyncPath, IndexEntry>,
+    out: &mut Scan,
+) -> Result<(), SyncError> {
+    let mut stack: Vec<Option<SyncPath>> = vec![start];
+    while let Some(rel) = stack.pop() {
+        let abs = match &rel {
+            Some(rel) => dir.join(rel.as_str()),
+            None => dir.to_path_buf(),
+        };
         let reader = match std::fs::read_dir(&abs) {
             Ok(r) => r,
             // Removed while we walked: the watcher will tell us again.
@@ -117,66 +177,78 @@ pub(crate) fn scan(
                     continue;
                 }
             };
-            let meta = match std::fs::symlink_metadata(item.path()) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(SyncError::io(&item.path(), e)),
-            };
-            if meta.file_type().is_symlink() {
-                out.skipped
-                    .push((joined, "a symbolic link (never followed)".into()));
-                continue;
+            if examine(dir, &path, ignore, index, out)? == Some(true) {
+                stack.push(Some(path));
             }
-            let is_dir = meta.is_dir();
-            if !is_dir && !meta.is_file() {
-                out.skipped.push((joined, "not a regular file".into()));
-                continue;
-            }
-            if ignore.is_ignored(&path, is_dir) {
-                continue;
-            }
-            let modified = mtime_ms(&meta);
-            if is_dir {
-                stack.push((item.path(), Some(path.clone())));
-                out.entries.insert(
-                    path,
-                    LocalEntry {
-                        dir: true,
-                        sha256: None,
-                        size: 0,
-                        modified,
-                    },
-                );
-                continue;
-            }
-            let size = meta.len();
-            let known = index
-                .get(&path)
-                .filter(|e| !e.dir && e.size == size && e.modified == modified)
-                .and_then(|e| e.sha256.clone());
-            let sha256 = match known {
-                Some(sha) => sha,
-                None => match hash_file(&item.path()) {
-                    Ok(sha) => {
-                        out.hashed += size;
-                        sha
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(SyncError::io(&item.path(), e)),
-                },
-            };
-            out.entries.insert(
-                path,
-                LocalEntry {
-                    dir: false,
-                    sha256: Some(sha256),
-                    size,
-                    modified,
-                },
-            );
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Look at one path and record it in `out`: `Some(is_dir)` when it is synced, `None`
+/// when it is absent, ignored or skipped (links, special files).
+fn examine(
+    dir: &Path,
+    path: &SyncPath,
+    ignore: &Ignore,
+    index: &BTreeMap<SyncPath, IndexEntry>,
+    out: &mut Scan,
+) -> Result<Option<bool>, SyncError> {
+    let abs = dir.join(path.as_str());
+    let meta = match std::fs::symlink_metadata(&abs) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SyncError::io(&abs, e)),
+    };
+    if meta.file_type().is_symlink() {
+        out.skipped
+            .push((path.to_string(), "a symbolic link (never followed)".into()));
+        return Ok(None);
+    }
+    let is_dir = meta.is_dir();
+    if !is_dir && !meta.is_file() {
+        out.skipped
+            .push((path.to_string(), "not a regular file".into()));
+        return Ok(None);
+    }
+    if ignore.is_ignored(path, is_dir) {
+        return Ok(None);
+    }
+    let modified = mtime_ms(&meta);
+    if is_dir {
+        let entry = LocalEntry {
+            dir: true,
+            sha256: None,
+            size: 0,
+            modified,
+        };
+        out.entries.insert(path.clone(), entry);
+        return Ok(Some(true));
+    }
+    let size = meta.len();
+    let known = index
+        .get(path)
+        .filter(|e| !e.dir && e.size == size && e.modified == modified)
+        .and_then(|e| e.sha256.clone());
+    let sha256 = match known {
+        Some(sha) => sha,
+        None => match hash_file(&abs) {
+            Ok(sha) => {
+                out.hashed += size;
+                sha
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SyncError::io(&abs, e)),
+        },
+    };
+    let entry = LocalEntry {
+        dir: false,
+        sha256: Some(sha256),
+        size,
+        modified,
+    };
+    out.entries.insert(path.clone(), entry);
+    Ok(Some(false))
 }
 
 /// Modification time in milliseconds since the Unix epoch (0 when unknown).
@@ -274,5 +346,16 @@ mod tests {
         #[cfg(unix)]
         assert!(check_no_link_above(root, &p("link/passwd")).is_err());
         assert!(check_no_link_above(root, &p("a/b/new")).is_ok());
+
+        // Incremental: a new directory with a file, a removed file, nothing else read.
+        std::fs::create_dir_all(root.join("n/m")).expect("mkdir");
+        std::fs::write(root.join("n/m/g.txt"), "new").expect("write");
+        std::fs::remove_file(root.join("a/b/f.txt")).expect("remove");
+        let changed = BTreeSet::from([p("n"), p("a/b/f.txt")]);
+        let again =
+            rescan(root, &ignore, &BTreeMap::new(), found.entries, &changed).expect("rescan");
+        let paths: Vec<&str> = again.entries.keys().map(|p| p.as_str()).collect();
+        assert_eq!(paths, [".ferryignore", "a", "a/b", "n", "n/m", "n/m/g.txt"]);
+        assert_eq!(again.hashed, 3);
     }
 }
