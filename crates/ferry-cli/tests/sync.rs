@@ -691,6 +691,39 @@ async fn a_client_killed_mid_download_leaves_no_partial_file_and_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_mid_upload_resumes_and_the_others_get_the_whole_file() {
+    let hub = Hub::start().await;
+    let mut a = SyncClient::start(&hub, "alpha", &[]).await;
+    let b = SyncClient::start(&hub, "bravo", &[]).await;
+    idle(&a).await;
+    let staging = tempfile::tempdir().expect("staging");
+    let sha = write_big(&staging.path().join("big.bin"), 200 << 20);
+    std::fs::rename(staging.path().join("big.bin"), a.path("big.bin")).expect("move in");
+    a.wait_event("upload progress", |e| {
+        e["event"] == "progress"
+            && e["path"] == "big.bin"
+            && e["to"] == "remote"
+            && e["loaded"].as_u64() < e["total"].as_u64()
+    })
+    .await;
+    a.kill().await;
+    // Neither the server's folder nor b shows a partial file, then or later.
+    for dir in [hub.root(), b.dir.path()] {
+        if let Ok(m) = std::fs::metadata(dir.join("big.bin")) {
+            assert_eq!(m.len(), 200 << 20, "a partial file in {}", dir.display());
+        }
+    }
+    a.restart();
+    wait_sha(&[hub.root(), b.dir.path()], "big.bin", &sha, &[&a, &b]).await;
+    let uploaded = a
+        .wait_event("the upload", |e| {
+            e["event"] == "uploaded" && e["path"] == "big.bin"
+        })
+        .await;
+    assert_eq!(uploaded["resumable"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_paths_and_links_write_nothing_outside_the_folder() {
     let hub = Hub::start().await;
     let outside = tempfile::tempdir().expect("outside");
