@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use ferry_client::sync::{SyncClient, SyncError, SyncEvent};
+use ferry_client::sync::{CatchUp, Side, SyncClient, SyncError, SyncEvent};
+use ferry_proto::ErrorCode;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Shown after `ferry sync --help`.
@@ -160,10 +161,20 @@ fn report(error: &SyncError, json: bool) -> ExitCode {
         _ => 1,
     };
     eprintln!("error: {error}");
-    if let SyncError::Server {
-        status: 401 | 403, ..
-    } = error
-    {
+    let refused = match error {
+        SyncError::Server { status, .. } => matches!(status, 401 | 403),
+        SyncError::Hub(e) => matches!(
+            e.server_code(),
+            Some(
+                ErrorCode::AuthRequired
+                    | ErrorCode::AuthFailed
+                    | ErrorCode::AuthExpired
+                    | ErrorCode::PermissionDenied
+            )
+        ),
+        _ => false,
+    };
+    if refused {
         eprintln!(
             "hint: pass a token with Subscribe and Publish on the root's channel, e.g. --token \"$(ferry token --user me --caps '[{{\"channels\":[\"sync:*\"],\"allow\":[\"subscribe\",\"publish\"]}}]')\""
         );
@@ -225,8 +236,8 @@ async fn print_events(mut events: tokio::sync::mpsc::UnboundedReceiver<SyncEvent
                     format!("downloaded  {path} ({size} bytes, {transferred} transferred)")
                 }
             }
-            SyncEvent::Created { path, side } => format!("created     {path}/ ({side:?})"),
-            SyncEvent::Deleted { path, side } => format!("deleted     {path} ({side:?})"),
+            SyncEvent::Created { path, side } => format!("created     {path}/ ({})", where_(*side)),
+            SyncEvent::Deleted { path, side } => format!("deleted     {path} ({})", where_(*side)),
             SyncEvent::Renamed { from, to, .. } => format!("renamed     {from} -> {to}"),
             SyncEvent::Conflict { path, copy } => {
                 format!("conflict    {path}: the server's version kept, yours saved as {copy}")
@@ -238,7 +249,13 @@ async fn print_events(mut events: tokio::sync::mpsc::UnboundedReceiver<SyncEvent
             SyncEvent::Planned { action, path } => format!("would {action:<13} {path}"),
             SyncEvent::CaughtUp {
                 via, ops, entries, ..
-            } => format!("caught up   via {via:?} ({ops} operations, {entries} manifest entries)"),
+            } => match via {
+                CatchUp::Manifest => format!("caught up   from the manifest ({entries} entries)"),
+                CatchUp::History => format!("caught up   from history ({ops} operations missed)"),
+                CatchUp::ManifestDelta => {
+                    format!("caught up   from a manifest delta ({entries} entries changed)")
+                }
+            },
             SyncEvent::Idle { changes } => format!("in sync     ({changes} changes)"),
             SyncEvent::Error { path, message } => match path {
                 Some(p) => format!("error       {p}: {message}"),
@@ -247,7 +264,15 @@ async fn print_events(mut events: tokio::sync::mpsc::UnboundedReceiver<SyncEvent
             SyncEvent::Scanned { .. } => continue,
             _ => continue,
         };
-        let _ = multi.println(line);
+        // Above the bars on a terminal; plain stdout lines otherwise.
+        multi.suspend(|| println!("{line}"));
+    }
+}
+
+fn where_(side: Side) -> &'static str {
+    match side {
+        Side::Local => "here",
+        Side::Remote => "on the server",
     }
 }
 
