@@ -169,13 +169,12 @@ impl SyncClient {
 
     fn describe(&self) -> String {
         let events = self.events.lock().expect("events");
-        let tail: Vec<String> = events
+        let shown: Vec<String> = events
             .iter()
-            .rev()
-            .take(40)
-            .rev()
+            .filter(|e| !matches!(e["event"].as_str(), Some("idle" | "scanned" | "progress")))
             .map(|e| e.to_string())
             .collect();
+        let tail = &shown[shown.len().saturating_sub(60)..];
         format!(
             "client {}: last events:\n{}\nstderr:\n{}",
             self.name,
@@ -427,15 +426,32 @@ async fn creates_updates_renames_and_deletes_reach_every_client() {
     .await;
     wait_gone(&everywhere, "top.txt", &all).await;
     wait_gone(&everywhere, "notes", &all).await;
-    // A rename travels as a delete and a put; the other clients find the content in
-    // what they just deleted and download nothing.
+    // c renamed on the server (one `POST rename` per file, nothing uploaded again); the
+    // rename reaches the others as operations that cost them no download.
+    c.wait_event("the rename sent as a rename", |e| {
+        e["event"] == "renamed" && e["from"] == "top.txt" && e["to"] == "renamed.txt"
+    })
+    .await;
+    assert!(
+        c.events_since_restart()
+            .iter()
+            .all(|e| !(e["event"] == "uploaded" && e["path"] == "renamed.txt")),
+        "{}",
+        c.describe()
+    );
     for client in [&a, &b] {
-        let moved = client
-            .wait_event("renamed.txt downloaded", |e| {
-                e["event"] == "downloaded" && e["path"] == "renamed.txt"
+        client
+            .wait_event("renamed.txt renamed locally", |e| {
+                e["event"] == "renamed" && e["to"] == "renamed.txt" && e["side"] == "local"
             })
             .await;
-        assert_eq!(moved["transferred"], 0, "{moved}\n{}", client.describe());
+        let fetched: u64 = client
+            .events_since_restart()
+            .iter()
+            .filter(|e| e["event"] == "downloaded" && e["path"] == "renamed.txt")
+            .map(|e| e["transferred"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(fetched, 0, "{}", client.describe());
     }
 
     // Delete on a.

@@ -298,6 +298,31 @@ impl Client {
                 Action::Forget { path } => {
                     self.index.remove(&path);
                 }
+                Action::RenameRemote { from, path, base } => {
+                    // The server moves whatever `from` holds (no base check there); the
+                    // client checks what it knows first and records `path` only when the
+                    // moved content is what it has.
+                    if server.sha_at(&from) != Some(Some(base.clone()))
+                        || server.tree.contains_key(&path)
+                    {
+                        continue;
+                    }
+                    let before = server.tree.clone();
+                    if !move_tree(&mut server.tree, &from, &path) {
+                        continue;
+                    }
+                    for k in server.tree.keys() {
+                        if !before.contains_key(k) {
+                            server.version += 1;
+                            server.versions.insert(k.clone(), server.version);
+                        }
+                    }
+                    self.index.remove(&from);
+                    let here = self.disk.get(&path).copied();
+                    if here == Some(Node::File(content_of(&base))) {
+                        self.record(&path, server);
+                    }
+                }
             }
         }
     }

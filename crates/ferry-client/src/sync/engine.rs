@@ -330,6 +330,9 @@ impl Engine {
         if std::fs::rename(&src, &dst).is_err() {
             return;
         }
+        // The next round must see the move even before the watcher reports it.
+        self.changed_paths.insert(from.clone());
+        self.changed_paths.insert(to.clone());
         for (k, e) in take_subtree(&mut self.index, from) {
             if let Some(new) = rebase(&k, from, to) {
                 self.index.insert(new, e);
@@ -714,6 +717,41 @@ impl Engine {
             Action::Download { .. } | Action::Upload { .. } => {
                 let done = self.transfer(action, local).await;
                 self.finish(done?, local)?;
+            }
+            Action::RenameRemote { from, path, base } => {
+                // The server's rename takes no base: check what this client knows first.
+                let known = self.view.get(&from).and_then(|e| e.sha256.as_deref());
+                if known != Some(base.as_str()) || self.view.contains_key(&path) {
+                    return Err(SyncError::Changed(format!(
+                        "{from} changed on the server meanwhile; the next round decides again"
+                    )));
+                }
+                let entry = self.remote.rename(&from, &path).await?;
+                take_subtree(&mut self.view, &from);
+                self.view.insert(path.clone(), entry.clone());
+                self.index.remove(&from);
+                // Moved content other than ours (changed just before the rename) is not
+                // recorded: the next round sees both versions and keeps both.
+                if entry.sha256.as_deref() == Some(base.as_str())
+                    && let Some(seen) = local.get(&path)
+                {
+                    self.index.insert(
+                        path.clone(),
+                        IndexEntry {
+                            dir: false,
+                            sha256: entry.sha256.clone(),
+                            size: seen.size,
+                            modified: seen.modified,
+                            version: entry.version,
+                        },
+                    );
+                }
+                self.changes += 1;
+                self.emit(SyncEvent::Renamed {
+                    from: from.to_string(),
+                    to: path.to_string(),
+                    side: Side::Remote,
+                });
             }
             Action::Record { path, entry } => self.record_local(&path, &entry),
             Action::Forget { path } => {

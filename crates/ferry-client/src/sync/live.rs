@@ -150,8 +150,10 @@ fn watch(
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
         let message = match result {
             Ok(events) => {
+                // Reads (the scan's own opens included) change nothing.
                 let paths: Vec<PathBuf> = events
                     .iter()
+                    .filter(|e| !e.kind.is_access())
                     .flat_map(|e| e.paths.iter())
                     .filter(|p| !p.starts_with(&state))
                     .cloned()

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry_proto::sync::{
-    BASE_HEADER, CommitRequest, ManifestEntry, ManifestPage, SOURCE_HEADER, SyncPath, Version,
-    is_sha256_hex,
+    BASE_HEADER, CommitRequest, ManifestEntry, ManifestPage, RenameRequest, SOURCE_HEADER,
+    SyncPath, Version, is_sha256_hex,
 };
 use http::StatusCode;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -230,6 +230,21 @@ impl Remote {
             .send()
             .await?;
         let response = check(response, "making a directory").await?;
+        Ok(response.json().await?)
+    }
+
+    /// `POST rename` from `from` to `to`; the entry at `to`.
+    pub async fn rename(&self, from: &SyncPath, to: &SyncPath) -> Result<ManifestEntry, SyncError> {
+        let request = RenameRequest {
+            from: from.to_string(),
+            to: to.to_string(),
+        };
+        let response = self
+            .authorize(self.http.post(&self.url("rename")))
+            .json(&request)
+            .send()
+            .await?;
+        let response = check(response, "renaming").await?;
         Ok(response.json().await?)
     }
 

@@ -135,6 +135,20 @@ pub enum Action {
         /// The path.
         path: SyncPath,
     },
+    /// A local rename: `from` was deleted here and a file with the content `from` had
+    /// (`base`) appeared at `path`, which the server does not have. `POST rename` moves
+    /// it on the server instead of a delete and an upload; done first, before deletions
+    /// empty the directories it leaves. If the server's `from` is no longer `base`, or
+    /// the rename is refused, the next round plans again (a delete against a
+    /// modification keeps the modification).
+    RenameRemote {
+        /// The old path.
+        from: SyncPath,
+        /// The new path.
+        path: SyncPath,
+        /// The content both had.
+        base: String,
+    },
 }
 
 impl Action {
@@ -147,6 +161,7 @@ impl Action {
             | Action::MkdirRemote { path }
             | Action::Upload { path, .. }
             | Action::Forget { path }
+            | Action::RenameRemote { path, .. }
             | Action::MkdirLocal { path, .. }
             | Action::Download { path, .. }
             | Action::Record { path, .. } => path,
@@ -167,21 +182,26 @@ impl Action {
             Action::Upload { .. } => "upload",
             Action::Record { .. } => "record",
             Action::Forget { .. } => "forget",
+            Action::RenameRemote { .. } => "rename_remote",
         }
     }
 
-    /// Order of execution: deletes (deepest first), moves aside, directories (parents
-    /// first), transfers, index bookkeeping.
+    /// Order of execution: remote renames, deletes (deepest first), moves aside,
+    /// directories (parents first), transfers, index bookkeeping.
     fn phase(&self) -> u8 {
         match self {
-            Action::DeleteLocal { .. } | Action::DeleteRemote { .. } => 0,
-            Action::MoveAside { .. } => 1,
-            Action::MkdirLocal { .. } | Action::MkdirRemote { .. } => 2,
-            Action::Download { .. } | Action::Upload { .. } => 3,
-            Action::Record { .. } | Action::Forget { .. } => 4,
+            Action::RenameRemote { .. } => 0,
+            Action::DeleteLocal { .. } | Action::DeleteRemote { .. } => DELETE_PHASE,
+            Action::MoveAside { .. } => 2,
+            Action::MkdirLocal { .. } | Action::MkdirRemote { .. } => 3,
+            Action::Download { .. } | Action::Upload { .. } => 4,
+            Action::Record { .. } | Action::Forget { .. } => 5,
         }
     }
 }
+
+/// The phase of deletions, which run deepest path first.
+const DELETE_PHASE: u8 = 1;
 
 /// How conflict copies are named: `conflict_copy_name(path, host, date, n)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -426,9 +446,10 @@ pub fn plan(
             }
         }
     }
+    pair_renames(&mut actions, local);
     actions.sort_by(|a, b| {
         a.phase().cmp(&b.phase()).then_with(|| {
-            if a.phase() == 0 {
+            if a.phase() == DELETE_PHASE {
                 b.path().cmp(a.path())
             } else {
                 a.path().cmp(b.path())
@@ -436,6 +457,46 @@ pub fn plan(
         })
     });
     actions
+}
+
+/// Turn a remote deletion of a file and the upload of a new local file with the same
+/// content into one [`Action::RenameRemote`].
+fn pair_renames(actions: &mut Vec<Action>, local: &BTreeMap<SyncPath, LocalEntry>) {
+    let mut deleted: HashMap<String, Vec<SyncPath>> = HashMap::new();
+    for action in actions.iter() {
+        if let Action::DeleteRemote {
+            path,
+            dir: false,
+            base: Some(sha),
+        } = action
+        {
+            deleted.entry(sha.clone()).or_default().push(path.clone());
+        }
+    }
+    if deleted.is_empty() {
+        return;
+    }
+    let mut renames = Vec::new();
+    for action in actions.iter() {
+        if let Action::Upload { path, base: None } = action
+            && let Some(sha) = local.get(path).and_then(|e| e.sha256.as_deref())
+            && let Some(from) = deleted.get_mut(sha).and_then(|v| v.pop())
+        {
+            renames.push((from, path.clone(), sha.to_string()));
+        }
+    }
+    for (from, to, sha) in renames {
+        actions.retain(|a| match a {
+            Action::DeleteRemote { path, .. } => *path != from,
+            Action::Upload { path, .. } => *path != to,
+            _ => true,
+        });
+        actions.push(Action::RenameRemote {
+            from,
+            path: to,
+            base: sha,
+        });
+    }
 }
 
 fn below<'a, V>(
@@ -842,6 +903,28 @@ mod tests {
                 "upload d (conflict from laptop 2026-11-30)",
                 "download d/new"
             ]
+        );
+    }
+
+    #[test]
+    fn a_local_rename_is_one_remote_rename_before_the_deletions() {
+        let actions = run(&[
+            ("old", Some("/"), None, Some("/")),
+            ("old/f.txt", Some("a"), None, Some("a")),
+            ("new", None, Some("/"), None),
+            ("new/f.txt", None, Some("a"), None),
+        ]);
+        assert_eq!(
+            kinds(&actions),
+            ["rename_remote new/f.txt", "delete_remote old", "mkdir_remote new"]
+        );
+        assert_eq!(
+            actions[0],
+            Action::RenameRemote {
+                from: p("old/f.txt"),
+                path: p("new/f.txt"),
+                base: "a".repeat(64)
+            }
         );
     }
 
