@@ -140,8 +140,9 @@ pub enum SyncEvent {
         /// Where.
         side: Side,
     },
-    /// A path was renamed (an operation from the server applied locally without
-    /// downloading anything).
+    /// A path was renamed: on the server (`remote`: a local rename sent as `POST
+    /// rename`, nothing uploaded again) or here (`local`: a rename from elsewhere applied
+    /// without downloading anything).
     Renamed {
         /// Old path.
         from: String,
