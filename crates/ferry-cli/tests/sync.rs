@@ -372,6 +372,35 @@ fn assert_not_downloaded(client: &SyncClient, path: &str) {
     );
 }
 
+/// Move a 200 MB `big.bin` into `from`'s folder and wait until `watched` reports a
+/// transfer of it towards `to` (`remote`: uploading, `local`: downloading) short of the
+/// end. Its sha256.
+async fn big_file_in_transit(from: &SyncClient, watched: &SyncClient, to: &str) -> String {
+    let staging = tempfile::tempdir().expect("staging");
+    let sha = write_big(&staging.path().join("big.bin"), 200 << 20);
+    std::fs::rename(staging.path().join("big.bin"), from.path("big.bin")).expect("move in");
+    watched
+        .wait_event("transfer progress", |e| {
+            e["event"] == "progress"
+                && e["path"] == "big.bin"
+                && e["to"] == to
+                && e["loaded"].as_u64() < e["total"].as_u64()
+        })
+        .await;
+    sha
+}
+
+/// alpha, bravo and charlie on `hub`, each past its first reconcile.
+async fn three_idle_clients(hub: &Hub) -> (SyncClient, SyncClient, SyncClient) {
+    let a = SyncClient::start(hub, "alpha", &[]).await;
+    let b = SyncClient::start(hub, "bravo", &[]).await;
+    let c = SyncClient::start(hub, "charlie", &[]).await;
+    for client in [&a, &b, &c] {
+        idle(client).await;
+    }
+    (a, b, c)
+}
+
 async fn idle(client: &SyncClient) {
     client
         .wait_event("an idle event", |e| e["event"] == "idle")
@@ -381,12 +410,7 @@ async fn idle(client: &SyncClient) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_updates_renames_and_deletes_reach_every_client() {
     let hub = Hub::start().await;
-    let a = SyncClient::start(&hub, "alpha", &[]).await;
-    let b = SyncClient::start(&hub, "bravo", &[]).await;
-    let c = SyncClient::start(&hub, "charlie", &[]).await;
-    for client in [&a, &b, &c] {
-        idle(client).await;
-    }
+    let (a, b, c) = three_idle_clients(&hub).await;
     let all = [&a, &b, &c];
     let everywhere = [a.dir.path(), b.dir.path(), c.dir.path(), hub.root()];
 
@@ -486,12 +510,7 @@ async fn creates_updates_renames_and_deletes_reach_every_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_mb_file_reaches_every_client_intact() {
     let hub = Hub::start().await;
-    let a = SyncClient::start(&hub, "alpha", &[]).await;
-    let b = SyncClient::start(&hub, "bravo", &[]).await;
-    let c = SyncClient::start(&hub, "charlie", &[]).await;
-    for client in [&a, &b, &c] {
-        idle(client).await;
-    }
+    let (a, b, c) = three_idle_clients(&hub).await;
     // Written outside the folder and moved in, as a finished save lands.
     let staging = tempfile::tempdir().expect("staging");
     let sha = write_big(&staging.path().join("big.bin"), 200 << 20);
@@ -678,17 +697,8 @@ async fn a_client_killed_mid_download_leaves_no_partial_file_and_completes() {
     let a = SyncClient::start(&hub, "alpha", &[]).await;
     let mut b = SyncClient::start(&hub, "bravo", &[]).await;
     idle(&b).await;
-    let staging = tempfile::tempdir().expect("staging");
-    let sha = write_big(&staging.path().join("big.bin"), 200 << 20);
-    std::fs::rename(staging.path().join("big.bin"), a.path("big.bin")).expect("move in");
     // Kill b as soon as it reports download progress short of the end.
-    b.wait_event("download progress", |e| {
-        e["event"] == "progress"
-            && e["path"] == "big.bin"
-            && e["to"] == "local"
-            && e["loaded"].as_u64() < e["total"].as_u64()
-    })
-    .await;
+    let sha = big_file_in_transit(&a, &b, "local").await;
     b.kill().await;
     let part = b.path(&format!(".ferry-sync/tmp/{sha}.part"));
     eprintln!(
@@ -712,16 +722,7 @@ async fn a_client_killed_mid_upload_resumes_and_the_others_get_the_whole_file() 
     let mut a = SyncClient::start(&hub, "alpha", &[]).await;
     let b = SyncClient::start(&hub, "bravo", &[]).await;
     idle(&a).await;
-    let staging = tempfile::tempdir().expect("staging");
-    let sha = write_big(&staging.path().join("big.bin"), 200 << 20);
-    std::fs::rename(staging.path().join("big.bin"), a.path("big.bin")).expect("move in");
-    a.wait_event("upload progress", |e| {
-        e["event"] == "progress"
-            && e["path"] == "big.bin"
-            && e["to"] == "remote"
-            && e["loaded"].as_u64() < e["total"].as_u64()
-    })
-    .await;
+    let sha = big_file_in_transit(&a, &a, "remote").await;
     a.kill().await;
     // Neither the server's folder nor b shows a partial file, then or later.
     for dir in [hub.root(), b.dir.path()] {

@@ -576,6 +576,19 @@ impl Engine {
         state_dir(&self.config.dir).join("tmp")
     }
 
+    /// Index a file this client sent: the server's entry, with the size and time the
+    /// scan saw locally (so the next scan does not hash it again).
+    fn record_sent(&mut self, path: &SyncPath, entry: &ManifestEntry, seen: &LocalEntry) {
+        let indexed = IndexEntry {
+            dir: false,
+            sha256: entry.sha256.clone(),
+            size: seen.size,
+            modified: seen.modified,
+            version: entry.version,
+        };
+        self.index.insert(path.clone(), indexed);
+    }
+
     fn record_local(&mut self, path: &SyncPath, entry: &ManifestEntry) {
         let (size, modified) = match std::fs::symlink_metadata(self.abs(path)) {
             Ok(m) => (m.len(), scan::mtime_ms(&m)),
@@ -735,16 +748,7 @@ impl Engine {
                 if entry.sha256.as_deref() == Some(base.as_str())
                     && let Some(seen) = local.get(&path)
                 {
-                    self.index.insert(
-                        path.clone(),
-                        IndexEntry {
-                            dir: false,
-                            sha256: entry.sha256.clone(),
-                            size: seen.size,
-                            modified: seen.modified,
-                            version: entry.version,
-                        },
-                    );
+                    self.record_sent(&path, &entry, seen);
                 }
                 self.changes += 1;
                 self.emit(SyncEvent::Renamed {
@@ -883,16 +887,7 @@ impl Engine {
                 match outcome {
                     Outcome::Done(Some(entry)) => {
                         self.view.insert(path.clone(), entry.clone());
-                        self.index.insert(
-                            path.clone(),
-                            IndexEntry {
-                                dir: false,
-                                sha256: entry.sha256.clone(),
-                                size: seen.size,
-                                modified: seen.modified,
-                                version: entry.version,
-                            },
-                        );
+                        self.record_sent(&path, &entry, seen);
                         self.changes += 1;
                         self.emit(SyncEvent::Uploaded {
                             path: path.to_string(),
