@@ -916,7 +916,11 @@ mod tests {
         ]);
         assert_eq!(
             kinds(&actions),
-            ["rename_remote new/f.txt", "delete_remote old", "mkdir_remote new"]
+            [
+                "rename_remote new/f.txt",
+                "delete_remote old",
+                "mkdir_remote new"
+            ]
         );
         assert_eq!(
             actions[0],
