@@ -106,6 +106,13 @@ pub fn apply_dev(config: &mut Config) -> Result<(), String> {
     }
     config.allow_anonymous = true;
     config.default_namespace.allow_anonymous = true;
+    if !config.sync.roots.is_empty() {
+        // The sync roots' built-in namespace opens up like the configured ones.
+        config
+            .namespaces
+            .entry(ferry_hub::config::SYNC_NAMESPACE_NAME.to_string())
+            .or_insert_with(|| ferry_hub::config::SYNC_NAMESPACE.clone());
+    }
     for ns in config.namespaces.values_mut() {
         ns.allow_anonymous = true;
     }

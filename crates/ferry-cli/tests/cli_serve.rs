@@ -71,6 +71,62 @@ fn bad_configuration_exits_2_with_the_reason() {
 }
 
 #[test]
+fn sync_roots_from_flags_are_shown_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let root = |arg: &str| format!("docs={}", dir.path().join(arg).display());
+    ferry()
+        .current_dir(dir.path())
+        .args(["serve", "--print-config", "--sync-root", &root("shared")])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[[sync.roots]]"))
+        .stdout(predicate::str::contains("name = \"docs\""))
+        .stdout(predicate::str::contains("put_max_size = 16777216"));
+    // --dev opens the roots' built-in namespace to anonymous readers like the others.
+    ferry()
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--dev",
+            "--print-config",
+            "--sync-root",
+            &root("shared"),
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(
+            r"\[namespaces\.sync\]\nhistory_size = 10000\nhistory_ttl_secs = 2592000\n(\w+ = \w+\n)*allow_anonymous = true\n",
+        )
+        .unwrap());
+    ferry()
+        .current_dir(dir.path())
+        .args(["serve", "--check-config", "--sync-root", &root("shared")])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sync root docs:"))
+        .stdout(predicate::str::contains("on channel sync:docs"));
+    ferry()
+        .current_dir(dir.path())
+        .args(["serve", "--check-config", "--sync-root", &root("missing")])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("create the directory first"));
+    ferry()
+        .current_dir(dir.path())
+        .args(["serve", "--check-config", "--sync-root"])
+        .arg(root("shared"))
+        .arg("--sync-root")
+        .arg(root("shared"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "two sync roots are named \"docs\"",
+        ));
+}
+
+#[test]
 fn hash_password_makes_an_argon2_hash_that_verifies() {
     let out = ferry()
         .arg("hash-password")

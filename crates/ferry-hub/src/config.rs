@@ -629,6 +629,11 @@ pub fn valid_sync_root_name(name: &str) -> bool {
 }
 
 impl SyncConfig {
+    /// Whether `channel` is the channel of a root: only the hub publishes there.
+    pub fn is_root_channel(&self, channel: &str) -> bool {
+        self.roots.iter().any(|r| r.channel_name() == channel)
+    }
+
     /// Check the roots: names valid and unique, each path an existing directory. The
     /// error says which root and what to change.
     pub fn check(&self) -> Result<(), String> {

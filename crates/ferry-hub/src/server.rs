@@ -136,7 +136,7 @@ pub fn router(state: AppState) -> Router {
     let uploads = upload_store
         .clone()
         .map(|store| tus::routes(&state.hub, store, cors(&config)));
-    let sync_routes = sync::routes(state.sync.clone(), upload_store, cors(&config));
+    let sync_routes = sync::routes(&state.hub, state.sync.clone(), upload_store, cors(&config));
     let hsts = config.tls.enabled().then(|| config.tls.hsts_max_age());
     let app = app
         .layer(DefaultBodyLimit::max(config.limits.max_body_size))

@@ -44,12 +44,19 @@ impl Fixture {
     }
 
     async fn start_with(edit: impl FnOnce(&mut SyncRootConfig)) -> Fixture {
+        Self::start_full(edit, |_| {}).await
+    }
+
+    async fn start_full(
+        edit: impl FnOnce(&mut SyncRootConfig),
+        edit_hub: impl FnOnce(&mut Config),
+    ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("root")).unwrap();
         std::fs::create_dir(dir.path().join("outside")).unwrap();
         let mut root = SyncRootConfig::new(ROOT, dir.path().join("root"));
         edit(&mut root);
-        let server = start_server(dir.path(), root).await;
+        let server = start_server_with(dir.path(), root, edit_hub).await;
         let writer = token_with(json!({
             "sub": "writer",
             "exp": support::now() + 3600,
@@ -109,6 +116,45 @@ impl Fixture {
         r.json().await.unwrap()
     }
 
+    /// A finished tus upload of `content` as the writer: its URL path and id.
+    async fn tus_upload(&self, content: &[u8]) -> (String, String) {
+        let r = self
+            .http
+            .post(self.server.http("/files/"))
+            .bearer_auth(&self.writer)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-length", content.len().to_string())
+            .header("content-type", "application/offset+octet-stream")
+            .body(content.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        let upload = location.rsplit('/').next().unwrap().to_string();
+        (location, upload)
+    }
+
+    /// Nothing left behind in the staging directory.
+    fn assert_no_staging_files(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.root().join(".ferry-sync/tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "staging files left behind: {left:?}");
+    }
+
+    /// The paths of the full manifest.
+    async fn paths(&self) -> Vec<String> {
+        self.manifest("since=0")
+            .await
+            .entries
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
+    }
+
     /// A WebSocket subscribed to the root's channel.
     async fn subscribe(&self) -> WsClient {
         let mut ws = self.server.client("watcher").await;
@@ -119,8 +165,17 @@ impl Fixture {
 }
 
 async fn start_server(dir: &Path, root: SyncRootConfig) -> TestServer {
+    start_server_with(dir, root, |_| {}).await
+}
+
+async fn start_server_with(
+    dir: &Path,
+    root: SyncRootConfig,
+    edit: impl FnOnce(&mut Config),
+) -> TestServer {
     let data = dir.join("data");
     TestServer::start_with(move |c: &mut Config| {
+        edit(c);
         c.data_dir = data;
         c.sync.roots = vec![root];
         c.namespaces.insert(
@@ -196,31 +251,16 @@ async fn put_then_get_is_byte_exact_with_range_etag_and_one_operation() {
     );
     assert_eq!(r.bytes().await.unwrap(), content);
 
-    let r = f
-        .read("files/notes/a.bin")
-        .header("range", "bytes=10-19")
-        .send()
-        .await
-        .unwrap();
+    let get =
+        |name: &'static str, value: String| f.read("files/notes/a.bin").header(name, value).send();
+    let r = get("range", "bytes=10-19".into()).await.unwrap();
     assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(r.headers()["content-range"], "bytes 10-19/100000");
     assert_eq!(r.bytes().await.unwrap(), content[10..20]);
-
-    let r = f
-        .read("files/notes/a.bin")
-        .header("range", "bytes=100000-")
-        .send()
-        .await
-        .unwrap();
+    let r = get("range", "bytes=100000-".into()).await.unwrap();
     assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(r.headers()["content-range"], "bytes */100000");
-
-    let r = f
-        .read("files/notes/a.bin")
-        .header("if-none-match", etag.as_str())
-        .send()
-        .await
-        .unwrap();
+    let r = get("if-none-match", etag.clone()).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
 
     let r = f
@@ -287,13 +327,7 @@ async fn a_stale_base_is_412_with_the_current_entry_and_changes_nothing() {
         before,
         "no version spent"
     );
-    assert!(
-        std::fs::read_dir(f.root().join(".ferry-sync/tmp"))
-            .unwrap()
-            .next()
-            .is_none(),
-        "no staging file left behind"
-    );
+    f.assert_no_staging_files();
 
     let r = f
         .put("a.txt", b"client copy", Some(&sha(b"server copy")))
@@ -428,6 +462,34 @@ async fn directories_deletes_and_renames_publish_in_version_order() {
     let full = f.manifest("since=0").await;
     let paths: Vec<_> = full.entries.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(paths, ["g.txt", "z", "z/y"]);
+
+    // Files and directories are not mistaken for each other.
+    for (request, status, code) in [
+        (
+            f.write(Method::PUT, "files/g.txt/inner.txt").body("x"),
+            409,
+            "NOT_A_DIRECTORY",
+        ),
+        (
+            f.write(Method::PUT, "files/z").body("x"),
+            409,
+            "IS_A_DIRECTORY",
+        ),
+        (f.write(Method::PUT, "dirs/g.txt"), 409, "EXISTS"),
+        (
+            f.http.get(f.url("files/z")).bearer_auth(&f.reader),
+            409,
+            "IS_A_DIRECTORY",
+        ),
+    ] {
+        let (got, got_code, message) = error_code(request.send().await.unwrap()).await;
+        assert_eq!((got, got_code.as_str()), (status, code), "{message}");
+    }
+    assert_eq!(
+        f.manifest("since=0").await.version,
+        ops[5].version,
+        "nothing changed"
+    );
     f.server.stop().await;
 }
 
@@ -475,14 +537,11 @@ async fn changes_on_the_servers_disk_publish_with_source_server() {
         (OpKind::Rename, "moved", Some("new"), true),
         "{op:?}"
     );
-    let listed: Vec<_> = f
-        .manifest("since=0")
-        .await
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
-    assert!(listed.contains(&"moved/deep/n.txt".to_string()), "{listed:?}");
+    let listed = f.paths().await;
+    assert!(
+        listed.contains(&"moved/deep/n.txt".to_string()),
+        "{listed:?}"
+    );
 
     std::fs::remove_dir_all(f.root().join("moved")).unwrap();
     let (op, _) = next_op(&mut ws).await;
@@ -496,14 +555,20 @@ async fn changes_on_the_servers_disk_publish_with_source_server() {
     std::fs::write(f.root().join("after-link.txt"), b"x").unwrap();
     let (op, _) = next_op(&mut ws).await;
     assert_eq!(op.path, "after-link.txt");
-    let paths: Vec<_> = f
-        .manifest("since=0")
-        .await
-        .entries
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
+    let paths = f.paths().await;
     assert_eq!(paths, ["after-link.txt", "renamed.txt"]);
+
+    // A touch (new mtime, same content) is not a change.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(f.root().join("renamed.txt"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    std::fs::write(f.root().join("after-touch.txt"), b"t").unwrap();
+    let (op, _) = next_op(&mut ws).await;
+    assert_eq!(op.path, "after-touch.txt", "the touch published nothing");
 
     // An API write is seen by the watcher too, and publishes once.
     assert!(f.put("api.txt", b"api", None).await.status().is_success());
@@ -515,6 +580,19 @@ async fn changes_on_the_servers_disk_publish_with_source_server() {
     f.server.stop().await;
 }
 
+async fn channel_history(server: &TestServer) -> Vec<FileOp> {
+    let (_, history) = server
+        .api()
+        .post("/api/history", json!({"channel": CHANNEL, "limit": 100}))
+        .await;
+    history["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::from_value(p["data"].clone()).unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_restart_publishes_only_what_changed_while_the_hub_was_down() {
     let dir = tempfile::tempdir().unwrap();
@@ -522,52 +600,56 @@ async fn a_restart_publishes_only_what_changed_while_the_hub_was_down() {
     std::fs::create_dir(&root).unwrap();
     std::fs::write(root.join("same.txt"), b"unchanged").unwrap();
     std::fs::write(root.join("edited.txt"), b"before").unwrap();
+    std::fs::write(root.join("removed.txt"), b"removed").unwrap();
     std::fs::create_dir(root.join("sub")).unwrap();
     std::fs::write(root.join("sub/kept.txt"), b"kept").unwrap();
 
     let config = SyncRootConfig::new(ROOT, &root);
     let server = start_server(dir.path(), config.clone()).await;
-    let api = server.api();
-    let (_, history) = api
-        .post("/api/history", json!({"channel": CHANNEL, "limit": 100}))
-        .await;
-    let first: Vec<FileOp> = history["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| serde_json::from_value(p["data"].clone()).unwrap())
-        .collect();
+    let first = channel_history(&server).await;
     assert_eq!(
         first.len(),
-        4,
-        "the first scan publishes every path: {first:?}"
+        5,
+        "a new root's first scan publishes every path: {first:?}"
     );
     assert!(first.iter().all(|o| o.source == "server"));
     let version = first.last().unwrap().version;
     server.stop().await;
 
+    // While the hub is down: an edit, a delete, a move; same.txt is only touched.
     std::fs::write(root.join("edited.txt"), b"after, longer").unwrap();
-    let server = start_server(dir.path(), config).await;
-    let api = server.api();
-    let (_, history) = api
-        .post("/api/history", json!({"channel": CHANNEL, "limit": 100}))
-        .await;
-    let ops: Vec<FileOp> = history["publications"]
-        .as_array()
+    std::fs::remove_file(root.join("removed.txt")).unwrap();
+    std::fs::rename(root.join("sub/kept.txt"), root.join("kept-moved.txt")).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(root.join("same.txt"))
         .unwrap()
+        .set_modified(later)
+        .unwrap();
+
+    let server = start_server(dir.path(), config).await;
+    let ops = channel_history(&server).await;
+    let shape: Vec<_> = ops
         .iter()
-        .map(|p| serde_json::from_value(p["data"].clone()).unwrap())
+        .map(|o| (o.op, o.path.as_str(), o.from.as_deref(), o.version))
         .collect();
-    assert_eq!(ops.len(), 1, "{ops:?}");
-    assert_eq!(ops[0].path, "edited.txt");
-    assert_eq!(ops[0].op, OpKind::Put);
     assert_eq!(
-        ops[0].version,
-        version + 1,
-        "versions continue across restarts"
+        shape,
+        [
+            (
+                OpKind::Rename,
+                "kept-moved.txt",
+                Some("sub/kept.txt"),
+                version + 1
+            ),
+            (OpKind::Delete, "removed.txt", None, version + 2),
+            (OpKind::Put, "edited.txt", None, version + 3),
+        ],
+        "only the differences, versions continuing"
     );
     assert_eq!(
-        ops[0].sha256.as_deref(),
+        ops[2].sha256.as_deref(),
         Some(sha(b"after, longer").as_str())
     );
     server.stop().await;
@@ -624,6 +706,7 @@ async fn hostile_paths_are_refused_and_nothing_is_written_outside_the_root() {
         "/sync/docs/files/evil%E2%80%AEtxt.exe",
         "/sync/docs/files/.ferry-sync/tmp/x",
         "/sync/docs/files/a%5C..%5Cb",
+        "/sync/docs/files/not-utf8-%FF",
         "/sync/docs/dirs/%2E%2E",
     ] {
         let status = raw_status(&f, "PUT", target).await;
@@ -744,12 +827,7 @@ async fn file_and_root_size_limits() {
             .status()
             .is_success()
     );
-    assert!(
-        std::fs::read_dir(f.root().join(".ferry-sync/tmp"))
-            .unwrap()
-            .next()
-            .is_none()
-    );
+    f.assert_no_staging_files();
     f.server.stop().await;
 }
 
@@ -759,35 +837,27 @@ async fn tokens_and_capabilities_are_checked() {
     let r = f.http.get(f.url("manifest")).send().await.unwrap();
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     assert_eq!(error_code(r).await.0, 401);
-    let r = f
-        .http
-        .put(f.url("files/a.txt"))
-        .header("x-ferry-sync-source", SOURCE)
-        .body("x")
+    let put_as = |token: Option<&str>| {
+        let request = f
+            .http
+            .put(f.url("files/a.txt"))
+            .header("x-ferry-sync-source", SOURCE)
+            .body("x");
+        match token {
+            Some(t) => request.bearer_auth(t),
+            None => request,
+        }
         .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(r).await.0, 401);
-    let r = f
-        .http
-        .get(f.url("manifest"))
-        .bearer_auth("not-a-token")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(error_code(r).await.0, 401);
-    // A reader reads, and may not write.
-    let r = f
-        .http
-        .put(f.url("files/a.txt"))
-        .bearer_auth(&f.reader)
-        .header("x-ferry-sync-source", SOURCE)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
-    let (status, code, _) = error_code(r).await;
-    assert_eq!((status, code.as_str()), (403, "PERMISSION_DENIED"));
+    };
+    for (token, status, code) in [
+        (None, 401, "AUTH_REQUIRED"),
+        (Some("not-a-token"), 401, "AUTH_FAILED"),
+        // A reader reads, and may not write.
+        (Some(f.reader.as_str()), 403, "PERMISSION_DENIED"),
+    ] {
+        let (got, got_code, message) = error_code(put_as(token).await.unwrap()).await;
+        assert_eq!((got, got_code.as_str()), (status, code), "{message}");
+    }
     assert!(!f.root().join("a.txt").exists());
     assert_eq!(f.read("manifest").send().await.unwrap().status(), 200);
     // ?token= works as on the other request-scoped routes.
@@ -827,6 +897,14 @@ async fn tokens_and_capabilities_are_checked() {
         .await
         .unwrap();
     assert_eq!(error_code(r).await.0, 404);
+    // Without a token, an unknown root is not told apart from a known one.
+    let r = f
+        .http
+        .get(f.server.http("/sync/nope/manifest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await.0, 401);
     f.server.stop().await;
 }
 
@@ -835,20 +913,7 @@ async fn a_finished_tus_upload_is_committed_into_the_root() {
     let f = Fixture::start().await;
     let mut ws = f.subscribe().await;
     let content: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-    let r = f
-        .http
-        .post(f.server.http("/files/"))
-        .bearer_auth(&f.writer)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-length", content.len().to_string())
-        .header("content-type", "application/offset+octet-stream")
-        .body(content.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let upload = location.rsplit('/').next().unwrap().to_string();
+    let (location, upload) = f.tus_upload(&content).await;
 
     let commit = |sha256: String, path: &str| {
         f.write(Method::POST, "commit")
@@ -902,5 +967,142 @@ async fn a_finished_tus_upload_is_committed_into_the_root() {
         (OpKind::Put, "big/file (conflict).bin", SOURCE)
     );
     assert_eq!(op.size, content.len() as u64);
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_root_that_vanishes_is_not_published_as_deleted() {
+    let f = Fixture::start().await;
+    assert!(f.put("a.txt", b"a", None).await.status().is_success());
+    // An unmounted disk or a moved folder: the path is gone at once, files intact.
+    let moved = f.dir.path().join("root-moved");
+    std::fs::rename(f.root(), &moved).unwrap();
+    let r = f.read("files/a.txt").send().await.unwrap();
+    let (status, code, _) = error_code(r).await;
+    assert_eq!((status, code.as_str()), (500, "INTERNAL_ERROR"));
+    let r = f.put("b.txt", b"b", None).await;
+    assert_eq!(error_code(r).await.0, 500);
+    let paths = f.paths().await;
+    assert_eq!(paths, ["a.txt"], "the index still holds the file");
+    let ops = channel_history(&f.server).await;
+    assert!(ops.iter().all(|o| o.op == OpKind::Put), "{ops:?}");
+    assert!(!f.dir.path().join("root").exists(), "nothing recreated it");
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_data_dir_inside_a_root_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let mut config = support::test_config();
+    config.data_dir = root.join("ferry-data");
+    config.sync.roots = vec![SyncRootConfig::new(ROOT, &root)];
+    let hub = ferry_hub::Hub::new(std::sync::Arc::new(config)).unwrap();
+    let error = match ferry_hub::Server::bind_hub(hub).await {
+        Ok(_) => panic!("a root holding the data dir was served"),
+        Err(e) => e.to_string(),
+    };
+    assert!(error.contains("holds the hub's own files"), "{error}");
+}
+
+#[tokio::test]
+async fn a_commit_copies_an_upload_from_another_filesystem() {
+    // /dev/shm is tmpfs on Linux, so the upload cannot be renamed into the root and is
+    // copied (where it is the same filesystem, the rename path runs: same outcome).
+    let shm = Path::new("/dev/shm");
+    let uploads = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let uploads_dir = uploads.path().to_path_buf();
+    let f = Fixture::start_full(|_| {}, move |c| c.uploads.dir = Some(uploads_dir)).await;
+    let content = vec![42u8; 70_000];
+    let (_, upload) = f.tus_upload(&content).await;
+    // Refused (the target is a directory): the upload stays whole where it was.
+    assert!(
+        f.write(Method::PUT, "dirs/taken")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let commit = |path: &str| {
+        f.write(Method::POST, "commit")
+            .json(&json!({"upload": upload, "path": path, "sha256": sha(&content)}))
+            .send()
+    };
+    let r = commit("taken").await.unwrap();
+    assert_eq!(error_code(r).await.1, "IS_A_DIRECTORY");
+    assert_eq!(
+        std::fs::read(uploads.path().join(format!("{upload}.bin"))).unwrap(),
+        content
+    );
+    let r = commit("copied.bin").await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(std::fs::read(f.root().join("copied.bin")).unwrap(), content);
+    assert!(!uploads.path().join(format!("{upload}.bin")).exists());
+    f.assert_no_staging_files();
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rewrite_with_the_same_size_in_the_same_millisecond_is_seen() {
+    let f = Fixture::start().await;
+    let mut ws = f.subscribe().await;
+    let file = f.root().join("same-size.txt");
+    std::fs::write(&file, b"aaaa").unwrap();
+    let (first, _) = next_op(&mut ws).await;
+    assert_eq!(first.path, "same-size.txt");
+    let before = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let since_epoch = before.duration_since(std::time::UNIX_EPOCH).unwrap();
+    // Another time within the same millisecond.
+    let sub_ms = since_epoch.subsec_nanos() % 1_000_000;
+    let other = if sub_ms == 999_999 {
+        since_epoch - std::time::Duration::from_nanos(1)
+    } else {
+        since_epoch + std::time::Duration::from_nanos(1)
+    };
+    // Prepared outside the root and moved in: one atomic change, so the watcher never
+    // sees the new content with another time.
+    let prepared = f.dir.path().join("prepared.txt");
+    std::fs::write(&prepared, b"bbbb").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&prepared)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + other)
+        .unwrap();
+    std::fs::rename(&prepared, &file).unwrap();
+    let (second, _) = next_op(&mut ws).await;
+    assert_eq!(second.path, "same-size.txt");
+    assert_eq!(second.modified, first.modified, "the same millisecond");
+    assert_eq!(second.sha256.as_deref(), Some(sha(b"bbbb").as_str()));
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_hub_publishes_on_a_roots_channel() {
+    let f = Fixture::start().await;
+    // The writer may change files, but not forge an operation on the channel.
+    let mut ws = WsClient::connect(&f.server.ws_url(&format!("/ws?token={}", f.writer))).await;
+    ws.next_of_type("auth_success").await;
+    let forged = json!({"op": "delete", "path": "a.txt", "version": 99, "source": "x"});
+    let r = ws
+        .request("publish", json!({"channel": CHANNEL, "data": forged}))
+        .await;
+    assert_eq!(r["type"], "error", "{r}");
+    assert_eq!(r["payload"]["code"], "PERMISSION_DENIED");
+    assert!(channel_history(&f.server).await.is_empty());
+    // Other channels of the namespace are not affected by the rule.
+    let r = ws
+        .request(
+            "publish",
+            json!({"channel": "sync:other", "data": {"x": 1}}),
+        )
+        .await;
+    assert_eq!(r["type"], "reply", "{r}");
     f.server.stop().await;
 }

@@ -27,6 +27,9 @@ pub struct DiskEntry {
     pub size: u64,
     /// Modification time, ms since the Unix epoch.
     pub modified: u64,
+    /// Modification time in ns (0 for directories): finer than `modified`, so a file
+    /// rewritten with the same size within one millisecond is still seen as changed.
+    pub stamp: i64,
 }
 
 /// Milliseconds since the Unix epoch of a file's modification time.
@@ -38,6 +41,16 @@ pub fn modified_ms(meta: &std::fs::Metadata) -> u64 {
         .unwrap_or(0)
 }
 
+/// Nanoseconds since the Unix epoch of a file's modification time (see
+/// [`DiskEntry::stamp`]).
+pub fn stamp(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 fn entry_of(meta: &std::fs::Metadata) -> Option<DiskEntry> {
     let kind = meta.file_type();
     if kind.is_dir() {
@@ -45,12 +58,14 @@ fn entry_of(meta: &std::fs::Metadata) -> Option<DiskEntry> {
             dir: true,
             size: 0,
             modified: 0,
+            stamp: 0,
         })
     } else if kind.is_file() {
         Some(DiskEntry {
             dir: false,
             size: meta.len(),
             modified: modified_ms(meta),
+            stamp: stamp(meta),
         })
     } else {
         // Symlinks, sockets, devices: not synced.
@@ -158,8 +173,8 @@ pub fn create_dirs(
 }
 
 /// The root's staging directory, `ROOT/.ferry-sync/tmp/`, created (and checked not to be
-/// a link) if needed; leftovers of an earlier run are removed.
-pub fn prepare_staging(root: &Path) -> Result<PathBuf, String> {
+/// a link) if needed; with `clean`, leftovers of an earlier run are removed.
+pub fn prepare_staging(root: &Path, clean: bool) -> Result<PathBuf, String> {
     let state_dir = root.join(STATE_DIR);
     let tmp = state_dir.join("tmp");
     for dir in [&state_dir, &tmp] {
@@ -175,7 +190,7 @@ pub fn prepare_staging(root: &Path) -> Result<PathBuf, String> {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?,
         }
     }
-    if let Ok(list) = std::fs::read_dir(&tmp) {
+    if let Some(list) = clean.then(|| std::fs::read_dir(&tmp).ok()).flatten() {
         for item in list.flatten() {
             let _ = std::fs::remove_file(item.path());
         }
@@ -359,8 +374,14 @@ pub async fn open_nofollow(full: &Path) -> std::io::Result<tokio::fs::File> {
 
 /// Every synced entry at and below `path` (`None`: the whole root), walked without
 /// following links (links and other special files are skipped and logged), the state
-/// directory and names that break the path rule left out.
-pub fn walk(root: &Path, path: Option<&SyncPath>) -> BTreeMap<SyncPath, DiskEntry> {
+/// directory and names that break the path rule left out. Directories that cannot be
+/// listed are added to `unreadable` (`""` for the root): what is below them is unknown,
+/// not gone.
+pub fn walk(
+    root: &Path,
+    path: Option<&SyncPath>,
+    unreadable: &mut Vec<String>,
+) -> BTreeMap<SyncPath, DiskEntry> {
     let mut out = BTreeMap::new();
     let mut pending: Vec<(Option<SyncPath>, PathBuf)> = Vec::new();
     match path {
@@ -384,8 +405,13 @@ pub fn walk(root: &Path, path: Option<&SyncPath>) -> BTreeMap<SyncPath, DiskEntr
         }
     }
     while let Some((dir, full)) = pending.pop() {
-        let Ok(list) = std::fs::read_dir(&full) else {
-            continue;
+        let list = match std::fs::read_dir(&full) {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(dir = %full.display(), error = %e, "sync: cannot list a directory; its content is left as it was indexed");
+                unreadable.push(dir.map(|d| d.to_string()).unwrap_or_default());
+                continue;
+            }
         };
         for item in list.flatten() {
             let Some(name) = item.file_name().to_str().map(str::to_string) else {

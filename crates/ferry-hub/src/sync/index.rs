@@ -31,6 +31,9 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      CREATE INDEX entries_by_version ON entries (version);
      CREATE INDEX entries_by_case_key ON entries (case_key);",
+    // 2: the file's modification time in ns, for change detection only (0 = unknown:
+    // the next scan hashes the file).
+    "ALTER TABLE entries ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Why the index failed.
@@ -210,14 +213,20 @@ impl SyncIndex {
         limit: usize,
     ) -> Result<(Vec<ManifestEntry>, bool), IndexError> {
         let map = |e| self.err(e);
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM entries
-                 WHERE path > ?1 AND (CASE WHEN ?2 = 0 THEN deleted = 0 ELSE version > ?2 END)
+        // Two statements, so each can use its index: the full tree walks the paths in
+        // order; a delta finds the few changed rows by version, then sorts them.
+        let sql = if since == 0 {
+            format!(
+                "SELECT {COLUMNS} FROM entries WHERE path > ?1 AND deleted = 0 AND ?2 = 0
                  ORDER BY path LIMIT ?3"
-            ))
-            .map_err(map)?;
+            )
+        } else {
+            format!(
+                "SELECT {COLUMNS} FROM entries WHERE path > ?1 AND version > ?2
+                 ORDER BY path LIMIT ?3"
+            )
+        };
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(map)?;
         let mut out = Vec::new();
         let rows = stmt
             .query_map(
@@ -274,13 +283,36 @@ impl SyncIndex {
 
     /// Update the stored modification time of an unchanged file (same size and content,
     /// touched): no version, nothing published, only so the next scan needs no hash.
-    pub fn touch(&self, path: &str, modified: u64) -> Result<(), IndexError> {
+    pub fn touch(&self, path: &str, modified: u64, stamp: i64) -> Result<(), IndexError> {
         self.conn
             .execute(
-                "UPDATE entries SET modified = ?1 WHERE path = ?2",
-                params![int(modified), path],
+                "UPDATE entries SET modified = ?1, stamp = ?2 WHERE path = ?3",
+                params![int(modified), stamp, path],
             )
             .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Remember the ns modification time of a file just written or hashed (a row written
+    /// by [`SyncIndex::commit`] starts with 0, unknown).
+    pub fn set_stamp(&self, path: &str, stamp: i64) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "UPDATE entries SET stamp = ?1 WHERE path = ?2",
+                params![stamp, path],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The ns modification time remembered for `path` (0: unknown).
+    pub fn stamp(&self, path: &str) -> Result<i64, IndexError> {
+        self.conn
+            .query_row("SELECT stamp FROM entries WHERE path = ?1", [path], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map(Option::unwrap_or_default)
             .map_err(|e| self.err(e))
     }
 }

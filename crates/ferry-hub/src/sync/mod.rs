@@ -6,7 +6,8 @@
 //! - `index.rs`: the SQLite index (paths, versions, tombstones) behind the manifest.
 //! - `disk.rs`: the only code that touches a root's files: paths resolved without ever
 //!   going through a symlink, staging files, hashing, the scan walk.
-//! - `root.rs`: one root's operations under one lock (version, index, publish).
+//! - `root.rs`: one root's operations under one lock (version, index, publish);
+//!   `root/reconcile.rs` compares the disk with the index and records the difference.
 //! - `watcher.rs`: notify + notify-debouncer-full; a rescan on overflow or error.
 //!
 //! The HTTP side is `transports/sync.rs`. The format (FileOp, manifest, the path rule) is

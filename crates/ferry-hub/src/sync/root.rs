@@ -4,11 +4,10 @@
 //! in version order, and an API change is answered only after its publication.
 //!
 //! The watcher's changes and the API's meet here: before an API operation looks at a
-//! path, the path is compared with the disk ([`SyncRoot::reconcile_locked`]), so a change
+//! path, the path is compared with the disk (`root/reconcile.rs`), so a change
 //! made on the server's disk that the watcher has not reported yet is recorded (source
 //! `server`) first, and a base check never compares against a stale index.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,12 +18,14 @@ use ferry_proto::sync::{
 };
 use serde_json::value::RawValue;
 
-use super::disk::{self, DiskEntry};
+use super::disk;
 pub use super::disk::{Limit, Staged};
 use super::index::SyncIndex;
 use super::{SyncError, watcher};
 use crate::config::SyncRootConfig;
 use crate::hub::Hub;
+
+mod reconcile;
 
 /// Who made a change: the source id echoed in the operation, and the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +119,11 @@ fn op_of(kind: OpKind, entry: &ManifestEntry, from: Option<&str>) -> FileOp {
     }
 }
 
+/// Whether `path` lies strictly below directory `dir`.
+fn is_below(path: &str, dir: &str) -> bool {
+    path.len() > dir.len() && path.starts_with(dir) && path.as_bytes()[dir.len()] == b'/'
+}
+
 /// `path` moved from below `from` to below `to`.
 fn moved(path: &str, from: &str, to: &str) -> String {
     format!("{to}{}", &path[from.len()..])
@@ -133,14 +139,6 @@ fn ancestors(path: &SyncPath) -> Vec<SyncPath> {
     }
     out.reverse();
     out
-}
-
-/// One round of comparing the disk with the index.
-struct Pass {
-    /// `None`: the whole root.
-    scope: Option<Vec<SyncPath>>,
-    /// Renames the watcher saw (from, to).
-    hints: Vec<(SyncPath, SyncPath)>,
 }
 
 impl SyncRoot {
@@ -161,14 +159,32 @@ impl SyncRoot {
                 config.name, e.message
             )
         })?;
-        let staging =
-            disk::prepare_staging(&dir).map_err(|e| format!("sync root {:?}: {e}", config.name))?;
+        let staging = disk::prepare_staging(&dir, true)
+            .map_err(|e| format!("sync root {:?}: {e}", config.name))?;
         let index_path = hub
             .config()
             .data_dir
             .join("sync")
             .join(format!("{}.sqlite3", config.name));
         let index = SyncIndex::open(&index_path).map_err(|e| e.to_string())?;
+        // The hub's own files inside a root would be synced, and every index commit would
+        // be a change to publish (and to index again).
+        let hub_dirs = [
+            Some(hub.config().data_dir.clone()),
+            hub.config().uploads.dir.clone(),
+        ];
+        for own in hub_dirs.into_iter().flatten() {
+            if let Ok(own) = std::fs::canonicalize(&own)
+                && own.starts_with(&dir)
+            {
+                return Err(format!(
+                    "sync root {:?}: {} holds the hub's own files ({}); move data_dir (or uploads.dir) out of the root",
+                    config.name,
+                    dir.display(),
+                    own.display()
+                ));
+            }
+        }
         let root = Arc::new(SyncRoot {
             name: config.name.clone(),
             dir,
@@ -180,7 +196,15 @@ impl SyncRoot {
         });
         // Watch first, then scan: a change made during the scan is reported afterwards
         // and finds the index already up to date, or records what the scan missed.
-        watcher::start(&root).map_err(|e| format!("sync root {:?}: {e}", config.name))?;
+        if let Err(e) = watcher::start(&root) {
+            // The routes still work (each checks its paths against the disk first); only
+            // changes made on the server's disk are not published as they happen.
+            tracing::error!(
+                root = %config.name,
+                error = %e,
+                "sync: the root is not watched (on Linux, raise fs.inotify.max_user_watches); changes made on this disk are published at the next start or when a client touches the path"
+            );
+        }
         let ops = root
             .reconcile(None, Vec::new())
             .await
@@ -225,6 +249,8 @@ impl SyncRoot {
         S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
         E: std::fmt::Display,
     {
+        disk::prepare_staging(&self.dir, false)
+            .map_err(|e| SyncError::internal("preparing the staging directory", e))?;
         disk::stage_stream(&self.staging, body, limit).await
     }
 
@@ -236,6 +262,8 @@ impl SyncRoot {
         size: u64,
         sha256: &str,
     ) -> Result<Staged, SyncError> {
+        disk::prepare_staging(&self.dir, false)
+            .map_err(|e| SyncError::internal("preparing the staging directory", e))?;
         disk::stage_file(&self.staging, source, size, sha256).await
     }
 
@@ -320,9 +348,9 @@ impl SyncRoot {
         let created = disk::create_dirs(&self.dir, path, false)?;
         std::fs::rename(&staged.path, &full)
             .map_err(|e| SyncError::internal("moving a file into place", e))?;
-        let modified = std::fs::symlink_metadata(&full)
-            .map(|m| disk::modified_ms(&m))
-            .unwrap_or(0);
+        let (modified, stamp) = std::fs::symlink_metadata(&full)
+            .map(|m| (disk::modified_ms(&m), disk::stamp(&m)))
+            .unwrap_or((0, 0));
         let entry = ManifestEntry {
             path: path.to_string(),
             dir: false,
@@ -333,6 +361,7 @@ impl SyncRoot {
             deleted: false,
         };
         let entry = self.record_put(&mut index, entry, &created, author).await?;
+        index.set_stamp(path.as_str(), stamp)?;
         Ok((entry, current.is_none()))
     }
 
@@ -468,198 +497,6 @@ impl SyncRoot {
             author,
         )
         .await
-    }
-
-    /// Compare the disk with the index (`scope`: these paths and what is below them, or
-    /// the whole root) and record and publish every difference with source `server`.
-    /// `hints` are renames the watcher saw. Returns the published operations.
-    pub(crate) async fn reconcile(
-        &self,
-        scope: Option<Vec<SyncPath>>,
-        hints: Vec<(SyncPath, SyncPath)>,
-    ) -> Result<Vec<FileOp>, SyncError> {
-        let mut index = self.index.lock().await;
-        self.reconcile_locked(&mut index, scope, hints).await
-    }
-
-    /// [`SyncRoot::reconcile`] for one path, under the lock already held.
-    async fn refresh(&self, index: &mut SyncIndex, path: &SyncPath) -> Result<(), SyncError> {
-        self.reconcile_locked(index, Some(vec![path.clone()]), Vec::new())
-            .await
-            .map(|_| ())
-    }
-
-    /// See [`SyncRoot::reconcile`].
-    async fn reconcile_locked(
-        &self,
-        index: &mut SyncIndex,
-        scope: Option<Vec<SyncPath>>,
-        hints: Vec<(SyncPath, SyncPath)>,
-    ) -> Result<Vec<FileOp>, SyncError> {
-        let mut published = Vec::new();
-        let mut passes = vec![Pass { scope, hints }];
-        let author = Author::server();
-        while let Some(pass) = passes.pop() {
-            let disk = self.disk_view(pass.scope.clone()).await?;
-            let known = self.index_view(index, pass.scope.as_deref())?;
-            // What the index holds that the disk no longer does.
-            let mut gone: BTreeMap<String, ManifestEntry> = known
-                .iter()
-                .filter(|(path, e)| disk.get(*path).is_none_or(|d| d.dir != e.dir))
-                .map(|(p, e)| (p.as_str().to_string(), e.clone()))
-                .collect();
-            // What the disk holds that the index does not, or holds otherwise.
-            let mut fresh: BTreeMap<String, (SyncPath, ManifestEntry)> = BTreeMap::new();
-            for (path, d) in &disk {
-                let old = known.get(path).filter(|e| e.dir == d.dir);
-                if d.dir {
-                    if old.is_none() {
-                        fresh.insert(path.to_string(), (path.clone(), dir_entry(path)));
-                    }
-                    continue;
-                }
-                if let Some(old) = old
-                    && old.size == d.size
-                    && old.modified == d.modified
-                {
-                    continue;
-                }
-                let Some(entry) = self.hashed(path, d).await else {
-                    continue;
-                };
-                match old {
-                    Some(old) if old.sha256 == entry.sha256 && old.size == entry.size => {
-                        // Touched, not changed: remember the time so the next scan needs
-                        // no hash; nothing to publish.
-                        index.touch(path.as_str(), entry.modified)?;
-                    }
-                    _ => {
-                        fresh.insert(path.to_string(), (path.clone(), entry));
-                    }
-                }
-            }
-            let renames = pair_renames(&pass.hints, &mut gone, &mut fresh, &known);
-            for (old, new) in renames {
-                let rows = self.moves(index, &old, &new)?;
-                let op = op_of(OpKind::Rename, &new, Some(&old.path));
-                published.push(self.record(index, op, rows, &author).await?);
-                if old.dir
-                    && let Ok(to) = SyncPath::parse(&new.path)
-                {
-                    // What changed inside the moved directory, compared afresh.
-                    passes.push(Pass {
-                        scope: Some(vec![to]),
-                        hints: Vec::new(),
-                    });
-                }
-            }
-            let mut deleted_dirs: Vec<String> = Vec::new();
-            for path in gone.into_keys() {
-                if deleted_dirs.iter().any(|d| {
-                    path.starts_with(d.as_str()) && path.as_bytes().get(d.len()) == Some(&b'/')
-                }) {
-                    continue;
-                }
-                // The index may have changed since the view (a rename above).
-                let Some(current) = index.live(&path)? else {
-                    continue;
-                };
-                if current.dir {
-                    deleted_dirs.push(path.clone());
-                }
-                let rows = self.tombstones(index, &current)?;
-                let op = op_of(OpKind::Delete, &current, None);
-                published.push(self.record(index, op, rows, &author).await?);
-            }
-            for (_, (path, entry)) in fresh {
-                if let Some(current) = index.live(path.as_str())?
-                    && current.dir == entry.dir
-                    && current.sha256 == entry.sha256
-                    && current.size == entry.size
-                {
-                    continue;
-                }
-                let op = op_of(OpKind::Put, &entry, None);
-                published.push(self.record(index, op, vec![entry], &author).await?);
-            }
-        }
-        Ok(published)
-    }
-
-    /// What the disk holds in `scope` (and at its ancestors, which may have been created
-    /// or removed with it).
-    async fn disk_view(
-        &self,
-        scope: Option<Vec<SyncPath>>,
-    ) -> Result<BTreeMap<SyncPath, DiskEntry>, SyncError> {
-        let root = self.dir.clone();
-        tokio::task::spawn_blocking(move || match scope {
-            None => disk::walk(&root, None),
-            Some(paths) => {
-                let mut out = BTreeMap::new();
-                for path in paths {
-                    for a in ancestors(&path) {
-                        if let Ok(full) = disk::resolve(&root, &a)
-                            && let Some(state) = disk::state(&full)
-                        {
-                            out.insert(a, state);
-                        }
-                    }
-                    out.extend(disk::walk(&root, Some(&path)));
-                }
-                out
-            }
-        })
-        .await
-        .map_err(|e| SyncError::internal("scanning the root", e))
-    }
-
-    /// What the index holds in `scope` (and at its ancestors).
-    fn index_view(
-        &self,
-        index: &SyncIndex,
-        scope: Option<&[SyncPath]>,
-    ) -> Result<BTreeMap<SyncPath, ManifestEntry>, SyncError> {
-        let mut entries = Vec::new();
-        match scope {
-            None => entries = index.live_below(None)?,
-            Some(paths) => {
-                for path in paths {
-                    for a in ancestors(path) {
-                        entries.extend(index.live(a.as_str())?);
-                    }
-                    entries.extend(index.live(path.as_str())?);
-                    entries.extend(index.live_below(Some(path.as_str()))?);
-                }
-            }
-        }
-        Ok(entries
-            .into_iter()
-            .filter_map(|e| SyncPath::parse(&e.path).ok().map(|p| (p, e)))
-            .collect())
-    }
-
-    /// The entry of a file on disk, hashed (`None` when it vanished meanwhile).
-    async fn hashed(&self, path: &SyncPath, d: &DiskEntry) -> Option<ManifestEntry> {
-        let full = disk::resolve(&self.dir, path).ok()?;
-        let hashed = tokio::task::spawn_blocking(move || disk::hash_file(&full))
-            .await
-            .ok()?;
-        match hashed {
-            Ok((sha, size)) => Some(ManifestEntry {
-                path: path.to_string(),
-                dir: false,
-                size,
-                sha256: Some(sha),
-                modified: d.modified,
-                version: 0,
-                deleted: false,
-            }),
-            Err(e) => {
-                tracing::debug!(path = %path, error = %e, "sync: a file could not be read");
-                None
-            }
-        }
     }
 
     /// Rows that delete `entry` and everything below it.
@@ -837,65 +674,4 @@ impl SyncRoot {
         }
         Ok(())
     }
-}
-
-/// Renames among what vanished (`gone`) and what appeared (`fresh`): first the ones the
-/// watcher reported (same kind, and for files the same content), then a file that vanished
-/// and a new path with the same content and size. Paired entries leave `gone` and `fresh`.
-/// Returns (old entry, new entry) pairs.
-fn pair_renames(
-    hints: &[(SyncPath, SyncPath)],
-    gone: &mut BTreeMap<String, ManifestEntry>,
-    fresh: &mut BTreeMap<String, (SyncPath, ManifestEntry)>,
-    known: &BTreeMap<SyncPath, ManifestEntry>,
-) -> Vec<(ManifestEntry, ManifestEntry)> {
-    let mut pairs = Vec::new();
-    for (from, to) in hints {
-        let (Some(old), Some((_, new))) = (gone.get(from.as_str()), fresh.get(to.as_str())) else {
-            continue;
-        };
-        if known.contains_key(to) || old.dir != new.dir || (!old.dir && old.sha256 != new.sha256) {
-            continue;
-        }
-        let old = old.clone();
-        let new = ManifestEntry {
-            modified: if old.dir { 0 } else { new.modified },
-            ..new.clone()
-        };
-        gone.remove(from.as_str());
-        fresh.remove(to.as_str());
-        if old.dir {
-            // Everything below moves with it; differences are compared afresh after.
-            let below =
-                |p: &str, d: &str| p.starts_with(d) && p.as_bytes().get(d.len()) == Some(&b'/');
-            gone.retain(|p, _| !below(p, from.as_str()));
-            fresh.retain(|p, _| !below(p, to.as_str()));
-        }
-        pairs.push((old, new));
-    }
-    let mut taken = BTreeSet::new();
-    let candidates: Vec<(String, ManifestEntry)> = gone
-        .iter()
-        .filter(|(_, e)| !e.dir && e.sha256.is_some())
-        .map(|(p, e)| (p.clone(), e.clone()))
-        .collect();
-    for (old_path, old) in candidates {
-        let found = fresh
-            .iter()
-            .find(|(p, (sp, new))| {
-                !taken.contains(*p)
-                    && !new.dir
-                    && !known.contains_key(sp)
-                    && new.sha256 == old.sha256
-                    && new.size == old.size
-            })
-            .map(|(p, (_, new))| (p.clone(), new.clone()));
-        if let Some((new_path, new)) = found {
-            taken.insert(new_path.clone());
-            fresh.remove(&new_path);
-            gone.remove(&old_path);
-            pairs.push((old, new));
-        }
-    }
-    pairs
 }

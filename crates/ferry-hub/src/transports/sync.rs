@@ -9,11 +9,12 @@
 //! reach the client byte for byte (`Range`, `ETag`). JSON bodies (rename, commit) are
 //! capped at [`JSON_BODY_LIMIT`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -21,6 +22,7 @@ use ferry_proto::sync::{
     BASE_HEADER, CommitRequest, FileOp, MAX_MANIFEST_PAGE, ManifestEntry, OpKind, RenameRequest,
     SERVER_SOURCE, SOURCE_HEADER, SyncPath, is_sha256_hex,
 };
+use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +31,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{Capability, Identity};
 use crate::error::HubError;
+use crate::hub::Hub;
 use crate::sync::root::{Author, Base, Limit};
 use crate::sync::{SyncError, SyncRoot, SyncRoots};
 use crate::uploads::{Access, UploadStore};
@@ -44,6 +47,7 @@ pub const VERSION_HEADER: &str = "x-ferry-sync-version";
 /// State of the sync routes.
 #[derive(Clone)]
 struct SyncState {
+    hub: Hub,
     roots: SyncRoots,
     uploads: Option<Arc<UploadStore>>,
 }
@@ -51,6 +55,7 @@ struct SyncState {
 /// The `/sync/{root}/` routes, or `None` when no root is configured. `uploads` is the
 /// store `commit` takes finished uploads from.
 pub fn routes(
+    hub: &Hub,
     roots: SyncRoots,
     uploads: Option<Arc<UploadStore>>,
     cors: CorsLayer,
@@ -58,7 +63,11 @@ pub fn routes(
     if roots.is_empty() {
         return None;
     }
-    let state = SyncState { roots, uploads };
+    let state = SyncState {
+        hub: hub.clone(),
+        roots,
+        uploads,
+    };
     Some(
         Router::new()
             .route("/sync/{root}/manifest", get(manifest))
@@ -122,28 +131,86 @@ struct ManifestQuery {
     since: u64,
     after: Option<String>,
     limit: Option<usize>,
-    token: Option<String>,
 }
 
-/// The root named `name`, after checking the request's identity holds `cap` on its
-/// channel.
-fn authorized(
-    state: &SyncState,
-    name: &str,
-    headers: &HeaderMap,
-    token: Option<&str>,
-    cap: Capability,
-) -> Result<(Arc<SyncRoot>, Identity), SyncError> {
-    let root =
-        state.roots.get(name).cloned().ok_or_else(|| {
+/// Who asks, and about which root and path: the root named in the URL, the identity of
+/// the request's token, and (on the routes that have one) the path, checked.
+struct Caller {
+    root: Arc<SyncRoot>,
+    identity: Identity,
+    path: Option<SyncPath>,
+}
+
+impl Caller {
+    async fn extract(
+        parts: &mut Parts,
+        state: &SyncState,
+        cap: Capability,
+    ) -> Result<Caller, SyncError> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| SyncError::new(400, "INVALID_PATH", e.body_text()))?;
+        let Query(query) = Query::<TokenQuery>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| SyncError::invalid(e.body_text()))?;
+        // Who first: a caller without a valid token learns nothing, not even which roots
+        // exist.
+        let token = request_token(query.token.as_deref(), &parts.headers);
+        let identity = request_identity(&state.hub, token.as_deref()).map_err(hub_error)?;
+        let name = params.get("root").map(String::as_str).unwrap_or_default();
+        let root = state.roots.get(name).cloned().ok_or_else(|| {
             SyncError::new(404, "NOT_FOUND", format!("no sync root named {name:?}"))
         })?;
-    let hub = root.hub();
-    let token = request_token(token, headers);
-    let identity = request_identity(hub, token.as_deref()).map_err(hub_error)?;
-    hub.authorize(&identity, cap, root.channel())
-        .map_err(hub_error)?;
-    Ok((root, identity))
+        state
+            .hub
+            .authorize(&identity, cap, root.channel())
+            .map_err(hub_error)?;
+        let path = params
+            .get("path")
+            .map(|raw| SyncPath::parse(raw))
+            .transpose()?;
+        Ok(Caller {
+            root,
+            identity,
+            path,
+        })
+    }
+
+    /// The checked path of a route with `{*path}`.
+    fn path(&self) -> Result<&SyncPath, SyncError> {
+        self.path
+            .as_ref()
+            .ok_or_else(|| SyncError::invalid("this route needs a path"))
+    }
+}
+
+/// A reading request: Subscribe on the root's channel.
+struct Reader(Caller);
+
+impl FromRequestParts<SyncState> for Reader {
+    type Rejection = SyncError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SyncState) -> Result<Self, SyncError> {
+        Caller::extract(parts, state, Capability::Subscribe)
+            .await
+            .map(Reader)
+    }
+}
+
+/// A writing request: Publish on the root's channel, and a valid source (the author).
+struct Writer {
+    caller: Caller,
+    author: Author,
+}
+
+impl FromRequestParts<SyncState> for Writer {
+    type Rejection = SyncError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SyncState) -> Result<Self, SyncError> {
+        let caller = Caller::extract(parts, state, Capability::Publish).await?;
+        let author = author(&parts.headers, &caller.identity)?;
+        Ok(Writer { caller, author })
+    }
 }
 
 /// The author of a change: the `x-ferry-sync-source` header (1–64 of
@@ -187,14 +254,6 @@ fn base(headers: &HeaderMap) -> Result<Option<Base>, SyncError> {
     }
 }
 
-fn path_of(
-    path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<(String, SyncPath), SyncError> {
-    let Path((root, raw)) = path.map_err(|e| SyncError::new(400, "INVALID_PATH", e.body_text()))?;
-    let parsed = SyncPath::parse(&raw)?;
-    Ok((root, parsed))
-}
-
 fn json_of<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, SyncError> {
     body.map(|Json(v)| v)
         .map_err(|e| SyncError::invalid(e.body_text()))
@@ -213,19 +272,6 @@ fn entry_reply(created: bool, entry: ManifestEntry) -> Response {
     response
 }
 
-/// The root and author of a change: Publish on the root's channel, and a valid
-/// `x-ferry-sync-source`.
-fn writer(
-    state: &SyncState,
-    name: &str,
-    headers: &HeaderMap,
-    token: Option<&str>,
-) -> Result<(Arc<SyncRoot>, Author), SyncError> {
-    let (root, identity) = authorized(state, name, headers, token, Capability::Publish)?;
-    let author = author(headers, &identity)?;
-    Ok((root, author))
-}
-
 /// The entry an operation left at its path.
 fn entry_after(op: FileOp) -> ManifestEntry {
     let deleted = op.op == OpKind::Delete;
@@ -242,21 +288,13 @@ fn entry_after(op: FileOp) -> ManifestEntry {
 
 /// `GET /sync/{root}/manifest?since=V&after=PATH&limit=N`.
 async fn manifest(
-    State(state): State<SyncState>,
-    Path(root): Path<String>,
+    Reader(caller): Reader,
     query: Result<Query<ManifestQuery>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Result<Response, SyncError> {
     let Query(q) = query.map_err(|e| SyncError::invalid(e.body_text()))?;
-    let (root, _) = authorized(
-        &state,
-        &root,
-        &headers,
-        q.token.as_deref(),
-        Capability::Subscribe,
-    )?;
     let after = q.after.as_deref().map(SyncPath::parse).transpose()?;
-    let page = root
+    let page = caller
+        .root
         .manifest(
             q.since,
             after.as_ref(),
@@ -271,21 +309,8 @@ async fn manifest(
 }
 
 /// `GET|HEAD /sync/{root}/files/{path}`: the bytes, with `ETag`, `Range`, `If-Range`.
-async fn download(
-    State(state): State<SyncState>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Result<Response, SyncError> {
-    let (root, path) = path_of(path)?;
-    let (root, _) = authorized(
-        &state,
-        &root,
-        &headers,
-        q.token.as_deref(),
-        Capability::Subscribe,
-    )?;
-    let (entry, file) = root.open_file(&path).await?;
+async fn download(Reader(caller): Reader, headers: HeaderMap) -> Result<Response, SyncError> {
+    let (entry, file) = caller.root.open_file(caller.path()?).await?;
     let builder = Response::builder()
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CACHE_CONTROL, "private, no-cache")
@@ -324,17 +349,10 @@ fn put_limit(root: &SyncRoot) -> Limit {
 }
 
 /// `PUT /sync/{root}/files/{path}`: the body becomes the file, if the base matches.
-async fn put_file(
-    State(state): State<SyncState>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, SyncError> {
-    let (root, path) = path_of(path)?;
-    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
+async fn put_file(w: Writer, headers: HeaderMap, body: Body) -> Result<Response, SyncError> {
+    let root = &w.caller.root;
     let base = base(&headers)?;
-    let limit = put_limit(&root);
+    let limit = put_limit(root);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -343,50 +361,38 @@ async fn put_file(
         return Err(limit.error);
     }
     let staged = root.stage_body(body.into_data_stream(), limit).await?;
-    let (entry, created) = root.put_file(&path, base.as_ref(), staged, &author).await?;
+    let (entry, created) = root
+        .put_file(w.caller.path()?, base.as_ref(), staged, &w.author)
+        .await?;
     Ok(entry_reply(created, entry))
 }
 
 /// `PUT /sync/{root}/dirs/{path}`: create a directory and its parents.
-async fn make_dir(
-    State(state): State<SyncState>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Result<Response, SyncError> {
-    let (root, path) = path_of(path)?;
-    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
-    let (entry, created) = root.make_dir(&path, &author).await?;
+async fn make_dir(w: Writer) -> Result<Response, SyncError> {
+    let (entry, created) = w.caller.root.make_dir(w.caller.path()?, &w.author).await?;
     Ok(entry_reply(created, entry))
 }
 
 /// `DELETE /sync/{root}/files/{path}`: a file, or a directory with everything below it.
-async fn delete(
-    State(state): State<SyncState>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Result<Response, SyncError> {
-    let (root, path) = path_of(path)?;
-    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
+async fn delete(w: Writer, headers: HeaderMap) -> Result<Response, SyncError> {
     let base = base(&headers)?;
-    let op = root.delete(&path, base.as_ref(), &author).await?;
+    let op = w
+        .caller
+        .root
+        .delete(w.caller.path()?, base.as_ref(), &w.author)
+        .await?;
     Ok(entry_reply(false, entry_after(op)))
 }
 
 /// `POST /sync/{root}/rename` with a [`RenameRequest`].
 async fn rename(
-    State(state): State<SyncState>,
-    Path(root): Path<String>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
+    w: Writer,
     body: Result<Json<RenameRequest>, JsonRejection>,
 ) -> Result<Response, SyncError> {
-    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
     let request = json_of(body)?;
     let from = SyncPath::parse(&request.from)?;
     let to = SyncPath::parse(&request.to)?;
-    let op = root.rename(&from, &to, &author).await?;
+    let op = w.caller.root.rename(&from, &to, &w.author).await?;
     Ok(entry_reply(false, entry_after(op)))
 }
 
@@ -395,12 +401,11 @@ async fn rename(
 /// then deleted. A refused commit leaves the upload as it was.
 async fn commit(
     State(state): State<SyncState>,
-    Path(root): Path<String>,
-    Query(q): Query<TokenQuery>,
+    w: Writer,
     headers: HeaderMap,
     body: Result<Json<CommitRequest>, JsonRejection>,
 ) -> Result<Response, SyncError> {
-    let (root, author) = writer(&state, &root, &headers, q.token.as_deref())?;
+    let (root, author) = (&w.caller.root, &w.author);
     let base = base(&headers)?;
     let request = json_of(body)?;
     let path = SyncPath::parse(&request.path)?;
@@ -443,7 +448,7 @@ async fn commit(
         ));
     }
     let staged = root.stage_upload(&data, size, &request.sha256).await?;
-    let (entry, created) = root.put_file(&path, base.as_ref(), staged, &author).await?;
+    let (entry, created) = root.put_file(&path, base.as_ref(), staged, author).await?;
     if let Err(e) = store.delete(&request.upload, &access).await {
         tracing::warn!(upload = %request.upload, error = %e, "sync: a committed upload could not be removed");
     }

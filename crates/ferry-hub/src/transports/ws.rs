@@ -803,6 +803,16 @@ impl Session {
                 to_json(&serde_json::json!({ "channel": c.channel }))
             }
             Command::Publish(p) => {
+                if hub.config().sync.is_root_channel(&p.channel) {
+                    // A FileOp there must be one the hub made (transports/sync.rs).
+                    return Err(HubError::new(
+                        ErrorCode::PermissionDenied,
+                        format!(
+                            "`{}` carries a sync root's operations, published by the hub only; change files through /sync/",
+                            p.channel
+                        ),
+                    ));
+                }
                 hub.authorize(&identity, Capability::Publish, &p.channel)?;
                 let skip = p.skip_self.then_some(self.conn.id);
                 let publication = hub
