@@ -192,7 +192,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
     }
     if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, template())) {
         eprintln!("error: IO_ERROR: cannot write {}: {e}", path.display());
-        return Ok(ExitCode::from(1));
+        return Ok(ExitCode::from(crate::exit::FAILED));
     }
     println!("wrote {}", path.display());
     eprintln!(

@@ -28,6 +28,7 @@ mod cmd_net;
 mod cmd_proxy;
 mod cmd_realtime;
 mod cmd_scan;
+mod cmd_sync;
 mod cmd_token;
 mod exit;
 mod local;
@@ -111,6 +112,9 @@ enum Command {
     /// Download a URL to a file with a progress bar; `--resume` continues an interrupted one.
     #[command(after_help = cmd_http::DOWNLOAD_HELP)]
     Download(cmd_http::DownloadArgs),
+    /// Sync a folder both ways with a root of a hub, live (conflicts kept as copies).
+    #[command(after_help = cmd_sync::SYNC_HELP)]
+    Sync(cmd_sync::SyncArgs),
     /// Upload files over tus (resumable) or multipart, with a progress bar per file.
     #[command(after_help = cmd_http::UPLOAD_HELP)]
     Upload(cmd_http::UploadArgs),
@@ -387,6 +391,7 @@ fn main() -> ExitCode {
         Command::Head(args) => cmd_http::request(http::Method::HEAD, args),
         Command::Download(args) => cmd_http::download(args),
         Command::Upload(args) => cmd_http::upload(args),
+        Command::Sync(args) => cmd_sync::sync(args),
         Command::Ws(args) => cmd_realtime::ws(args),
         Command::Sse(args) => cmd_realtime::sse(args),
         Command::Sub(args) => cmd_realtime::sub(args),

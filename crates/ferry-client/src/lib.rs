@@ -7,6 +7,7 @@ pub mod event_source;
 pub mod framing;
 pub mod http;
 pub mod hub;
+pub mod sync;
 pub mod upload;
 
 pub mod scan;

@@ -196,14 +196,23 @@ impl FerryServer {
 /// `jsonwebtoken` rather than the hub's own issuer, so the server is checked against an
 /// independent implementation.
 pub fn token_for(user: &str) -> String {
+    token_with(user, serde_json::json!({}))
+}
+
+/// Like [`token_for`], with extra claims merged in (e.g. `caps`).
+pub fn token_with(user: &str, extra: serde_json::Value) -> String {
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
         + 3600;
+    let mut claims = serde_json::json!({ "sub": user, "exp": exp });
+    if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+        claims.extend(extra.clone());
+    }
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({ "sub": user, "exp": exp }),
+        &claims,
         &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
     )
     .expect("HS256 signing cannot fail")

@@ -11,6 +11,7 @@
 //! what changed.
 
 mod path;
+pub mod plan;
 
 pub use path::{PathError, STATE_DIR, SyncPath, conflict_copy_name};
 
