@@ -47,7 +47,7 @@ pub fn parse_delivery(text: &str) -> Option<(u64, u64)> {
 /// every delivery.
 pub fn parse_msgpack_delivery(frame: &[u8]) -> Option<(u64, u64)> {
     fn uint_after(frame: &[u8], key: &[u8]) -> Option<u64> {
-        let at = frame.windows(key.len()).position(|w| w == key)? + key.len();
+        let at = memchr::memmem::find(frame, key)? + key.len();
         let rest = frame.get(at..)?;
         let be = |n: usize| -> Option<u64> {
             let bytes = rest.get(1..1 + n)?;
