@@ -9,6 +9,10 @@ use serde_json::value::RawValue;
 
 use crate::ws::Message;
 
+/// Deepest nesting a server's MessagePack frame may have (as the server allows its
+/// clients: a hostile server must not make the decoder recurse without bound).
+const MAX_DEPTH: usize = 128;
+
 /// A frame from the server, its payload not yet interpreted.
 pub(super) struct InFrame {
     /// `reply`, `error`, `message`, `join`, ...
@@ -46,7 +50,7 @@ impl InFrame {
                 })
             }
             Codec::MsgPack => {
-                let value = rmpv::decode::read_value(&mut &message.data()[..])
+                let value = rmpv::decode::read_value_with_max_depth(&mut &message.data()[..], MAX_DEPTH)
                     .map_err(|e| format!("not a MessagePack envelope: {e}"))?;
                 let field = |name: &str| {
                     value.as_map().and_then(|entries| {
@@ -108,7 +112,7 @@ pub(super) fn msgpack_id(message: &Message) -> Option<String> {
     if message.is_text() {
         return None;
     }
-    let value = rmpv::decode::read_value(&mut &message.data()[..]).ok()?;
+    let value = rmpv::decode::read_value_with_max_depth(&mut &message.data()[..], MAX_DEPTH).ok()?;
     let id = value
         .as_map()?
         .iter()
