@@ -26,6 +26,19 @@ async fn server() -> FerryServer {
     FerryServer::start(&[]).await.unwrap()
 }
 
+/// The JSON lines a `ferry sub --json` printed, once it exited successfully.
+async fn json_lines_at_exit(sub: tokio::process::Child) -> Vec<Value> {
+    let output = tokio::time::timeout(Duration::from_secs(30), sub.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// A loopback port with nothing listening.
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -268,15 +281,7 @@ async fn sub_prints_what_pub_publishes() {
         (Some("chat:cli"), Some(2))
     );
 
-    let output = tokio::time::timeout(Duration::from_secs(30), sub.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", output.status);
-    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines_at_exit(sub).await;
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["data"], json!({"n": 1}));
     assert_eq!(lines[0]["offset"], 1);
@@ -322,15 +327,7 @@ async fn sub_and_pub_speak_msgpack() {
         .assert()
         .success()
         .stdout("published to chat:mp at offset 2\n");
-    let output = tokio::time::timeout(Duration::from_secs(30), sub.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(output.status.success(), "{:?}", output.status);
-    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines_at_exit(sub).await;
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0]["data"], json!({"via": "api"}));
     assert_eq!(

@@ -50,8 +50,9 @@ impl InFrame {
                 })
             }
             Codec::MsgPack => {
-                let value = rmpv::decode::read_value_with_max_depth(&mut &message.data()[..], MAX_DEPTH)
-                    .map_err(|e| format!("not a MessagePack envelope: {e}"))?;
+                let value =
+                    rmpv::decode::read_value_with_max_depth(&mut &message.data()[..], MAX_DEPTH)
+                        .map_err(|e| format!("not a MessagePack envelope: {e}"))?;
                 let field = |name: &str| {
                     value.as_map().and_then(|entries| {
                         entries
@@ -112,7 +113,8 @@ pub(super) fn msgpack_id(message: &Message) -> Option<String> {
     if message.is_text() {
         return None;
     }
-    let value = rmpv::decode::read_value_with_max_depth(&mut &message.data()[..], MAX_DEPTH).ok()?;
+    let value =
+        rmpv::decode::read_value_with_max_depth(&mut &message.data()[..], MAX_DEPTH).ok()?;
     let id = value
         .as_map()?
         .iter()
