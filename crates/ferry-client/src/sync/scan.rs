@@ -130,6 +130,60 @@ pub(crate) fn rescan(
             walk(dir, Some(path.clone()), ignore, index, &mut out)?;
         }
     }
+    // The watcher may fold "created, then renamed" into one create of the new name (the
+    // debouncer rewrites events still pending), so the old name is never reported: drop
+    // what is gone from the directories the changed paths live in.
+    let parents: BTreeSet<Option<SyncPath>> = changed.iter().map(SyncPath::parent).collect();
+    for parent in parents {
+        let abs = parent
+            .as_ref()
+            .map_or_else(|| dir.to_path_buf(), |p| dir.join(p.as_str()));
+        let present: std::collections::HashSet<std::ffi::OsString> = match std::fs::read_dir(&abs) {
+            Ok(reader) => reader
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(SyncError::io(&abs, e)),
+        };
+        // The direct children the scan holds, found by prefix (no walk over every entry).
+        let children: Vec<&SyncPath> = match &parent {
+            None => out
+                .entries
+                .keys()
+                .filter(|k| !k.as_str().contains('/'))
+                .collect(),
+            Some(p) => out
+                .entries
+                .range(p.clone()..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.as_str().starts_with(p.as_str()))
+                .filter(|k| {
+                    k.as_str()
+                        .strip_prefix(p.as_str())
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .is_some_and(|rest| !rest.contains('/'))
+                })
+                .collect(),
+        };
+        let gone: Vec<SyncPath> = children
+            .into_iter()
+            .filter(|k| !present.contains(std::ffi::OsStr::new(k.file_name())))
+            .cloned()
+            .collect();
+        for path in gone {
+            let below: Vec<SyncPath> = out
+                .entries
+                .range(path.clone()..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.as_str().starts_with(path.as_str()))
+                .filter(|k| k.starts_with(&path))
+                .cloned()
+                .collect();
+            for k in below {
+                out.entries.remove(&k);
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -313,6 +367,27 @@ mod tests {
 
     fn p(s: &str) -> SyncPath {
         SyncPath::parse(s).expect("valid path")
+    }
+
+    /// The debouncer can fold "created, then renamed" into one create of the new name;
+    /// the old name, never reported, must not survive the rescan.
+    #[test]
+    fn a_rename_reported_only_by_its_new_name_drops_the_old_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("d")).expect("mkdir");
+        std::fs::write(root.join("top.txt"), "top").expect("write");
+        std::fs::write(root.join("d/in.txt"), "in").expect("write");
+        std::fs::write(root.join("d/stays.txt"), "s").expect("write");
+        let ignore = Ignore::load(root, &[]).expect("ignore");
+        let before = scan(root, &ignore, &BTreeMap::new()).expect("scan");
+        std::fs::rename(root.join("top.txt"), root.join("renamed.txt")).expect("rename");
+        std::fs::rename(root.join("d/in.txt"), root.join("d/out.txt")).expect("rename");
+        let changed: BTreeSet<SyncPath> = [p("renamed.txt"), p("d/out.txt")].into();
+        let after = rescan(root, &ignore, &BTreeMap::new(), before.entries, &changed)
+            .expect("rescan");
+        let paths: Vec<&str> = after.entries.keys().map(|p| p.as_str()).collect();
+        assert_eq!(paths, ["d", "d/out.txt", "d/stays.txt", "renamed.txt"]);
     }
 
     #[test]
