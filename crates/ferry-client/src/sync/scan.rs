@@ -384,8 +384,8 @@ mod tests {
         std::fs::rename(root.join("top.txt"), root.join("renamed.txt")).expect("rename");
         std::fs::rename(root.join("d/in.txt"), root.join("d/out.txt")).expect("rename");
         let changed: BTreeSet<SyncPath> = [p("renamed.txt"), p("d/out.txt")].into();
-        let after = rescan(root, &ignore, &BTreeMap::new(), before.entries, &changed)
-            .expect("rescan");
+        let after =
+            rescan(root, &ignore, &BTreeMap::new(), before.entries, &changed).expect("rescan");
         let paths: Vec<&str> = after.entries.keys().map(|p| p.as_str()).collect();
         assert_eq!(paths, ["d", "d/out.txt", "d/stays.txt", "renamed.txt"]);
     }
