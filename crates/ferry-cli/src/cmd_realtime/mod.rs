@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use ferry_client::hub::{HubClient, HubError, HubEvent};
+use ferry_client::hub::{Codec, HubClient, HubError, HubEvent};
 use ferry_client::ws::{self, ConnectionState, StateStream};
 
 use crate::urls::{Family, complete};
@@ -29,24 +29,6 @@ pub use publish::{PUB_HELP, PubArgs, publish};
 pub use sse::{SSE_HELP, SseArgs, sse};
 pub use sub::{SUB_HELP, SubArgs, sub};
 pub use websocket::{WS_HELP, WsArgs, ws};
-
-/// The hub protocol's encodings, as `--proto` names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Proto {
-    /// `ferry.json`: JSON text frames.
-    Json,
-    /// `ferry.msgpack`: MessagePack binary frames.
-    Msgpack,
-}
-
-impl Proto {
-    pub(crate) fn codec(self) -> ferry_client::hub::Codec {
-        match self {
-            Proto::Json => ferry_client::hub::Codec::Json,
-            Proto::Msgpack => ferry_client::hub::Codec::MsgPack,
-        }
-    }
-}
 
 /// A failure with its exit code and a suggestion (shared with the server API commands).
 pub(crate) struct Failure {
@@ -307,16 +289,16 @@ async fn wait_for_auth(hub: &HubClient) -> Result<(), Failure> {
 }
 
 /// Connect a `HubClient` to the hub at `url` (the /ws path added when missing) speaking
-/// `proto`; with a token, wait for the server's verdict on it, so that AUTH_FAILED and why
+/// `codec`; with a token, wait for the server's verdict on it, so that AUTH_FAILED and why
 /// is reported rather than a later AUTH_REQUIRED.
 async fn connect_hub(
     url: &str,
-    proto: Proto,
+    codec: Codec,
     tls: &crate::tls_args::TlsArgs,
     token: Option<&str>,
 ) -> Result<HubClient, Failure> {
     let url = hub_ws_url(&complete(url, Family::Ws));
-    let mut builder = HubClient::builder(&url).codec(proto.codec());
+    let mut builder = HubClient::builder(&url).codec(codec);
     if let Some(tls) = tls.websocket_config()? {
         builder = builder.tls_config(tls);
     }

@@ -41,8 +41,8 @@ pub struct PubArgs {
     /// Publish over the WebSocket protocol in this encoding, as the user of --token,
     /// instead of through the HTTP API with the API key. With msgpack, DATA (JSON) is
     /// sent as the equivalent MessagePack value.
-    #[arg(long, value_enum, value_name = "ENCODING")]
-    proto: Option<Proto>,
+    #[arg(long, value_name = "ENCODING")]
+    proto: Option<Codec>,
     /// Client token (JWT) for --proto.
     #[arg(long, env = "FERRY_TOKEN", hide_env_values = true, requires = "proto")]
     token: Option<String>,

@@ -50,8 +50,8 @@ pub struct SubArgs {
     /// The encoding to speak: json (ferry.json) or msgpack (ferry.msgpack, MessagePack
     /// in binary frames). Publications arrive whatever encoding they were made in;
     /// MessagePack binary values print as base64.
-    #[arg(long, value_enum, default_value_t = Proto::Json)]
-    proto: Proto,
+    #[arg(long, value_name = "ENCODING", default_value = "json")]
+    proto: Codec,
     #[command(flatten)]
     tls: crate::tls_args::TlsArgs,
 }

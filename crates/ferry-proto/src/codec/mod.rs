@@ -139,6 +139,18 @@ impl Codec {
     }
 }
 
+impl std::str::FromStr for Codec {
+    type Err = String;
+
+    /// A codec by its short name, as flags take it: `json` or `msgpack`.
+    fn from_str(name: &str) -> Result<Codec, String> {
+        Codec::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| format!("unknown encoding `{name}`; expected json or msgpack"))
+    }
+}
+
 #[derive(Serialize)]
 struct OutFrame<'a, P: Serialize> {
     #[serde(rename = "type")]
