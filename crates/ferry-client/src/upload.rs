@@ -464,6 +464,17 @@ impl Upload {
                         .header("upload-offset")
                         .and_then(|v| tus::parse_u64("Upload-Offset", v).ok())
                         .ok_or_else(|| decode("PATCH response without a valid Upload-Offset"))?;
+                    if next > offset + n as u64 || next < offset {
+                        // The server's copy no longer matches what this file sent: going
+                        // on would leave it corrupt, and resuming it later too.
+                        if let Some(s) = &store {
+                            s.put(&fingerprint, None).await?;
+                        }
+                        return Err(decode(&format!(
+                            "the server answered a PATCH of bytes {offset}..{} with offset {next}; its copy of this upload is inconsistent, so it is forgotten: upload the file again",
+                            offset + n as u64
+                        )));
+                    }
                     let now = Instant::now();
                     let p = meter.add(next.saturating_sub(offset), now);
                     offset = next;

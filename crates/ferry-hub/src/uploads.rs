@@ -432,6 +432,10 @@ impl UploadStore {
         Ok(PatchGuard {
             store: self.clone(),
             id: id.to_string(),
+            busy: Arc::new(Busy {
+                store: self.clone(),
+                id: id.to_string(),
+            }),
         })
     }
 
@@ -594,13 +598,24 @@ impl UploadStore {
     }
 }
 
-/// One `PATCH` in progress; the upload is free again when this is dropped.
+/// One `PATCH` in progress; the upload is free again when this is dropped and no
+/// write of it is still landing on disk.
 pub struct PatchGuard {
+    store: Arc<UploadStore>,
+    id: String,
+    busy: Arc<Busy>,
+}
+
+/// Holds an upload busy. The guard has one; the disk writer of a [`PatchGuard::write`]
+/// has another, so a request cancelled mid-body (its client gone, its future dropped)
+/// frees the upload only once its writer has stopped: a new `PATCH` never writes beside
+/// an old one.
+struct Busy {
     store: Arc<UploadStore>,
     id: String,
 }
 
-impl Drop for PatchGuard {
+impl Drop for Busy {
     fn drop(&mut self) {
         if let Some(e) = self.store.entries.lock().get_mut(&self.id) {
             e.busy = false;
@@ -713,6 +728,22 @@ impl PatchGuard {
         };
         let before = whole.clone();
         let path = data_path(&self.store.dir, &self.id);
+        let on_disk = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| UploadError::io("reading the data file", e))?
+            .len();
+        if on_disk < start {
+            // Something outside the hub shortened the file: what it holds is the truth.
+            if let Some(e) = self.store.entries.lock().get_mut(&self.id) {
+                e.offset = on_disk;
+            }
+            return Err(UploadError::new(
+                409,
+                format!(
+                    "the upload's data ends at byte {on_disk}, before {start}; ask for its offset again (HEAD) and resume from there"
+                ),
+            ));
+        }
         let chunk_hash = checksum.as_ref().map(|c| match c.algorithm {
             ChecksumAlgorithm::Sha1 => ChunkHasher::Sha1(Sha1::new()),
             ChecksumAlgorithm::Sha256 => ChunkHasher::Sha256(Sha256::new()),
@@ -722,8 +753,11 @@ impl PatchGuard {
         // buffer), and hashing runs beside the receive instead of in its way.
         let (chunks, received) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
         let file_path = path.clone();
+        let busy = self.busy.clone();
         let sink = tokio::task::spawn_blocking(move || {
-            write_chunks(&file_path, received, chunk_hash, whole)
+            let written = write_chunks(&file_path, start, received, chunk_hash, whole);
+            drop(busy);
+            written
         });
         let mut sent = 0u64;
         let mut failure: Option<UploadError> = None;
@@ -868,16 +902,23 @@ struct WrittenChunks {
     error: Option<std::io::Error>,
 }
 
-/// Append every buffer from `chunks` to the file at `path`, hashing them as they go;
-/// runs on a blocking thread. `Err` only when the file cannot be opened.
+/// Write every buffer from `chunks` into the file at `path` from byte `start` (the
+/// upload's confirmed offset), hashing them as they go; runs on a blocking thread.
+/// Bytes past `start` were never confirmed to a client (a request cancelled before its
+/// answer leaves such a tail) and are cut first: the client sends them again, and
+/// appending after them would shift everything it sends. `Err` only when the file
+/// cannot be opened or positioned.
 fn write_chunks(
     path: &Path,
+    start: u64,
     mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
     mut chunk_hash: Option<ChunkHasher>,
     mut whole: Option<Sha256>,
 ) -> std::io::Result<WrittenChunks> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().append(true).open(path)?;
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_len(start)?;
+    file.seek(SeekFrom::Start(start))?;
     let mut written = 0u64;
     let mut error = None;
     while let Some(chunk) = chunks.blocking_recv() {
@@ -925,6 +966,7 @@ async fn hash_file(path: PathBuf) -> Result<String, UploadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn media_types_match_exactly_or_by_major_type() {
@@ -981,5 +1023,77 @@ mod tests {
         assert_eq!(store.sweep(110).await, vec![a.id.clone()]);
         assert!(!dir.path().join(format!("{}.bin", a.id)).exists());
         assert!(dir.path().join(format!("{}.bin", b.id)).exists());
+    }
+
+    /// A `PATCH` whose request is dropped mid-body (its client killed) leaves bytes on
+    /// disk past the confirmed offset. The client's next `PATCH` resends from that offset,
+    /// and the file must come out byte-identical: no stale tail shifting it.
+    #[tokio::test]
+    async fn a_cancelled_patch_leaves_nothing_that_shifts_the_resumed_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = UploadsConfig {
+            dir: Some(dir.path().to_path_buf()),
+            ..UploadsConfig::default()
+        };
+        let store = Arc::new(UploadStore::open(&config, dir.path()));
+        let me = Access {
+            user: "u".into(),
+            admin: false,
+        };
+        let up = store
+            .create(
+                &me,
+                NewUpload {
+                    length: Some(8),
+                    ..NewUpload::default()
+                },
+                100,
+            )
+            .await
+            .expect("create");
+        let data = dir.path().join(format!("{}.bin", up.id));
+        {
+            let mut g = store.begin_patch(&up.id, &me, 0).expect("lock");
+            // Four bytes, then a body that never ends: the request is cut off from outside.
+            let body =
+                futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abcd"))])
+                    .chain(futures_util::stream::pending());
+            let write = g.write(body, None, 100);
+            tokio::pin!(write);
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    tokio::select! {
+                        _ = &mut write => panic!("the body never ends"),
+                        _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                    }
+                    if std::fs::metadata(&data).expect("data file").len() == 4 {
+                        break;
+                    }
+                }
+            })
+            .await
+            .expect("the first bytes reach the disk");
+        }
+        // The request is gone before it could answer: the offset stays 0.
+        assert_eq!(store.head(&up.id, &me).expect("head").1, 0);
+        let mut g = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match store.begin_patch(&up.id, &me, 0) {
+                    Ok(g) => break g,
+                    Err(e) if e.status == 423 => tokio::task::yield_now().await,
+                    Err(e) => panic!("begin_patch: {} {}", e.status, e.message),
+                }
+            }
+        })
+        .await
+        .expect("the cancelled writer frees the upload");
+        let body =
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"abcdefgh"))]);
+        let done = g.write(body, None, 101).await.expect("resumed write");
+        assert!(done.finished);
+        assert_eq!(done.offset, 8);
+        assert_eq!(std::fs::read(&data).expect("read"), b"abcdefgh");
+        let sha = format!("{:x}", Sha256::digest(b"abcdefgh"));
+        assert_eq!(done.info.sha256.as_deref(), Some(sha.as_str()));
     }
 }
