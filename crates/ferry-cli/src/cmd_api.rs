@@ -9,7 +9,8 @@ use clap::Args;
 use ferry_client::hub::HubApi;
 use serde_json::{Value, json};
 
-use crate::cmd_realtime::{Failure, run};
+use crate::cmd_realtime::run;
+use crate::failure::Failure;
 use crate::local::{LocalArgs, Which};
 use crate::urls::{Family, complete};
 
@@ -205,7 +206,7 @@ fn publication_line(p: &Value) -> String {
 
 /// `ferry history CHANNEL`.
 pub fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    run(async move {
+    run(args.api.json, async move {
         let mut body =
             json!({"channel": args.channel, "limit": args.limit, "reverse": args.reverse});
         if let Some(since) = args.since {
@@ -237,7 +238,7 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry presence CHANNEL`.
 pub fn presence(args: PresenceArgs) -> anyhow::Result<ExitCode> {
-    run(async move {
+    run(args.api.json, async move {
         let doc = args
             .api
             .call("presence", json!({"channel": args.channel}))
@@ -268,7 +269,7 @@ pub fn presence(args: PresenceArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry channels`.
 pub fn channels(args: PlainArgs) -> anyhow::Result<ExitCode> {
-    run(async move {
+    run(args.api.json, async move {
         let doc = args.api.call("channels", json!({})).await?;
         args.api.print(&doc, || {
             let list = doc["channels"].as_array().cloned().unwrap_or_default();
@@ -290,7 +291,7 @@ pub fn channels(args: PlainArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry stats`.
 pub fn stats(args: PlainArgs) -> anyhow::Result<ExitCode> {
-    run(async move {
+    run(args.api.json, async move {
         let doc = args.api.call("stats", json!({})).await?;
         args.api.print(&doc, || match doc.as_object() {
             Some(fields) => fields
@@ -306,7 +307,7 @@ pub fn stats(args: PlainArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry disconnect`.
 pub fn disconnect(args: DisconnectArgs) -> anyhow::Result<ExitCode> {
-    run(async move {
+    run(args.api.json, async move {
         let mut body = args.target.body();
         body.insert("reconnect".into(), args.reconnect.into());
         let doc = args.api.call("disconnect", Value::Object(body)).await?;
@@ -327,7 +328,7 @@ pub fn disconnect(args: DisconnectArgs) -> anyhow::Result<ExitCode> {
 
 /// `ferry send`.
 pub fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
-    run(async move {
+    run(args.api.json, async move {
         let data = parse_data(&args.data, args.raw)?;
         let mut body = args.target.body();
         body.insert("data".into(), data);

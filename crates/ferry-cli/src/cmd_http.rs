@@ -9,12 +9,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use ferry_client::http::{
-    CancellationToken, ErrorCode, Http, HttpError, RequestBuilder, Response, RetryPolicy,
-};
+use ferry_client::http::{CancellationToken, Http, RequestBuilder, Response, RetryPolicy};
 use futures_util::StreamExt;
 use http::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use items::Item;
 use output::Shown;
@@ -124,88 +122,7 @@ pub struct RequestArgs {
     client: ClientArgs,
 }
 
-/// A failure before or instead of a response, with its exit code.
-struct Failure {
-    code: u8,
-    error: String,
-    hint: String,
-    error_code: Option<ErrorCode>,
-}
-
-impl Failure {
-    fn usage(error: impl Into<String>, hint: impl Into<String>) -> Failure {
-        Failure {
-            code: crate::exit::USAGE,
-            error: error.into(),
-            hint: hint.into(),
-            error_code: None,
-        }
-    }
-
-    fn silent(code: u8) -> Failure {
-        Failure {
-            code,
-            error: String::new(),
-            hint: String::new(),
-            error_code: None,
-        }
-    }
-
-    fn report(&self, json: bool) -> ExitCode {
-        if self.error.is_empty() {
-            return ExitCode::from(self.code);
-        }
-        eprintln!("error: {}", self.error);
-        if !self.hint.is_empty() {
-            eprintln!("hint: {}", self.hint);
-        }
-        if json {
-            let code = self.error_code.map(|c| c.as_str()).unwrap_or("USAGE");
-            println!(
-                "{}",
-                json!({"error": {"code": code, "message": self.error}})
-            );
-        }
-        ExitCode::from(self.code)
-    }
-}
-
-impl From<crate::tls_args::BadTlsFlag> for Failure {
-    fn from(e: crate::tls_args::BadTlsFlag) -> Failure {
-        Failure::usage(e.0, crate::tls_args::HINT)
-    }
-}
-
-impl From<HttpError> for Failure {
-    fn from(e: HttpError) -> Failure {
-        let code = match e.code() {
-            ErrorCode::Timeout => crate::exit::TIMEOUT,
-            ErrorCode::InvalidRequest => crate::exit::USAGE,
-            ErrorCode::HttpStatus => crate::exit::REFUSED,
-            ErrorCode::Cancelled => crate::exit::INTERRUPTED,
-            _ => crate::exit::FAILED,
-        };
-        let hint = match e.code() {
-            ErrorCode::Timeout => {
-                "the server did not finish in time; allow more with --timeout SECS"
-            }
-            ErrorCode::ConnectionError => {
-                "is the server running? check the host and port (e.g. `ferry serve` listens on 127.0.0.1:8080)"
-            }
-            ErrorCode::TlsError => {
-                "check the certificate; --cacert FILE trusts a private CA, --pin must match the server's key"
-            }
-            ErrorCode::InvalidRequest => "check the URL and items (ferry get --help)",
-            other => other.hint(),
-        };
-        Failure {
-            code,
-            error: e.to_string(),
-            hint: hint.to_string(),
-            error_code: Some(e.code()),
-        }
-    }
-}
+use crate::failure::Failure;
 
 fn seconds(value: Option<f64>, default: Duration) -> Result<Option<Duration>, Failure> {
     match value {
@@ -258,11 +175,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure {
-            code: crate::exit::FAILED,
-            error: format!("cannot start the async runtime: {e}"),
-            hint: String::new(),
-            error_code: None,
+        .map_err(|e| {
+            Failure::from_code(
+                "INTERNAL_ERROR",
+                format!("cannot start the async runtime: {e}"),
+            )
         })
 }
 
@@ -433,12 +350,7 @@ async fn show(
             let code = if failed { crate::exit::REFUSED } else { 0 };
             return Failure::silent(code);
         }
-        Failure {
-            code: crate::exit::FAILED,
-            error: format!("cannot write the output: {e}"),
-            hint: String::new(),
-            error_code: Some(ErrorCode::IoError),
-        }
+        Failure::from_code("IO_ERROR", format!("cannot write the output: {e}"))
     };
     if json || pretty {
         let shown = read_all(response).await?;

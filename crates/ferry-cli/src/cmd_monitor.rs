@@ -110,7 +110,7 @@ async fn run(
             eprintln!("error: {url}: {}", e.message());
             let refused = e.message().contains("401") || e.message().contains("403");
             if refused {
-                eprintln!("hint: {}", crate::cmd_realtime::API_KEY_HINT);
+                eprintln!("hint: {}", crate::failure::API_KEY_HINT);
             }
             return Ok(ExitCode::from(if refused { 3 } else { 1 }));
         }

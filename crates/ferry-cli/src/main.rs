@@ -31,6 +31,7 @@ mod cmd_scan;
 mod cmd_sync;
 mod cmd_token;
 mod exit;
+mod failure;
 mod local;
 mod password;
 mod serve_dev;

@@ -219,6 +219,14 @@ async fn refused_connection_exits_1_with_code_and_hint() {
         .clone();
     let doc: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(doc["error"]["code"], "CONNECTION_ERROR");
+    // Usage errors print like every other failure: `error: CODE: message`.
+    ferry()
+        .args(["get", &url, "--timeout=-1"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "error: USAGE: invalid number of seconds",
+        ));
 }
 
 #[tokio::test]

@@ -410,4 +410,21 @@ async fn pub_and_sub_errors_have_codes_hints_and_exit_codes() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("error: CONNECTION_ERROR"));
+    // With --json the failure is also one document on stdout, as for `ferry get`.
+    let out = ferry()
+        .args([
+            "sub",
+            "chat:x",
+            "--json",
+            "--url",
+            &format!("ws://127.0.0.1:{port}"),
+        ])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let doc: Value = serde_json::from_slice(&out).expect("one JSON error document");
+    assert_eq!(doc["error"]["code"], "CONNECTION_ERROR");
+    assert!(doc["error"]["hint"].as_str().is_some_and(|h| !h.is_empty()));
 }

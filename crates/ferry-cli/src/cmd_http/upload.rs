@@ -205,11 +205,7 @@ async fn run_upload(args: UploadArgs) -> Result<ExitCode, Failure> {
             Err(e) => {
                 multi.clear().ok();
                 let mut f = Failure::from(e);
-                if tus
-                    && (f
-                        .error_code
-                        .is_some_and(|c| c != ferry_client::http::ErrorCode::HttpStatus))
-                {
+                if tus && f.code != "HTTP_STATUS" {
                     f.hint = "run the same command with --resume to continue".into();
                 }
                 return Err(f);

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
-use ferry_client::hub::{Codec, HubClient, HubError, HubEvent};
-use ferry_client::ws::{self, ConnectionState, StateStream};
+use ferry_client::hub::{Codec, HubClient, HubEvent};
+use ferry_client::ws::{ConnectionState, StateStream};
 
 use crate::urls::{Family, complete};
 
@@ -16,7 +16,8 @@ macro_rules! exit_tail {
     () => {
         "  4    TIMEOUT: the server did not answer in time
   130  interrupted (Ctrl-C)
-Errors print `error: CODE: message` and a `hint:` line on stderr."
+Errors print `error: CODE: message` and a `hint:` line on stderr; with --json the error
+is also one `{\"error\":{\"code\",\"message\",\"hint\"}}` line on stdout."
     };
 }
 
@@ -30,148 +31,7 @@ pub use sse::{SSE_HELP, SseArgs, sse};
 pub use sub::{SUB_HELP, SubArgs, sub};
 pub use websocket::{WS_HELP, WsArgs, ws};
 
-/// A failure with its exit code and a suggestion (shared with the server API commands).
-pub(crate) struct Failure {
-    pub(crate) exit: u8,
-    pub(crate) code: String,
-    pub(crate) message: String,
-    pub(crate) hint: String,
-}
-
-impl Failure {
-    pub(crate) fn usage(message: impl Into<String>, hint: impl Into<String>) -> Failure {
-        Failure {
-            exit: crate::exit::USAGE,
-            code: "USAGE".into(),
-            message: message.into(),
-            hint: hint.into(),
-        }
-    }
-
-    /// For commands that use the API key: `AUTH_*` is about the key, not a token.
-    pub(crate) fn for_api_key(mut self) -> Failure {
-        if self.code.starts_with("AUTH_") || self.message.contains(": AUTH_") {
-            self.hint = API_KEY_HINT.into();
-        }
-        self
-    }
-
-    pub(crate) fn from_code(code: &str, message: String) -> Failure {
-        let exit = match code {
-            "INVALID_URL" => crate::exit::USAGE,
-            "TIMEOUT" => crate::exit::TIMEOUT,
-            "CONNECTION_ERROR" | "TLS_ERROR" | "PROTOCOL_ERROR" | "CONNECTION_LOST"
-            | "QUEUE_FULL" | "CLOSED" | "DECODE_ERROR" | "INTERNAL_ERROR" => crate::exit::FAILED,
-            // HTTP_STATUS and every hub error code: the server said no.
-            _ => crate::exit::REFUSED,
-        };
-        // An HTTP refusal that carries the hub's `{code, message}`: the hint of that code.
-        let hint = match code {
-            "HTTP_STATUS" => server_code_in(&message)
-                .map(hint_for)
-                .unwrap_or(hint_for(code)),
-            // reqwest reports a refused certificate as a connection error.
-            _ if message.contains("certificate") => hint_for("TLS_ERROR"),
-            _ => hint_for(code),
-        };
-        Failure {
-            exit,
-            code: code.to_string(),
-            hint: hint.to_string(),
-            message,
-        }
-    }
-
-    pub(crate) fn report(&self) -> ExitCode {
-        eprintln!("error: {}: {}", self.code, self.message);
-        if !self.hint.is_empty() {
-            eprintln!("hint: {}", self.hint);
-        }
-        ExitCode::from(self.exit)
-    }
-}
-
-impl From<crate::tls_args::BadTlsFlag> for Failure {
-    fn from(e: crate::tls_args::BadTlsFlag) -> Failure {
-        Failure::usage(e.0, crate::tls_args::HINT)
-    }
-}
-
-impl From<ws::Error> for Failure {
-    fn from(e: ws::Error) -> Failure {
-        Failure::from_code(e.code(), e.message().to_string())
-    }
-}
-
-impl From<HubError> for Failure {
-    fn from(e: HubError) -> Failure {
-        let message = match &e {
-            HubError::Server { message, .. } => message.clone(),
-            HubError::Transport(t) => t.message().to_string(),
-            HubError::Decode(m) => m.clone(),
-        };
-        Failure::from_code(e.code(), message)
-    }
-}
-
-/// The hint for a refused API key.
-pub(crate) const API_KEY_HINT: &str = "check the API key: it is api_key in the server's ferry-data/secrets.toml (read automatically when you run ferry next to ferry-data, or give --data-dir), or pass --api-key KEY / FERRY_API_KEY";
-
-/// The hub error code inside a transport message such as
-/// `URL answered HTTP 400 Bad Request: INVALID_MESSAGE: ...`.
-fn server_code_in(message: &str) -> Option<&'static str> {
-    const CODES: &[&str] = &[
-        "AUTH_REQUIRED",
-        "AUTH_FAILED",
-        "AUTH_EXPIRED",
-        "PERMISSION_DENIED",
-        "INVALID_MESSAGE",
-        "UNKNOWN_CHANNEL",
-        "CONNECTION_LIMIT",
-        "RATE_LIMIT_EXCEEDED",
-        "MESSAGE_TOO_BIG",
-    ];
-    CODES
-        .iter()
-        .find(|c| message.contains(&format!(": {c}: ")))
-        .copied()
-}
-
-fn hint_for(code: &str) -> &'static str {
-    match code {
-        "INVALID_URL" => {
-            "URLs look like ws://127.0.0.1:8080/ws (ws, sse: http://127.0.0.1:8080/sse?channel=NAME)"
-        }
-        "CONNECTION_ERROR" => {
-            "is the server running? start one with `ferry serve`, or check the host and port"
-        }
-        "TLS_ERROR" => {
-            "the server's certificate is not trusted here: --cacert FILE trusts its CA (for `ferry serve --tls-self-signed`: DATA_DIR/tls/self-signed-cert.pem), and a --pin must match its key"
-        }
-        "HTTP_STATUS" => "the server refused the request: check the path and the credentials",
-        "PROTOCOL_ERROR" => "the peer broke the protocol: is this the right endpoint?",
-        "TIMEOUT" => "the server did not answer in time: check that it is reachable",
-        "QUEUE_FULL" => {
-            "the connection is down or too slow for the input; try --reconnect or slow down"
-        }
-        "CONNECTION_LOST" => "the connection dropped; add --reconnect to keep going",
-        "AUTH_REQUIRED" => {
-            "pass a token with --token or FERRY_TOKEN (mint one with `ferry token --user NAME`)"
-        }
-        "AUTH_FAILED" => {
-            "the server refused the token: `ferry token check TOKEN` says why; mint a new one with `ferry token --user NAME`"
-        }
-        "AUTH_EXPIRED" => "the token expired: mint a fresh one with `ferry token --user NAME`",
-        "PERMISSION_DENIED" => {
-            "the server's message says which permission is missing; grants go in the token (`ferry token --caps`) or the namespace options in ferry.toml"
-        }
-        "UNKNOWN_CHANNEL" => {
-            "add the namespace to ferry.toml ([namespaces.NAME]); `ferry serve --print-config` lists those configured"
-        }
-        "INVALID_MESSAGE" => "the server could not use the request: its message says what to fix",
-        _ => "",
-    }
-}
+pub(crate) use crate::failure::Failure;
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
@@ -184,7 +44,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// Run a command on its own runtime. The runtime is shut down without waiting for
 /// blocking tasks: a read of standard input may be stuck in one until the next line.
+/// A failure is reported as JSON too when `json` (the command's `--json`).
 pub(crate) fn run<F: std::future::Future<Output = Result<ExitCode, Failure>>>(
+    json: bool,
     command: F,
 ) -> anyhow::Result<ExitCode> {
     let result = match runtime() {
@@ -197,7 +59,7 @@ pub(crate) fn run<F: std::future::Future<Output = Result<ExitCode, Failure>>>(
     };
     Ok(match result {
         Ok(code) => code,
-        Err(f) => f.report(),
+        Err(f) => f.report(json),
     })
 }
 
@@ -321,35 +183,6 @@ mod tests {
         assert_eq!(hub_ws_url("ws://127.0.0.1:8080"), "ws://127.0.0.1:8080/ws");
         assert_eq!(hub_ws_url("ws://127.0.0.1:8080/"), "ws://127.0.0.1:8080/ws");
         assert_eq!(hub_ws_url("wss://h/custom/ws"), "wss://h/custom/ws");
-    }
-
-    #[test]
-    fn error_codes_map_to_documented_exit_codes() {
-        assert_eq!(
-            Failure::from_code("INVALID_URL", String::new()).exit,
-            crate::exit::USAGE
-        );
-        assert_eq!(
-            Failure::from_code("CONNECTION_ERROR", String::new()).exit,
-            crate::exit::FAILED
-        );
-        assert_eq!(
-            Failure::from_code("HTTP_STATUS", String::new()).exit,
-            crate::exit::REFUSED
-        );
-        assert_eq!(
-            Failure::from_code("AUTH_REQUIRED", String::new()).exit,
-            crate::exit::REFUSED
-        );
-        assert_eq!(
-            Failure::from_code("TIMEOUT", String::new()).exit,
-            crate::exit::TIMEOUT
-        );
-        assert!(
-            !Failure::from_code("CONNECTION_ERROR", String::new())
-                .hint
-                .is_empty()
-        );
     }
 
     #[test]

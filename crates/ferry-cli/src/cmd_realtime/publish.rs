@@ -52,7 +52,7 @@ pub struct PubArgs {
 
 /// `ferry pub CHANNEL DATA`.
 pub fn publish(args: PubArgs) -> anyhow::Result<ExitCode> {
-    run(run_pub(args))
+    run(false, run_pub(args))
 }
 
 async fn run_pub(args: PubArgs) -> Result<ExitCode, Failure> {

@@ -62,7 +62,7 @@ pub struct SseArgs {
 
 /// `ferry sse URL`.
 pub fn sse(args: SseArgs) -> anyhow::Result<ExitCode> {
-    run(run_sse(args))
+    run(args.json, run_sse(args))
 }
 
 async fn run_sse(args: SseArgs) -> Result<ExitCode, Failure> {

@@ -58,7 +58,7 @@ pub struct SubArgs {
 
 /// `ferry sub CHANNEL...`.
 pub fn sub(args: SubArgs) -> anyhow::Result<ExitCode> {
-    run(run_sub(args))
+    run(args.json, run_sub(args))
 }
 
 async fn run_sub(args: SubArgs) -> Result<ExitCode, Failure> {

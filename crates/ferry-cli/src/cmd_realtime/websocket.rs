@@ -68,7 +68,7 @@ pub struct WsArgs {
 
 /// `ferry ws URL`.
 pub fn ws(args: WsArgs) -> anyhow::Result<ExitCode> {
-    run(run_ws(args))
+    run(args.json, run_ws(args))
 }
 
 async fn run_ws(args: WsArgs) -> Result<ExitCode, Failure> {
