@@ -459,7 +459,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         Ok(SecretsOutcome::Configured) => {}
         Err(e) => {
-            serve_dev::say_error(json, &e);
+            serve_dev::say_error(json, &e.to_string());
             return Ok(ExitCode::from(crate::exit::USAGE));
         }
     }

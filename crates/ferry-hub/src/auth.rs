@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::ChannelName;
 use crate::config::{Config, NamespaceConfig};
-use crate::error::{HubError, HubResult};
+use crate::error::{HubError, HubResult, SetupError};
 
 /// A capability on a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +148,7 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// Build from configuration, reading the PEM files in `jwt_public_keys`.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub fn from_config(config: &Config) -> Result<Self, SetupError> {
         let hs = config.jwt_secret.as_ref().map(|s| {
             (
                 DecodingKey::from_secret(s.expose().as_bytes()),
@@ -158,17 +158,16 @@ impl Authenticator {
         let mut rsa = Vec::new();
         let mut ec = Vec::new();
         for path in &config.jwt_public_keys {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read JWT public key {}: {e}", path.display()))?;
+            let pem = std::fs::read(path).map_err(|e| SetupError::file("read", path, e))?;
             if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
                 rsa.push(key);
             } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
                 ec.push(key);
             } else {
-                return Err(format!(
-                    "{} is neither an RSA nor an EC public key in PEM form",
+                return Err(SetupError::Config(format!(
+                    "{} is neither an RSA nor an EC public key in PEM form: give PEM public keys in jwt_public_keys",
                     path.display()
-                ));
+                )));
             }
         }
         Ok(Authenticator {
@@ -265,14 +264,13 @@ impl Authenticator {
 }
 
 /// Hash a password into an argon2id PHC string.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
     let mut salt = [0u8; 16];
     rand::fill(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt)?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
 }
 
 /// Check a password against a PHC string. A malformed hash never matches.

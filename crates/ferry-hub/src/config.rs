@@ -14,6 +14,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::error::SetupError;
+
 /// A secret string (API key, JWT secret). Its `Debug` form and its serialized form in
 /// `--print-config` never show the value.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
@@ -636,36 +638,36 @@ impl SyncConfig {
 
     /// Check the roots: names valid and unique, each path an existing directory. The
     /// error says which root and what to change.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SetupError> {
         let mut seen = std::collections::BTreeSet::new();
         for root in &self.roots {
             if !valid_sync_root_name(&root.name) {
-                return Err(format!(
+                return Err(SetupError::Config(format!(
                     "sync root name {:?} is not 1-64 of A-Z a-z 0-9 _ -",
                     root.name
-                ));
+                )));
             }
             if !seen.insert(root.name.as_str()) {
-                return Err(format!(
+                return Err(SetupError::Config(format!(
                     "two sync roots are named {:?}; give each a name of its own ([[sync.roots]] name = \"...\" or --sync-root NAME=DIR)",
                     root.name
-                ));
+                )));
             }
             match std::fs::metadata(&root.path) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
-                    return Err(format!(
+                    return Err(SetupError::Config(format!(
                         "sync root {:?}: {} is not a directory",
                         root.name,
                         root.path.display()
-                    ));
+                    )));
                 }
                 Err(e) => {
-                    return Err(format!(
+                    return Err(SetupError::Config(format!(
                         "sync root {:?}: {}: {e}; create the directory first",
                         root.name,
                         root.path.display()
-                    ));
+                    )));
                 }
             }
         }
@@ -954,7 +956,7 @@ mod tests {
         assert!(
             cfg.sync
                 .check()
-                .is_err_and(|e| e.contains("two sync roots"))
+                .is_err_and(|e| e.to_string().contains("two sync roots"))
         );
         cfg.sync.roots = vec![SyncRootConfig::new("bad name", &dir)];
         assert!(cfg.sync.check().is_err());
@@ -962,7 +964,7 @@ mod tests {
         assert!(
             cfg.sync
                 .check()
-                .is_err_and(|e| e.contains("create the directory"))
+                .is_err_and(|e| e.to_string().contains("create the directory"))
         );
         let from_toml: Config = toml::from_str(
             "[[sync.roots]]\nname = \"docs\"\npath = \"/srv/docs\"\nmax_root_size = 10\n",

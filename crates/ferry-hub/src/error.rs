@@ -51,3 +51,62 @@ impl HubError {
 
 /// Result of a hub operation.
 pub type HubResult<T> = Result<T, HubError>;
+
+/// Why a hub, or a part of one, could not be set up from its configuration: what
+/// [`Hub::new`](crate::Hub::new), [`Authenticator::from_config`](crate::auth::Authenticator::from_config),
+/// [`ensure_secrets`](crate::secrets::ensure_secrets) and the server's start return.
+/// Every message says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A setting that cannot work as given.
+    #[error("{0}")]
+    Config(String),
+    /// A file the configuration names could not be read, created or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    File {
+        /// What was attempted: `read`, `create` or `write`.
+        action: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file the configuration names was read but is not what it should be.
+    #[error("{} is not valid: {source}; fix or delete it", path.display())]
+    InvalidFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The SQLite history file could not be opened (in use, damaged, read-only).
+    #[error(transparent)]
+    History(#[from] crate::store::sqlite::StoreError),
+    /// The broker URL cannot be used (the URL is shown without its password).
+    #[error("broker {url}: {source}")]
+    Broker {
+        /// The URL, credentials redacted.
+        url: String,
+        /// What the client library said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl SetupError {
+    /// A file operation that failed.
+    pub(crate) fn file(
+        action: &'static str,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> Self {
+        SetupError::File {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -3,18 +3,18 @@
 //! [`Server::bind`] + [`Server::run`] give the whole `ferry serve`; [`Hub`] is the
 //! transport-agnostic core for embedding. See ARCHITECTURE.md for the map.
 
-pub mod announce;
+pub(crate) mod announce;
 pub mod auth;
 pub mod broker;
 pub mod channel;
-pub mod commands;
+pub(crate) mod commands;
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 pub mod error;
 pub mod hub;
-pub mod limits;
-pub mod login_pool;
-pub mod metrics;
+pub(crate) mod limits;
+pub(crate) mod login_pool;
+pub(crate) mod metrics;
 pub mod presence;
 pub mod publication;
 pub mod redact;
@@ -23,15 +23,15 @@ pub mod redis_engine;
 pub mod secrets;
 pub mod server;
 mod sharded;
-pub mod sockets;
-pub mod static_files;
+pub(crate) mod sockets;
+pub(crate) mod static_files;
 pub mod store;
-pub mod sync;
+pub(crate) mod sync;
 pub mod tls;
-pub mod transports;
-pub mod uploads;
+pub(crate) mod transports;
+pub(crate) mod uploads;
 
 pub use config::Config;
-pub use error::{HubError, HubResult};
+pub use error::{HubError, HubResult, SetupError};
 pub use hub::Hub;
 pub use server::{RunningServer, ServeError, Server, shutdown_signal};

@@ -89,15 +89,6 @@ impl HistogramSnapshot {
     }
 }
 
-/// Why a slow consumer was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlowReason {
-    /// Its send queue overflowed (frames or bytes): closed with 1013.
-    QueueFull,
-    /// A write made no progress for `limits.write_timeout_ms`: the socket was cut.
-    WriteStalled,
-}
-
 /// What a rate limit refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimited {

@@ -39,7 +39,7 @@ use serde_json::value::RawValue;
 
 use crate::broker::{Broker, BrokerMessage, Control, DeliverySink};
 use crate::config::RedisConfig;
-use crate::error::{HubError, HubResult};
+use crate::error::{HubError, HubResult, SetupError};
 use crate::presence::PresenceStore;
 use crate::publication::{Publication, StreamPosition};
 use crate::store::{HistoryPage, HistoryQuery, HistoryStore, Retention, Staged};
@@ -206,13 +206,12 @@ fn unavailable(e: impl std::fmt::Display) -> HubError {
 impl RedisEngine {
     /// An engine for `url` (`redis://HOST:PORT[/DB]`, `rediss://` for TLS). Connects lazily;
     /// the pub/sub link starts when the hub attaches.
-    pub fn new(url: &str, config: &RedisConfig) -> Result<RedisEngine, String> {
-        let client = redis::Client::open(url).map_err(|e| {
-            format!(
-                "broker {}: not a usable Redis URL: {e}",
-                crate::config::redact_credentials(url)
-            )
-        })?;
+    pub fn new(url: &str, config: &RedisConfig) -> Result<RedisEngine, SetupError> {
+        let broker_error = |e: redis::RedisError| SetupError::Broker {
+            url: crate::config::redact_credentials(url),
+            source: Box::new(e),
+        };
+        let client = redis::Client::open(url).map_err(broker_error)?;
         let timeout = Duration::from_millis(config.command_timeout_ms.max(1));
         let manager = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -220,7 +219,7 @@ impl RedisEngine {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
         let commands = ConnectionManager::new_lazy_with_config(client.clone(), manager)
-            .map_err(|e| format!("broker {}: {e}", crate::config::redact_credentials(url)))?;
+            .map_err(broker_error)?;
         Ok(RedisEngine {
             client,
             commands,

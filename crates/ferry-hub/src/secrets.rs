@@ -7,6 +7,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Secret};
+use crate::error::SetupError;
 
 #[derive(Serialize, Deserialize, Default)]
 struct SecretsFile {
@@ -33,19 +34,21 @@ pub enum SecretsOutcome {
 
 /// Fill in a missing API key and JWT secret from `DATA_DIR/secrets.toml`, generating the
 /// file on first start. The values themselves are never printed or logged.
-pub fn ensure_secrets(config: &mut Config) -> Result<SecretsOutcome, String> {
+pub fn ensure_secrets(config: &mut Config) -> Result<SecretsOutcome, SetupError> {
     if config.api_key.is_some() && config.jwt_secret.is_some() {
         return Ok(SecretsOutcome::Configured);
     }
     let path = config.data_dir.join("secrets.toml");
     let (mut file, existed) = match std::fs::read_to_string(&path) {
         Ok(text) => (
-            toml::from_str::<SecretsFile>(&text)
-                .map_err(|e| format!("{} is not valid: {e}; fix or delete it", path.display()))?,
+            toml::from_str::<SecretsFile>(&text).map_err(|e| SetupError::InvalidFile {
+                path: path.clone(),
+                source: Box::new(e),
+            })?,
             true,
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (SecretsFile::default(), false),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(SetupError::file("read", &path, e)),
     };
     let mut changed = false;
     if file.api_key.is_none() {
@@ -57,7 +60,9 @@ pub fn ensure_secrets(config: &mut Config) -> Result<SecretsOutcome, String> {
         changed = true;
     }
     if changed {
-        write_private(&path, &toml::to_string(&file).map_err(|e| e.to_string())?)?;
+        let text = toml::to_string(&file)
+            .map_err(|e| SetupError::Config(format!("rendering {}: {e}", path.display())))?;
+        write_private(&path, &text)?;
     }
     if config.api_key.is_none() {
         config.api_key = file.api_key.map(Secret::new);
@@ -72,11 +77,11 @@ pub fn ensure_secrets(config: &mut Config) -> Result<SecretsOutcome, String> {
     })
 }
 
-pub(crate) fn write_private(path: &std::path::Path, text: &str) -> Result<(), String> {
+/// Write `text` into `path`, readable and writable by its owner only.
+pub(crate) fn write_private(path: &std::path::Path, text: &str) -> Result<(), SetupError> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| SetupError::file("create", dir, e))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -87,29 +92,29 @@ pub(crate) fn write_private(path: &std::path::Path, text: &str) -> Result<(), St
     }
     let mut f = options
         .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        .map_err(|e| SetupError::file("write", path, e))?;
     // `mode` applies only when the file is created: an existing file readable by others
     // is tightened before the secrets are written into it.
     #[cfg(unix)]
     tighten(path, &f)?;
     f.write_all(text.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|e| SetupError::file("write", path, e))
 }
 
 /// Make `file` (open at `path`) readable and writable by its owner only, with a warning
 /// when it was not.
 #[cfg(unix)]
-fn tighten(path: &std::path::Path, file: &std::fs::File) -> Result<(), String> {
+fn tighten(path: &std::path::Path, file: &std::fs::File) -> Result<(), SetupError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = file
         .metadata()
-        .map_err(|e| format!("cannot read the mode of {}: {e}", path.display()))?
+        .map_err(|e| SetupError::file("read the mode of", path, e))?
         .permissions()
         .mode()
         & 0o777;
     if mode & 0o077 != 0 {
         file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("cannot make {} private (chmod 600): {e}", path.display()))?;
+            .map_err(|e| SetupError::file("make private (chmod 600)", path, e))?;
         tracing::warn!(
             path = %path.display(),
             "secrets file was readable by others (mode {mode:04o}); changed it to 0600"

@@ -26,6 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::error::SetupError;
 use crate::hub::Hub;
 use crate::limits::ConnectionLimiter;
 use crate::login_pool::LoginPool;
@@ -46,9 +47,10 @@ pub enum ServeError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The configuration is unusable (e.g. a JWT key file cannot be read).
-    #[error("{0}")]
-    Config(String),
+    /// The hub could not be set up from the configuration (a JWT key file cannot be
+    /// read, the history file is in use, ...).
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// TLS is configured but unusable (a missing key, an unreadable or mismatched pair).
     #[error("{0}")]
     Tls(#[from] crate::tls::TlsError),
@@ -183,14 +185,14 @@ impl Server {
     /// Build the hub and bind the listen address.
     pub async fn bind(config: Config) -> Result<Server, ServeError> {
         let config = Arc::new(config);
-        let hub = Hub::new(config.clone()).map_err(ServeError::Config)?;
+        let hub = Hub::new(config.clone())?;
         Server::bind_hub(hub).await
     }
 
     /// Bind a server around an existing hub.
     pub async fn bind_hub(hub: Hub) -> Result<Server, ServeError> {
         let config = hub.config().clone();
-        crate::announce::check_config(&config).map_err(ServeError::Config)?;
+        crate::announce::check_config(&config).map_err(SetupError::Config)?;
         let listener = listen(&config).map_err(|source| ServeError::Bind {
             addr: config.listen,
             source,
@@ -209,9 +211,7 @@ impl Server {
             .allow_burst(NonZeroU32::MIN.saturating_add(9));
         // Sync roots are opened (and scanned) before the server answers, so a client's
         // first manifest already reflects the disk.
-        let sync = crate::sync::SyncRoots::open(&hub)
-            .await
-            .map_err(ServeError::Config)?;
+        let sync = crate::sync::SyncRoots::open(&hub).await?;
         let state = AppState {
             hub,
             limiter: ConnectionLimiter::new(
@@ -220,7 +220,7 @@ impl Server {
             ),
             login_limiter: Arc::new(RateLimiter::keyed(login_quota)),
             sockets: Sockets::new(),
-            logins: Arc::new(LoginPool::new(&config).map_err(ServeError::Config)?),
+            logins: Arc::new(LoginPool::new(&config).map_err(SetupError::Config)?),
             sync,
         };
         Ok(Server {

@@ -351,7 +351,7 @@ fn self_signed(config: &Config) -> Result<CertFiles, TlsError> {
     let made = rcgen::generate_simple_self_signed(names)
         .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
     crate::secrets::write_private(&files.key, &made.signing_key.serialize_pem())
-        .map_err(TlsError::SelfSigned)?;
+        .map_err(|e| TlsError::SelfSigned(e.to_string()))?;
     std::fs::write(&files.cert, made.cert.pem()).map_err(|source| TlsError::Read {
         path: files.cert.clone(),
         source,

@@ -224,11 +224,6 @@ impl UploadStore {
         }
     }
 
-    /// The directory holding the uploads.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The configuration.
     pub fn config(&self) -> &UploadsConfig {
         &self.config
@@ -296,7 +291,7 @@ impl UploadStore {
         };
         let name = text(&["filename", "name"])?;
         if let Some(n) = &name {
-            tus::check_file_name(n).map_err(|e| UploadError::new(400, e))?;
+            tus::check_file_name(n).map_err(|e| UploadError::new(400, e.to_string()))?;
         }
         let filetype = text(&["filetype", "type", "contentType"])?;
         if !media_type_allowed(&self.config.allowed_types, filetype.as_deref()) {
@@ -644,13 +639,6 @@ impl ChunkHasher {
 }
 
 impl PatchGuard {
-    /// The upload's current state and offset.
-    pub fn state(&self) -> Result<(UploadInfo, u64), UploadError> {
-        let entries = self.store.entries.lock();
-        let e = entries.get(&self.id).ok_or_else(UploadError::not_found)?;
-        Ok((e.info.clone(), e.offset))
-    }
-
     /// Set a deferred length (`Upload-Length` on a `PATCH`).
     pub async fn set_length(&mut self, length: u64) -> Result<(), UploadError> {
         self.store.check_size(length)?;

@@ -9,8 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_hub::Hub;
 use ferry_hub::config::HistoryBackend;
+use ferry_hub::store::sqlite::StoreError;
+use ferry_hub::{Hub, SetupError};
 use proptest::prelude::*;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -51,7 +52,7 @@ async fn start(dir: &Path) -> TestServer {
         }
         match Hub::new(Arc::new(config)) {
             Ok(hub) => return TestServer::start_hub(hub).await,
-            Err(e) if e.contains("in use") && Instant::now() < deadline => {
+            Err(SetupError::History(StoreError::Locked { .. })) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(e) => panic!("restart: {e}"),

@@ -291,17 +291,24 @@ pub fn valid_upload_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Why [`check_file_name`] refused a name; the message says what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadFileName(pub String);
+
 /// Check a client-supplied file name (metadata `filename`/`name`, a multipart part's
 /// file name). The name is only ever shown and put in `Content-Disposition`, never used as
 /// a path, but a hostile one is refused anyway: empty, longer than [`MAX_NAME_LEN`]
 /// bytes, `.`/`..`, containing `/`, `\`, NUL or other control characters, or Unicode
 /// bidirectional and invisible formatting characters that disguise an extension.
-pub fn check_file_name(name: &str) -> Result<(), String> {
+pub fn check_file_name(name: &str) -> Result<(), BadFileName> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(format!("file name must be 1 to {MAX_NAME_LEN} bytes"));
+        return Err(BadFileName(format!(
+            "file name must be 1 to {MAX_NAME_LEN} bytes"
+        )));
     }
     if name == "." || name == ".." {
-        return Err("file name may not be . or ..".into());
+        return Err(BadFileName("file name may not be . or ..".into()));
     }
     for c in name.chars() {
         let refused = c == '/'
@@ -315,10 +322,10 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
                 | '\u{2215}' | '\u{2044}' | '\u{FF0F}' | '\u{29F8}' // slash look-alikes
             );
         if refused {
-            return Err(format!(
+            return Err(BadFileName(format!(
                 "file name contains a forbidden character U+{:04X}",
                 c as u32
-            ));
+            )));
         }
     }
     Ok(())

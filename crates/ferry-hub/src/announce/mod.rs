@@ -179,16 +179,6 @@ impl Announcer {
         Some(announcer)
     }
 
-    /// What is advertised.
-    pub fn record(&self) -> &HubRecord {
-        &self.record
-    }
-
-    /// Where it is advertised.
-    pub fn scope(&self) -> Scope {
-        self.scope
-    }
-
     fn mdns_on(&self) -> bool {
         #[cfg(feature = "mdns")]
         {

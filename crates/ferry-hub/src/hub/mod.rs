@@ -26,7 +26,7 @@ use crate::channel::ChannelName;
 use crate::config::HistoryBackend;
 use crate::config::{Config, NamespaceConfig};
 use crate::conn::ConnHandle;
-use crate::error::{HubError, HubResult};
+use crate::error::{HubError, HubResult, SetupError};
 use crate::presence::{MemoryPresence, PresenceStore};
 use crate::publication::{Publication, StreamPosition};
 use crate::sharded::Sharded;
@@ -151,21 +151,21 @@ fn check_data_depth(data: &Data, max: usize) -> HubResult<()> {
 impl Hub {
     /// A hub with the embedded defaults: the history `config.history` names (SQLite in
     /// the data dir unless configured otherwise), memory broker, memory presence.
-    pub fn new(config: Arc<Config>) -> Result<Hub, String> {
+    pub fn new(config: Arc<Config>) -> Result<Hub, SetupError> {
         let broker = config.broker.trim();
         if broker.starts_with("redis://") || broker.starts_with("rediss://") {
             return Self::with_redis(config.clone(), broker);
         }
         if broker != "memory" {
-            return Err(format!(
+            return Err(SetupError::Config(format!(
                 "broker = {broker:?} is not a broker: use \"memory\" or a Redis URL such as \"redis://127.0.0.1:6379\""
-            ));
+            )));
         }
         let store: Arc<dyn HistoryStore> = match config.history {
-            HistoryBackend::Sqlite => Arc::new(
-                SqliteStore::open(&config.data_dir, config.history_durability)
-                    .map_err(|e| e.to_string())?,
-            ),
+            HistoryBackend::Sqlite => Arc::new(SqliteStore::open(
+                &config.data_dir,
+                config.history_durability,
+            )?),
             HistoryBackend::Memory => Arc::new(MemoryStore::new()),
         };
         Hub::with_backends(
@@ -177,7 +177,7 @@ impl Hub {
     }
 
     #[cfg(feature = "redis")]
-    fn with_redis(config: Arc<Config>, url: &str) -> Result<Hub, String> {
+    fn with_redis(config: Arc<Config>, url: &str) -> Result<Hub, SetupError> {
         let engine = Arc::new(crate::redis_engine::RedisEngine::new(url, &config.redis)?);
         let hub = Hub::with_backends(config, engine.clone(), engine.clone(), engine.clone())?;
         crate::redis_engine::start(&engine);
@@ -185,11 +185,11 @@ impl Hub {
     }
 
     #[cfg(not(feature = "redis"))]
-    fn with_redis(_config: Arc<Config>, url: &str) -> Result<Hub, String> {
-        Err(format!(
+    fn with_redis(_config: Arc<Config>, url: &str) -> Result<Hub, SetupError> {
+        Err(SetupError::Config(format!(
             "broker {}: this build of ferry has no Redis support (feature `redis`)",
             crate::config::redact_credentials(url)
-        ))
+        )))
     }
 
     /// Whether the broker can take messages (`/ready`).
@@ -203,7 +203,7 @@ impl Hub {
         store: Arc<dyn HistoryStore>,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
-    ) -> Result<Hub, String> {
+    ) -> Result<Hub, SetupError> {
         let auth = Authenticator::from_config(&config)?;
         let inner = Arc::new(HubInner {
             config,
@@ -635,5 +635,33 @@ mod tests {
         }
         hub.disconnect(&b).await;
         assert!(hub.find_connections(None, Some(&b.client_id)).is_empty());
+    }
+
+    #[test]
+    fn setup_failures_are_typed_and_keep_their_source() {
+        let bad_broker = Config {
+            broker: "nats://127.0.0.1:4222".into(),
+            history: HistoryBackend::Memory,
+            ..Config::default()
+        };
+        match Hub::new(Arc::new(bad_broker)) {
+            Err(SetupError::Config(m)) => assert!(m.contains("is not a broker"), "{m}"),
+            other => panic!("expected a configuration error, got {:?}", other.err()),
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("no-such-key.pem");
+        let bad_key = Config {
+            jwt_public_keys: vec![missing.clone()],
+            history: HistoryBackend::Memory,
+            ..Config::default()
+        };
+        match Hub::new(Arc::new(bad_key)) {
+            Err(e @ SetupError::File { action: "read", .. }) => {
+                assert!(e.to_string().contains(&missing.display().to_string()));
+                let source = std::error::Error::source(&e).expect("the OS error");
+                assert!(source.to_string().contains("No such file"), "{source}");
+            }
+            other => panic!("expected a file error, got {:?}", other.err()),
+        }
     }
 }

@@ -27,6 +27,7 @@ use ferry_proto::sync::ManifestEntry;
 
 pub use root::SyncRoot;
 
+use crate::error::SetupError;
 use crate::hub::Hub;
 
 /// Why a sync operation was refused or failed: the HTTP status, a stable code and a
@@ -92,12 +93,14 @@ impl SyncRoots {
     /// Open every configured root: check its directory and channel, open its index, start
     /// its watcher and scan it (publishing only what changed while the hub was down).
     /// Watchers stop with the hub's shutdown.
-    pub async fn open(hub: &Hub) -> Result<SyncRoots, String> {
+    pub async fn open(hub: &Hub) -> Result<SyncRoots, SetupError> {
         let config = hub.config().clone();
         config.sync.check()?;
         let mut roots = BTreeMap::new();
         for root in &config.sync.roots {
-            let opened = SyncRoot::open(hub, root).await?;
+            let opened = SyncRoot::open(hub, root)
+                .await
+                .map_err(SetupError::Config)?;
             roots.insert(root.name.clone(), opened);
         }
         Ok(SyncRoots(Arc::new(roots)))

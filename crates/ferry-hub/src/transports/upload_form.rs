@@ -72,7 +72,7 @@ pub(crate) async fn upload(
         if let Err(e) = tus::check_file_name(&name) {
             return error(UploadError {
                 status: 400,
-                message: e,
+                message: e.to_string(),
             });
         }
         let filetype = field.content_type().map(str::to_string);

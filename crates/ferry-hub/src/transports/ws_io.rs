@@ -183,14 +183,6 @@ pub fn close_for_error(error: &WsError) -> Option<(CloseCode, &'static str)> {
     }
 }
 
-/// The close code a peer sent in its close frame, if any.
-pub fn peer_close_code(message: &Message) -> Option<u16> {
-    match message {
-        Message::Close(Some(frame)) => Some(u16::from(frame.code)),
-        _ => None,
-    }
-}
-
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
