@@ -1,6 +1,7 @@
 //! The command layer: one place where a command meets the hub's rules (capabilities,
 //! recovery arguments, history defaults) and becomes a typed [`Reply`]. The WebSocket
-//! session and the HTTP server API both run commands through [`run`]; transports only
+//! session and the HTTP server API both run commands through [`run`] (the session
+//! through [`start`], which lets a `publish` finish while it reads on); transports only
 //! decode the command and encode the reply in their own format.
 
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use serde::Serialize;
 use crate::auth::{Capability, Identity};
 use crate::conn::ConnHandle;
 use crate::error::{HubError, HubResult};
-use crate::hub::{Hub, RecoveryRequest};
+use crate::hub::{Hub, Publishing, RecoveryRequest};
 use crate::publication::Publication;
 use crate::store::HistoryQuery;
 
@@ -95,9 +96,44 @@ pub enum Reply {
     },
 }
 
-/// Run `command` for `caller`. `auth`, `ping` and `batch` are the session's own and are
-/// refused here.
+/// A command's answer: ready, or ready once a publication is stored and fanned out.
+pub enum Started {
+    /// The answer.
+    Now(Reply),
+    /// The answer of a `publish` whose publication is being stored: `reply` holds once
+    /// [`Publishing::finish`] says it was stored and fanned out; an error there is the
+    /// answer instead.
+    Later {
+        /// The answer, valid once `publishing` finished.
+        reply: Reply,
+        /// The publication being stored.
+        publishing: Publishing,
+    },
+}
+
+/// Run `command` for `caller` to the end. `auth`, `ping` and `batch` are the session's
+/// own and are refused here.
 pub async fn run(hub: &Hub, caller: Caller<'_>, command: Command) -> HubResult<Reply> {
+    match start(hub, caller, command).await? {
+        Started::Now(reply) => Ok(reply),
+        Started::Later { reply, publishing } => {
+            publishing.finish().await?;
+            Ok(reply)
+        }
+    }
+}
+
+/// [`run`], except that a `publish` returns as soon as its offset is assigned
+/// ([`Started::Later`]): a transport can read its next command while the publication
+/// is stored.
+pub async fn start(hub: &Hub, caller: Caller<'_>, command: Command) -> HubResult<Started> {
+    match command {
+        Command::Publish(publish) => start_publish(hub, caller, publish).await,
+        other => run_now(hub, caller, other).await.map(Started::Now),
+    }
+}
+
+async fn run_now(hub: &Hub, caller: Caller<'_>, command: Command) -> HubResult<Reply> {
     let authorize = |cap: Capability, channel: &str| match caller {
         Caller::Connection { identity, .. } => hub.authorize(identity, cap, channel),
         Caller::Server => Ok(()),
@@ -139,36 +175,6 @@ pub async fn run(hub: &Hub, caller: Caller<'_>, command: Command) -> HubResult<R
             hub.unsubscribe(conn, &c.channel).await?;
             Ok(Reply::Channel { channel: c.channel })
         }
-        Command::Publish(PublishCommand {
-            channel,
-            data,
-            skip_self,
-        }) => {
-            if matches!(caller, Caller::Connection { .. })
-                && hub.config().sync.is_root_channel(&channel)
-            {
-                // A FileOp there must be one the hub made (transports/sync.rs).
-                return Err(HubError::new(
-                    ErrorCode::PermissionDenied,
-                    format!(
-                        "`{channel}` carries a sync root's operations, published by the hub only; change files through /sync/"
-                    ),
-                ));
-            }
-            authorize(Capability::Publish, &channel)?;
-            let (info, skip) = match caller {
-                Caller::Connection { conn, .. } => {
-                    (Some(conn.info()), skip_self.then_some(conn.id))
-                }
-                Caller::Server => (None, None),
-            };
-            let publication = hub.publish(&channel, data, info, skip).await?;
-            Ok(Reply::Published {
-                channel,
-                offset: publication.offset(),
-                epoch: publication.epoch().into(),
-            })
-        }
         Command::History(HistoryCommand {
             channel,
             since,
@@ -199,11 +205,54 @@ pub async fn run(hub: &Hub, caller: Caller<'_>, command: Command) -> HubResult<R
                 clients,
             })
         }
-        Command::Auth(_) | Command::Ping | Command::Batch(_) => Err(HubError::new(
-            ErrorCode::InternalError,
-            "command routed to the wrong handler",
-        )),
+        Command::Publish(_) | Command::Auth(_) | Command::Ping | Command::Batch(_) => {
+            Err(HubError::new(
+                ErrorCode::InternalError,
+                "command routed to the wrong handler",
+            ))
+        }
     }
+}
+
+async fn start_publish(
+    hub: &Hub,
+    caller: Caller<'_>,
+    PublishCommand {
+        channel,
+        data,
+        skip_self,
+    }: PublishCommand,
+) -> HubResult<Started> {
+    if matches!(caller, Caller::Connection { .. }) && hub.config().sync.is_root_channel(&channel) {
+        // A FileOp there must be one the hub made (transports/sync.rs).
+        return Err(HubError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "`{channel}` carries a sync root's operations, published by the hub only; change files through /sync/"
+            ),
+        ));
+    }
+    let (info, skip) = match caller {
+        Caller::Connection { identity, conn } => {
+            hub.authorize(identity, Capability::Publish, &channel)?;
+            (Some(conn.info()), skip_self.then_some(conn.id))
+        }
+        Caller::Server => (None, None),
+    };
+    let publishing = hub.begin_publish(&channel, data, info, skip).await?;
+    let publication = publishing.publication();
+    let reply = Reply::Published {
+        offset: publication.offset(),
+        epoch: publication.epoch().into(),
+        channel,
+    };
+    Ok(match publishing {
+        Publishing::Done(_) => Started::Now(reply),
+        pending => Started::Later {
+            reply,
+            publishing: pending,
+        },
+    })
 }
 
 fn needs_connection(what: &str) -> HubError {

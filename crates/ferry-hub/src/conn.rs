@@ -30,6 +30,9 @@ pub enum Outbound {
     /// Another push (`join`, `leave`, `direct`), encoded by each transport like a
     /// publication (once per codec, shared).
     Push(Arc<Push>),
+    /// A reply that became ready after its command's turn (a `publish` answered once
+    /// stored), as the complete frame of the connection's transport.
+    Reply(bytes::Bytes),
 }
 
 impl Outbound {
@@ -38,6 +41,7 @@ impl Outbound {
         match self {
             Outbound::Publication(d) => d.publication().encoded_size(),
             Outbound::Push(push) => push.encoded_size(),
+            Outbound::Reply(frame) => frame.len(),
         }
     }
 }

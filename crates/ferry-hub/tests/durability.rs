@@ -224,3 +224,53 @@ async fn concurrent_publishers_on_one_channel_are_delivered_in_order_without_gap
     }
     server.stop().await;
 }
+
+/// One connection sends publishes without waiting for their replies (SQLite history: each
+/// is answered once committed). The session reads on while they commit, so they are
+/// answered with consecutive offsets in the order sent, each id exactly once, and a
+/// subscriber receives every one in that order; a history read after the last reply
+/// holds them all.
+#[tokio::test]
+async fn one_connections_pipelined_publishes_are_answered_in_order_once_stored() {
+    const COUNT: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut subscriber = server.client("sub").await;
+    subscriber
+        .request("subscribe", json!({"channel": CHANNEL}))
+        .await;
+    let mut publisher = server.client("pub").await;
+    for i in 0..COUNT {
+        publisher
+            .send_json(json!({"type": "publish", "id": format!("p{i}"), "payload": {"channel": CHANNEL, "data": i}}))
+            .await;
+    }
+    let mut offsets = Vec::new();
+    for i in 0..COUNT {
+        let answer = publisher.recv().await;
+        assert_eq!(answer["type"], "reply", "{answer}");
+        assert_eq!(
+            answer["id"],
+            format!("p{i}"),
+            "answers come in the order sent"
+        );
+        offsets.push(answer["payload"]["offset"].as_u64().unwrap());
+    }
+    assert_eq!(offsets, (1..=COUNT).collect::<Vec<_>>());
+    let mut seen = Vec::new();
+    while seen.len() < COUNT as usize {
+        let m = subscriber.next_of_type("message").await;
+        assert_eq!(m["payload"]["data"], seen.len() as u64);
+        seen.push(m["payload"]["offset"].as_u64().unwrap());
+    }
+    assert_eq!(seen, offsets);
+    let page = publisher
+        .request("history", json!({"channel": CHANNEL, "limit": 1000}))
+        .await;
+    assert_eq!(
+        page["payload"]["publications"].as_array().map(Vec::len),
+        Some(COUNT as usize),
+        "{page}"
+    );
+    server.stop().await;
+}

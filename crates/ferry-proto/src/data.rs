@@ -127,6 +127,14 @@ impl Data {
     }
 }
 
+/// The data as JSON text (MessagePack through the mapping of [`Data::to_json`]), as
+/// `ferry sub` prints it.
+impl std::fmt::Display for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.to_json().get())
+    }
+}
+
 impl PartialEq for Data {
     /// Equal when they denote the same value, whatever their encodings.
     fn eq(&self, other: &Data) -> bool {

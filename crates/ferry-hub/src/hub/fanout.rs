@@ -1,5 +1,5 @@
-//! Fan-out: publish (stage, wait for durability, take a turn), the per-stripe order that
-//! keeps a channel's offsets in order, and delivery of what the broker hands back to
+//! Fan-out: publish (stage, wait for durability in the stripe's queue), the per-stripe
+//! order that keeps a channel's offsets in order, and delivery of what the broker hands back to
 //! every local subscriber's queue.
 
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::channel::ChannelName;
 use crate::conn::{ConnHandle, Outbound, Pushed};
 use crate::error::{HubError, HubResult};
 use crate::publication::{Delivery, Publication, Push};
+use crate::store::Durable;
 
 use super::{Hub, HubInner};
 
@@ -23,50 +24,116 @@ use super::{Hub, HubInner};
 /// stripe its name hashes to; different channels rarely share one.
 pub(super) const ORDER_STRIPES: usize = 256;
 
-/// One stripe of the publish order: its lock serialises staging (offsets) and
-/// subscribe-with-recovery of its channels; `last` chains their fan-outs, so publications
-/// whose durability is awaited outside the lock still reach subscribers in offset order.
+/// One stripe of the publish order. Its (async) lock serialises staging (offsets) and
+/// subscribe-with-recovery of its channels. Publications whose durability is awaited
+/// outside the lock (SQLite: until their commit) wait in its queue, which one task at a
+/// time drains in order: they reach subscribers in offset order, and the publications of
+/// one commit fan out back to back, so each subscriber's queue takes them in one write.
 #[derive(Default)]
 pub(super) struct Stripe {
-    /// Done once the latest turn taken on this stripe has fanned out (or given up).
-    last: Option<tokio::sync::oneshot::Receiver<()>>,
+    queue: Arc<parking_lot::Mutex<Queue>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: std::collections::VecDeque<Queued>,
+    /// A drainer task runs (it may be fanning out the item it took last).
+    draining: bool,
+}
+
+enum Queued {
+    /// A staged publication, fanned out once durable; `done` gets the outcome.
+    Publication {
+        publication: Arc<Publication>,
+        durable: Durable,
+        skip: Option<u64>,
+        started: Instant,
+        done: tokio::sync::oneshot::Sender<HubResult<()>>,
+    },
+    /// A subscribe waiting for everything queued before it.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Stripe {
-    /// Whether a turn taken on this stripe has not fanned out yet.
-    pub(super) fn pending(&mut self) -> bool {
-        use tokio::sync::oneshot::error::TryRecvError;
-        match self.last.as_mut().map(|last| last.try_recv()) {
-            Some(Err(TryRecvError::Empty)) => true,
-            _ => {
-                self.last = None;
-                false
+    /// Whether nothing staged on this stripe is waiting to fan out.
+    fn idle(&self) -> bool {
+        let q = self.queue.lock();
+        q.items.is_empty() && !q.draining
+    }
+
+    /// Wait until everything staged on this stripe so far has fanned out (or failed).
+    /// Called with the stripe's lock held, so nothing new is staged meanwhile.
+    pub(super) async fn settle(&self) {
+        let waited = {
+            let mut q = self.queue.lock();
+            if q.items.is_empty() && !q.draining {
+                return;
             }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            q.items.push_back(Queued::Barrier(tx));
+            rx
+        };
+        // An error means the drainer is gone, and everything ahead with it.
+        let _ = waited.await;
+    }
+
+    /// Queue an item behind the others, starting a drainer when none runs.
+    fn enqueue(&self, hub: &Hub, item: Queued) {
+        let mut q = self.queue.lock();
+        q.items.push_back(item);
+        if !q.draining {
+            q.draining = true;
+            tokio::spawn(drain(hub.clone(), self.queue.clone()));
         }
     }
 }
 
-/// A place in a stripe's fan-out order, taken under its lock.
-pub(super) struct Turn {
-    previous: Option<tokio::sync::oneshot::Receiver<()>>,
-    /// Dropped when this turn is over, which lets the next one go.
-    _done: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Turn {
-    pub(super) fn take(stripe: &mut Stripe) -> Turn {
-        let (done, next) = tokio::sync::oneshot::channel();
-        Turn {
-            previous: stripe.last.replace(next),
-            _done: done,
+/// Fan out a stripe's queue in order until it is empty. Runs as its own task, so a
+/// publisher that goes away cannot leave a stored publication undelivered.
+async fn drain(hub: Hub, queue: Arc<parking_lot::Mutex<Queue>>) {
+    /// If fan-out panics, the queue is emptied and freed: the waiting publishers get an
+    /// error instead of waiting for ever, and the next publication starts a new drainer.
+    struct Reset<'a>(&'a parking_lot::Mutex<Queue>);
+    impl Drop for Reset<'_> {
+        fn drop(&mut self) {
+            let mut q = self.0.lock();
+            q.items.clear();
+            q.draining = false;
         }
     }
-
-    /// Wait until every turn taken before this one is over.
-    pub(super) async fn wait(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            // An error means the previous turn's sender was dropped: over as well.
-            let _ = previous.await;
+    let _reset = Reset(&queue);
+    loop {
+        let item = {
+            let mut q = queue.lock();
+            match q.items.pop_front() {
+                Some(item) => item,
+                None => {
+                    q.draining = false;
+                    return;
+                }
+            }
+        };
+        match item {
+            Queued::Barrier(waiter) => {
+                let _ = waiter.send(());
+            }
+            Queued::Publication {
+                publication,
+                durable,
+                skip,
+                started,
+                done,
+            } => {
+                let stored = durable.wait().await;
+                hub.inner
+                    .metrics
+                    .history(HistoryOp::Append, started.elapsed(), stored.is_ok());
+                let outcome = match stored {
+                    Ok(()) => hub.fan_out(&publication, skip, started).await,
+                    Err(e) => Err(e),
+                };
+                let _ = done.send(outcome);
+            }
         }
     }
 }
@@ -177,6 +244,47 @@ impl DeliverySink for HubInner {
     }
 }
 
+/// A publication begun by [`Hub::begin_publish`]: its offset is assigned.
+pub enum Publishing {
+    /// Stored and fanned out already (memory history, or a broker that does both).
+    Done(Arc<Publication>),
+    /// Being stored; fanned out once it is, in offset order.
+    Pending {
+        /// The publication, with its offset and epoch.
+        publication: Arc<Publication>,
+        /// Stored and fanned out, or why not.
+        outcome: tokio::sync::oneshot::Receiver<HubResult<()>>,
+    },
+}
+
+impl Publishing {
+    /// The publication (its offset and epoch are final, whatever the outcome).
+    pub fn publication(&self) -> &Arc<Publication> {
+        match self {
+            Publishing::Done(p) | Publishing::Pending { publication: p, .. } => p,
+        }
+    }
+
+    /// Wait until the publication is stored and fanned out.
+    pub async fn finish(self) -> HubResult<Arc<Publication>> {
+        match self {
+            Publishing::Done(publication) => Ok(publication),
+            Publishing::Pending {
+                publication,
+                outcome,
+            } => {
+                outcome.await.map_err(|_| {
+                    HubError::new(
+                        ErrorCode::InternalError,
+                        "publish failed: the fan-out task stopped",
+                    )
+                })??;
+                Ok(publication)
+            }
+        }
+    }
+}
+
 impl Hub {
     /// Publish `data` to `channel`: append to history (assigning the offset), then fan out
     /// to every subscriber on every node. `skip` excludes one connection (`skip_self`).
@@ -187,7 +295,24 @@ impl Hub {
         info: Option<ClientInfo>,
         skip: Option<u64>,
     ) -> HubResult<Arc<Publication>> {
-        let data = data.into();
+        self.begin_publish(channel, data.into(), info, skip)
+            .await?
+            .finish()
+            .await
+    }
+
+    /// [`Hub::publish`] in two steps: this one assigns the offset (so publications
+    /// begun one after the other are ordered), and [`Publishing::finish`] waits until the
+    /// publication is stored and fanned out. A transport can read the next command in
+    /// between: with SQLite history, one connection's publications then share commits
+    /// instead of waiting for one commit each.
+    pub async fn begin_publish(
+        &self,
+        channel: &str,
+        data: Data,
+        info: Option<ClientInfo>,
+        skip: Option<u64>,
+    ) -> HubResult<Publishing> {
         let started = Instant::now();
         let (_, ns) = self.resolve(channel)?;
         self.check_data(&data)?;
@@ -205,9 +330,9 @@ impl Hub {
                 .history(HistoryOp::Append, started.elapsed(), result.is_ok());
             let publication = result?;
             self.inner.publications.fetch_add(1, Ordering::Relaxed);
-            return Ok(publication);
+            return Ok(Publishing::Done(publication));
         }
-        let mut stripe = self.order_lock(channel).lock().await;
+        let stripe = self.order_lock(channel).lock().await;
         let staged = self.inner.store.stage(channel, data, info, retention).await;
         if staged.is_err() {
             self.inner
@@ -216,37 +341,33 @@ impl Hub {
         }
         let staged = staged?;
         let publication = staged.publication;
-        if staged.durable.is_now() && !stripe.pending() {
+        if staged.durable.is_now() && stripe.idle() {
             // Stored already (memory history) and nothing ahead: fan out under the lock.
             self.inner
                 .metrics
                 .history(HistoryOp::Append, started.elapsed(), true);
             self.fan_out(&publication, skip, started).await?;
-            return Ok(publication);
+            return Ok(Publishing::Done(publication));
         }
         // Durable later (SQLite: after the commit). The lock is released while the commit
-        // is awaited, so the next publications of the channel go into the same commit; the
-        // turn keeps fan-out in offset order. The rest runs as its own task, so a caller
-        // that goes away cannot leave a stored publication undelivered.
-        let mut turn = Turn::take(&mut stripe);
+        // is awaited, so the next publications of the channel go into the same commit;
+        // the stripe's queue fans them out in offset order.
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        stripe.enqueue(
+            self,
+            Queued::Publication {
+                publication: publication.clone(),
+                durable: staged.durable,
+                skip,
+                started,
+                done,
+            },
+        );
         drop(stripe);
-        let hub = self.clone();
-        let durable = staged.durable;
-        let delivered = publication.clone();
-        tokio::spawn(async move {
-            let stored = durable.wait().await;
-            hub.inner
-                .metrics
-                .history(HistoryOp::Append, started.elapsed(), stored.is_ok());
-            turn.wait().await;
-            match stored {
-                Ok(()) => hub.fan_out(&delivered, skip, started).await,
-                Err(e) => Err(e),
-            }
+        Ok(Publishing::Pending {
+            publication,
+            outcome,
         })
-        .await
-        .map_err(|e| HubError::new(ErrorCode::InternalError, format!("publish failed: {e}")))??;
-        Ok(publication)
     }
 
     /// Hand a stored publication to the broker, which queues it for every subscriber;

@@ -33,9 +33,10 @@ use crate::sharded::Sharded;
 use crate::store::{HistoryPage, HistoryQuery, HistoryStore, MemoryStore, Retention, SqliteStore};
 
 mod fanout;
+pub use fanout::Publishing;
 mod registry;
 
-use fanout::{ORDER_STRIPES, Stripe, Turn};
+use fanout::{ORDER_STRIPES, Stripe};
 
 /// The most publications one history read or recovery returns.
 pub const MAX_HISTORY_PAGE: usize = 1000;
@@ -388,13 +389,11 @@ impl Hub {
         // Registration and the history read happen under the channel's order lock, so no
         // publication can fall between "read from history" and "delivered live".
         let result = {
-            let mut stripe = self.order_lock(channel).lock().await;
+            let stripe = self.order_lock(channel).lock().await;
             // Publications staged before this point fan out first; none can be staged
             // until the lock is released. So history read below and live delivery meet
             // exactly at the channel's position.
-            if stripe.pending() {
-                Turn::take(&mut stripe).wait().await;
-            }
+            stripe.settle().await;
             // A broker that delivers from elsewhere (Redis) listens to the channel before
             // history is read, so nothing published after the read can be missed.
             let first_here = !self

@@ -148,7 +148,7 @@ pub async fn handler(
                 item = rx.recv() => match item {
                     Some(Outbound::Publication(d)) => yield Ok(encode(&channels, &mut positions, d.publication(), d.payload_json())),
                     // join/leave/direct pushes are WebSocket-only.
-                    Some(Outbound::Push(_)) => {}
+                    Some(Outbound::Push(_) | Outbound::Reply(_)) => {}
                     None => break,
                 },
                 _ = conn.closed() => break,

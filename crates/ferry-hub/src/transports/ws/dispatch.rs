@@ -9,13 +9,20 @@ use ferry_proto::session::RateVerdict;
 use ferry_proto::{CloseCode, Codec, ErrorCode};
 
 use crate::auth::{Capability, Identity};
-use crate::commands::{self, Caller, Reply};
+use crate::commands::{self, Caller, Reply, Started};
+use crate::conn::Outbound;
 use crate::error::{HubError, HubResult};
+use crate::hub::Publishing;
 use crate::hub::fit_in_budget;
+use crate::transports::ws_io;
 use crate::transports::ws_io::Message;
 
 use super::session::{Batch, End, Session};
 use super::write::data_message;
+
+/// Publishes of one connection that may wait for their commit at once; past this, the
+/// session waits for the next one's before it reads on.
+const MAX_PIPELINED: usize = 64;
 
 impl Session {
     /// Queue an encoded frame: text for `ferry.json`, binary for `ferry.msgpack`.
@@ -250,13 +257,27 @@ impl Session {
                 None => self.send(self.codec.push("pong", serde_json::json!({}))),
             },
             command => {
-                let result = match self.identity() {
+                let started = match self.identity() {
                     Ok(identity) => {
                         let caller = Caller::Connection {
                             identity: &identity,
                             conn: &self.conn,
                         };
-                        commands::run(&self.hub, caller, command).await
+                        commands::start(&self.hub, caller, command).await
+                    }
+                    Err(e) => Err(e),
+                };
+                let result = match started {
+                    Ok(Started::Now(reply)) => Ok(reply),
+                    Ok(Started::Later { reply, publishing }) => {
+                        // Outside a batch (whose reply comes after its last command), the
+                        // publish is answered once stored, and the next command is read
+                        // meanwhile: one connection's publications share commits.
+                        if self.batch.is_none() {
+                            self.answer_later(frame.id, reply, publishing).await;
+                            return;
+                        }
+                        publishing.finish().await.map(|_| reply)
                     }
                     Err(e) => Err(e),
                 };
@@ -266,6 +287,40 @@ impl Session {
                 self.out.extend(after);
             }
         }
+    }
+
+    /// Answer a publish once it is stored and fanned out, through the connection's send
+    /// queue: after the publication itself for a subscriber of its channel, and in the
+    /// order of the connection's publishes. With [`MAX_PIPELINED`] in flight, waits
+    /// until they are answered first.
+    async fn answer_later(&mut self, id: Option<FrameId>, reply: Reply, publishing: Publishing) {
+        let pipeline = self.pipeline.get_or_insert_with(Default::default);
+        if std::sync::Arc::strong_count(&pipeline.slots) > MAX_PIPELINED
+            && let Some(last) = pipeline.last.take()
+        {
+            // An error means that task is gone, its answer with it: done as well.
+            let _ = last.await;
+        }
+        let slot = pipeline.slots.clone();
+        let previous = pipeline.last.take();
+        let (answered, next) = tokio::sync::oneshot::channel::<()>();
+        pipeline.last = Some(next);
+        let codec = self.codec;
+        let conn = self.conn.clone();
+        let done = id.as_ref().map(|id| codec.reply(id, &reply));
+        tokio::spawn(async move {
+            let frame = match publishing.finish().await {
+                Ok(_) => done,
+                Err(e) => Some(codec.error(id.as_ref(), &e.payload())),
+            };
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            if let Some(frame) = frame {
+                conn.push(Outbound::Reply(ws_io::data_frame(codec, &frame)));
+            }
+            drop((slot, answered));
+        });
     }
 
     pub(super) fn identity(&self) -> HubResult<Identity> {

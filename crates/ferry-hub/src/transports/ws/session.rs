@@ -45,6 +45,19 @@ pub(super) struct Session {
     /// next runs, so a batch never builds all its answers in memory.
     pub(super) batch: Option<Box<Batch>>,
     pub(super) out: Vec<Message>,
+    /// Publishes answered later (stored while the session reads on). Boxed: made on a
+    /// connection's first publish.
+    pub(super) pipeline: Option<Box<Pipeline>>,
+}
+
+/// The publishes of a session that are answered once stored.
+#[derive(Default)]
+pub(super) struct Pipeline {
+    /// Each publish in flight holds a clone: the count is bounded without a counter.
+    pub(super) slots: Arc<()>,
+    /// Done when the latest one has pushed its answer: each waits for the one before,
+    /// so answers go out in the order the publishes came.
+    pub(super) last: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// A batch being run: its remaining commands, and its own id and size for the reply after
@@ -101,6 +114,7 @@ impl Session {
             invalid_strikes: 0,
             batch: None,
             out: Vec::new(),
+            pipeline: None,
             compress: deflate
                 .filter(|d| d.server_no_context_takeover && d.server_max_window_bits == 15)
                 .and_then(|_| {

@@ -93,6 +93,7 @@ pub(super) fn queue_item(raw: &mut RawFrames, item: Outbound, compress: Compress
             _ => d.ws_wire(codec),
         },
         Outbound::Push(push) => push.ws_wire(codec),
+        Outbound::Reply(frame) => frame,
     };
     raw.push(frame.clone());
 }
