@@ -154,11 +154,11 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
 
 fn report(error: &SyncError, json: bool) -> ExitCode {
     let code: u8 = match error {
-        SyncError::State(_) | SyncError::Ignore(_) => 2,
-        SyncError::Server { .. } => 3,
-        SyncError::Hub(e) if e.server_code().is_some() => 3,
-        SyncError::Http(e) if e.is_status() => 3,
-        _ => 1,
+        SyncError::State(_) | SyncError::Ignore(_) => crate::exit::USAGE,
+        SyncError::Server { .. } => crate::exit::REFUSED,
+        SyncError::Hub(e) if e.server_code().is_some() => crate::exit::REFUSED,
+        SyncError::Http(e) if e.is_status() => crate::exit::REFUSED,
+        _ => crate::exit::FAILED,
     };
     eprintln!("error: {error}");
     let refused = match error {
