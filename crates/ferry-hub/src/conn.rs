@@ -31,8 +31,9 @@ pub enum Outbound {
     /// publication (once per codec, shared).
     Push(Arc<Push>),
     /// A reply that became ready after its command's turn (a `publish` answered once
-    /// stored), as the complete frame of the connection's transport.
-    Reply(bytes::Bytes),
+    /// stored), as the complete frame of the connection's transport. Boxed: `Outbound`
+    /// stays two words, and it sits in every connection task's select.
+    Reply(Box<bytes::Bytes>),
 }
 
 impl Outbound {

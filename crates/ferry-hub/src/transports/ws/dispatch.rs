@@ -317,7 +317,7 @@ impl Session {
                 let _ = previous.await;
             }
             if let Some(frame) = frame {
-                conn.push(Outbound::Reply(ws_io::data_frame(codec, &frame)));
+                conn.push(Outbound::Reply(Box::new(ws_io::data_frame(codec, &frame))));
             }
             drop((slot, answered));
         });
