@@ -967,41 +967,35 @@ mod tests {
         assert!(media_type_allowed(&[], None));
     }
 
-    #[tokio::test]
-    async fn sweep_removes_only_expired_unfinished_uploads() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A store in `dir` whose uploads expire after `expiration_secs`, and its user.
+    fn store_in(dir: &Path, expiration_secs: u64) -> (Arc<UploadStore>, Access) {
         let config = UploadsConfig {
-            dir: Some(dir.path().to_path_buf()),
-            expiration_secs: 10,
+            dir: Some(dir.to_path_buf()),
+            expiration_secs,
             ..UploadsConfig::default()
         };
-        let store = Arc::new(UploadStore::open(&config, dir.path()));
         let me = Access {
             user: "u".into(),
             admin: false,
         };
-        let a = store
-            .create(
-                &me,
-                NewUpload {
-                    length: Some(3),
-                    ..NewUpload::default()
-                },
-                100,
-            )
-            .await
-            .expect("create a");
-        let b = store
-            .create(
-                &me,
-                NewUpload {
-                    length: Some(1),
-                    ..NewUpload::default()
-                },
-                100,
-            )
-            .await
-            .expect("create b");
+        (Arc::new(UploadStore::open(&config, dir)), me)
+    }
+
+    /// A new upload of `length` bytes, created at time 100.
+    async fn create(store: &Arc<UploadStore>, me: &Access, length: u64) -> UploadInfo {
+        let new = NewUpload {
+            length: Some(length),
+            ..NewUpload::default()
+        };
+        store.create(me, new, 100).await.expect("create")
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_only_expired_unfinished_uploads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, me) = store_in(dir.path(), 10);
+        let a = create(&store, &me, 3).await;
+        let b = create(&store, &me, 1).await;
         let mut g = store.begin_patch(&b.id, &me, 0).expect("lock");
         let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
         let done = g.write(body, None, 100).await.expect("write");
@@ -1019,26 +1013,8 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_patch_leaves_nothing_that_shifts_the_resumed_bytes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = UploadsConfig {
-            dir: Some(dir.path().to_path_buf()),
-            ..UploadsConfig::default()
-        };
-        let store = Arc::new(UploadStore::open(&config, dir.path()));
-        let me = Access {
-            user: "u".into(),
-            admin: false,
-        };
-        let up = store
-            .create(
-                &me,
-                NewUpload {
-                    length: Some(8),
-                    ..NewUpload::default()
-                },
-                100,
-            )
-            .await
-            .expect("create");
+        let (store, me) = store_in(dir.path(), UploadsConfig::default().expiration_secs);
+        let up = create(&store, &me, 8).await;
         let data = dir.path().join(format!("{}.bin", up.id));
         {
             let mut g = store.begin_patch(&up.id, &me, 0).expect("lock");
