@@ -716,22 +716,6 @@ impl PatchGuard {
         };
         let before = whole.clone();
         let path = data_path(&self.store.dir, &self.id);
-        let on_disk = tokio::fs::metadata(&path)
-            .await
-            .map_err(|e| UploadError::io("reading the data file", e))?
-            .len();
-        if on_disk < start {
-            // Something outside the hub shortened the file: what it holds is the truth.
-            if let Some(e) = self.store.entries.lock().get_mut(&self.id) {
-                e.offset = on_disk;
-            }
-            return Err(UploadError::new(
-                409,
-                format!(
-                    "the upload's data ends at byte {on_disk}, before {start}; ask for its offset again (HEAD) and resume from there"
-                ),
-            ));
-        }
         let chunk_hash = checksum.as_ref().map(|c| match c.algorithm {
             ChecksumAlgorithm::Sha1 => ChunkHasher::Sha1(Sha1::new()),
             ChecksumAlgorithm::Sha256 => ChunkHasher::Sha256(Sha256::new()),
@@ -779,10 +763,25 @@ impl PatchGuard {
             sent += n;
         }
         drop(chunks);
-        let written_out = sink
+        let written_out = match sink
             .await
             .map_err(|e| UploadError::io("writing upload data", std::io::Error::other(e)))?
-            .map_err(|e| UploadError::io("opening the data file", e))?;
+        {
+            Ok(written) => written,
+            Err(SinkError::Open(e)) => return Err(UploadError::io("opening the data file", e)),
+            Err(SinkError::Short(on_disk)) => {
+                // Something outside the hub shortened the file: what it holds is the truth.
+                if let Some(e) = self.store.entries.lock().get_mut(&self.id) {
+                    e.offset = on_disk;
+                }
+                return Err(UploadError::new(
+                    409,
+                    format!(
+                        "the upload's data ends at byte {on_disk}, before {start}; ask for its offset again (HEAD) and resume from there"
+                    ),
+                ));
+            }
+        };
         let WrittenChunks {
             file,
             mut written,
@@ -890,23 +889,37 @@ struct WrittenChunks {
     error: Option<std::io::Error>,
 }
 
+/// Why [`write_chunks`] wrote nothing.
+enum SinkError {
+    /// The file could not be opened or positioned.
+    Open(std::io::Error),
+    /// The file holds only this many bytes, fewer than the upload's offset.
+    Short(u64),
+}
+
 /// Write every buffer from `chunks` into the file at `path` from byte `start` (the
 /// upload's confirmed offset), hashing them as they go; runs on a blocking thread.
 /// Bytes past `start` were never confirmed to a client (a request cancelled before its
 /// answer leaves such a tail) and are cut first: the client sends them again, and
-/// appending after them would shift everything it sends. `Err` only when the file
-/// cannot be opened or positioned.
+/// appending after them would shift everything it sends.
 fn write_chunks(
     path: &Path,
     start: u64,
     mut chunks: tokio::sync::mpsc::Receiver<Bytes>,
     mut chunk_hash: Option<ChunkHasher>,
     mut whole: Option<Sha256>,
-) -> std::io::Result<WrittenChunks> {
+) -> Result<WrittenChunks, SinkError> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
-    file.set_len(start)?;
-    file.seek(SeekFrom::Start(start))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(SinkError::Open)?;
+    let on_disk = file.metadata().map_err(SinkError::Open)?.len();
+    if on_disk < start {
+        return Err(SinkError::Short(on_disk));
+    }
+    file.set_len(start).map_err(SinkError::Open)?;
+    file.seek(SeekFrom::Start(start)).map_err(SinkError::Open)?;
     let mut written = 0u64;
     let mut error = None;
     while let Some(chunk) = chunks.blocking_recv() {

@@ -24,7 +24,23 @@ pub(super) struct InFrame {
 
 enum Payload {
     Json(Option<Box<RawValue>>),
-    MsgPack(Vec<u8>),
+    /// The whole frame: its `payload` is read straight from it when asked for.
+    MsgPack(Message),
+}
+
+/// Read `T` from a MessagePack frame, depth-bounded. Fields `T` does not name are skipped
+/// as they are read, never built into values.
+fn from_msgpack<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de).map_err(|e| e.to_string())
+}
+
+/// A MessagePack frame's `id`, whatever else it holds.
+#[derive(serde::Deserialize)]
+struct MsgPackId {
+    #[serde(default)]
+    id: Option<rmpv::Value>,
 }
 
 impl InFrame {
@@ -50,31 +66,19 @@ impl InFrame {
                 })
             }
             Codec::MsgPack => {
-                let value =
-                    rmpv::decode::read_value_with_max_depth(&mut &message.data()[..], MAX_DEPTH)
-                        .map_err(|e| format!("not a MessagePack envelope: {e}"))?;
-                let field = |name: &str| {
-                    value.as_map().and_then(|entries| {
-                        entries
-                            .iter()
-                            .find(|(k, _)| k.as_str() == Some(name))
-                            .map(|(_, v)| v)
-                    })
-                };
-                let kind = field("type")
-                    .and_then(rmpv::Value::as_str)
-                    .ok_or("a MessagePack envelope without `type`")?
-                    .to_owned();
-                let mut payload = Vec::new();
-                match field("payload") {
-                    Some(p) => rmpv::encode::write_value(&mut payload, p)
-                        .map_err(|e| format!("re-encoding the payload: {e}"))?,
-                    None => payload.push(0x80),
+                #[derive(serde::Deserialize)]
+                struct Head {
+                    #[serde(rename = "type")]
+                    kind: String,
+                    #[serde(default)]
+                    id: Option<rmpv::Value>,
                 }
+                let head: Head = from_msgpack(message.data())
+                    .map_err(|e| format!("not a MessagePack envelope: {e}"))?;
                 Ok(InFrame {
-                    kind,
-                    has_id: field("id").is_some_and(|id| !id.is_nil()),
-                    payload: Payload::MsgPack(payload),
+                    kind: head.kind,
+                    has_id: head.id.is_some_and(|id| !id.is_nil()),
+                    payload: Payload::MsgPack(message.clone()),
                 })
             }
         }
@@ -85,7 +89,18 @@ impl InFrame {
         match &self.payload {
             Payload::Json(raw) => serde_json::from_str(raw.as_deref().map_or("{}", RawValue::get))
                 .map_err(|e| e.to_string()),
-            Payload::MsgPack(bytes) => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            Payload::MsgPack(message) => {
+                #[derive(serde::Deserialize)]
+                struct Body<T> {
+                    #[serde(default = "Option::default")]
+                    payload: Option<T>,
+                }
+                match from_msgpack::<Body<T>>(message.data())?.payload {
+                    Some(payload) => Ok(payload),
+                    // An absent payload reads as an empty map.
+                    None => from_msgpack(&[0x80]),
+                }
+            }
         }
     }
 }
@@ -113,15 +128,8 @@ pub(super) fn msgpack_id(message: &Message) -> Option<String> {
     if message.is_text() {
         return None;
     }
-    let value =
-        rmpv::decode::read_value_with_max_depth(&mut &message.data()[..], MAX_DEPTH).ok()?;
-    let id = value
-        .as_map()?
-        .iter()
-        .find(|(k, _)| k.as_str() == Some("id"))
-        .map(|(_, v)| v)?;
-    match id {
-        rmpv::Value::String(s) => s.as_str().map(str::to_owned),
+    match from_msgpack::<MsgPackId>(message.data()).ok()?.id? {
+        rmpv::Value::String(s) => s.into_str(),
         rmpv::Value::Integer(n) => Some(n.to_string()),
         _ => None,
     }
@@ -146,5 +154,22 @@ mod tests {
         assert!(frame.has_id);
         let payload: serde_json::Value = frame.payload().expect("payload");
         assert_eq!(payload["channel"], "a:b");
+    }
+
+    /// A hostile server's deeply nested frame is refused, not recursed into without bound.
+    #[test]
+    fn a_frame_nested_past_the_depth_limit_is_an_error() {
+        // {"type":"message","payload":[[[[...]]]]} with 100,000 levels.
+        let mut bytes = vec![0x82, 0xa4];
+        bytes.extend_from_slice(b"type");
+        bytes.push(0xa7);
+        bytes.extend_from_slice(b"message");
+        bytes.push(0xa7);
+        bytes.extend_from_slice(b"payload");
+        bytes.extend(std::iter::repeat_n(0x91, 100_000));
+        bytes.push(0x90);
+        let message = Message::binary(bytes);
+        assert!(InFrame::read(Codec::MsgPack, &message).is_err());
+        assert_eq!(msgpack_id(&message), None);
     }
 }
