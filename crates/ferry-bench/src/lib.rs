@@ -126,22 +126,42 @@ fn count(s: &str) -> Result<usize, String> {
     }
 }
 
-/// The plan of `echo` (`publish: None`) and `persist`; `window` is (warm-up, measured)
-/// seconds.
+/// The plan of `echo` (`publish: None`) and `persist`.
 fn echo_plan(
     connections: usize,
     in_flight: u16,
     size: usize,
-    window: (f64, f64),
+    timing: Timing,
     publish: Option<echo::PublishTo>,
 ) -> echo::EchoPlan {
     echo::EchoPlan {
         connections,
         in_flight: in_flight.into(),
         size,
-        warmup: Duration::from_secs_f64(window.0),
-        duration: Duration::from_secs_f64(window.1),
+        warmup: timing.warmup(),
+        duration: timing.duration(),
         publish,
+    }
+}
+
+/// The measured window of a scenario: a warm-up, then the seconds measured.
+#[derive(Args, Clone, Copy)]
+struct Timing {
+    /// Seconds of warm-up.
+    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
+    warmup: f64,
+    /// Seconds measured.
+    #[arg(long, short = 'd', default_value_t = 5.0, value_parser = seconds)]
+    duration: f64,
+}
+
+impl Timing {
+    fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup)
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration)
     }
 }
 
@@ -198,12 +218,8 @@ enum ScenarioArgs {
         /// Message size in bytes.
         #[arg(long, default_value_t = 128)]
         size: usize,
-        /// Seconds of warm-up.
-        #[arg(long, default_value_t = 1.0, value_parser = seconds)]
-        warmup: f64,
-        /// Seconds measured.
-        #[arg(long, short = 'd', default_value_t = 5.0, value_parser = seconds)]
-        duration: f64,
+        #[command(flatten)]
+        timing: Timing,
     },
     /// N EventSource subscribers of the hub's /sse, fed by ferry publishers.
     Sse(FanoutArgs),
@@ -223,12 +239,8 @@ enum ScenarioArgs {
         /// Every connection publishes to the one channel --channel.
         #[arg(long)]
         hot: bool,
-        /// Seconds of warm-up.
-        #[arg(long, default_value_t = 1.0, value_parser = seconds)]
-        warmup: f64,
-        /// Seconds measured.
-        #[arg(long, short = 'd', default_value_t = 5.0, value_parser = seconds)]
-        duration: f64,
+        #[command(flatten)]
+        timing: Timing,
     },
     /// Many connections for a long time: well-behaved subscribers (checked for misses),
     /// stalled readers (checked to be reaped), slow readers, reconnect storms and HTTP
@@ -313,12 +325,8 @@ struct FanoutArgs {
     /// Size of a publication's JSON data, bytes.
     #[arg(long, default_value_t = 128)]
     size: usize,
-    /// Seconds of warm-up.
-    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
-    warmup: f64,
-    /// Seconds measured.
-    #[arg(long, short = 'd', default_value_t = 5.0, value_parser = seconds)]
-    duration: f64,
+    #[command(flatten)]
+    timing: Timing,
     /// Spread the subscribers over this hub too, round-robin with --url (repeatable):
     /// other nodes of one Redis-backed cluster. Publishers stay on --url.
     #[arg(long = "also-url", value_name = "URL")]
@@ -383,8 +391,8 @@ impl FanoutArgs {
             rate: self.rate,
             window: self.window,
             size: self.size,
-            warmup: Duration::from_secs_f64(self.warmup),
-            duration: Duration::from_secs_f64(self.duration),
+            warmup: self.timing.warmup(),
+            duration: self.timing.duration(),
             group_size: group_size.into(),
         }
     }
@@ -512,10 +520,9 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             connections,
             in_flight,
             size,
-            warmup,
-            duration,
+            timing,
         } => {
-            let plan = echo_plan(connections, in_flight, size, (warmup, duration), None);
+            let plan = echo_plan(connections, in_flight, size, timing, None);
             echo::run(&common, target, plan).await?
         }
         ScenarioArgs::Persist {
@@ -523,8 +530,7 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             in_flight,
             size,
             hot,
-            warmup,
-            duration,
+            timing,
         } => {
             if common.protocol != Protocol::Ferry {
                 anyhow::bail!("persist publishes through the hub: use --protocol ferry");
@@ -534,7 +540,7 @@ async fn run_scenario(args: BenchArgs, nofile: u64) -> anyhow::Result<Outcome> {
             } else {
                 echo::PublishTo::PerConnection
             };
-            let plan = echo_plan(connections, in_flight, size, (warmup, duration), Some(to));
+            let plan = echo_plan(connections, in_flight, size, timing, Some(to));
             echo::run(&common, target, plan).await?
         }
         ScenarioArgs::Sse(f) => {
