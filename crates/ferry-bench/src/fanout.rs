@@ -471,6 +471,32 @@ pub async fn drain(shared: &Shared) {
     }
 }
 
+/// Open `publishers` connections on `target` once the subscribers are open (`subscribed`:
+/// how many, and what kind); an error naming both counts when either side has none.
+pub(crate) async fn open_publishers(
+    target: &Target,
+    common: &Common,
+    publishers: usize,
+    deadline: Instant,
+    errors: &mut Errors,
+    subscribed: (usize, &str),
+) -> anyhow::Result<Vec<Ws>> {
+    let (pubs, pub_errors) = target
+        .open_many(publishers, false, common.concurrency(), deadline)
+        .await;
+    errors.merge(pub_errors);
+    if subscribed.0 == 0 || pubs.is_empty() {
+        anyhow::bail!(
+            "could not open the connections ({} {}, {} publishers): {}",
+            subscribed.0,
+            subscribed.1,
+            pubs.len(),
+            errors.samples.join("; ")
+        );
+    }
+    Ok(pubs)
+}
+
 /// Run `fanout` or `latency`: subscribers spread round-robin over `subscribe_at` (one
 /// hub, or the nodes of one cluster), publishers on `target`.
 pub async fn run_spread(
@@ -494,19 +520,16 @@ pub async fn run_spread(
         subs.extend(opened);
         errors.merge(failed);
     }
-    let (pubs, pub_errors) = target
-        .open_many(plan.publishers, false, common.concurrency(), deadline)
-        .await;
-    errors.merge(pub_errors);
+    let pubs = open_publishers(
+        &target,
+        common,
+        plan.publishers,
+        deadline,
+        &mut errors,
+        (subs.len(), "subscribers"),
+    )
+    .await?;
     let setup_s = setup_start.elapsed().as_secs_f64();
-    if subs.is_empty() || pubs.is_empty() {
-        anyhow::bail!(
-            "could not open the connections ({} subscribers, {} publishers): {}",
-            subs.len(),
-            pubs.len(),
-            errors.samples.join("; ")
-        );
-    }
     let connections = subs.len() + pubs.len();
     let shared = Shared::new(subs.len() as u64, plan.window);
     let (stop_tx, stop_rx) = watch::channel(false);

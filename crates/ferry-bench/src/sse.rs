@@ -16,7 +16,7 @@ use tokio::time::{Instant, timeout};
 
 use super::Common;
 use super::client::Target;
-use super::fanout::{FanoutPlan, GroupResult, Shared, publish_window};
+use super::fanout::{FanoutPlan, GroupResult, Shared, open_publishers, publish_window};
 use super::report::{Errors, Report};
 use super::wire;
 
@@ -125,19 +125,16 @@ pub async fn run(
             }
         }
     }
-    let (pubs, pub_errors) = target
-        .open_many(plan.publishers, false, common.concurrency(), deadline)
-        .await;
-    errors.merge(pub_errors);
+    let pubs = open_publishers(
+        &target,
+        common,
+        plan.publishers,
+        deadline,
+        &mut errors,
+        (bodies.len(), "SSE subscribers"),
+    )
+    .await?;
     let setup_s = setup_start.elapsed().as_secs_f64();
-    if bodies.is_empty() || pubs.is_empty() {
-        bail!(
-            "could not open the connections ({} SSE subscribers, {} publishers): {}",
-            bodies.len(),
-            pubs.len(),
-            errors.samples.join("; ")
-        );
-    }
     let connections = bodies.len() + pubs.len();
     let shared = Shared::new(bodies.len() as u64, plan.window);
     let (stop_tx, stop_rx) = watch::channel(false);
