@@ -37,8 +37,9 @@ pub struct ProxyArgs {
     /// Address for /metrics and /status [default: none].
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
-    /// Worker threads [default: one per CPU]. One thread keeps a request and its backend
-    /// call on the same core (no cross-thread wake-ups): the least CPU per request.
+    /// Worker threads [default: one per CPU]. Each accepts connections of its own and keeps
+    /// a request, its backend call and its backend connections on one thread (no
+    /// cross-thread wake-ups), as nginx's worker processes do.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     /// A backend, HOST:PORT or HOST:PORT,weight=N (repeat; replaces the file's list).
@@ -194,17 +195,17 @@ pub fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     crate::serve_dev::init_logging(args.log_json);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = args.threads {
-        runtime.worker_threads(threads.into());
-    }
-    let runtime = runtime
+    let workers = match args.threads {
+        Some(threads) => usize::from(threads),
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let backends: Vec<String> = config.backends.iter().map(|b| b.address.clone()).collect();
-        let proxy = match Proxy::bind(config).await {
+        let proxy = match Proxy::bind(config, workers) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e}");

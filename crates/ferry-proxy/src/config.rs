@@ -295,6 +295,16 @@ impl ProxyConfig {
         if self.backends.iter().any(|b| b.weight == 0) {
             return bad("a backend weight must be at least 1");
         }
+        if let Some(b) = self
+            .backends
+            .iter()
+            .find(|b| b.address.parse::<http::uri::Authority>().is_err())
+        {
+            return Err(ConfigError::Unusable(format!(
+                "backend '{}' is not HOST:PORT",
+                b.address
+            )));
+        }
         let h = &self.health_check;
         if h.interval_ms == 0 || h.timeout_ms == 0 {
             return bad("health_check.interval_ms and timeout_ms must be positive");
@@ -328,6 +338,21 @@ mod tests {
             Ok(HashKey::Header("X-Client-Id".into()))
         );
         assert!("header:".parse::<HashKey>().is_err());
+    }
+
+    #[test]
+    fn a_backend_that_is_not_host_port_is_refused_at_start() {
+        let mut cfg = ProxyConfig {
+            backends: vec![BackendConfig {
+                address: "bad host:80".into(),
+                weight: 1,
+            }],
+            ..ProxyConfig::default()
+        };
+        let err = cfg.check().expect_err("refused").to_string();
+        assert!(err.contains("'bad host:80' is not HOST:PORT"), "{err}");
+        cfg.backends[0].address = "[::1]:8081".into();
+        cfg.check().expect("an IPv6 backend is fine");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -24,18 +25,17 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
 use crate::balancer::{InFlight, Pool};
-use crate::config::{HashKey, ProxyConfig};
+use crate::config::{HashKey, Policy, ProxyConfig};
 
 /// The body type of everything the proxy sends and answers.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// What every request handler shares.
+/// What every worker thread shares: the configuration, the backends and their counters.
 pub struct Shared {
     /// The configuration it runs with.
     pub config: ProxyConfig,
     /// The backends.
     pub pool: Pool,
-    client: Client<HttpConnector, Body>,
     /// Requests answered by the proxy itself because no backend could (502/503/504).
     pub proxy_errors: std::sync::atomic::AtomicU64,
 }
@@ -43,26 +43,45 @@ pub struct Shared {
 impl Shared {
     /// Shared state for `config`.
     pub fn new(config: ProxyConfig) -> Shared {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(
-            config.limits.connect_timeout_ms,
-        )));
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
         Shared {
             pool: Pool::new(&config.backends, config.policy),
             config,
-            client,
             proxy_errors: Default::default(),
         }
     }
+}
 
-    /// The client used for backends (health checks share its connection pool).
-    pub fn client(&self) -> &Client<HttpConnector, Body> {
-        &self.client
+/// A client for the backends, with its own pool of kept-alive connections. Each worker
+/// thread has one, so a request, its backend connection and both connection tasks stay
+/// on one thread (no cross-thread wake-ups, no contended pool lock).
+pub type BackendClient = Client<HttpConnector, Body>;
+
+/// A new [`BackendClient`] with the connect timeout of `config`.
+pub fn backend_client(config: &ProxyConfig) -> BackendClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_millis(
+        config.limits.connect_timeout_ms,
+    )));
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector)
+}
+
+/// One worker thread's view: the shared state and the thread's own backend client.
+pub struct Worker {
+    /// What every worker shares.
+    pub shared: Arc<Shared>,
+    client: BackendClient,
+}
+
+impl Worker {
+    /// A worker of `shared` with a backend client of its own; create it on the thread
+    /// (runtime) that will use it.
+    pub fn new(shared: Arc<Shared>) -> Worker {
+        let client = backend_client(&shared.config);
+        Worker { shared, client }
     }
 }
 
@@ -220,11 +239,16 @@ fn retryable(req: &Request<Incoming>) -> bool {
 
 /// Answer one client request. Never fails: a backend failure is a 502/503/504 answer.
 pub async fn handle(
-    shared: Arc<Shared>,
+    worker: Arc<Worker>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
-    let key = hash_key(&shared.config.hash_key, &req, peer);
+    let shared = &*worker.shared;
+    // Only consistent hashing reads the key: the other policies skip building it.
+    let key = match shared.config.policy {
+        Policy::ConsistentHash => hash_key(&shared.config.hash_key, &req, peer),
+        _ => Vec::new(),
+    };
     if is_upgrade(&req) {
         return Ok(upgrade(shared, req, peer, key).await);
     }
@@ -246,8 +270,8 @@ pub async fn handle(
     let path = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut body = Some(body.boxed());
     let mut tried = Vec::new();
     let passive = &shared.config.passive_health;
@@ -271,13 +295,25 @@ pub async fn handle(
             body.take().unwrap_or_else(empty)
         });
         *out.method_mut() = parts.method.clone();
-        *out.headers_mut() = headers.clone();
-        match format!("http://{}{path}", backend.address).parse() {
+        // A retry needs the headers again; the last possible attempt takes them.
+        *out.headers_mut() = if retry && tried.len() <= shared.config.retries as usize {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
+        let Some(authority) = backend.authority.clone() else {
+            return Ok(text(StatusCode::BAD_GATEWAY, "backend address not usable"));
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(path.clone());
+        match Uri::from_parts(uri) {
             Ok(uri) => *out.uri_mut() = uri,
             Err(_) => return Ok(text(StatusCode::BAD_REQUEST, "request target not usable")),
         }
         let started = Instant::now();
-        let outcome = tokio::time::timeout(response_timeout, shared.client.request(out)).await;
+        let outcome = tokio::time::timeout(response_timeout, worker.client.request(out)).await;
         let failure = match outcome {
             Ok(Ok(mut resp)) => {
                 backend.record_latency(started.elapsed());
@@ -317,7 +353,7 @@ pub async fn handle(
 /// Forward an upgrade request (WebSocket) on a connection of its own and splice both
 /// upgraded connections together after the backend's `101`.
 async fn upgrade(
-    shared: Arc<Shared>,
+    shared: &Shared,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     key: Vec<u8>,

@@ -7,31 +7,33 @@ use http::Request;
 use tokio_util::sync::CancellationToken;
 
 use crate::balancer::Backend;
-use crate::forward::Shared;
+use crate::forward::{BackendClient, Shared, backend_client};
 
 /// Check every backend until `stop` is cancelled.
 pub fn spawn_checks(shared: &Arc<Shared>, stop: &CancellationToken) {
     if !shared.config.health_check.enabled {
         return;
     }
+    let client = Arc::new(backend_client(&shared.config));
     for backend in shared.pool.backends() {
         let (shared, backend, stop) = (Arc::clone(shared), Arc::clone(backend), stop.clone());
+        let client = Arc::clone(&client);
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = check_forever(&shared, &backend) => {}
+                _ = check_forever(&shared, &client, &backend) => {}
             }
         });
     }
 }
 
-async fn check_forever(shared: &Shared, backend: &Backend) {
+async fn check_forever(shared: &Shared, client: &BackendClient, backend: &Backend) {
     let cfg = &shared.config.health_check;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let passed = check_once(shared, backend).await;
+        let passed = check_once(shared, client, backend).await;
         match backend.record_check(passed, cfg.healthy_threshold, cfg.unhealthy_threshold) {
             Some(true) => tracing::info!(backend = %backend.address, "healthy again: re-admitted"),
             Some(false) => {
@@ -43,7 +45,7 @@ async fn check_forever(shared: &Shared, backend: &Backend) {
 }
 
 /// One check: a 2xx answer to `GET path` within the timeout.
-async fn check_once(shared: &Shared, backend: &Backend) -> bool {
+async fn check_once(shared: &Shared, client: &BackendClient, backend: &Backend) -> bool {
     let cfg = &shared.config.health_check;
     let uri = format!("http://{}{}", backend.address, cfg.path);
     let Ok(req) = Request::get(uri)
@@ -52,10 +54,7 @@ async fn check_once(shared: &Shared, backend: &Backend) -> bool {
     else {
         return false;
     };
-    let answer = tokio::time::timeout(
-        Duration::from_millis(cfg.timeout_ms),
-        shared.client().request(req),
-    )
-    .await;
+    let answer =
+        tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), client.request(req)).await;
     matches!(answer, Ok(Ok(resp)) if resp.status().is_success())
 }

@@ -18,31 +18,42 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ProxyConfig;
-use crate::forward::{self, Shared};
+use crate::forward::{self, Shared, Worker};
 use crate::{health, metrics};
 
 /// A bound proxy, ready to [`run`](Proxy::run).
+///
+/// It serves on `workers` threads, each with a single-threaded runtime, a listening socket
+/// of its own (`SO_REUSEPORT`: the kernel spreads new connections) and its own pool of
+/// backend connections. A request, its backend call and the connection tasks of both stay
+/// on one thread, as in nginx's worker processes: no cross-thread wake-ups, no contended
+/// pool. Backends, policies, health and counters are shared by all workers.
 pub struct Proxy {
-    listener: TcpListener,
-    admin: Option<TcpListener>,
+    listeners: Vec<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
 }
 
 impl Proxy {
-    /// Bind the listen (and admin) addresses of `config`.
+    /// Bind the listen (and admin) addresses of `config`, one listening socket per worker
+    /// (at least one).
     ///
     /// Errors: the configuration is unusable or an address cannot be bound.
-    pub async fn bind(config: ProxyConfig) -> std::io::Result<Proxy> {
+    pub fn bind(config: ProxyConfig, workers: usize) -> std::io::Result<Proxy> {
         config
             .check()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let listener = TcpListener::bind(config.listen).await?;
+        let listeners = bind_shared(config.listen, workers.max(1))?;
         let admin = match config.admin_listen {
-            Some(a) => Some(TcpListener::bind(a).await?),
+            Some(a) => {
+                let l = std::net::TcpListener::bind(a)?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
             None => None,
         };
         Ok(Proxy {
-            listener,
+            listeners,
             admin,
             shared: Arc::new(Shared::new(config)),
         })
@@ -50,7 +61,7 @@ impl Proxy {
 
     /// The address clients connect to.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners[0].local_addr()
     }
 
     /// The admin address (`/metrics`, `/status`), when configured.
@@ -64,12 +75,15 @@ impl Proxy {
     }
 
     /// Serve until `shutdown` completes, then stop accepting and give in-flight requests
-    /// `limits.drain_timeout_ms` to finish.
+    /// `limits.drain_timeout_ms` to finish. The first worker, the health checks and the
+    /// admin listener run on the calling runtime; every other worker on a thread of its own.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let stop = CancellationToken::new();
+        let drain = CancellationToken::new();
         health::spawn_checks(&self.shared, &stop);
         if let Some(admin) = self.admin {
             let (shared, stop) = (Arc::clone(&self.shared), stop.clone());
+            let admin = TcpListener::from_std(admin)?;
             tokio::spawn(async move {
                 tokio::select! {
                     _ = stop.cancelled() => {}
@@ -77,59 +91,157 @@ impl Proxy {
                 }
             });
         }
-        let limits = &self.shared.config.limits;
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
-        let permits = Arc::new(Semaphore::new(limits.max_connections));
-        let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => break,
-                p = Arc::clone(&permits).acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let shared = Arc::clone(&self.shared);
-            let service = service_fn(move |req| forward::handle(Arc::clone(&shared), req, peer));
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                let _ = conn.await;
-                drop(permit);
-            });
+        let permits = Arc::new(Semaphore::new(self.shared.config.limits.max_connections));
+        let mut listeners = self.listeners.into_iter();
+        let first = listeners
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no listener"))?;
+        let mut others = Vec::new();
+        for (n, listener) in listeners.enumerate() {
+            let (shared, permits, drain) = (
+                Arc::clone(&self.shared),
+                Arc::clone(&permits),
+                drain.clone(),
+            );
+            let (done, finished) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("ferry-proxy-{}", n + 1))
+                .spawn(move || {
+                    let result = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .and_then(|rt| rt.block_on(serve_worker(listener, shared, permits, drain)));
+                    let _ = done.send(result);
+                })?;
+            others.push(finished);
         }
-        drop(self.listener);
-        tracing::info!("draining in-flight requests");
-        let drain = Duration::from_millis(self.shared.config.limits.drain_timeout_ms);
-        if tokio::time::timeout(drain, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("drain timeout passed; closing the remaining connections");
+        let signal = {
+            let drain = drain.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("draining in-flight requests");
+                drain.cancel();
+            }
+        };
+        let (first_result, ()) = tokio::join!(
+            serve_worker(first, Arc::clone(&self.shared), permits, drain.clone()),
+            signal
+        );
+        let mut result = first_result;
+        for finished in others {
+            match finished.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = result.and(Err(e)),
+                Err(_) => {
+                    result = result.and(Err(std::io::Error::other("a worker thread panicked")))
+                }
+            }
         }
         stop.cancel();
-        Ok(())
+        result
     }
+}
+
+/// `workers` listening sockets on `addr` (a port of 0 is chosen once), sharing it through
+/// `SO_REUSEPORT` where the system has it, else one socket cloned.
+///
+/// A plain socket is bound first, so an address another process listens on is refused
+/// ("address in use") instead of joining that process's group and taking part of its
+/// connections.
+fn bind_shared(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let open = |addr: SocketAddr, shared: bool| -> std::io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+        socket.set_reuse_port(shared)?;
+        #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+        let _ = shared;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    };
+    let probe = open(addr, false)?;
+    if workers == 1 {
+        return Ok(vec![probe]);
+    }
+    let bound = probe.local_addr()?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    {
+        drop(probe);
+        (0..workers).map(|_| open(bound, true)).collect()
+    }
+    #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
+    {
+        let _ = bound;
+        let mut listeners = Vec::with_capacity(workers);
+        for _ in 1..workers {
+            listeners.push(probe.try_clone()?);
+        }
+        listeners.push(probe);
+        Ok(listeners)
+    }
+}
+
+/// One worker: accept on `listener` with a connection limit shared by all workers until
+/// `drain` is cancelled, then stop accepting and let in-flight requests finish.
+async fn serve_worker(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    drain: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = TcpListener::from_std(listener)?;
+    let worker = Arc::new(Worker::new(shared));
+    let limits = &worker.shared.config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            _ = drain.cancelled() => break,
+            p = Arc::clone(&permits).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = drain.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let worker = Arc::clone(&worker);
+        let service = service_fn(move |req| forward::handle(Arc::clone(&worker), req, peer));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = Duration::from_millis(worker.shared.config.limits.drain_timeout_ms);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout passed; closing the remaining connections");
+    }
+    Ok(())
 }
 
 async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
@@ -170,5 +282,25 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_share_one_port_and_a_taken_port_is_refused() {
+        let listeners = bind_shared("127.0.0.1:0".parse().expect("addr"), 3).expect("binds");
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("addr").port())
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+        // A second proxy on the same address must not silently join the first.
+        let again = bind_shared(listeners[0].local_addr().expect("addr"), 2)
+            .expect_err("the address is taken");
+        assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
     }
 }
