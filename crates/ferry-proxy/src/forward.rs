@@ -14,17 +14,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
 use crate::balancer::{InFlight, Pool};
+use crate::client::{BackendClient, Lease};
 use crate::config::{HashKey, Policy, ProxyConfig};
 
 /// The body type of everything the proxy sends and answers.
@@ -51,36 +50,17 @@ impl Shared {
     }
 }
 
-/// A client for the backends, with its own pool of kept-alive connections. Each worker
-/// thread has one, so a request, its backend connection and both connection tasks stay
-/// on one thread (no cross-thread wake-ups, no contended pool lock).
-pub type BackendClient = Client<HttpConnector, Body>;
-
-/// A new [`BackendClient`] with the connect timeout of `config`.
-pub fn backend_client(config: &ProxyConfig) -> BackendClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(
-        config.limits.connect_timeout_ms,
-    )));
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector)
-}
-
-/// One worker thread's view: the shared state and the thread's own backend client.
+/// One worker thread's view: the shared state and the thread's own backend connections.
 pub struct Worker {
     /// What every worker shares.
     pub shared: Arc<Shared>,
-    client: BackendClient,
+    client: Arc<BackendClient>,
 }
 
 impl Worker {
-    /// A worker of `shared` with a backend client of its own; create it on the thread
-    /// (runtime) that will use it.
+    /// A worker of `shared` with a pool of backend connections of its own.
     pub fn new(shared: Arc<Shared>) -> Worker {
-        let client = backend_client(&shared.config);
+        let client = Arc::new(BackendClient::new(&shared.config));
         Worker { shared, client }
     }
 }
@@ -207,10 +187,12 @@ fn empty() -> Body {
         .boxed()
 }
 
-/// A response body that keeps its backend's in-flight claim until the body ends.
+/// A response body that keeps its backend's in-flight claim (and, for a pooled request,
+/// its connection) until the body ends.
 struct Guarded {
     inner: Incoming,
     _claim: InFlight,
+    _lease: Option<Lease>,
 }
 
 impl HttpBody for Guarded {
@@ -301,21 +283,18 @@ pub async fn handle(
         } else {
             std::mem::take(&mut headers)
         };
-        let Some(authority) = backend.authority.clone() else {
-            return Ok(text(StatusCode::BAD_GATEWAY, "backend address not usable"));
-        };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority);
-        uri.path_and_query = Some(path.clone());
-        match Uri::from_parts(uri) {
-            Ok(uri) => *out.uri_mut() = uri,
-            Err(_) => return Ok(text(StatusCode::BAD_REQUEST, "request target not usable")),
+        *out.uri_mut() = Uri::from(path.clone());
+        if !out.headers().contains_key(header::HOST)
+            && let Some(authority) = &backend.authority
+            && let Ok(v) = HeaderValue::from_str(authority.as_str())
+        {
+            out.headers_mut().insert(header::HOST, v);
         }
         let started = Instant::now();
-        let outcome = tokio::time::timeout(response_timeout, worker.client.request(out)).await;
+        let outcome =
+            tokio::time::timeout(response_timeout, worker.client.send(&backend, out)).await;
         let failure = match outcome {
-            Ok(Ok(mut resp)) => {
+            Ok(Ok((mut resp, lease))) => {
                 backend.record_latency(started.elapsed());
                 if matches!(resp.status().as_u16(), 502..=504) {
                     backend.record_failure(passive, Instant::now());
@@ -325,6 +304,7 @@ pub async fn handle(
                     Guarded {
                         inner,
                         _claim: claim,
+                        _lease: Some(lease),
                     }
                     .boxed()
                 }));
@@ -432,6 +412,7 @@ async fn upgrade(
                 Guarded {
                     inner,
                     _claim: claim,
+                    _lease: None,
                 }
                 .boxed()
             });

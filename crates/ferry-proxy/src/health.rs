@@ -7,14 +7,15 @@ use http::Request;
 use tokio_util::sync::CancellationToken;
 
 use crate::balancer::Backend;
-use crate::forward::{BackendClient, Shared, backend_client};
+use crate::client::BackendClient;
+use crate::forward::Shared;
 
 /// Check every backend until `stop` is cancelled.
 pub fn spawn_checks(shared: &Arc<Shared>, stop: &CancellationToken) {
     if !shared.config.health_check.enabled {
         return;
     }
-    let client = Arc::new(backend_client(&shared.config));
+    let client = Arc::new(BackendClient::new(&shared.config));
     for backend in shared.pool.backends() {
         let (shared, backend, stop) = (Arc::clone(shared), Arc::clone(backend), stop.clone());
         let client = Arc::clone(&client);
@@ -27,7 +28,7 @@ pub fn spawn_checks(shared: &Arc<Shared>, stop: &CancellationToken) {
     }
 }
 
-async fn check_forever(shared: &Shared, client: &BackendClient, backend: &Backend) {
+async fn check_forever(shared: &Shared, client: &Arc<BackendClient>, backend: &Backend) {
     let cfg = &shared.config.health_check;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -45,16 +46,22 @@ async fn check_forever(shared: &Shared, client: &BackendClient, backend: &Backen
 }
 
 /// One check: a 2xx answer to `GET path` within the timeout.
-async fn check_once(shared: &Shared, client: &BackendClient, backend: &Backend) -> bool {
+async fn check_once(shared: &Shared, client: &Arc<BackendClient>, backend: &Backend) -> bool {
     let cfg = &shared.config.health_check;
-    let uri = format!("http://{}{}", backend.address, cfg.path);
-    let Ok(req) = Request::get(uri)
+    let Ok(req) = Request::get(cfg.path.as_str())
+        .header(http::header::HOST, backend.address.as_str())
         .header(http::header::USER_AGENT, "ferry-proxy-health-check")
         .body(crate::forward::empty_body())
     else {
         return false;
     };
-    let answer =
-        tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), client.request(req)).await;
-    matches!(answer, Ok(Ok(resp)) if resp.status().is_success())
+    let answer = tokio::time::timeout(Duration::from_millis(cfg.timeout_ms), async {
+        let (resp, _lease) = client.send(backend, req).await?;
+        // Read the body, so the connection is kept for the next check.
+        let passed = resp.status().is_success();
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        Ok::<_, crate::client::SendError>(passed)
+    })
+    .await;
+    matches!(answer, Ok(Ok(true)))
 }

@@ -4,6 +4,7 @@
 //! - [`config`]: every knob, loaded from the `[proxy]` section of `ferry.toml` and flags.
 //! - [`balancer`]: backends, health state and the policies (round-robin, smooth weighted
 //!   round-robin, least connections, rendezvous hashing on a key).
+//! - [`client`]: each worker's pool of kept-alive backend connections.
 //! - [`health`]: active checks. Passive ejection lives in [`balancer::Backend`].
 //! - [`forward`]: one request to one backend: forwarding headers, retries, WebSocket
 //!   upgrades, bodies streamed frame by frame (SSE is never buffered).
@@ -12,6 +13,7 @@
 //! The proxy never panics on client or backend input: every failure is a 502/503/504.
 
 pub mod balancer;
+pub mod client;
 pub mod config;
 pub mod forward;
 pub mod health;

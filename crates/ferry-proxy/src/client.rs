@@ -1,0 +1,317 @@
+//! Kept-alive HTTP/1.1 connections to the backends, one pool per worker thread.
+//!
+//! Each worker owns a [`BackendClient`]: a request checks an idle connection out of it
+//! (or opens one), and the response body gives it back when it ends ([`Lease`]). Nothing
+//! here is shared between threads, so the lock is never contended and no task is spawned
+//! per request: hyper-util's pooled client, used before, spawned one to watch each
+//! connection become idle again and locked a pool shared by every thread.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+
+use crate::balancer::Backend;
+use crate::config::ProxyConfig;
+use crate::forward::Body;
+
+/// Idle connections kept per backend and worker; more are closed when they come back.
+const MAX_IDLE: usize = 128;
+/// An idle connection unused this long is closed instead of reused (backends close theirs
+/// after their own keep-alive timeout; reusing one they just closed fails the request).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a checked-out connection may take to become ready again before another is
+/// used (it is normally ready at once, or closing).
+const READY_WAIT: Duration = Duration::from_millis(100);
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be opened (refused, unreachable, timed out).
+    Connect(std::io::Error),
+    /// The connection failed while the request was sent or the response read.
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Http(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// One worker's connections to the backends.
+pub struct BackendClient {
+    /// Idle connections by backend index, the most recently used last.
+    idle: Mutex<Vec<Vec<Idle>>>,
+    connect_timeout: Duration,
+}
+
+/// A connection checked out for one request; dropping it (when the response body ends or
+/// is dropped) gives the connection back to the pool unless it is closed.
+pub struct Lease {
+    client: Arc<BackendClient>,
+    backend: usize,
+    sender: Option<SendRequest<Body>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.client.idle.lock();
+        if let Some(list) = idle.get_mut(self.backend)
+            && list.len() < MAX_IDLE
+        {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl BackendClient {
+    /// A client for the backends of `config`.
+    pub fn new(config: &ProxyConfig) -> BackendClient {
+        BackendClient {
+            idle: Mutex::new(config.backends.iter().map(|_| Vec::new()).collect()),
+            connect_timeout: Duration::from_millis(config.limits.connect_timeout_ms),
+        }
+    }
+
+    /// Send `req` (origin-form URI, `Host` set) to `backend` on an idle connection, or a
+    /// new one when none is idle or the idle one turns out closed before the request
+    /// left. The connection stays leased to the returned response until its body ends.
+    pub async fn send(
+        self: &Arc<Self>,
+        backend: &Backend,
+        mut req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        while let Some(mut sender) = self.checkout(backend.index) {
+            // Given back as its last response ended; its connection task may not have
+            // marked it ready yet. One that is closing fails here and is dropped.
+            if !sender.is_ready()
+                && !matches!(
+                    tokio::time::timeout(READY_WAIT, sender.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.lease(backend.index, sender))),
+                Err(mut e) => match e.take_message() {
+                    // Closed before anything was sent: try the next one.
+                    Some(back) => req = back,
+                    None => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(backend).await?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, self.lease(backend.index, sender))),
+            Err(e) => Err(SendError::Http(e)),
+        }
+    }
+
+    fn lease(self: &Arc<Self>, backend: usize, sender: SendRequest<Body>) -> Lease {
+        Lease {
+            client: Arc::clone(self),
+            backend,
+            sender: Some(sender),
+        }
+    }
+
+    /// The most recently used idle connection, dropping closed and stale ones.
+    fn checkout(&self, backend: usize) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock();
+        let list = idle.get_mut(backend)?;
+        let now = Instant::now();
+        while let Some(entry) = list.pop() {
+            if !entry.sender.is_closed() && now.duration_since(entry.since) < IDLE_TIMEOUT {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, backend: &Backend) -> Result<SendRequest<Body>, SendError> {
+        let open = async {
+            let stream = tokio::net::TcpStream::connect(backend.address.as_str()).await?;
+            let _ = stream.set_nodelay(true);
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "backend connection ended");
+                }
+            });
+            Ok::<_, std::io::Error>(sender)
+        };
+        match tokio::time::timeout(self.connect_timeout, open).await {
+            Ok(Ok(sender)) => Ok(sender),
+            Ok(Err(e)) => Err(SendError::Connect(e)),
+            Err(_) => Err(SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))),
+        }
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self, backend: usize) -> usize {
+        self.idle.lock().get(backend).map_or(0, Vec::len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+
+    use super::*;
+    use crate::balancer::Pool;
+    use crate::config::{BackendConfig, Policy};
+
+    /// A backend on loopback that counts the connections it accepts; `/close` answers
+    /// with `Connection: close`, `/big` with 1 MiB.
+    async fn backend() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    let body = if path == "/big" {
+                        Bytes::from(vec![b'x'; 1 << 20])
+                    } else {
+                        Bytes::from_static(b"ok")
+                    };
+                    let mut resp = Response::new(Full::new(body));
+                    if path == "/close" {
+                        resp.headers_mut()
+                            .insert(http::header::CONNECTION, "close".parse().expect("value"));
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (address, accepted)
+    }
+
+    fn get(path: &str, host: &str) -> Request<Body> {
+        Request::get(path)
+            .header(http::header::HOST, host)
+            .body(crate::forward::empty_body())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_and_closed_ones_replaced() {
+        let (address, accepted) = backend().await;
+        let config = ProxyConfig {
+            backends: vec![BackendConfig {
+                address: address.clone(),
+                weight: 1,
+            }],
+            ..ProxyConfig::default()
+        };
+        let pool = Pool::new(&config.backends, Policy::RoundRobin);
+        let target = &pool.backends()[0];
+        let client = Arc::new(BackendClient::new(&config));
+
+        // Three requests in a row, each body read to its end: one connection.
+        for _ in 0..3 {
+            let (resp, lease) = client.send(target, get("/", &address)).await.expect("sent");
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            assert_eq!(&body[..], b"ok");
+            drop(lease);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(client.idle_count(0), 1);
+
+        // The backend closes after this answer: the next request opens a new connection.
+        let (resp, lease) = client
+            .send(target, get("/close", &address))
+            .await
+            .expect("sent");
+        resp.into_body().collect().await.expect("body");
+        drop(lease);
+        let (resp, lease) = client.send(target, get("/", &address)).await.expect("sent");
+        assert_eq!(
+            &resp.into_body().collect().await.expect("body").to_bytes()[..],
+            b"ok"
+        );
+        drop(lease);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        // A body dropped half-way leaves its connection unusable: it is not handed out again.
+        let (resp, lease) = client
+            .send(target, get("/big", &address))
+            .await
+            .expect("sent");
+        let mut body = resp.into_body();
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
+        drop(body);
+        drop(lease);
+        let (resp, lease) = client.send(target, get("/", &address)).await.expect("sent");
+        assert_eq!(
+            &resp.into_body().collect().await.expect("body").to_bytes()[..],
+            b"ok"
+        );
+        drop(lease);
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        let config = ProxyConfig {
+            backends: vec![BackendConfig {
+                address: address.clone(),
+                weight: 1,
+            }],
+            ..ProxyConfig::default()
+        };
+        let pool = Pool::new(&config.backends, Policy::RoundRobin);
+        let client = Arc::new(BackendClient::new(&config));
+        let err = client
+            .send(&pool.backends()[0], get("/", &address))
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, SendError::Connect(_)), "{err}");
+    }
+}
