@@ -108,37 +108,48 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 }
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and RFC 7239
-/// `Forwarded` (appended).
-fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>) {
-    let ip = peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip.clone(),
+/// `Forwarded` (appended). Each value is written once into a buffer that becomes the
+/// header's bytes (this runs on every request).
+fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>) {
+    use std::fmt::Write as _;
+    let ip = peer.ip();
+    // What came in, with ", " after it, to append to.
+    let appended_to = |name: &HeaderName| {
+        let mut value = String::with_capacity(64);
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+            && !v.trim().is_empty()
+        {
+            value.push_str(v);
+            value.push_str(", ");
+        }
+        value
     };
-    let node = if peer.is_ipv6() {
-        format!("\"[{ip}]\"")
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let mut xff = appended_to(&xff_name);
+    let _ = write!(xff, "{ip}");
+    let mut forwarded = appended_to(&header::FORWARDED);
+    let _ = if peer.is_ipv6() {
+        write!(forwarded, "for=\"[{ip}]\";proto=http")
     } else {
-        ip
+        write!(forwarded, "for={ip};proto=http")
     };
-    let mut forwarded = format!("for={node};proto=http");
-    if let Some(host) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
-        forwarded.push_str(&format!(";host=\"{host}\""));
+    if let Some(host) = host
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+    {
+        let _ = write!(forwarded, ";host=\"{host}\"");
     }
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {forwarded}"),
-        _ => forwarded,
-    };
-    for (name, value) in [
-        ("x-forwarded-for", xff),
-        ("x-forwarded-proto", "http".to_string()),
-        ("forwarded", forwarded),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
+    for (name, value) in [(xff_name, xff), (header::FORWARDED, forwarded)] {
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+            headers.insert(name, v);
         }
     }
-    if let Some(host) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
 }
 
@@ -236,17 +247,18 @@ pub async fn handle(
     }
     let retry = retryable(&req);
     let (parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    // HTTP/2 clients send `:authority` instead of Host; backends speak HTTP/1.1 and want
+    // Host.
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    add_forwarding(&mut headers, peer, host.as_deref());
-    if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-        // HTTP/2 clients send `:authority` instead; backends speak HTTP/1.1 and want Host.
+    add_forwarding(&mut headers, peer, host.as_ref());
+    if let Some(h) = host {
         headers.insert(header::HOST, h);
     }
     let path = parts
@@ -338,15 +350,11 @@ async fn upgrade(
     peer: SocketAddr,
     key: Vec<u8>,
 ) -> Response<Body> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let host = req.headers().get(header::HOST).cloned();
     let mut headers = req.headers().clone();
     let upgrade_to = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut headers);
-    add_forwarding(&mut headers, peer, host.as_deref());
+    add_forwarding(&mut headers, peer, host.as_ref());
     if let Some(u) = upgrade_to {
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -447,7 +455,7 @@ mod tests {
         add_forwarding(
             &mut h,
             "[::1]:5000".parse().expect("addr"),
-            Some("example.test"),
+            Some(&HeaderValue::from_static("example.test")),
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -456,6 +464,13 @@ mod tests {
             "for=\"[::1]\";proto=http;host=\"example.test\""
         );
         assert_eq!(h["x-forwarded-host"], "example.test");
+
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
+        add_forwarding(&mut h, "127.0.0.1:5000".parse().expect("addr"), None);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["forwarded"], "for=10.0.0.1, for=127.0.0.1;proto=http");
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 
     #[test]
