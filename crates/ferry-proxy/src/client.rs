@@ -123,7 +123,9 @@ impl BackendClient {
                 },
             }
         }
-        let mut sender = self.connect(backend).await?;
+        // Boxed: opening a connection is rare once the pool is warm, and its state would
+        // otherwise be part of every request's future.
+        let mut sender = Box::pin(self.connect(backend)).await?;
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, self.lease(backend.index, sender))),
             Err(e) => Err(SendError::Http(e)),

@@ -243,7 +243,9 @@ pub async fn handle(
         _ => Vec::new(),
     };
     if is_upgrade(&req) {
-        return Ok(upgrade(shared, req, peer, key).await);
+        // Boxed: rare, and its state would otherwise be part of every request's future
+        // (which hyper moves into place per request).
+        return Ok(Box::pin(upgrade(shared, req, peer, key)).await);
     }
     let retry = retryable(&req);
     let (parts, body) = req.into_parts();
