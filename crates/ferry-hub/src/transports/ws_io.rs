@@ -85,34 +85,30 @@ impl RawFrames {
         self.frames.is_empty()
     }
 
-    /// Write every queued frame. tungstenite's own buffer must be empty (flushed) first:
-    /// [`write_raw`] makes sure of it.
-    async fn write(
+    /// Write queued frames until none is left (then flush) or the socket is full.
+    /// tungstenite's own buffer must be empty (flushed) first: [`poll_write_raw`] makes
+    /// sure of it.
+    fn poll_write(
         &mut self,
+        cx: &mut std::task::Context<'_>,
         io: &mut Inflating<TokioIo<hyper::upgrade::Upgraded>>,
-    ) -> std::io::Result<()> {
-        use tokio::io::AsyncWriteExt;
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::{Poll, ready};
         while !self.frames.is_empty() {
-            // The slices are made inside `poll`, on the stack: held across an await they
-            // would sit in every connection's task, idle or not.
-            let (frames, written) = (&self.frames, self.written);
-            let n = std::future::poll_fn(|cx| {
-                let mut slices = [std::io::IoSlice::new(&[]); RAW_SLICES];
-                let mut count = 0;
-                for (i, frame) in frames.iter().take(RAW_SLICES).enumerate() {
-                    let from = if i == 0 { written } else { 0 };
-                    slices[i] = std::io::IoSlice::new(&frame[from..]);
-                    count += 1;
-                }
-                tokio::io::AsyncWrite::poll_write_vectored(
-                    std::pin::Pin::new(&mut *io),
-                    cx,
-                    &slices[..count],
-                )
-            })
-            .await?;
+            let mut slices = [std::io::IoSlice::new(&[]); RAW_SLICES];
+            let mut count = 0;
+            for (i, frame) in self.frames.iter().take(RAW_SLICES).enumerate() {
+                let from = if i == 0 { self.written } else { 0 };
+                slices[i] = std::io::IoSlice::new(&frame[from..]);
+                count += 1;
+            }
+            let n = ready!(tokio::io::AsyncWrite::poll_write_vectored(
+                std::pin::Pin::new(&mut *io),
+                cx,
+                &slices[..count],
+            ))?;
             if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
             let mut left = n;
             while left > 0 {
@@ -133,19 +129,35 @@ impl RawFrames {
         if self.frames.capacity() > RAW_SLICES * 4 {
             self.frames.shrink_to(RAW_SLICES);
         }
-        io.flush().await
+        tokio::io::AsyncWrite::poll_flush(std::pin::Pin::new(io), cx)
     }
+}
+
+/// Poll the write of the queued raw frames after whatever tungstenite holds (so the order
+/// on the wire is the order of the calls). Polling again after `Pending` goes on where it
+/// stopped. Without a future of its own, so a write in flight adds nothing to the
+/// connection's task beyond the caller's state.
+pub fn poll_write_raw(
+    socket: &mut ServerSocket,
+    raw: &mut RawFrames,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Result<(), WsError>> {
+    use futures_util::Sink;
+    use std::task::{Poll, ready};
+    if raw.is_empty() {
+        return Poll::Ready(Ok(()));
+    }
+    ready!(Sink::<Message>::poll_flush(
+        std::pin::Pin::new(&mut *socket),
+        cx
+    ))?;
+    raw.poll_write(cx, socket.get_mut()).map_err(WsError::Io)
 }
 
 /// Write the queued raw frames after whatever tungstenite holds (so the order on the wire
 /// is the order of the calls).
 pub async fn write_raw(socket: &mut ServerSocket, raw: &mut RawFrames) -> Result<(), WsError> {
-    use futures_util::SinkExt;
-    if raw.is_empty() {
-        return Ok(());
-    }
-    socket.flush().await?;
-    raw.write(socket.get_mut()).await.map_err(WsError::Io)
+    std::future::poll_fn(|cx| poll_write_raw(socket, raw, cx)).await
 }
 
 /// Read buffer per connection, allocated up front by tungstenite and kept for the life

@@ -1,7 +1,10 @@
 //! The session of one `/ws` connection: its state, the serve loop and its timers.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ferry_proto::envelope::FrameId;
@@ -9,7 +12,7 @@ use ferry_proto::envelope::{Frame, FrameError};
 use ferry_proto::session::{CommandBucket, SessionClock, SessionEvent};
 use ferry_proto::{CloseCode, Codec, ErrorCode, ErrorPayload};
 use futures_util::{SinkExt, StreamExt};
-use tokio::time::sleep_until;
+use tokio::time::{Sleep, sleep_until};
 
 use crate::auth::Identity;
 use crate::conn::{CloseRequest, ConnHandle, Outbound, Receiver};
@@ -316,46 +319,95 @@ impl Session {
     ///
     /// The close and shutdown waiters and the timer are the serve loop's, borrowed:
     /// owning them here would copy them into this future (and register a timer per write).
-    pub(super) async fn guarded(
-        &mut self,
-        mut write: std::pin::Pin<
-            &mut impl std::future::Future<Output = Result<(), ws_io::WsError>>,
-        >,
-        mut closed: std::pin::Pin<&mut impl std::future::Future<Output = CloseRequest>>,
-        mut cancelled: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-        mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
-    ) -> Result<(), End> {
-        let started = Instant::now();
+    pub(super) fn guarded<'a, W, C, X>(
+        &'a mut self,
+        write: Pin<&'a mut W>,
+        closed: Pin<&'a mut C>,
+        cancelled: Pin<&'a mut X>,
+        timer: Pin<&'a mut Sleep>,
+    ) -> Guarded<'a, W, C, X> {
+        Guarded {
+            session: self,
+            write,
+            closed,
+            cancelled,
+            timer,
+            started: Instant::now(),
+            draining: None,
+        }
+    }
+}
+
+/// The future of [`Session::guarded`], written by hand: it sits in every connection's
+/// task (in the serve loop's largest state) while a write is pending, and an `async fn`
+/// with a `select!` kept every argument twice plus the select's state (192 bytes; this is
+/// 64).
+pub(super) struct Guarded<'a, W, C, X> {
+    session: &'a mut Session,
+    write: Pin<&'a mut W>,
+    closed: Pin<&'a mut C>,
+    cancelled: Pin<&'a mut X>,
+    timer: Pin<&'a mut Sleep>,
+    started: Instant,
+    /// Set when the server began shutting down: the write in flight may finish within
+    /// [`CLOSE_WRITE_TIMEOUT`], so no queued frame is lost (boxed: rare, and a timer
+    /// would weigh on every connection's task).
+    draining: Option<Pin<Box<Sleep>>>,
+}
+
+impl<W, C, X> Future for Guarded<'_, W, C, X>
+where
+    W: Future<Output = Result<(), ws_io::WsError>>,
+    C: Future<Output = CloseRequest>,
+    X: Future<Output = ()>,
+{
+    type Output = Result<(), End>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
         let result = loop {
-            tokio::select! {
-                // The write first: it nearly always completes at once, and then nothing
-                // else is polled.
-                biased;
-                result = write.as_mut() => break result.map_err(|_| End::Gone),
-                request = closed.as_mut() => break Err(End::Close(request.code, request.reason)),
-                _ = cancelled.as_mut() => {
-                    // Finish the batch in flight (bounded), so no queued frame is lost;
-                    // the session then drains the rest of the queue.
-                    // Boxed: rare, and a timer would weigh on every connection's task.
-                    break match Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write.as_mut())).await {
-                        Ok(Ok(())) => Err(End::ShuttingDown),
-                        _ => Err(End::Gone),
-                    };
-                }
-                _ = timer.as_mut() => {
-                    if let Some(end) = self.on_timer(Instant::now(), true) {
-                        break Err(end);
-                    }
-                    // Ping, pong and idle wait for the write: look again in a second.
-                    let next = self.next_deadline().max(Instant::now() + Duration::from_secs(1));
-                    timer.as_mut().reset(next.into());
-                }
+            // The write first: it nearly always completes at once, and then nothing else
+            // is polled.
+            if let Poll::Ready(written) = this.write.as_mut().poll(cx) {
+                break match (this.draining.is_some(), written) {
+                    (false, written) => written.map_err(|_| End::Gone),
+                    (true, Ok(())) => Err(End::ShuttingDown),
+                    (true, Err(_)) => Err(End::Gone),
+                };
             }
+            if let Some(limit) = this.draining.as_mut() {
+                if limit.as_mut().poll(cx).is_ready() {
+                    break Err(End::Gone);
+                }
+                return Poll::Pending;
+            }
+            if let Poll::Ready(request) = this.closed.as_mut().poll(cx) {
+                break Err(End::Close(request.code, request.reason));
+            }
+            if this.cancelled.as_mut().poll(cx).is_ready() {
+                // Finish the batch in flight (bounded); the session then drains the rest
+                // of the queue.
+                this.draining = Some(Box::pin(tokio::time::sleep(CLOSE_WRITE_TIMEOUT)));
+                continue;
+            }
+            if this.timer.as_mut().poll(cx).is_ready() {
+                if let Some(end) = this.session.on_timer(Instant::now(), true) {
+                    break Err(end);
+                }
+                // Ping, pong and idle wait for the write: look again in a second.
+                let next = this
+                    .session
+                    .next_deadline()
+                    .max(Instant::now() + Duration::from_secs(1));
+                this.timer.as_mut().reset(next.into());
+                continue;
+            }
+            return Poll::Pending;
         };
         // A write that held the task for a while kept the peer's frames unread.
-        if started.elapsed() >= WRITE_HELD_READS {
-            self.clock.write_held(Instant::now());
+        if this.started.elapsed() >= WRITE_HELD_READS {
+            this.session.clock.write_held(Instant::now());
         }
-        result
+        Poll::Ready(result)
     }
 }

@@ -1,13 +1,16 @@
 //! Writing a `/ws` session's frames: shared pre-built frames with vectored writes,
 //! the drain on shutdown, and the close.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use ferry_proto::{CloseCode, Codec};
-use futures_util::SinkExt;
+use futures_util::Sink;
 
 use crate::conn::{Outbound, Receiver};
-use crate::transports::ws_io::{self, Message, RawFrames, ServerSocket, WsText, write_raw};
+use crate::transports::ws_io::{self, Message, RawFrames, ServerSocket, WsText};
 
 use super::session::End;
 
@@ -55,19 +58,49 @@ pub(super) async fn finish(
     }
 }
 
-pub(super) async fn flush_out(
-    socket: &mut ServerSocket,
-    raw: &mut RawFrames,
+/// Write the raw frames queued before (publications), then `out` (replies, pings), then
+/// flush.
+pub(super) fn flush_out<'a>(
+    socket: &'a mut ServerSocket,
+    raw: &'a mut RawFrames,
     out: Vec<Message>,
-) -> Result<(), ws_io::WsError> {
-    // Publications written before these go first.
-    write_raw(socket, raw).await?;
-    // Taken from the session, not drained: replies are rare, and an idle connection should
-    // not keep the capacity of its last burst of them.
-    for message in out {
-        socket.feed(message).await?;
+) -> FlushOut<'a> {
+    FlushOut {
+        socket,
+        raw,
+        // Taken from the session, not drained: replies are rare, and an idle connection
+        // should not keep the capacity of its last burst of them.
+        out: out.into_iter(),
+        raw_written: false,
     }
-    socket.flush().await
+}
+
+/// The future of [`flush_out`], written by hand for the same reason as [`WriteQueued`].
+pub(super) struct FlushOut<'a> {
+    socket: &'a mut ServerSocket,
+    raw: &'a mut RawFrames,
+    out: std::vec::IntoIter<Message>,
+    raw_written: bool,
+}
+
+impl Future for FlushOut<'_> {
+    type Output = Result<(), ws_io::WsError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if !this.raw_written {
+            // Publications written before these go first.
+            ready!(ws_io::poll_write_raw(this.socket, this.raw, cx))?;
+            this.raw_written = true;
+        }
+        while !this.out.as_slice().is_empty() {
+            ready!(Sink::<Message>::poll_ready(Pin::new(&mut *this.socket), cx))?;
+            if let Some(message) = this.out.next() {
+                Pin::new(&mut *this.socket).start_send(message)?;
+            }
+        }
+        Sink::<Message>::poll_flush(Pin::new(&mut *this.socket), cx)
+    }
 }
 
 /// Publications at least this big go out compressed (permessage-deflate agreed with a
@@ -110,25 +143,69 @@ fn fill(raw: &mut RawFrames, rx: &mut Receiver, compress: Compress, codec: Codec
 }
 
 /// Write `first` (if any) and everything queued behind it, a batch of frames per vectored
-/// write. Items are moved into the batch without awaiting, so this future holds one write
-/// at a time (it sits in the connection's task while a write is pending).
-pub(super) async fn write_queued(
-    socket: &mut ServerSocket,
-    raw: &mut RawFrames,
+/// write. Items are moved into the batch without awaiting, so the future holds one write
+/// at a time.
+pub(super) fn write_queued<'a>(
+    socket: &'a mut ServerSocket,
+    raw: &'a mut RawFrames,
     first: Option<Outbound>,
-    rx: &mut Receiver,
+    rx: &'a mut Receiver,
     compress: Compress,
     codec: Codec,
-) -> Result<(), ws_io::WsError> {
+) -> WriteQueued<'a> {
     if let Some(first) = first {
         queue_item(raw, first, compress, codec);
     }
-    loop {
-        let more = fill(raw, rx, compress, codec);
-        write_raw(socket, raw).await?;
-        if !more {
-            break;
+    WriteQueued {
+        socket,
+        raw,
+        rx,
+        compress,
+        codec,
+        stage: Stage::Fill,
+    }
+}
+
+/// The future of [`write_queued`], written by hand: it sits in every connection's task (in
+/// the serve loop's largest state) while a write is pending; as an `async fn` it kept its
+/// arguments twice and the write's own future (216 bytes; this is 32).
+pub(super) struct WriteQueued<'a> {
+    socket: &'a mut ServerSocket,
+    raw: &'a mut RawFrames,
+    rx: &'a mut Receiver,
+    compress: Compress,
+    codec: Codec,
+    stage: Stage,
+}
+
+enum Stage {
+    /// Move queued items into the batch.
+    Fill,
+    /// Writing the batch; `more`: the batch was full, so items may remain queued.
+    Write { more: bool },
+    /// Everything is written: flush the socket.
+    Flush,
+}
+
+impl Future for WriteQueued<'_> {
+    type Output = Result<(), ws_io::WsError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match this.stage {
+                Stage::Fill => {
+                    let more = fill(this.raw, this.rx, this.compress, this.codec);
+                    this.stage = Stage::Write { more };
+                }
+                Stage::Write { more } => {
+                    ready!(ws_io::poll_write_raw(this.socket, this.raw, cx))?;
+                    this.stage = if more { Stage::Fill } else { Stage::Flush };
+                }
+                Stage::Flush => {
+                    return Sink::<Message>::poll_flush(Pin::new(&mut *this.socket), cx);
+                }
+            }
         }
     }
-    socket.flush().await
 }
