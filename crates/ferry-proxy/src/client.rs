@@ -230,6 +230,26 @@ mod tests {
         (address, accepted)
     }
 
+    /// A pool of the one backend at `address`, and a client for it.
+    fn one_backend(address: &str) -> (Pool, Arc<BackendClient>) {
+        let config = ProxyConfig {
+            backends: vec![BackendConfig {
+                address: address.to_string(),
+                weight: 1,
+            }],
+            ..ProxyConfig::default()
+        };
+        let pool = Pool::new(&config.backends, Policy::RoundRobin);
+        (pool, Arc::new(BackendClient::new(&config)))
+    }
+
+    /// `GET /` through `client`, read to its end: `ok`. The connection goes back to the pool.
+    async fn get_ok(client: &Arc<BackendClient>, target: &Backend, address: &str) {
+        let (resp, _lease) = client.send(target, get("/", address)).await.expect("sent");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+
     fn get(path: &str, host: &str) -> Request<Body> {
         Request::get(path)
             .header(http::header::HOST, host)
@@ -240,23 +260,12 @@ mod tests {
     #[tokio::test]
     async fn connections_are_reused_and_closed_ones_replaced() {
         let (address, accepted) = backend().await;
-        let config = ProxyConfig {
-            backends: vec![BackendConfig {
-                address: address.clone(),
-                weight: 1,
-            }],
-            ..ProxyConfig::default()
-        };
-        let pool = Pool::new(&config.backends, Policy::RoundRobin);
+        let (pool, client) = one_backend(&address);
         let target = &pool.backends()[0];
-        let client = Arc::new(BackendClient::new(&config));
 
         // Three requests in a row, each body read to its end: one connection.
         for _ in 0..3 {
-            let (resp, lease) = client.send(target, get("/", &address)).await.expect("sent");
-            let body = resp.into_body().collect().await.expect("body").to_bytes();
-            assert_eq!(&body[..], b"ok");
-            drop(lease);
+            get_ok(&client, target, &address).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(client.idle_count(0), 1);
@@ -268,12 +277,7 @@ mod tests {
             .expect("sent");
         resp.into_body().collect().await.expect("body");
         drop(lease);
-        let (resp, lease) = client.send(target, get("/", &address)).await.expect("sent");
-        assert_eq!(
-            &resp.into_body().collect().await.expect("body").to_bytes()[..],
-            b"ok"
-        );
-        drop(lease);
+        get_ok(&client, target, &address).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
 
         // A body dropped half-way leaves its connection unusable: it is not handed out again.
@@ -286,12 +290,7 @@ mod tests {
         assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
         drop(body);
         drop(lease);
-        let (resp, lease) = client.send(target, get("/", &address)).await.expect("sent");
-        assert_eq!(
-            &resp.into_body().collect().await.expect("body").to_bytes()[..],
-            b"ok"
-        );
-        drop(lease);
+        get_ok(&client, target, &address).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
@@ -300,15 +299,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let config = ProxyConfig {
-            backends: vec![BackendConfig {
-                address: address.clone(),
-                weight: 1,
-            }],
-            ..ProxyConfig::default()
-        };
-        let pool = Pool::new(&config.backends, Policy::RoundRobin);
-        let client = Arc::new(BackendClient::new(&config));
+        let (pool, client) = one_backend(&address);
         let err = client
             .send(&pool.backends()[0], get("/", &address))
             .await
