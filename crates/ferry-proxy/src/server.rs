@@ -115,18 +115,20 @@ impl Proxy {
                 })?;
             others.push(finished);
         }
-        let signal = {
-            let drain = drain.clone();
-            async move {
-                shutdown.await;
+        let first = serve_worker(first, Arc::clone(&self.shared), permits, drain.clone());
+        tokio::pin!(first, shutdown);
+        let first_result = tokio::select! {
+            () = &mut shutdown => {
                 tracing::info!("draining in-flight requests");
                 drain.cancel();
+                first.await
+            }
+            // This worker cannot serve (its listener failed): stop the others too.
+            ended = &mut first => {
+                drain.cancel();
+                ended
             }
         };
-        let (first_result, ()) = tokio::join!(
-            serve_worker(first, Arc::clone(&self.shared), permits, drain.clone()),
-            signal
-        );
         let mut result = first_result;
         for finished in others {
             match finished.await {
