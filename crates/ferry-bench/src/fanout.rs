@@ -471,18 +471,32 @@ pub async fn drain(shared: &Shared) {
     }
 }
 
-/// Open `publishers` connections on `target` once the subscribers are open (`subscribed`:
-/// how many, and what kind); an error naming both counts when either side has none.
+/// What a fan-out scenario has once its subscribers and publishers are open.
+pub(crate) struct Opened {
+    pub pubs: Vec<Ws>,
+    /// Delivery counters for the subscribers.
+    pub shared: Arc<Shared>,
+    pub stop_tx: watch::Sender<bool>,
+    pub stop_rx: watch::Receiver<bool>,
+    /// Seconds since `setup_start` (subscribers and publishers open).
+    pub setup_s: f64,
+    /// Subscribers and publishers.
+    pub connections: usize,
+}
+
+/// Open `plan.publishers` connections on `target` once the subscribers are open
+/// (`subscribed`: how many, and what kind), and set up what both fan-out scenarios share
+/// from there; an error naming both counts when either side has none.
 pub(crate) async fn open_publishers(
     target: &Target,
     common: &Common,
-    publishers: usize,
-    deadline: Instant,
+    plan: &FanoutPlan,
+    (setup_start, deadline): (Instant, Instant),
     errors: &mut Errors,
     subscribed: (usize, &str),
-) -> anyhow::Result<Vec<Ws>> {
+) -> anyhow::Result<Opened> {
     let (pubs, pub_errors) = target
-        .open_many(publishers, false, common.concurrency(), deadline)
+        .open_many(plan.publishers, false, common.concurrency(), deadline)
         .await;
     errors.merge(pub_errors);
     if subscribed.0 == 0 || pubs.is_empty() {
@@ -494,7 +508,15 @@ pub(crate) async fn open_publishers(
             errors.samples.join("; ")
         );
     }
-    Ok(pubs)
+    let (stop_tx, stop_rx) = watch::channel(false);
+    Ok(Opened {
+        setup_s: setup_start.elapsed().as_secs_f64(),
+        connections: subscribed.0 + pubs.len(),
+        shared: Shared::new(subscribed.0 as u64, plan.window),
+        pubs,
+        stop_tx,
+        stop_rx,
+    })
 }
 
 /// Run `fanout` or `latency`: subscribers spread round-robin over `subscribe_at` (one
@@ -520,32 +542,34 @@ pub async fn run_spread(
         subs.extend(opened);
         errors.merge(failed);
     }
-    let pubs = open_publishers(
+    let run = open_publishers(
         &target,
         common,
-        plan.publishers,
-        deadline,
+        &plan,
+        (setup_start, deadline),
         &mut errors,
         (subs.len(), "subscribers"),
     )
     .await?;
-    let setup_s = setup_start.elapsed().as_secs_f64();
-    let connections = subs.len() + pubs.len();
-    let shared = Shared::new(subs.len() as u64, plan.window);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let groups = spawn_groups(subs, plan.group_size, target.protocol, &shared, &stop_rx);
+    let groups = spawn_groups(
+        subs,
+        plan.group_size,
+        target.protocol,
+        &run.shared,
+        &run.stop_rx,
+    );
     let outcome = publish_window(
-        pubs,
+        run.pubs,
         &target,
-        &shared,
+        &run.shared,
         &plan,
         probe.as_ref(),
         groups,
-        stop_tx,
+        run.stop_tx,
         &mut errors,
     )
     .await?;
-    let missing = shared.outstanding();
+    let missing = run.shared.outstanding();
     errors.add_n(
         missing,
         format!("{missing} deliveries had not arrived {DRAIN_TIMEOUT:?} after the window"),
@@ -554,8 +578,8 @@ pub async fn run_spread(
         scenario,
         target.protocol.name(),
         &target.url,
-        connections,
-        setup_s,
+        run.connections,
+        run.setup_s,
         errors,
     ))
 }

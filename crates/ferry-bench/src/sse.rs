@@ -125,35 +125,38 @@ pub async fn run(
             }
         }
     }
-    let pubs = open_publishers(
+    let run = open_publishers(
         &target,
         common,
-        plan.publishers,
-        deadline,
+        &plan,
+        (setup_start, deadline),
         &mut errors,
         (bodies.len(), "SSE subscribers"),
     )
     .await?;
-    let setup_s = setup_start.elapsed().as_secs_f64();
-    let connections = bodies.len() + pubs.len();
-    let shared = Shared::new(bodies.len() as u64, plan.window);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let subscribers: Vec<_> = bodies
         .into_iter()
-        .map(|b| tokio::spawn(subscriber(b, shared.clone(), stop_rx.clone())))
+        .map(|b| tokio::spawn(subscriber(b, run.shared.clone(), run.stop_rx.clone())))
         .collect();
     let outcome = publish_window(
-        pubs,
+        run.pubs,
         &target,
-        &shared,
+        &run.shared,
         &plan,
         probe.as_ref(),
         subscribers,
-        stop_tx,
+        run.stop_tx,
         &mut errors,
     )
     .await?;
-    Ok(outcome.report("sse", "sse", &target.url, connections, setup_s, errors))
+    Ok(outcome.report(
+        "sse",
+        "sse",
+        &target.url,
+        run.connections,
+        run.setup_s,
+        errors,
+    ))
 }
 
 #[cfg(test)]

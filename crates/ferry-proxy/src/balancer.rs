@@ -24,9 +24,6 @@ pub struct Backend {
     pub index: usize,
     /// `host:port`.
     pub address: String,
-    /// `address` parsed once for request URIs (`None` if it is not a valid authority;
-    /// the configuration check refuses those).
-    pub authority: Option<http::uri::Authority>,
     /// Configured weight.
     pub weight: u32,
     /// What the active checks last decided. Starts healthy, so a proxy serves at once.
@@ -60,7 +57,6 @@ impl Backend {
         Backend {
             index,
             address: cfg.address.clone(),
-            authority: cfg.address.parse().ok(),
             weight: cfg.weight.max(1),
             healthy: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),

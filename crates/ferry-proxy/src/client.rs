@@ -95,14 +95,20 @@ impl BackendClient {
         }
     }
 
-    /// Send `req` (origin-form URI, `Host` set) to `backend` on an idle connection, or a
-    /// new one when none is idle or the idle one turns out closed before the request
-    /// left. The connection stays leased to the returned response until its body ends.
+    /// Send `req` (origin-form URI; without a `Host` header it gets the backend's
+    /// address) to `backend` on an idle connection, or a new one when none is idle or the
+    /// idle one turns out closed before the request left. The connection stays leased to
+    /// the returned response until its body ends.
     pub async fn send(
         self: &Arc<Self>,
         backend: &Backend,
         mut req: Request<Body>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
+        if !req.headers().contains_key(http::header::HOST)
+            && let Ok(host) = http::HeaderValue::from_str(&backend.address)
+        {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
         while let Some(mut sender) = self.checkout(backend.index) {
             // Given back as its last response ended; its connection task may not have
             // marked it ready yet. One that is closing fails here and is dropped.
@@ -244,15 +250,14 @@ mod tests {
     }
 
     /// `GET /` through `client`, read to its end: `ok`. The connection goes back to the pool.
-    async fn get_ok(client: &Arc<BackendClient>, target: &Backend, address: &str) {
-        let (resp, _lease) = client.send(target, get("/", address)).await.expect("sent");
+    async fn get_ok(client: &Arc<BackendClient>, target: &Backend) {
+        let (resp, _lease) = client.send(target, get("/")).await.expect("sent");
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(&body[..], b"ok");
     }
 
-    fn get(path: &str, host: &str) -> Request<Body> {
+    fn get(path: &str) -> Request<Body> {
         Request::get(path)
-            .header(http::header::HOST, host)
             .body(crate::forward::empty_body())
             .expect("request")
     }
@@ -265,32 +270,26 @@ mod tests {
 
         // Three requests in a row, each body read to its end: one connection.
         for _ in 0..3 {
-            get_ok(&client, target, &address).await;
+            get_ok(&client, target).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(client.idle_count(0), 1);
 
         // The backend closes after this answer: the next request opens a new connection.
-        let (resp, lease) = client
-            .send(target, get("/close", &address))
-            .await
-            .expect("sent");
+        let (resp, lease) = client.send(target, get("/close")).await.expect("sent");
         resp.into_body().collect().await.expect("body");
         drop(lease);
-        get_ok(&client, target, &address).await;
+        get_ok(&client, target).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
 
         // A body dropped half-way leaves its connection unusable: it is not handed out again.
-        let (resp, lease) = client
-            .send(target, get("/big", &address))
-            .await
-            .expect("sent");
+        let (resp, lease) = client.send(target, get("/big")).await.expect("sent");
         let mut body = resp.into_body();
         let first = body.frame().await.expect("a frame").expect("data");
         assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
         drop(body);
         drop(lease);
-        get_ok(&client, target, &address).await;
+        get_ok(&client, target).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
@@ -301,7 +300,7 @@ mod tests {
         drop(listener);
         let (pool, client) = one_backend(&address);
         let err = client
-            .send(&pool.backends()[0], get("/", &address))
+            .send(&pool.backends()[0], get("/"))
             .await
             .err()
             .expect("refused");

@@ -298,12 +298,6 @@ pub async fn handle(
             std::mem::take(&mut headers)
         };
         *out.uri_mut() = Uri::from(path.clone());
-        if !out.headers().contains_key(header::HOST)
-            && let Some(authority) = &backend.authority
-            && let Ok(v) = HeaderValue::from_str(authority.as_str())
-        {
-            out.headers_mut().insert(header::HOST, v);
-        }
         let started = Instant::now();
         let outcome =
             tokio::time::timeout(response_timeout, worker.client.send(&backend, out)).await;

@@ -49,7 +49,6 @@ async fn check_forever(shared: &Shared, client: &Arc<BackendClient>, backend: &B
 async fn check_once(shared: &Shared, client: &Arc<BackendClient>, backend: &Backend) -> bool {
     let cfg = &shared.config.health_check;
     let Ok(req) = Request::get(cfg.path.as_str())
-        .header(http::header::HOST, backend.address.as_str())
         .header(http::header::USER_AGENT, "ferry-proxy-health-check")
         .body(crate::forward::empty_body())
     else {

@@ -151,39 +151,42 @@ impl Proxy {
 /// ("address in use") instead of joining that process's group and taking part of its
 /// connections.
 fn bind_shared(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    use socket2::{Domain, Socket, Type};
-    let open = |addr: SocketAddr, shared: bool| -> std::io::Result<std::net::TcpListener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-        socket.set_reuse_address(true)?;
-        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
-        socket.set_reuse_port(shared)?;
-        #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
-        let _ = shared;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        Ok(socket.into())
-    };
-    let probe = open(addr, false)?;
+    let probe = listen(addr, false)?;
     if workers == 1 {
         return Ok(vec![probe]);
     }
-    let bound = probe.local_addr()?;
-    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
-    {
+    if REUSE_PORT {
+        let bound = probe.local_addr()?;
         drop(probe);
-        (0..workers).map(|_| open(bound, true)).collect()
+        return (0..workers).map(|_| listen(bound, true)).collect();
     }
+    let mut listeners = (1..workers)
+        .map(|_| probe.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners.push(probe);
+    Ok(listeners)
+}
+
+/// Whether this system lets several sockets listen on one port (`SO_REUSEPORT`).
+const REUSE_PORT: bool = cfg!(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos"))
+));
+
+/// A non-blocking listening socket on `addr`, in a `SO_REUSEPORT` group when `shared`
+/// (only asked for where [`REUSE_PORT`]).
+fn listen(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    socket.set_reuse_port(shared)?;
     #[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos")))))]
-    {
-        let _ = bound;
-        let mut listeners = Vec::with_capacity(workers);
-        for _ in 1..workers {
-            listeners.push(probe.try_clone()?);
-        }
-        listeners.push(probe);
-        Ok(listeners)
-    }
+    let _ = shared;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 /// One worker: accept on `listener` with a connection limit shared by all workers until

@@ -71,7 +71,6 @@ pub(super) fn flush_out<'a>(
         // Taken from the session, not drained: replies are rare, and an idle connection
         // should not keep the capacity of its last burst of them.
         out: out.into_iter(),
-        raw_written: false,
     }
 }
 
@@ -80,7 +79,6 @@ pub(super) struct FlushOut<'a> {
     socket: &'a mut ServerSocket,
     raw: &'a mut RawFrames,
     out: std::vec::IntoIter<Message>,
-    raw_written: bool,
 }
 
 impl Future for FlushOut<'_> {
@@ -88,11 +86,9 @@ impl Future for FlushOut<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if !this.raw_written {
-            // Publications written before these go first.
-            ready!(ws_io::poll_write_raw(this.socket, this.raw, cx))?;
-            this.raw_written = true;
-        }
+        // Publications written before these go first (once written, `raw` is empty and
+        // this returns at once).
+        ready!(ws_io::poll_write_raw(this.socket, this.raw, cx))?;
         while !this.out.as_slice().is_empty() {
             ready!(Sink::<Message>::poll_ready(Pin::new(&mut *this.socket), cx))?;
             if let Some(message) = this.out.next() {
