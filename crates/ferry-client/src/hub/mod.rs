@@ -54,7 +54,7 @@ pub use subscription::{Position, SubscriptionEvent};
 use crate::ws::state::lock;
 use crate::ws::{
     Backoff, ConnectionState, Heartbeat, Message, ReconnectConfig, StateStream, TokenProvider,
-    WebSocket, WebSocketBuilder,
+    WebSocket, WebSocketBuilder, fixed_token, token_provider,
 };
 use frame::{InFrame, command};
 use session::{send_subscribe, serve};
@@ -81,25 +81,25 @@ impl std::fmt::Debug for HubClientBuilder {
 impl HubClientBuilder {
     /// Authenticate with this token (sent as `?token=` on every connection attempt).
     pub fn token(self, token: &str) -> Self {
-        let token = token.to_string();
-        self.token_provider(move || {
-            let token = token.clone();
-            async move { Some(token) }
-        })
+        self.with_token(fixed_token(token))
     }
 
     /// Ask `provider` for a token before every connection attempt and when the server
     /// reports `AUTH_EXPIRED`, so that a long-lived client keeps a valid one. `None`:
     /// connect anonymously.
-    pub fn token_provider<F, Fut>(mut self, provider: F) -> Self
+    pub fn token_provider<F, Fut>(self, provider: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Option<String>> + Send + 'static,
     {
-        let provider: TokenProvider = Arc::new(move || Box::pin(provider()));
+        self.with_token(token_provider(provider))
+    }
+
+    /// Keep `provider` for the session (asked again on `AUTH_EXPIRED`) and give the same
+    /// one to the WebSocket, which asks it before every connection attempt.
+    fn with_token(mut self, provider: TokenProvider) -> Self {
         self.token = Some(provider.clone());
-        let for_ws = provider.clone();
-        self.ws = self.ws.token_provider(move || for_ws());
+        self.ws = self.ws.with_token(provider);
         self
     }
 

@@ -24,6 +24,21 @@ use super::transport::{self, Endpoint, Frame, Socket};
 pub type TokenProvider =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync>;
 
+/// A [`TokenProvider`] that always gives `token`.
+pub(crate) fn fixed_token(token: &str) -> TokenProvider {
+    let token = token.to_string();
+    Arc::new(move || Box::pin(std::future::ready(Some(token.clone()))))
+}
+
+/// `provider` boxed as a [`TokenProvider`].
+pub(crate) fn token_provider<F, Fut>(provider: F) -> TokenProvider
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(provider()))
+}
+
 /// How long a close handshake may take before the socket is dropped anyway.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 

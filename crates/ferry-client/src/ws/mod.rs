@@ -54,6 +54,7 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 
 pub use driver::TokenProvider;
+pub(crate) use driver::{fixed_token, token_provider};
 pub use error::{Error, ErrorKind};
 pub use message::{Message, MessageKind, json_id};
 pub use shared::CloseInfo;
@@ -150,21 +151,22 @@ impl WebSocketBuilder {
 
     /// Send this token as `?token=` on every connection attempt (W1).
     pub fn token(self, token: &str) -> Self {
-        let token = token.to_string();
-        self.token_provider(move || {
-            let token = token.clone();
-            async move { Some(token) }
-        })
+        self.with_token(fixed_token(token))
     }
 
     /// Ask `provider` for a token before every connection attempt, so that a reconnect
     /// after expiry presents a fresh one. `None` connects without a token.
-    pub fn token_provider<F, Fut>(mut self, provider: F) -> Self
+    pub fn token_provider<F, Fut>(self, provider: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Option<String>> + Send + 'static,
     {
-        self.token = Some(Arc::new(move || Box::pin(provider())));
+        self.with_token(token_provider(provider))
+    }
+
+    /// Set an already boxed provider (the hub client shares its own with the socket).
+    pub(crate) fn with_token(mut self, provider: TokenProvider) -> Self {
+        self.token = Some(provider);
         self
     }
 
