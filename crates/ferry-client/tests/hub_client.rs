@@ -223,14 +223,8 @@ async fn an_unrecoverable_gap_is_reported() {
         SubscriptionEvent::Subscribed { .. }
     ));
     let mut states = hub.states();
-    server
-        .api_post(
-            "/api/disconnect",
-            json!({"user": "dave", "reconnect": true}),
-        )
-        .await;
     assert!(matches!(
-        next_state(&mut states).await,
+        server.drop_user("dave", &mut states).await,
         ConnectionState::Reconnecting { .. }
     ));
     for n in 1..=5 {
@@ -261,14 +255,8 @@ async fn publishes_made_offline_are_sent_after_the_reconnect() {
     let mut sub = watcher.subscribe("chat:q").await.unwrap();
     let hub = client(&server, "erin").await;
     let mut states = hub.states();
-    server
-        .api_post(
-            "/api/disconnect",
-            json!({"user": "erin", "reconnect": true}),
-        )
-        .await;
     assert!(matches!(
-        next_state(&mut states).await,
+        server.drop_user("erin", &mut states).await,
         ConnectionState::Reconnecting { .. }
     ));
     // The three commands wait in the queue, in call order; then the client reconnects.

@@ -209,14 +209,8 @@ async fn hub_sse_recovers_publications_missed_while_disconnected() {
         serde_json::from_str(&within("live", es.next_message()).await.unwrap().data).unwrap();
     assert_eq!(first["data"], 1);
 
-    server
-        .api_post(
-            "/api/disconnect",
-            json!({"user": "frank", "reconnect": true}),
-        )
-        .await;
     assert!(matches!(
-        next_state(&mut states).await,
+        server.drop_user("frank", &mut states).await,
         ConnectionState::Reconnecting { attempt: 1, .. }
     ));
     // Published while the client is away.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use ferry_client::ws::{ConnectionState, ErrorKind, Message, MessageKind, WebSocket};
 use serde_json::{Value, json};
-use ws_support::{TestServer, closed_port, silent_server, within};
+use ws_support::{TestServer, closed_port, next_json, silent_server, within};
 
 #[tokio::test]
 async fn echoes_text_and_binary_with_kind_data_and_timestamp() {
@@ -48,18 +48,9 @@ async fn echoes_text_and_binary_with_kind_data_and_timestamp() {
 async fn token_subprotocol_and_headers_reach_the_hub() {
     let server = TestServer::start().await;
     // ?token= from `token`, subprotocol negotiated.
-    let ws = WebSocket::builder(&server.ws_url("/ws"))
-        .subprotocol("ferry.json")
-        .token(&server.token("alice"))
-        .connect()
-        .await
-        .unwrap();
+    let ws = server.hub_ws("alice").connect().await.unwrap();
     assert_eq!(ws.protocol().as_deref(), Some("ferry.json"));
-    let hello: Value = within("auth_success", ws.recv())
-        .await
-        .unwrap()
-        .parse_json()
-        .unwrap();
+    let hello = next_json(&ws, "auth_success").await;
     assert_eq!(hello["type"], "auth_success");
     assert_eq!(hello["payload"]["user"], "alice");
     ws.close().await;
@@ -71,11 +62,7 @@ async fn token_subprotocol_and_headers_reach_the_hub() {
         .connect()
         .await
         .unwrap();
-    let hello: Value = within("auth_success", ws.recv())
-        .await
-        .unwrap()
-        .parse_json()
-        .unwrap();
+    let hello = next_json(&ws, "auth_success").await;
     assert_eq!(hello["payload"]["user"], "bob");
     ws.close().await;
     server.stop().await;
@@ -84,12 +71,7 @@ async fn token_subprotocol_and_headers_reach_the_hub() {
 #[tokio::test]
 async fn request_gets_the_reply_with_the_same_id_and_others_go_to_recv() {
     let server = TestServer::start().await;
-    let ws = WebSocket::builder(&server.ws_url("/ws"))
-        .subprotocol("ferry.json")
-        .token(&server.token("carol"))
-        .connect()
-        .await
-        .unwrap();
+    let ws = server.hub_ws("carol").connect().await.unwrap();
     // Concurrent requests, answered by id.
     let (a, b) = tokio::join!(
         ws.request(Message::json(&json!({"type": "ping", "id": "a"})).unwrap()),

@@ -8,8 +8,10 @@ mod ws_support;
 use std::time::Duration;
 
 use ferry_client::ws::{Backoff, ConnectionState, ErrorKind, Heartbeat, WebSocket};
-use serde_json::{Value, json};
-use ws_support::{EchoServer, TestServer, closed_port, next_state, silent_server, within};
+use serde_json::json;
+use ws_support::{
+    EchoServer, TestServer, assert_echo, closed_port, next_json, next_state, silent_server, within,
+};
 
 fn fast_backoff() -> Backoff {
     Backoff {
@@ -22,18 +24,13 @@ fn fast_backoff() -> Backoff {
 #[tokio::test]
 async fn server_drop_reconnects_with_backoff_and_reports_the_state_sequence() {
     let server = TestServer::start().await;
-    let ws = WebSocket::builder(&server.ws_url("/ws"))
-        .subprotocol("ferry.json")
-        .token(&server.token("dana"))
+    let ws = server
+        .hub_ws("dana")
         .backoff(fast_backoff())
         .connect()
         .await
         .unwrap();
-    let first: Value = within("auth", ws.recv())
-        .await
-        .unwrap()
-        .parse_json()
-        .unwrap();
+    let first = next_json(&ws, "auth").await;
     assert_eq!(first["type"], "auth_success");
     let mut states = ws.states();
 
@@ -60,11 +57,7 @@ async fn server_drop_reconnects_with_backoff_and_reports_the_state_sequence() {
     assert_eq!(next_state(&mut states).await, ConnectionState::Open);
     assert_eq!(ws.close_info().map(|c| c.code), Some(1013));
     // The new connection works (and authenticated again from the token).
-    let again: Value = within("auth again", ws.recv())
-        .await
-        .unwrap()
-        .parse_json()
-        .unwrap();
+    let again = next_json(&ws, "auth again").await;
     assert_eq!(again["type"], "auth_success");
     ws.close().await;
     assert_eq!(next_state(&mut states).await, ConnectionState::Closing);
@@ -75,9 +68,8 @@ async fn server_drop_reconnects_with_backoff_and_reports_the_state_sequence() {
 #[tokio::test]
 async fn policy_close_1008_is_final_unless_configured() {
     let server = TestServer::start().await;
-    let ws = WebSocket::builder(&server.ws_url("/ws"))
-        .subprotocol("ferry.json")
-        .token(&server.token("erin"))
+    let ws = server
+        .hub_ws("erin")
         .backoff(fast_backoff())
         .connect()
         .await
@@ -92,9 +84,8 @@ async fn policy_close_1008_is_final_unless_configured() {
     while within("drain", ws.recv()).await.is_some() {}
     assert_eq!(ws.send_text("x").unwrap_err().kind(), ErrorKind::Closed);
 
-    let ws = WebSocket::builder(&server.ws_url("/ws"))
-        .subprotocol("ferry.json")
-        .token(&server.token("erin"))
+    let ws = server
+        .hub_ws("erin")
         .backoff(fast_backoff())
         .reconnect_on_normal_close(true)
         .connect()
@@ -124,11 +115,7 @@ async fn messages_sent_while_offline_arrive_in_order_after_a_restart_none_twice(
         .connect()
         .await
         .unwrap();
-    ws.send_text("before").unwrap();
-    assert_eq!(
-        within("echo", ws.recv()).await.unwrap().as_text(),
-        Some("before")
-    );
+    assert_echo(&ws, "before").await;
     let mut states = ws.states();
 
     // Stop the server: 1001, then refused connections while it is down.
@@ -158,11 +145,7 @@ async fn messages_sent_while_offline_arrive_in_order_after_a_restart_none_twice(
         assert_eq!(m.as_text(), Some(format!("offline {i}").as_str()));
     }
     // A marker after the flush proves nothing was sent twice.
-    ws.send_text("after").unwrap();
-    assert_eq!(
-        within("marker", ws.recv()).await.unwrap().as_text(),
-        Some("after")
-    );
+    assert_echo(&ws, "after").await;
     assert_eq!(ws.queued(), 0);
     ws.close().await;
     server.stop().await;
@@ -234,11 +217,7 @@ async fn a_peer_that_answers_pings_stays_connected() {
         .unwrap();
     // Many heartbeat intervals pass while messages flow; the connection stays up.
     for i in 0..50 {
-        ws.send_text(format!("{i}")).unwrap();
-        assert_eq!(
-            within("echo", ws.recv()).await.unwrap().as_text(),
-            Some(format!("{i}").as_str())
-        );
+        assert_echo(&ws, &i.to_string()).await;
     }
     assert_eq!(ws.state(), ConnectionState::Open);
     assert!(ws.last_error().is_none(), "{:?}", ws.last_error());

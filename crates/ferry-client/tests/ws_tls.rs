@@ -10,7 +10,7 @@ use ferry_client::ws::{ErrorKind, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
-use ws_support::within;
+use ws_support::assert_echo;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -68,11 +68,7 @@ async fn wss_with_a_custom_root() {
         .connect()
         .await
         .unwrap();
-    ws.send_text("secure").unwrap();
-    assert_eq!(
-        within("echo", ws.recv()).await.unwrap().as_text(),
-        Some("secure")
-    );
+    assert_echo(&ws, "secure").await;
     ws.close().await;
 }
 

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use ferry_client::ws::{ConnectionState, StateStream};
+use ferry_client::ws::{ConnectionState, StateStream, WebSocket, WebSocketBuilder};
 use ferry_hub::Config;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -28,6 +28,24 @@ pub async fn next_state(states: &mut StateStream) -> ConnectionState {
     within("a state change", states.next())
         .await
         .expect("state stream open")
+}
+
+/// The next message as JSON.
+pub async fn next_json(ws: &WebSocket, what: &str) -> Value {
+    within(what, ws.recv())
+        .await
+        .expect("a message")
+        .parse_json()
+        .expect("JSON")
+}
+
+/// Send `text` and check that the next message received is that text (an echo).
+pub async fn assert_echo(ws: &WebSocket, text: &str) {
+    ws.send_text(text).unwrap();
+    assert_eq!(
+        within("echo", ws.recv()).await.unwrap().as_text(),
+        Some(text)
+    );
 }
 
 /// The shared test hub (ferry-testkit), with this suite's API helpers on top.
@@ -74,6 +92,24 @@ impl TestServer {
             .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A client of `/ws` speaking `ferry.json`, with `user`'s token.
+    pub fn hub_ws(&self, user: &str) -> WebSocketBuilder {
+        WebSocket::builder(&self.ws_url("/ws"))
+            .subprotocol("ferry.json")
+            .token(&self.token(user))
+    }
+
+    /// Have the hub drop `user`'s connections with 1013 (try again later); the next
+    /// state `states` reports.
+    pub async fn drop_user(&self, user: &str, states: &mut StateStream) -> ConnectionState {
+        self.api_post(
+            "/api/disconnect",
+            serde_json::json!({"user": user, "reconnect": true}),
+        )
+        .await;
+        next_state(states).await
     }
 
     /// Publish through the HTTP API; returns the offset.
