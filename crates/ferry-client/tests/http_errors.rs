@@ -6,11 +6,11 @@ mod http_support;
 use std::time::Duration;
 
 use ferry_client::http::{CancellationToken, ErrorCode, Http, RetryPolicy};
-use http_support::{Hub, Script, ScriptedServer, WAIT, http, refused_addr};
+use http_support::{Hub, Script, ScriptedServer, WAIT, closed_port, http};
 
 #[tokio::test]
 async fn refused_connection_is_connection_error() {
-    let addr = refused_addr().await;
+    let addr = closed_port();
     let e = http()
         .get(&format!("http://{addr}/"))
         .send()
@@ -27,7 +27,7 @@ async fn refused_connection_is_connection_error() {
 
 #[tokio::test]
 async fn refused_connection_is_retried_then_reported() {
-    let addr = refused_addr().await;
+    let addr = closed_port();
     let http = Http::builder()
         .retry(RetryPolicy {
             max_retries: 2,

@@ -178,7 +178,7 @@ async fn refused_bad_status_and_wrong_type_are_errors_with_codes() {
     let e = EventSource::connect(&url).await.unwrap_err();
     assert_eq!((e.code(), e.status()), ("HTTP_STATUS", Some(401)));
 
-    let refused = ws_support::closed_port().await;
+    let refused = ws_support::closed_port();
     let e = EventSource::connect(&format!("http://{refused}/"))
         .await
         .unwrap_err();

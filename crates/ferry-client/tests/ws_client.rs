@@ -149,7 +149,7 @@ async fn request_times_out_when_no_reply_comes() {
 
 #[tokio::test]
 async fn connect_errors_have_stable_codes() {
-    let refused = closed_port().await;
+    let refused = closed_port();
     let e = WebSocket::connect(&format!("ws://{refused}/"))
         .await
         .unwrap_err();

@@ -153,7 +153,7 @@ async fn messages_sent_while_offline_arrive_in_order_after_a_restart_none_twice(
 
 #[tokio::test]
 async fn a_full_queue_is_a_clear_error() {
-    let addr = closed_port().await;
+    let addr = closed_port();
     // Never connects: every attempt is refused, with long delays in between.
     let ws = WebSocket::builder(&format!("ws://{addr}/"))
         .backoff(Backoff {
@@ -227,7 +227,7 @@ async fn a_peer_that_answers_pings_stays_connected() {
 
 #[tokio::test]
 async fn gives_up_after_max_attempts() {
-    let addr = closed_port().await;
+    let addr = closed_port();
     let ws = WebSocket::builder(&format!("ws://{addr}/"))
         .backoff(Backoff {
             max_attempts: Some(2),

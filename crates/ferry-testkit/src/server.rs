@@ -42,12 +42,26 @@ pub fn now() -> u64 {
 
 /// An HS256 token with arbitrary claims, signed with [`JWT_SECRET`].
 pub fn token_with(claims: Value) -> String {
+    sign_hs256(&claims, JWT_SECRET)
+}
+
+/// `claims` signed as an HS256 token with `secret`. Minted with `jsonwebtoken` rather than
+/// the hub's own issuer, so that the server is checked against an independent
+/// implementation.
+pub fn sign_hs256(claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("HS256 signing of JSON claims cannot fail")
+}
+
+/// A loopback address on which nothing listens (bound, then released), for refused
+/// connections.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("a bound address")
 }
 
 /// A running test hub; [`TestServer::stop`] shuts it down gracefully.
@@ -107,6 +121,14 @@ impl TestServer {
         format!("ws://{}{}", self.addr, path)
     }
 
+    /// The server API, authenticated with [`API_KEY`].
+    pub fn api(&self) -> Api {
+        Api {
+            base: self.http(""),
+            client: reqwest::Client::new(),
+        }
+    }
+
     /// An HS256 token for `user`, valid for an hour.
     pub fn token(&self, user: &str) -> String {
         token_with(json!({"sub": user, "exp": now() + 3600}))
@@ -120,5 +142,40 @@ impl TestServer {
                 .expect("shutdown in time")
                 .expect("serve");
         }
+    }
+}
+
+/// The server API of a test hub (`/api/*` with [`API_KEY`]).
+pub struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    /// POST JSON to an `/api` endpoint; the status and the JSON body (`null` when the body
+    /// is not JSON).
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(
+            self.client
+                .post(format!("{}{}", self.base, path))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// GET an `/api` endpoint; as [`post`](Self::post).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{}", self.base, path)))
+            .await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request
+            .header("authorization", format!("apikey {API_KEY}"))
+            .send()
+            .await
+            .expect("the test hub answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 }

@@ -192,9 +192,8 @@ impl FerryServer {
     }
 }
 
-/// An HS256 token for `user`, signed with [`JWT_SECRET`], valid for an hour. Minted with
-/// `jsonwebtoken` rather than the hub's own issuer, so the server is checked against an
-/// independent implementation.
+/// An HS256 token for `user`, signed with [`JWT_SECRET`], valid for an hour (by
+/// `jsonwebtoken`, not the hub's own issuer).
 pub fn token_for(user: &str) -> String {
     token_with(user, serde_json::json!({}))
 }
@@ -210,12 +209,7 @@ pub fn token_with(user: &str, extra: serde_json::Value) -> String {
     if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
         claims.extend(extra.clone());
     }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    )
-    .expect("HS256 signing cannot fail")
+    ferry_testkit::server::sign_hs256(&claims, JWT_SECRET)
 }
 
 /// The output of a finished helper process.

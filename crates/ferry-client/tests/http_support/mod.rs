@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ferry_client::http::{Http, RetryPolicy};
-use ferry_hub::config::Secret;
-use ferry_hub::{Config, RunningServer, Server};
+use ferry_hub::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -19,11 +18,9 @@ use tokio::task::JoinHandle;
 /// Safety net for anything a test awaits; never a way to wait for an event.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// The hub, shut down gracefully (without waiting) when dropped.
-pub struct Hub {
-    pub addr: SocketAddr,
-    _running: RunningServer,
-}
+/// The shared test hub (ferry-testkit: the test keys, memory history, the testbed),
+/// shut down gracefully (without waiting) when dropped.
+pub struct Hub(ferry_testkit::server::TestServer);
 
 impl Hub {
     pub async fn start() -> Hub {
@@ -31,30 +28,11 @@ impl Hub {
     }
 
     pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Hub {
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            api_key: Some(Secret::new("test-api-key")),
-            jwt_secret: Some(Secret::new("test-jwt-secret")),
-            data_dir: std::env::temp_dir().join("ferry-http-test-unused"),
-            // Tests share that directory; history stays in memory.
-            history: ferry_hub::config::HistoryBackend::Memory,
-            testbed: true,
-            ..Config::default()
-        };
-        edit(&mut config);
-        let running = Server::bind(config)
-            .await
-            .expect("bind")
-            .spawn()
-            .expect("spawn");
-        Hub {
-            addr: running.local_addr(),
-            _running: running,
-        }
+        Hub(ferry_testkit::server::TestServer::start_with(edit).await)
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        self.0.http(path)
     }
 }
 
@@ -77,13 +55,8 @@ pub fn http_fast_retries(n: u32) -> Http {
         .unwrap()
 }
 
-/// A loopback port with nothing listening on it (bound, then released).
-pub async fn refused_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
-    addr
-}
+#[allow(unused_imports)] // not every test binary refuses a connection
+pub use ferry_testkit::server::closed_port;
 
 /// What a scripted server does with one request.
 pub enum Script {

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 #[allow(unused_imports)] // each test binary uses some of them
-pub use ferry_testkit::server::{API_KEY, JWT_SECRET, WAIT};
+pub use ferry_testkit::server::{API_KEY, JWT_SECRET, WAIT, closed_port};
 
 /// Await `f`, failing the test after [`WAIT`].
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
@@ -83,15 +83,7 @@ impl TestServer {
 
     /// POST JSON to an /api endpoint with the API key; returns (status, body).
     pub async fn api_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = reqwest::Client::new()
-            .post(self.http(path))
-            .header("authorization", format!("apikey {API_KEY}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.api().post(path, body).await
     }
 
     /// A client of `/ws` speaking `ferry.json`, with `user`'s token.
@@ -143,14 +135,6 @@ pub async fn silent_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceive
         }
     });
     (addr, rx)
-}
-
-/// An address on which nothing listens (bound, then released).
-pub async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr
 }
 
 /// A plain WebSocket echo server that can be stopped (closing every connection with
