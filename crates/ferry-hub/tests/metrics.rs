@@ -121,12 +121,7 @@ async fn metrics_move_by_what_happened_and_parse_as_prometheus_text() {
     let mut ws = server.client("alice").await;
     let reply = ws.request("subscribe", json!({"channel": "chat:m"})).await;
     assert!(reply.get("error").is_none(), "{reply}");
-    let token = server.token("bob");
-    let mut sse = SseClient::open(
-        &server.http(&format!("/sse?channel=chat:m&token={token}")),
-        &[],
-    )
-    .await;
+    let mut sse = server.sse("bob", "channel=chat:m").await;
     sse.wait_for_comment("ferry").await;
 
     let api = server.api();

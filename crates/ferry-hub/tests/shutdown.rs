@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::json;
 use serde_json::value::RawValue;
-use support::{SseClient, TestServer};
+use support::TestServer;
 
 /// A grace far beyond the test's safety-net timeout: `stop()` finishing in time shows
 /// that every connection closed, not that the grace ran out.
@@ -80,12 +80,7 @@ async fn publications_queued_before_shutdown_are_delivered_before_the_close() {
 #[tokio::test]
 async fn an_open_sse_stream_ends_after_its_queued_publications() {
     let server = TestServer::start_with(|cfg| cfg.limits.shutdown_grace_ms = LONG_GRACE_MS).await;
-    let token = server.token("alice");
-    let mut sse = SseClient::open(
-        &server.http(&format!("/sse?channel=chat:lobby&token={token}")),
-        &[],
-    )
-    .await;
+    let mut sse = server.sse("alice", "channel=chat:lobby").await;
 
     queue_then_shut_down(&server).await;
     let stopping = tokio::spawn(server.stop());

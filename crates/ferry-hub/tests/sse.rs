@@ -79,12 +79,7 @@ async fn await_connections(server: &TestServer, n: u64) {
 #[tokio::test]
 async fn publications_arrive_as_message_events_with_the_position_of_every_channel() {
     let server = TestServer::start().await;
-    let token = server.token("alice");
-    let mut sse = SseClient::open(
-        &server.http(&format!("/sse?channel=chat:a&channel=chat:b&token={token}")),
-        &[],
-    )
-    .await;
+    let mut sse = server.sse("alice", "channel=chat:a&channel=chat:b").await;
     let (epoch_a, _, _) = history(&server, "chat:a").await;
     let (epoch_b, _, _) = history(&server, "chat:b").await;
 
@@ -235,12 +230,7 @@ async fn refusals_carry_a_code_and_a_fitting_status() {
 #[tokio::test]
 async fn keep_alive_comments_arrive_on_an_idle_stream() {
     let server = TestServer::start_with(|cfg| cfg.limits.sse_keep_alive_ms = 200).await;
-    let token = server.token("alice");
-    let mut sse = SseClient::open(
-        &server.http(&format!("/sse?channel=chat:quiet&token={token}")),
-        &[],
-    )
-    .await;
+    let mut sse = server.sse("alice", "channel=chat:quiet").await;
     sse.wait_for_comment("keep-alive").await;
     sse.wait_for_comment("keep-alive").await;
     // The stream is still live after the comments.
@@ -350,12 +340,7 @@ async fn resuming_from_any_event_of_a_recovery_loses_nothing() {
 #[tokio::test]
 async fn an_open_stream_counts_as_a_connection_until_the_client_leaves() {
     let server = TestServer::start().await;
-    let token = server.token("alice");
-    let sse = SseClient::open(
-        &server.http(&format!("/sse?channel=chat:a&token={token}")),
-        &[],
-    )
-    .await;
+    let sse = server.sse("alice", "channel=chat:a").await;
     await_connections(&server, 1).await;
     let (_, channels) = server.api().get("/api/channels").await;
     assert_eq!(

@@ -53,23 +53,9 @@ async fn the_static_directory_is_served_at_the_root() {
     );
     assert_eq!(r.text().await.unwrap(), app_js());
 
-    assert_eq!(
-        reqwest::get(server.http("/missing.js"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        404
-    );
+    assert_eq!(server.status_of("/missing.js").await, 404);
     // The hub's own routes still win over the directory.
-    assert_eq!(
-        reqwest::get(server.http("/health"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(server.status_of("/health").await, 200);
 }
 
 #[tokio::test]

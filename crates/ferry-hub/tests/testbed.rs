@@ -311,12 +311,7 @@ async fn without_the_testbed_its_routes_are_not_found() {
         "/test/sse",
         "/test/echo",
     ] {
-        let status = reqwest::get(server.http(path))
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        assert_eq!(status, 404, "{path}");
+        assert_eq!(server.status_of(path).await, 404, "{path}");
     }
     let refused = tokio_tungstenite::connect_async(server.ws_url("/test/echo")).await;
     match refused {
@@ -329,12 +324,5 @@ async fn without_the_testbed_its_routes_are_not_found() {
         ),
     }
     // The hub itself still serves.
-    assert_eq!(
-        reqwest::get(server.http("/health"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(server.status_of("/health").await, 200);
 }

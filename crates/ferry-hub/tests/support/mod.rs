@@ -56,7 +56,7 @@ macro_rules! both_codecs {
 }
 
 #[allow(unused_imports)] // each test binary uses some of them
-pub use ferry_testkit::server::{API_KEY, JWT_SECRET, WAIT, now, token_with};
+pub use ferry_testkit::server::{API_KEY, Api, JWT_SECRET, WAIT, now, token_with};
 
 /// The shared test hub (ferry-testkit), with this suite's WebSocket client and API
 /// helper on top.
@@ -93,6 +93,22 @@ impl TestServer {
         self.0.stop().await
     }
 
+    /// The status of a plain `GET` of `path`.
+    pub async fn status_of(&self, path: &str) -> u16 {
+        reqwest::get(self.http(path))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// An `/sse` stream with `query` (e.g. `channel=chat:a`), authenticated as `user`
+    /// through `&token=`.
+    pub async fn sse(&self, user: &str, query: &str) -> SseClient {
+        let url = self.http(&format!("/sse?{query}&token={}", self.token(user)));
+        SseClient::open(&url, &[]).await
+    }
+
     /// A `/ws` connection authenticated as `user` through `?token=`, after its
     /// `auth_success` push.
     pub async fn client(&self, user: &str) -> WsClient {
@@ -101,46 +117,6 @@ impl TestServer {
         let ok = c.next_of_type("auth_success").await;
         assert_eq!(ok["payload"]["user"], user);
         c
-    }
-
-    pub fn api(&self) -> Api {
-        Api {
-            base: self.http(""),
-            client: reqwest::Client::new(),
-        }
-    }
-}
-
-pub struct Api {
-    pub base: String,
-    pub client: reqwest::Client,
-}
-
-impl Api {
-    /// POST JSON to an /api endpoint with the API key; returns (status, body).
-    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{}", self.base, path))
-            .header("authorization", format!("apikey {API_KEY}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}{}", self.base, path))
-            .header("authorization", format!("apikey {API_KEY}"))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
     }
 }
 
@@ -234,12 +210,18 @@ impl WsClient {
 
     /// The next frame of a type, buffering the others.
     pub async fn next_of_type(&mut self, kind: &str) -> Value {
-        if let Some(i) = self.pending.iter().position(|v| v["type"] == kind) {
+        self.next_where(|v| v["type"] == kind).await
+    }
+
+    /// The first frame, buffered ones first, that `wanted` accepts; the others stay
+    /// buffered in order.
+    async fn next_where(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.pending.iter().position(&wanted) {
             return self.pending.remove(i).unwrap();
         }
         loop {
             let v = self.read_frame().await;
-            if v["type"] == kind {
+            if wanted(&v) {
                 return v;
             }
             self.pending.push_back(v);
@@ -256,16 +238,7 @@ impl WsClient {
 
     /// The answer (reply or error) with this id, buffering other frames.
     pub async fn answer(&mut self, id: &str) -> Value {
-        if let Some(i) = self.pending.iter().position(|v| v["id"] == id) {
-            return self.pending.remove(i).unwrap();
-        }
-        loop {
-            let v = self.read_frame().await;
-            if v["id"] == id {
-                return v;
-            }
-            self.pending.push_back(v);
-        }
+        self.next_where(|v| v["id"] == id).await
     }
 
     /// Read until the server closes; returns the close code and reason (frames before it
