@@ -16,6 +16,7 @@ pub mod session;
 pub mod sse;
 pub mod sync;
 pub mod tus;
+pub mod ws_frame;
 
 pub use codec::Codec;
 pub use codes::{CloseCode, ErrorCode};

@@ -1,57 +1,70 @@
-//! The one place that knows the WebSocket library (tokio-tungstenite). Everything else
-//! uses the names re-exported here, so the library can be swapped in one file.
+//! The hub's WebSocket layer: the upgrade handshake, the server socket, and pre-built
+//! frames. The rest of the hub uses the names defined or re-exported here.
 //!
-//! Buffers are small on purpose: tungstenite's default 128 KiB read buffer would cost
-//! ~135 KiB per idle connection; 4 KiB keeps an idle connection at a few KiB.
+//! The socket reads with ferry-proto's sans-IO [`ws_frame::Decoder`] into a buffer on
+//! the stack, and keeps only the unread rest of a frame, so an idle connection holds no
+//! read buffer (a library's buffered stream kept 512 bytes to 4 KiB per connection, the
+//! largest piece of an idle connection's memory). Writes are either frames it encodes
+//! itself (replies, control frames) or shared pre-built frames ([`RawFrames`]). The
+//! message type is tungstenite's, which the client side uses too.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use ferry_proto::CloseCode;
+use ferry_proto::ws_frame::{self, Decoded, opcode};
+use futures_util::{Sink, Stream};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as TungCloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 
 pub use tokio_tungstenite::tungstenite::Message;
 /// Shared, immutable UTF-8 text: cloning it shares the bytes.
 pub use tokio_tungstenite::tungstenite::Utf8Bytes as WsText;
 
-/// A server-side WebSocket over an upgraded HTTP connection (inflating the client's
-/// compressed messages where permessage-deflate was agreed).
-pub type ServerSocket = WebSocketStream<Inflating<TokioIo<hyper::upgrade::Upgraded>>>;
-
 /// permessage-deflate's parameters as agreed on one connection.
 pub use ferry_proto::deflate::Agreed as Deflate;
 use ferry_proto::deflate::io::Inflating;
 
+/// The byte stream under a socket: the upgraded HTTP connection, with the client's
+/// compressed messages inflated where permessage-deflate was agreed.
+type Io = Inflating<TokioIo<hyper::upgrade::Upgraded>>;
+
 /// Errors from reading or writing a socket.
-pub type WsError = tungstenite::Error;
+#[derive(Debug, thiserror::Error)]
+pub enum WsError {
+    /// The transport failed (reset, timeout, EOF while writing).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The peer broke the WebSocket rules.
+    #[error(transparent)]
+    Frame(#[from] ws_frame::FrameError),
+    /// A frame was to be sent after the close frame.
+    #[error("the close frame was already sent")]
+    Closed,
+    /// A raw frame was given to send; only messages are.
+    #[error("raw frames are not sent through the socket; use RawFrames")]
+    Unsupported,
+}
 
 /// A complete server-to-client data frame around `payload`, text for `ferry.json` and
 /// binary for `ferry.msgpack`: FIN + opcode, the length, no mask (servers never mask).
 /// The same bytes suit every subscriber of the codec, so a publication's frame is built
 /// once and written to each socket as it is.
 pub fn data_frame(codec: ferry_proto::Codec, payload: &[u8]) -> bytes::Bytes {
-    let len = payload.len();
-    let mut frame = Vec::with_capacity(len + 10);
-    frame.push(if codec.is_binary() { 0x82 } else { 0x81 });
-    if len < 126 {
-        frame.push(len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        frame.push(126);
-        frame.extend_from_slice(&short.to_be_bytes());
+    let op = if codec.is_binary() {
+        opcode::BINARY
     } else {
-        frame.push(127);
-        frame.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    frame.extend_from_slice(payload);
-    frame.into()
+        opcode::TEXT
+    };
+    ws_frame::server_frame(op, payload).into()
 }
 
 /// Frames written to the socket directly, beside tungstenite: shared, pre-built frames go
@@ -85,15 +98,9 @@ impl RawFrames {
         self.frames.is_empty()
     }
 
-    /// Write queued frames until none is left (then flush) or the socket is full.
-    /// tungstenite's own buffer must be empty (flushed) first: [`poll_write_raw`] makes
-    /// sure of it.
-    fn poll_write(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        io: &mut Inflating<TokioIo<hyper::upgrade::Upgraded>>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::{Poll, ready};
+    /// Write queued frames until none is left (then flush) or the socket is full. The
+    /// socket's own frames must be written first: [`poll_write_raw`] makes sure of it.
+    fn poll_write(&mut self, cx: &mut Context<'_>, io: &mut Io) -> Poll<std::io::Result<()>> {
         while !self.frames.is_empty() {
             let mut slices = [std::io::IoSlice::new(&[]); RAW_SLICES];
             let mut count = 0;
@@ -102,11 +109,7 @@ impl RawFrames {
                 slices[i] = std::io::IoSlice::new(&frame[from..]);
                 count += 1;
             }
-            let n = ready!(tokio::io::AsyncWrite::poll_write_vectored(
-                std::pin::Pin::new(&mut *io),
-                cx,
-                &slices[..count],
-            ))?;
+            let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?;
             if n == 0 {
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
@@ -129,55 +132,286 @@ impl RawFrames {
         if self.frames.capacity() > RAW_SLICES * 4 {
             self.frames.shrink_to(RAW_SLICES);
         }
-        tokio::io::AsyncWrite::poll_flush(std::pin::Pin::new(io), cx)
+        Pin::new(io).poll_flush(cx)
     }
 }
 
-/// Poll the write of the queued raw frames after whatever tungstenite holds (so the order
+/// Poll the write of the queued raw frames after whatever the socket holds (so the order
 /// on the wire is the order of the calls). Polling again after `Pending` goes on where it
 /// stopped. Without a future of its own, so a write in flight adds nothing to the
 /// connection's task beyond the caller's state.
 pub fn poll_write_raw(
     socket: &mut ServerSocket,
     raw: &mut RawFrames,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<Result<(), WsError>> {
-    use futures_util::Sink;
-    use std::task::{Poll, ready};
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), WsError>> {
     if raw.is_empty() {
         return Poll::Ready(Ok(()));
     }
-    ready!(Sink::<Message>::poll_flush(
-        std::pin::Pin::new(&mut *socket),
-        cx
-    ))?;
-    raw.poll_write(cx, socket.get_mut()).map_err(WsError::Io)
+    ready!(socket.poll_write_out(cx))?;
+    raw.poll_write(cx, &mut socket.io).map_err(WsError::Io)
 }
 
-/// Write the queued raw frames after whatever tungstenite holds (so the order on the wire
+/// Write the queued raw frames after whatever the socket holds (so the order on the wire
 /// is the order of the calls).
 pub async fn write_raw(socket: &mut ServerSocket, raw: &mut RawFrames) -> Result<(), WsError> {
     std::future::poll_fn(|cx| poll_write_raw(socket, raw, cx)).await
 }
 
-/// Read buffer per connection, allocated up front by tungstenite and kept for the life
-/// of the connection. It is also the most one read takes from the socket, except that the
-/// rest of a frame whose header says it is longer is read in pieces of this size. Hub
-/// clients send small commands, and an idle connection's budget is 4 KiB in all, so
-/// 512 bytes: a 4 KiB buffer alone would spend it (measured in ARCHITECTURE.md).
-const READ_BUFFER: usize = 512;
-/// Frames are collected up to this size before they are written in one go.
+/// Bytes read from the socket at once into a buffer on the stack (the same step as the
+/// inflating layer's). Only what is left of an incomplete frame is kept, in a buffer of
+/// the connection's that exists while that frame is arriving.
+const READ_CHUNK: usize = 4096;
+/// The most one read adds to a connection's buffer while a long frame arrives (the
+/// buffer's capacity is the frame's length, reserved once; this bounds the zeroing).
+const READ_STEP: usize = 64 * 1024;
+/// Frames the socket encodes (replies, control frames) are collected up to this size
+/// before `poll_ready` writes them.
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// A close frame with a code and a reason (truncated to fit the 123-byte limit).
-pub fn close_message(code: CloseCode, reason: &str) -> Message {
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
+/// A server-side WebSocket over an upgraded HTTP connection: a `Stream` of the client's
+/// messages and a `Sink` of the server's. It answers pings with pongs and a close frame
+/// with a close frame by itself, as RFC 6455 asks; after a close frame in either
+/// direction the stream ends once that handshake's frames are written.
+pub struct ServerSocket {
+    io: Io,
+    decoder: ws_frame::Decoder,
+    /// Bytes read and not yet decoded: the start of a frame. Unallocated between frames.
+    read: Vec<u8>,
+    /// Frames encoded here and not yet written, from `out_at`. Unallocated when empty.
+    out: Vec<u8>,
+    out_at: usize,
+    /// Nothing more is read: the peer's close frame came, the stream broke the rules, or
+    /// it ended.
+    read_done: bool,
+    /// Our close frame is queued or written: nothing else is sent.
+    close_sent: bool,
+}
+
+/// What decoding a piece of input came to.
+enum Step {
+    /// Give this to the reader.
+    Yield(Result<Message, WsError>),
+    /// The next frame needs this many bytes in `read`.
+    More(usize),
+}
+
+impl ServerSocket {
+    fn new(io: Io, max_message: usize) -> ServerSocket {
+        ServerSocket {
+            io,
+            decoder: ws_frame::Decoder::new(max_message),
+            read: Vec::new(),
+            out: Vec::new(),
+            out_at: 0,
+            read_done: false,
+            close_sent: false,
+        }
     }
+
+    /// Encode a server frame into the write buffer.
+    fn queue(&mut self, op: u8, payload: &[u8]) {
+        ws_frame::push_server_frame(&mut self.out, op, payload);
+    }
+
+    /// Write the frames encoded here (not flushed).
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        while self.out_at < self.out.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(
+                    std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+                ));
+            }
+            self.out_at += n;
+        }
+        // Given back: an idle connection keeps no write buffer.
+        self.out = Vec::new();
+        self.out_at = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Decode from `input`; how many bytes were taken, and what that came to. Pings are
+    /// answered and a close frame is answered here.
+    fn decode(&mut self, input: &mut [u8]) -> (usize, Step) {
+        let (message, used) = match self.decoder.decode(input) {
+            Ok(Decoded::Message(message, used)) => (message, used),
+            Ok(Decoded::Incomplete { consumed, need }) => return (consumed, Step::More(need)),
+            Err(e) => {
+                self.read_done = true;
+                return (input.len(), Step::Yield(Err(e.into())));
+            }
+        };
+        let message = match message {
+            ws_frame::Message::Text(text) => Message::Text(text.into()),
+            ws_frame::Message::Binary(data) => Message::Binary(data.into()),
+            ws_frame::Message::Ping(data) => {
+                if !self.close_sent {
+                    self.queue(opcode::PONG, &data);
+                }
+                Message::Ping(data.into())
+            }
+            ws_frame::Message::Pong(data) => Message::Pong(data.into()),
+            ws_frame::Message::Close(frame) => {
+                self.read_done = true;
+                if !self.close_sent {
+                    self.close_sent = true;
+                    // The peer's code echoed (RFC 6455 §5.5.1); one it may not send is a
+                    // protocol error.
+                    let payload = match &frame {
+                        None => Vec::new(),
+                        Some((code, reason)) if ws_frame::close_code_allowed(*code) => {
+                            ws_frame::close_payload(*code, reason)
+                        }
+                        Some(_) => {
+                            ws_frame::close_payload(CloseCode::PROTOCOL_ERROR.0, "protocol error")
+                        }
+                    };
+                    self.queue(opcode::CLOSE, &payload);
+                }
+                Message::Close(frame.map(|(code, reason)| CloseFrame {
+                    code: TungCloseCode::from(code),
+                    reason: reason.into(),
+                }))
+            }
+        };
+        (used, Step::Yield(Ok(message)))
+    }
+}
+
+impl Stream for ServerSocket {
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            // Pongs and the close answer go out before anything more is read: a peer that
+            // pings without reading cannot grow the write buffer.
+            if let Err(e) = ready!(this.poll_write_out(cx)) {
+                this.read_done = true;
+                return Poll::Ready(Some(Err(e)));
+            }
+            if this.read_done {
+                return Poll::Ready(None);
+            }
+            if this.read.is_empty() {
+                // Nothing pending: read onto the stack, decode there, keep only the rest.
+                let mut chunk = [0u8; READ_CHUNK];
+                let mut buf = ReadBuf::new(&mut chunk);
+                if let Err(e) = ready!(Pin::new(&mut this.io).poll_read(cx, &mut buf)) {
+                    this.read_done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                let n = buf.filled().len();
+                if n == 0 {
+                    this.read_done = true;
+                    return Poll::Ready(None);
+                }
+                let (used, step) = this.decode(&mut chunk[..n]);
+                if !this.read_done {
+                    this.read.extend_from_slice(&chunk[used..n]);
+                }
+                if let Step::Yield(item) = step {
+                    return Poll::Ready(Some(item));
+                }
+                continue;
+            }
+            let mut read = std::mem::take(&mut this.read);
+            let (used, step) = this.decode(&mut read);
+            read.drain(..used);
+            let need = match step {
+                Step::Yield(item) => {
+                    if !this.read_done && !read.is_empty() {
+                        this.read = read;
+                    }
+                    return Poll::Ready(Some(item));
+                }
+                Step::More(need) => need,
+            };
+            if read.is_empty() {
+                continue;
+            }
+            // The rest of a frame: read into the connection's buffer, sized to the frame
+            // once its header is known (the decoder has checked it against the limit).
+            let len = read.len();
+            read.reserve(need.saturating_sub(len).max(READ_CHUNK));
+            let step = (read.capacity() - len).min(READ_STEP);
+            read.resize(len + step, 0);
+            let mut buf = ReadBuf::new(&mut read[len..]);
+            let polled = Pin::new(&mut this.io).poll_read(cx, &mut buf);
+            let n = buf.filled().len();
+            read.truncate(len + n);
+            this.read = read;
+            match ready!(polled) {
+                Err(e) => {
+                    this.read_done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                // The stream ended inside a frame.
+                Ok(()) if n == 0 => {
+                    this.read_done = true;
+                    this.read = Vec::new();
+                    return Poll::Ready(None);
+                }
+                Ok(()) => {}
+            }
+        }
+    }
+}
+
+impl Sink<Message> for ServerSocket {
+    type Error = WsError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let this = self.get_mut();
+        if this.out.len() - this.out_at >= WRITE_BUFFER {
+            ready!(this.poll_write_out(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), WsError> {
+        let this = self.get_mut();
+        if this.close_sent {
+            return Err(WsError::Closed);
+        }
+        match message {
+            Message::Text(text) => this.queue(opcode::TEXT, text.as_bytes()),
+            Message::Binary(data) => this.queue(opcode::BINARY, &data),
+            Message::Ping(data) => this.queue(opcode::PING, &data),
+            Message::Pong(data) => this.queue(opcode::PONG, &data),
+            Message::Close(frame) => {
+                this.close_sent = true;
+                let payload = frame
+                    .map(|f| ws_frame::close_payload(f.code.into(), &f.reason))
+                    .unwrap_or_default();
+                this.queue(opcode::CLOSE, &payload);
+            }
+            Message::Frame(_) => return Err(WsError::Unsupported),
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.io).poll_flush(cx).map_err(WsError::Io)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        let this = self.get_mut();
+        ready!(this.poll_write_out(cx))?;
+        Pin::new(&mut this.io)
+            .poll_shutdown(cx)
+            .map_err(WsError::Io)
+    }
+}
+
+/// A close frame with a code and a reason (cut to fit a control frame when sent).
+pub fn close_message(code: CloseCode, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code: TungCloseCode::from(code.0),
-        reason: reason[..end].to_string().into(),
+        reason: reason.into(),
     }))
 }
 
@@ -185,12 +419,7 @@ pub fn close_message(code: CloseCode, reason: &str) -> Message {
 /// failed (reset, EOF) and there is nobody left to tell.
 pub fn close_for_error(error: &WsError) -> Option<(CloseCode, &'static str)> {
     match error {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Some((CloseCode::MESSAGE_TOO_BIG, "message too big"))
-        }
-        WsError::Capacity(_) => Some((CloseCode::MESSAGE_TOO_BIG, "frame too big")),
-        WsError::Utf8(_) => Some((CloseCode::INVALID_PAYLOAD, "invalid UTF-8 in text frame")),
-        WsError::Protocol(_) => Some((CloseCode::PROTOCOL_ERROR, "protocol error")),
+        WsError::Frame(e) => Some((e.close_code(), e.close_reason())),
         _ => None,
     }
 }
@@ -289,15 +518,6 @@ where
             "connection cannot be upgraded",
         );
     };
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        // No cap of its own: a frame is copied in whole before it is written, so the
-        // buffer holds at most one frame (a message or a reply, both bounded by the
-        // limits) plus WRITE_BUFFER; a cap below a frame's size would fail that write.
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size));
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -308,12 +528,10 @@ where
                         max_message_size,
                     )
                 });
-                let socket = WebSocketStream::from_raw_socket(
+                let socket = ServerSocket::new(
                     Inflating::server(TokioIo::new(upgraded), inflater),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
+                    max_message_size,
+                );
                 // The connection gets a task of its own, sized to the handler's future
                 // alone; this one, which also held the upgrade, ends here.
                 tokio::spawn(handler(socket, chosen, agreed));

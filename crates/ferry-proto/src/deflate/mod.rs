@@ -14,6 +14,7 @@
 //! 1009). Invalid compressed data reaches it as a frame with RSV2 set: a protocol error
 //! (close 1002).
 
+use crate::ws_frame::{Header, push_length};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 #[cfg(feature = "tokio")]
@@ -341,29 +342,14 @@ impl Inflater {
 
     /// Parse the header once complete; start its payload.
     fn try_header(&mut self, out: &mut Vec<u8>) {
-        let h = &self.header;
-        if h.len() < 2 {
+        let Some(header) = Header::parse(&self.header) else {
             return;
-        }
-        let masked = h[1] & 0x80 != 0;
-        let len7 = h[1] & 0x7f;
-        let len_bytes = match len7 {
-            126 => 2,
-            127 => 8,
-            _ => 0,
         };
-        let need = 2 + len_bytes + if masked { 4 } else { 0 };
-        if h.len() < need {
-            return;
-        }
-        let len = match len7 {
-            126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
-            127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
-            n => u64::from(n),
-        };
-        let fin = h[0] & 0x80 != 0;
-        let rsv1 = h[0] & 0x40 != 0;
-        let opcode = h[0] & 0x0f;
+        let Header {
+            fin, opcode, len, ..
+        } = header;
+        let masked = header.mask.is_some();
+        let rsv1 = header.rsv & 0x40 != 0;
         let control = opcode & 0x08 != 0;
         // The sender's role decides masking; a frame masked the wrong way goes to the
         // library as it is, which refuses it.
@@ -395,10 +381,7 @@ impl Inflater {
             };
             return;
         }
-        self.mask = masked.then(|| {
-            let at = 2 + len_bytes;
-            [h[at], h[at + 1], h[at + 2], h[at + 3]]
-        });
+        self.mask = header.mask;
         self.mask_at = 0;
         if opcode != 0 {
             self.message = Some(true);
@@ -530,18 +513,6 @@ impl Inflater {
         if self.reader == Reader::Server {
             out.extend_from_slice(&[0, 0, 0, 0]);
         }
-    }
-}
-
-fn push_length(out: &mut Vec<u8>, len: u64, mask_bit: u8) {
-    if len < 126 {
-        out.push(mask_bit | len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        out.push(mask_bit | 126);
-        out.extend_from_slice(&short.to_be_bytes());
-    } else {
-        out.push(mask_bit | 127);
-        out.extend_from_slice(&len.to_be_bytes());
     }
 }
 
