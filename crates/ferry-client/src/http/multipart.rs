@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::Http;
 use super::error::HttpError;
 use super::progress::{Progress, ProgressFn, SharedProgress};
+use super::request::open_file;
 use super::response::Response;
 
 /// A multipart/form-data upload being configured; [`send`](Self::send) runs it. Made by
@@ -176,14 +177,7 @@ impl MultipartUpload {
                     file_name,
                     mime,
                 } => {
-                    let file = tokio::fs::File::open(&path)
-                        .await
-                        .map_err(|e| HttpError::io(format!("cannot open {}", path.display()), e))?;
-                    let len = file
-                        .metadata()
-                        .await
-                        .map_err(|e| HttpError::io(format!("cannot read {}", path.display()), e))?
-                        .len();
+                    let (file, len) = open_file(&path).await?;
                     let counter = progress.clone();
                     let stream = tokio_util::io::ReaderStream::new(file).map(move |chunk| {
                         if let Ok(c) = &chunk {

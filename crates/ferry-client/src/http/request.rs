@@ -1,7 +1,7 @@
 //! One request: what to send (H1, H2) and the pipeline that sends it: cache lookup (H6),
 //! attempts with retries (H7), cancellation and timeouts (H4).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -457,14 +457,7 @@ impl RequestBuilder {
             RequestBody::Empty => req,
             RequestBody::Bytes(b) => req.body(b.clone()),
             RequestBody::File(path) => {
-                let file = tokio::fs::File::open(&*path)
-                    .await
-                    .map_err(|e| HttpError::io(format!("cannot open {}", path.display()), e))?;
-                let len = file
-                    .metadata()
-                    .await
-                    .map_err(|e| HttpError::io(format!("cannot read {}", path.display()), e))?
-                    .len();
+                let (file, len) = open_file(path).await?;
                 if !self.headers.contains_key(header::CONTENT_TYPE) {
                     let mime = mime_guess::from_path(&*path).first_or_octet_stream();
                     req = req.header(header::CONTENT_TYPE, mime.as_ref());
@@ -497,6 +490,19 @@ impl RequestBuilder {
             e.with_message(message)
         })
     }
+}
+
+/// `path` opened for sending, and its length. Errors: `IO_ERROR` naming the file.
+pub(super) async fn open_file(path: &Path) -> Result<(tokio::fs::File, u64), HttpError> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| HttpError::io(format!("cannot open {}", path.display()), e))?;
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| HttpError::io(format!("cannot read {}", path.display()), e))?
+        .len();
+    Ok((file, len))
 }
 
 fn secs(d: Duration) -> String {

@@ -208,36 +208,38 @@ mod tests {
 
     #[test]
     fn no_retry_for_success_non_idempotent_or_exhausted() {
-        let p = RetryPolicy::default();
         let now = SystemTime::now();
         let h = headers(None);
-        assert_eq!(
-            p.after_response(1, true, StatusCode::OK, &h, now, 0.5),
-            None
-        );
-        assert_eq!(
-            p.after_response(1, true, StatusCode::NOT_FOUND, &h, now, 0.5),
-            None
-        );
-        assert_eq!(
-            p.after_response(1, false, StatusCode::SERVICE_UNAVAILABLE, &h, now, 0.5),
-            None
-        );
-        assert_eq!(
-            p.after_response(3, true, StatusCode::SERVICE_UNAVAILABLE, &h, now, 0.5),
-            None
-        );
-        assert_eq!(
-            RetryPolicy::none().after_response(
+        // (policy, attempt, idempotent, status): none of them is retried.
+        let cases = [
+            (RetryPolicy::default(), 1, true, StatusCode::OK),
+            (RetryPolicy::default(), 1, true, StatusCode::NOT_FOUND),
+            (
+                RetryPolicy::default(),
+                1,
+                false,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                RetryPolicy::default(),
+                3,
+                true,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                RetryPolicy::none(),
                 1,
                 true,
                 StatusCode::SERVICE_UNAVAILABLE,
-                &h,
-                now,
-                0.5
             ),
-            None
-        );
+        ];
+        for (p, attempt, idempotent, status) in cases {
+            assert_eq!(
+                p.after_response(attempt, idempotent, status, &h, now, 0.5),
+                None,
+                "attempt {attempt}, idempotent {idempotent}, {status}"
+            );
+        }
     }
 
     #[test]

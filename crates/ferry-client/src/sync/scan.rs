@@ -104,17 +104,7 @@ pub(crate) fn rescan(
         ..Scan::default()
     };
     for path in changed {
-        let stale: Vec<SyncPath> = out
-            .entries
-            .range(path.clone()..)
-            .map(|(k, _)| k)
-            .take_while(|k| k.as_str().starts_with(path.as_str()))
-            .filter(|k| k.starts_with(path))
-            .cloned()
-            .collect();
-        for k in stale {
-            out.entries.remove(&k);
-        }
+        remove_subtree(&mut out.entries, path);
         let mut ancestors: Vec<SyncPath> = Vec::new();
         let mut cur = path.parent();
         while let Some(parent) = cur {
@@ -171,20 +161,24 @@ pub(crate) fn rescan(
             .cloned()
             .collect();
         for path in gone {
-            let below: Vec<SyncPath> = out
-                .entries
-                .range(path.clone()..)
-                .map(|(k, _)| k)
-                .take_while(|k| k.as_str().starts_with(path.as_str()))
-                .filter(|k| k.starts_with(&path))
-                .cloned()
-                .collect();
-            for k in below {
-                out.entries.remove(&k);
-            }
+            remove_subtree(&mut out.entries, &path);
         }
     }
     Ok(out)
+}
+
+/// Drop `path` and everything below it, found by prefix (no walk over every entry).
+fn remove_subtree(entries: &mut BTreeMap<SyncPath, LocalEntry>, path: &SyncPath) {
+    let below: Vec<SyncPath> = entries
+        .range(path.clone()..)
+        .map(|(k, _)| k)
+        .take_while(|k| k.as_str().starts_with(path.as_str()))
+        .filter(|k| k.starts_with(path))
+        .cloned()
+        .collect();
+    for k in below {
+        entries.remove(&k);
+    }
 }
 
 /// Scan everything below `start` (the folder itself for `None`) into `out`.
@@ -369,16 +363,24 @@ mod tests {
         SyncPath::parse(s).expect("valid path")
     }
 
+    /// A temporary folder holding each (relative path, content), with the directories
+    /// they need.
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (path, content) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+            std::fs::write(path, content).expect("write");
+        }
+        dir
+    }
+
     /// The debouncer can fold "created, then renamed" into one create of the new name;
     /// the old name, never reported, must not survive the rescan.
     #[test]
     fn a_rename_reported_only_by_its_new_name_drops_the_old_one() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tree(&[("top.txt", "top"), ("d/in.txt", "in"), ("d/stays.txt", "s")]);
         let root = dir.path();
-        std::fs::create_dir_all(root.join("d")).expect("mkdir");
-        std::fs::write(root.join("top.txt"), "top").expect("write");
-        std::fs::write(root.join("d/in.txt"), "in").expect("write");
-        std::fs::write(root.join("d/stays.txt"), "s").expect("write");
         let ignore = Ignore::load(root, &[]).expect("ignore");
         let before = scan(root, &ignore, &BTreeMap::new()).expect("scan");
         std::fs::rename(root.join("top.txt"), root.join("renamed.txt")).expect("rename");
@@ -392,14 +394,13 @@ mod tests {
 
     #[test]
     fn scan_hashes_skips_links_and_honours_ignores() {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tree(&[
+            ("a/b/f.txt", "hello"),
+            ("x.log", "noise"),
+            ("build/out", "noise"),
+            (IGNORE_FILE, "*.log\nbuild/\n"),
+        ]);
         let root = dir.path();
-        std::fs::create_dir_all(root.join("a/b")).expect("mkdir");
-        std::fs::write(root.join("a/b/f.txt"), "hello").expect("write");
-        std::fs::write(root.join("x.log"), "noise").expect("write");
-        std::fs::create_dir_all(root.join("build")).expect("mkdir");
-        std::fs::write(root.join("build/out"), "noise").expect("write");
-        std::fs::write(root.join(IGNORE_FILE), "*.log\nbuild/\n").expect("write");
         std::fs::create_dir_all(root.join(STATE_DIR)).expect("mkdir");
         #[cfg(unix)]
         std::os::unix::fs::symlink("/etc", root.join("link")).expect("symlink");

@@ -2,7 +2,8 @@
 
 use super::*;
 
-fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+/// A header map of `pairs`, in order (a name may repeat). Shared with the rules' tests.
+pub(super) fn h(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut m = HeaderMap::new();
     for (k, v) in pairs {
         m.append(
