@@ -497,23 +497,21 @@ mod tests {
 
     #[test]
     fn the_redirect_keeps_host_and_path_and_swaps_the_port() {
-        let request = http::Request::builder()
-            .uri("/api/stats?x=1")
-            .header("host", "example.test:80")
-            .body(axum::body::Body::empty())
-            .expect("request");
-        let response = redirect_to_https(&request, 8443);
+        let redirect = |uri: &str, host: &str, port: u16| {
+            let request = http::Request::builder()
+                .uri(uri)
+                .header("host", host)
+                .body(axum::body::Body::empty())
+                .expect("request");
+            redirect_to_https(&request, port)
+        };
+        let response = redirect("/api/stats?x=1", "example.test:80", 8443);
         assert_eq!(response.status(), http::StatusCode::PERMANENT_REDIRECT);
         assert_eq!(
             response.headers()[http::header::LOCATION],
             "https://example.test:8443/api/stats?x=1"
         );
-        let request = http::Request::builder()
-            .uri("/")
-            .header("host", "[::1]")
-            .body(axum::body::Body::empty())
-            .expect("request");
-        let response = redirect_to_https(&request, 443);
+        let response = redirect("/", "[::1]", 443);
         assert_eq!(response.headers()[http::header::LOCATION], "https://[::1]/");
     }
 

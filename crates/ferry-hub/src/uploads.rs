@@ -390,6 +390,23 @@ impl UploadStore {
         }
     }
 
+    /// [`visible`](Self::visible), and not taken by a `PATCH` in progress (423 if it is):
+    /// what a writer or a termination needs.
+    fn idle<'a>(
+        entries: &'a mut HashMap<String, Entry>,
+        id: &str,
+        access: &Access,
+    ) -> Result<&'a mut Entry, UploadError> {
+        let e = Self::visible(entries, id, access)?;
+        if e.busy {
+            return Err(UploadError::new(
+                423,
+                "another request is writing to this upload; retry when it has finished",
+            ));
+        }
+        Ok(e)
+    }
+
     /// An upload's state and offset (`HEAD`).
     pub fn head(&self, id: &str, access: &Access) -> Result<(UploadInfo, u64), UploadError> {
         let mut entries = self.entries.lock();
@@ -409,13 +426,7 @@ impl UploadStore {
         offset: u64,
     ) -> Result<PatchGuard, UploadError> {
         let mut entries = self.entries.lock();
-        let e = Self::visible(&mut entries, id, access)?;
-        if e.busy {
-            return Err(UploadError::new(
-                423,
-                "another request is writing to this upload; retry when it has finished",
-            ));
-        }
+        let e = Self::idle(&mut entries, id, access)?;
         tus::check_offset(e.offset, offset)?;
         if !e.info.parts.is_empty() {
             return Err(UploadError::new(
@@ -438,13 +449,7 @@ impl UploadStore {
     pub async fn delete(&self, id: &str, access: &Access) -> Result<(), UploadError> {
         {
             let mut entries = self.entries.lock();
-            let e = Self::visible(&mut entries, id, access)?;
-            if e.busy {
-                return Err(UploadError::new(
-                    423,
-                    "the upload is being written; retry when the PATCH has finished",
-                ));
-            }
+            Self::idle(&mut entries, id, access)?;
             entries.remove(id);
         }
         self.remove_files(id).await;
