@@ -122,7 +122,7 @@ pub struct RequestArgs {
     client: ClientArgs,
 }
 
-use crate::failure::Failure;
+use crate::failure::{Failure, run};
 
 fn seconds(value: Option<f64>, default: Duration) -> Result<Option<Duration>, Failure> {
     match value {
@@ -171,18 +171,6 @@ fn normalize_url(url: &str) -> String {
     crate::urls::complete(url, crate::urls::Family::Http)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Failure::from_code(
-                "INTERNAL_ERROR",
-                format!("cannot start the async runtime: {e}"),
-            )
-        })
-}
-
 /// A token cancelled by Ctrl-C.
 fn interrupt_token() -> CancellationToken {
     let token = CancellationToken::new();
@@ -197,12 +185,7 @@ fn interrupt_token() -> CancellationToken {
 
 /// Run `ferry <method> URL ITEM...`.
 pub fn request(method: Method, args: RequestArgs) -> anyhow::Result<ExitCode> {
-    let json = args.client.json;
-    let result = runtime().and_then(|rt| rt.block_on(send_request(method, args)));
-    Ok(match result {
-        Ok(code) => code,
-        Err(f) => f.report(json),
-    })
+    run(args.client.json, send_request(method, args))
 }
 
 fn parse_items(raw: &[String]) -> Result<Vec<Item>, Failure> {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Args;
 use ferry_hub::Config;
 
@@ -256,6 +257,16 @@ pub fn history_summary(config: &Config) -> String {
             "history in memory (lost on restart; --history sqlite keeps it)".to_string()
         }
     }
+}
+
+/// `--print-config`: the effective configuration (file, environment and flags merged) as
+/// TOML on stdout.
+pub fn print_config(config: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
+    print!(
+        "{}",
+        toml::to_string_pretty(config).context("rendering the configuration")?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `ferry serve --check-config`: everything `serve` would check before binding.

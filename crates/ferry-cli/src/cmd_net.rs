@@ -138,13 +138,19 @@ pub fn udp(cmd: UdpCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The bound socket, or (having said why on stderr) the usage exit code.
+fn bound<T>(result: std::io::Result<T>, addr: SocketAddr) -> Result<T, ExitCode> {
+    result.map_err(|e| {
+        eprintln!("error: binding {addr}: {e}");
+        ExitCode::from(crate::exit::USAGE)
+    })
+}
+
 async fn tcp_listen(args: TcpListenArgs) -> anyhow::Result<ExitCode> {
-    let listener = match TcpListener::bind(SocketAddr::new(args.host, args.port)).await {
+    let addr = SocketAddr::new(args.host, args.port);
+    let listener = match bound(TcpListener::bind(addr).await, addr) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: binding {}:{}: {e}", args.host, args.port);
-            return Ok(ExitCode::from(crate::exit::USAGE));
-        }
+        Err(code) => return Ok(code),
     };
     eprintln!("ferry tcp listening on {}", listener.local_addr()?);
     loop {
@@ -265,12 +271,10 @@ async fn join_stdio(stream: TcpStream, framed: Option<Encoding>, max: usize) -> 
 }
 
 async fn udp_listen(args: UdpListenArgs) -> anyhow::Result<ExitCode> {
-    let socket = match UdpSocket::bind(SocketAddr::new(args.host, args.port)).await {
+    let addr = SocketAddr::new(args.host, args.port);
+    let socket = match bound(UdpSocket::bind(addr).await, addr) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: binding {}:{}: {e}", args.host, args.port);
-            return Ok(ExitCode::from(crate::exit::USAGE));
-        }
+        Err(code) => return Ok(code),
     };
     eprintln!("ferry udp listening on {}", socket.local_addr()?);
     let mut buf = vec![0u8; 65_536];

@@ -188,11 +188,7 @@ pub fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.print_config {
-        print!(
-            "{}",
-            toml::to_string_pretty(&config).context("rendering the configuration")?
-        );
-        return Ok(ExitCode::SUCCESS);
+        return crate::cmd_init::print_config(&config);
     }
     crate::serve_dev::init_logging(args.log_json);
     let workers = match args.threads {

@@ -99,6 +99,37 @@ impl Failure {
 }
 
 /// The exit code of a failure code: the one table every client command follows.
+/// A current-thread runtime for one command.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            Failure::from_code("INTERNAL_ERROR", format!("starting the async runtime: {e}"))
+        })
+}
+
+/// Run a command on its own runtime. The runtime is shut down without waiting for
+/// blocking tasks: a read of standard input may be stuck in one until the next line.
+/// A failure is reported as JSON too when `json` (the command's `--json`).
+pub(crate) fn run<F: std::future::Future<Output = Result<ExitCode, Failure>>>(
+    json: bool,
+    command: F,
+) -> anyhow::Result<ExitCode> {
+    let result = match runtime() {
+        Ok(rt) => {
+            let result = rt.block_on(command);
+            rt.shutdown_background();
+            result
+        }
+        Err(f) => Err(f),
+    };
+    Ok(match result {
+        Ok(code) => code,
+        Err(f) => f.report(json),
+    })
+}
+
 fn exit_for(code: &str) -> u8 {
     match code {
         "USAGE" | "INVALID_URL" | "INVALID_REQUEST" | "INVALID_JSON" => crate::exit::USAGE,

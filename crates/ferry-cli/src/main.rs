@@ -436,11 +436,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(crate::exit::USAGE));
     }
     if args.print_config {
-        print!(
-            "{}",
-            toml::to_string_pretty(&config).context("rendering the configuration")?
-        );
-        return Ok(ExitCode::SUCCESS);
+        return cmd_init::print_config(&config);
     }
     if args.check_config {
         return Ok(cmd_init::check_config(&config));

@@ -9,7 +9,7 @@ use ferry_client::http::Progress;
 use serde_json::json;
 
 use super::items::Item;
-use super::{ClientArgs, Failure, interrupt_token, normalize_url, parse_items, runtime, seconds};
+use super::{ClientArgs, Failure, interrupt_token, normalize_url, parse_items, run, seconds};
 
 /// Shown after `ferry download --help`.
 pub const DOWNLOAD_HELP: &str =
@@ -76,12 +76,7 @@ fn rate_and_eta(loaded: u64, total: Option<u64>, speed: f64) -> String {
 
 /// Run `ferry download URL [-o FILE] [--resume]`.
 pub fn download(args: DownloadArgs) -> anyhow::Result<ExitCode> {
-    let json = args.client.json;
-    let result = runtime().and_then(|rt| rt.block_on(run_download(args)));
-    Ok(match result {
-        Ok(code) => code,
-        Err(f) => f.report(json),
-    })
+    run(args.client.json, run_download(args))
 }
 
 /// The file name a URL suggests: its last non-empty path segment.

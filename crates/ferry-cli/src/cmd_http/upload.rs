@@ -9,7 +9,7 @@ use ferry_client::http::Progress;
 use ferry_client::upload::{Upload, UploadControl, default_resume_store};
 use serde_json::json;
 
-use super::{ClientArgs, Failure, interrupt_token, normalize_url, runtime};
+use super::{ClientArgs, Failure, interrupt_token, normalize_url, run};
 
 /// Shown after `ferry upload --help`.
 pub const UPLOAD_HELP: &str = concat!(
@@ -90,12 +90,7 @@ const TOTAL_TEMPLATE: &str =
 
 /// Run `ferry upload`.
 pub fn upload(args: UploadArgs) -> anyhow::Result<ExitCode> {
-    let json = args.client.json;
-    let result = runtime().and_then(|rt| rt.block_on(run_upload(args)));
-    Ok(match result {
-        Ok(code) => code,
-        Err(f) => f.report(json),
-    })
+    run(args.client.json, run_upload(args))
 }
 
 fn bar(

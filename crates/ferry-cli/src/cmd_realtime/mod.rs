@@ -3,7 +3,6 @@
 //! work is the library's.
 
 use std::io::Write;
-use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use ferry_client::hub::{Codec, HubClient, HubEvent};
@@ -31,37 +30,7 @@ pub use sse::{SSE_HELP, SseArgs, sse};
 pub use sub::{SUB_HELP, SubArgs, sub};
 pub use websocket::{WS_HELP, WsArgs, ws};
 
-pub(crate) use crate::failure::Failure;
-
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Failure::from_code("INTERNAL_ERROR", format!("starting the async runtime: {e}"))
-        })
-}
-
-/// Run a command on its own runtime. The runtime is shut down without waiting for
-/// blocking tasks: a read of standard input may be stuck in one until the next line.
-/// A failure is reported as JSON too when `json` (the command's `--json`).
-pub(crate) fn run<F: std::future::Future<Output = Result<ExitCode, Failure>>>(
-    json: bool,
-    command: F,
-) -> anyhow::Result<ExitCode> {
-    let result = match runtime() {
-        Ok(rt) => {
-            let result = rt.block_on(command);
-            rt.shutdown_background();
-            result
-        }
-        Err(f) => Err(f),
-    };
-    Ok(match result {
-        Ok(code) => code,
-        Err(f) => f.report(json),
-    })
-}
+pub(crate) use crate::failure::{Failure, run};
 
 fn split_header(raw: &str) -> Result<(&str, &str), Failure> {
     raw.split_once(':')
