@@ -284,17 +284,7 @@ async fn autobahn_server_cases_pass_against_test_echo() -> anyhow::Result<()> {
              kosoku==VERSION, pinned there); or point FERRY_KOSOKU at the executable"
         )
     };
-    let run = match support::run_to_completion(command, KOSOKU_LIMIT).await {
-        Ok(run) => run,
-        Err(e)
-            if e.root_cause()
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
-        {
-            panic!("{}", missing())
-        }
-        Err(e) => return Err(e),
-    };
+    let run = support::run_peer(command, KOSOKU_LIMIT, missing).await?;
     // A pyenv shim without the package installed answers 127 "command not found".
     assert!(
         run.status.code() != Some(127),

@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -24,23 +23,9 @@ const BROWSER_LIMIT: Duration = Duration::from_secs(180);
 async fn browser_websocket_and_eventsource_receive_an_api_publication() -> anyhow::Result<()> {
     let started = Instant::now();
     let root = support::workspace_root();
-    let browser_dir = root.join("tests/browser");
-    let chromium =
-        std::env::var("FERRY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
-    let setup = "run `bash scripts/peers.sh`, or `apt-get install -y chromium` and `npm ci --prefix tests/browser`";
-    assert!(
-        browser_dir
-            .join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "{} is missing: {setup}",
-        browser_dir.join("node_modules/playwright-core").display()
-    );
-    assert!(
-        Path::new(&chromium).is_file(),
-        "no chromium at {chromium} (set FERRY_CHROMIUM to use another): {setup}"
-    );
+    let peers = support::browser_peers();
 
-    let page_dir = browser_dir.join("page");
+    let page_dir = peers.dir.join("page");
     let page_dir = page_dir.to_str().expect("the checkout path is UTF-8");
     let server = FerryServer::start(&["--static", page_dir]).await?;
 
@@ -50,33 +35,19 @@ async fn browser_websocket_and_eventsource_receive_an_api_publication() -> anyho
         json!({ "text": "hello from the ferry browser test", "nonce": nonce, "unicode": "é ✓ 🚢" });
     let mut command = Command::new("node");
     command
-        .arg(browser_dir.join("run.mjs"))
+        .arg(peers.dir.join("run.mjs"))
         .arg(&server.base_url)
         .current_dir(&root)
         .env("FERRY_TOKEN", support::token_for("browser"))
         .env("FERRY_API_KEY", support::API_KEY)
         .env("FERRY_CHANNEL", channel)
         .env("FERRY_PUBLISH_DATA", data.to_string())
-        .env("FERRY_CHROMIUM", &chromium);
-    let run = match support::run_to_completion(command, BROWSER_LIMIT).await {
-        Ok(run) => run,
-        Err(e)
-            if e.root_cause()
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
-        {
-            panic!("`node` is not on PATH: {setup}")
-        }
-        Err(e) => return Err(e),
-    };
-    assert!(
-        run.status.success(),
-        "the browser run failed ({}).\nstderr:\n{}\nstdout:\n{}\nserver log:\n{}",
-        run.status,
-        run.stderr,
-        run.stdout,
-        server.logs()
-    );
+        .env("FERRY_CHROMIUM", &peers.chromium);
+    let run = support::run_peer(command, BROWSER_LIMIT, || {
+        format!("`node` is not on PATH: {}", peers.setup)
+    })
+    .await?;
+    run.assert_success("the browser run", &server);
     let result: Value = serde_json::from_str(run.stdout.trim()).map_err(|e| {
         anyhow::anyhow!(
             "run.mjs printed no JSON result ({e}):\n{}\n{}",

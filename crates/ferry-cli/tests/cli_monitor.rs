@@ -63,11 +63,7 @@ async fn monitor_json_shows_rates_and_top_channels_of_a_loaded_hub() -> anyhow::
     publisher.abort();
     reader.abort();
     assert!(out.status.success(), "{}", out.stderr);
-    let samples: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
+    let samples = support::json_lines(&out.stdout)?;
     assert_eq!(samples.len(), 4, "{}", out.stdout);
     assert_eq!(
         samples[0]["publications_per_sec"],

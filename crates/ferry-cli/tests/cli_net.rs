@@ -92,11 +92,7 @@ async fn scan_reports_open_closed_and_filtered_ports_in_bounded_time() -> anyhow
     let out = run_to_completion(cmd, WAIT).await?;
     let took = started.elapsed();
     assert!(out.status.success(), "{}", out.stderr);
-    let results: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
+    let results = support::json_lines(&out.stdout)?;
     let state = |port: u16| {
         results
             .iter()
@@ -154,15 +150,20 @@ async fn scan_stops_at_its_time_limit_and_refuses_targets_beyond_its_limits() ->
     Ok(())
 }
 
-/// Spawn a long-running `ferry` with piped stdio; the address it prints on stderr.
-async fn spawn_listening(args: &[&str]) -> anyhow::Result<(Child, String)> {
-    let mut child = ferry()
+/// `ferry ARGS` with every stdio piped, killed when dropped.
+fn spawn_piped(args: &[&str]) -> std::io::Result<Child> {
+    ferry()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
-        .spawn()?;
+        .spawn()
+}
+
+/// Spawn a long-running `ferry` with piped stdio; the address it prints on stderr.
+async fn spawn_listening(args: &[&str]) -> anyhow::Result<(Child, String)> {
+    let mut child = spawn_piped(args)?;
     let mut err = BufReader::new(child.stderr.take().context("stderr")?);
     let mut line = String::new();
     tokio::time::timeout(WAIT, err.read_line(&mut line)).await??;
@@ -178,13 +179,7 @@ async fn spawn_listening(args: &[&str]) -> anyhow::Result<(Child, String)> {
 
 /// Run `ferry ARGS` with `input` on stdin; its stdout.
 async fn run_with_stdin(args: &[&str], input: &str) -> anyhow::Result<String> {
-    let mut child = ferry()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = spawn_piped(args)?;
     let mut stdin = child.stdin.take().context("stdin")?;
     stdin.write_all(input.as_bytes()).await?;
     drop(stdin);
@@ -209,10 +204,7 @@ async fn tcp_echo_raw_and_framed() -> anyhow::Result<()> {
         // The CLI's framed client: JSON lines in, frames out, frames back, JSON lines out.
         let input = "{\"n\":1,\"text\":\"hi\"}\n[1,2,3]\n";
         let out = run_with_stdin(&["tcp", "connect", &addr, "--framed", encoding], input).await?;
-        let back: Vec<Value> = out
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()?;
+        let back = support::json_lines(&out)?;
         assert_eq!(back, vec![json!({"n": 1, "text": "hi"}), json!([1, 2, 3])]);
 
         // The library codec talks to the CLI's server.

@@ -33,10 +33,7 @@ async fn json_lines_at_exit(sub: tokio::process::Child) -> Vec<Value> {
         .unwrap()
         .unwrap();
     assert!(output.status.success(), "{:?}", output.status);
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    support::json_lines(&String::from_utf8_lossy(&output.stdout)).unwrap()
 }
 
 /// A loopback port with nothing listening.
@@ -176,10 +173,7 @@ async fn sse_prints_event_data_filters_and_counts() {
         .get_output()
         .stdout
         .clone();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = support::json_lines(&String::from_utf8_lossy(&out)).unwrap();
     assert_eq!(
         lines.iter().map(|v| v["n"].clone()).collect::<Vec<_>>(),
         [json!(1), json!(2), json!(3)]
@@ -202,10 +196,7 @@ async fn sse_prints_event_data_filters_and_counts() {
         .get_output()
         .stdout
         .clone();
-    let events: Vec<Value> = String::from_utf8_lossy(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = support::json_lines(&String::from_utf8_lossy(&out)).unwrap();
     assert_eq!(events.len(), 2);
     assert_eq!(
         (events[0]["event"].as_str(), events[0]["id"].as_str()),

@@ -12,17 +12,9 @@ use ferry_client::hub::{HubApi, HubClient, HubEvent, Position, SubscriptionEvent
 use ferry_testkit::redis::TestRedis;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{API_KEY, FerryServer, token_for};
+use support::{API_KEY, FerryServer, WAIT, token_for, within};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
 
 /// A node on `redis`, with presence leases of 2 s (so a dead node's entries go quickly).
 async fn node(redis: &TestRedis) -> FerryServer {

@@ -56,6 +56,13 @@ async fn node_subscriber(
     (node, lines)
 }
 
+/// Run peer.mjs with `args` to completion.
+async fn run_node_peer(args: &[&str]) -> support::Finished {
+    let mut node = Command::new("node");
+    node.arg(peer()).args(args);
+    run_to_completion(node, WAIT).await.expect(SETUP)
+}
+
 /// Run peer.mjs with `args` (killed when dropped): the child, its output lines and the
 /// first of them.
 async fn spawn_peer(
@@ -85,11 +92,7 @@ async fn spawn_peer(
 #[tokio::test]
 async fn compressed_messages_of_every_size_echo_intact() {
     let server = server().await;
-    let mut node = Command::new("node");
-    node.arg(peer())
-        .arg("echo")
-        .arg(server.ws_url("/test/echo"));
-    let done = run_to_completion(node, WAIT).await.expect(SETUP);
+    let done = run_node_peer(&["echo", &server.ws_url("/test/echo")]).await;
     assert!(done.status.success(), "{}\n{}", done.stderr, server.logs());
     let report: Value = serde_json::from_str(done.stdout.trim()).unwrap();
     assert_eq!(report["extensions"], "permessage-deflate", "negotiated");
@@ -99,11 +102,7 @@ async fn compressed_messages_of_every_size_echo_intact() {
 #[tokio::test]
 async fn a_message_that_inflates_past_the_limit_is_closed_with_1009() {
     let server = server().await;
-    let mut node = Command::new("node");
-    node.arg(peer())
-        .arg("bomb")
-        .arg(server.ws_url("/test/echo"));
-    let done = run_to_completion(node, WAIT).await.expect(SETUP);
+    let done = run_node_peer(&["bomb", &server.ws_url("/test/echo")]).await;
     let report: Value = serde_json::from_str(done.stdout.trim())
         .unwrap_or_else(|e| panic!("{e}: {}\n{}", done.stdout, done.stderr));
     assert_eq!(report["code"], 1009, "{report}");
@@ -201,9 +200,7 @@ async fn a_compressed_publish_reaches_a_plain_subscriber_intact() {
         .unwrap();
     let mut sub = client.subscribe(channel).await.unwrap();
     let url = server.ws_url(&format!("/ws?token={}", token_for("dee")));
-    let mut node = Command::new("node");
-    node.arg(peer()).args(["publish", &url, channel, "200000"]);
-    let done = run_to_completion(node, WAIT).await.expect(SETUP);
+    let done = run_node_peer(&["publish", &url, channel, "200000"]).await;
     assert!(done.status.success(), "{}\n{}", done.stderr, server.logs());
     let report: Value = serde_json::from_str(done.stdout.trim()).unwrap();
     assert_eq!(report["extensions"], "permessage-deflate");

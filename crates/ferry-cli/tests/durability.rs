@@ -10,16 +10,8 @@ use std::time::Duration;
 use ferry_client::hub::{HubApi, HubClient, Position, SubscriptionEvent};
 use ferry_client::ws::{Backoff, ConnectionState};
 use serde_json::{Value, json};
-use support::{API_KEY, FerryServer, token_for};
+use support::{API_KEY, FerryServer, token_for, within};
 use tempfile::TempDir;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
 
 async fn history(api: &HubApi, channel: &str) -> Value {
     api.call("history", json!({"channel": channel, "limit": 1000}))

@@ -32,13 +32,7 @@ async fn two_users_chat_with_history_typing_and_a_private_conversation() -> anyh
         .env("ALICE_TOKEN", token_for("alice"))
         .env("BOB_TOKEN", token_for("bob"));
     let done = run_to_completion(node, Duration::from_secs(180)).await?;
-    assert!(
-        done.status.success(),
-        "{}\n{}\nserver log:\n{}",
-        done.stdout,
-        done.stderr,
-        server.logs()
-    );
+    done.assert_success("examples/chat/test.mjs", &server);
     let report: Value = serde_json::from_str(done.stdout.trim())?;
     assert_eq!(report["ok"], true);
     assert!(

@@ -52,17 +52,21 @@ async fn run_node(args: &[&str], envs: &[(&str, String)]) -> support::Finished {
     for (k, v) in envs {
         command.env(k, v);
     }
-    match support::run_to_completion(command, NODE_LIMIT).await {
-        Ok(run) => run,
-        Err(e)
-            if e.root_cause()
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
-        {
-            panic!("`node` is not on PATH: {SETUP}")
-        }
-        Err(e) => panic!("running node {args:?}: {e:#}"),
-    }
+    support::run_peer(command, NODE_LIMIT, || {
+        format!("`node` is not on PATH: {SETUP}")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("running node {args:?}: {e:#}"))
+}
+
+/// Check that `run` exited successfully; `what` and its output otherwise.
+fn assert_succeeded(run: &support::Finished, what: &str) {
+    assert!(
+        run.status.success(),
+        "{what}:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
 }
 
 /// The `# pass N` / `# fail N` summary of a `node --test` run.
@@ -116,14 +120,7 @@ async fn run_suite(file: &str, expected_tests: u32, extra_env: &[(&str, String)]
     ];
     envs.extend(extra_env.iter().cloned());
     let run = run_tests(file, expected_tests, &envs).await;
-    assert!(
-        run.status.success(),
-        "{file} failed ({}).\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
-        run.status,
-        run.stdout,
-        run.stderr,
-        server.logs()
-    );
+    run.assert_success(file, &server);
 }
 
 #[tokio::test]
@@ -131,12 +128,7 @@ async fn the_committed_bundle_is_a_fresh_build_of_the_sources() {
     let out = tempfile::tempdir().expect("temp dir");
     let out_dir = out.path().to_str().expect("UTF-8 temp path").to_string();
     let run = run_node(&["scripts/build.mjs", "--outdir", &out_dir, "--size"], &[]).await;
-    assert!(
-        run.status.success(),
-        "build failed:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    assert_succeeded(&run, "build failed");
     println!("{}", run.stdout.trim());
     let fresh = std::fs::read(out.path().join("ferry.min.js")).expect("built bundle");
     let committed = std::fs::read(sdk_dir().join("dist/ferry.min.js")).expect("committed bundle");
@@ -154,23 +146,13 @@ async fn the_sdk_sources_type_check() {
         &[],
     )
     .await;
-    assert!(
-        run.status.success(),
-        "tsc reported errors:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    assert_succeeded(&run, "tsc reported errors");
 }
 
 #[tokio::test]
 async fn the_sdk_recovery_sse_parser_and_backoff_logic() {
     let run = run_tests("test/unit.test.mjs", 5, &[]).await;
-    assert!(
-        run.status.success(),
-        "test/unit.test.mjs failed:\n{}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    assert_succeeded(&run, "test/unit.test.mjs failed");
 }
 
 #[tokio::test]

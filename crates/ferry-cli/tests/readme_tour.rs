@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -26,20 +25,7 @@ const STEP_LIMIT: Duration = Duration::from_secs(120);
 #[tokio::test]
 async fn readme_tour_dev_server_token_foreign_origin_browser_and_pub() {
     let root = support::workspace_root();
-    let browser_dir = root.join("tests/browser");
-    let chromium =
-        std::env::var("FERRY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
-    let setup = "run `bash scripts/peers.sh`, or `apt-get install -y chromium` and `npm ci --prefix tests/browser`";
-    assert!(
-        browser_dir
-            .join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "playwright-core is missing: {setup}"
-    );
-    assert!(
-        Path::new(&chromium).is_file(),
-        "no chromium at {chromium} (set FERRY_CHROMIUM to use another): {setup}"
-    );
+    let peers = support::browser_peers();
 
     // 1. `ferry serve --dev` in an empty directory: secrets generated, a dev token shown.
     let server = FerryServer::start_with(&["--dev"], &[], false)
@@ -70,12 +56,12 @@ async fn readme_tour_dev_server_token_foreign_origin_browser_and_pub() {
 
     // 3. The browser page on another origin subscribes with it.
     let mut tour = Command::new("node");
-    tour.arg(browser_dir.join("tour.mjs"))
+    tour.arg(peers.dir.join("tour.mjs"))
         .arg(&server.base_url)
         .current_dir(&root)
         .env("FERRY_TOKEN", &token)
         .env("FERRY_CHANNEL", "chat:lobby")
-        .env("FERRY_CHROMIUM", &chromium)
+        .env("FERRY_CHROMIUM", &peers.chromium)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -83,7 +69,7 @@ async fn readme_tour_dev_server_token_foreign_origin_browser_and_pub() {
     let mut tour = match tour.spawn() {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            panic!("`node` is not on PATH: {setup}")
+            panic!("`node` is not on PATH: {}", peers.setup)
         }
         Err(e) => panic!("spawning node: {e}"),
     };

@@ -57,16 +57,7 @@ fn random_file(dir: &Path, len: usize) -> PathBuf {
 }
 
 async fn run(command: Command, what: &str) -> anyhow::Result<support::Finished> {
-    match support::run_to_completion(command, LIMIT).await {
-        Err(e)
-            if e.root_cause()
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
-        {
-            panic!("{what} is not on PATH: {SETUP}")
-        }
-        other => other,
-    }
+    support::run_peer(command, LIMIT, || format!("{what} is not on PATH: {SETUP}")).await
 }
 
 fn last_json(stdout: &str) -> Value {

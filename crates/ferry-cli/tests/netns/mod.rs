@@ -30,29 +30,28 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// Run `ip ARGS`; an error carries its stderr.
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (iproute2): is it installed?")?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    iproute2(&[], "ip", args, "running `ip` (iproute2): is it installed?")
 }
 
 fn bridge(ns: &str, args: &[&str]) -> anyhow::Result<()> {
+    iproute2(
+        &["netns", "exec", ns, "bridge"],
+        "bridge",
+        args,
+        "running `bridge` (iproute2)",
+    )
+}
+
+/// Run `ip PREFIX ARGS`, the iproute2 tool `name` with `args`; an error carries its stderr.
+fn iproute2(prefix: &[&str], name: &str, args: &[&str], running: &str) -> anyhow::Result<()> {
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "bridge"])
+        .args(prefix)
         .args(args)
         .output()
-        .context("running `bridge` (iproute2)")?;
+        .context(running.to_string())?;
     if !out.status.success() {
         bail!(
-            "`bridge {}` failed: {}",
+            "`{name} {}` failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );

@@ -23,6 +23,22 @@ pub const API_KEY: &str = "ferry-cli-test-api-key";
 /// The HS256 secret every test server is started with.
 pub const JWT_SECRET: &str = "ferry-cli-test-jwt-secret";
 
+/// Safety net for anything a test awaits from a server or client (never a timing
+/// assertion: a debug build on a busy machine is still far quicker).
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Await `f`, failing the test after [`WAIT`].
+pub async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Every line of `text` parsed as a JSON document (what `--json` commands print).
+pub fn json_lines(text: &str) -> serde_json::Result<Vec<serde_json::Value>> {
+    text.lines().map(serde_json::from_str).collect()
+}
+
 /// The workspace root (where `tests/browser`, `docs/` and `.ci/` live).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -222,6 +238,21 @@ pub struct Finished {
     pub stderr: String,
 }
 
+impl Finished {
+    /// Check that the process exited successfully; `what` failed, with its output and
+    /// `server`'s log, otherwise.
+    pub fn assert_success(&self, what: &str, server: &FerryServer) {
+        assert!(
+            self.status.success(),
+            "{what} failed ({}).\nstdout:\n{}\nstderr:\n{}\nserver log:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr,
+            server.logs()
+        );
+    }
+}
+
 /// Run `command` to completion with piped output, killing it if it takes longer than
 /// `limit` (a safety net against a hang, not a timing assertion) or if the test fails
 /// while it runs.
@@ -244,6 +275,60 @@ pub async fn run_to_completion(mut command: Command, limit: Duration) -> anyhow:
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
+}
+
+/// [`run_to_completion`] for a peer tool the test needs installed: when the program is
+/// not found, the test fails with `missing()` (the instruction to install it) rather than
+/// with a bare spawn error.
+pub async fn run_peer(
+    command: Command,
+    limit: Duration,
+    missing: impl FnOnce() -> String,
+) -> anyhow::Result<Finished> {
+    match run_to_completion(command, limit).await {
+        Err(e)
+            if e.root_cause()
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            panic!("{}", missing())
+        }
+        other => other,
+    }
+}
+
+/// What `tests/browser` needs to drive headless chromium.
+pub struct BrowserPeers {
+    /// `tests/browser`, with playwright-core installed.
+    pub dir: PathBuf,
+    /// The chromium executable (`FERRY_CHROMIUM`, default `/usr/bin/chromium`).
+    pub chromium: String,
+    /// How to install what is missing.
+    pub setup: &'static str,
+}
+
+/// The browser peers, checked: a missing piece fails the test with the instruction to
+/// install it rather than skipping it.
+pub fn browser_peers() -> BrowserPeers {
+    let dir = workspace_root().join("tests/browser");
+    let chromium =
+        std::env::var("FERRY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string());
+    let setup = "run `bash scripts/peers.sh`, or `apt-get install -y chromium` and `npm ci --prefix tests/browser`";
+    assert!(
+        dir.join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "{} is missing: {setup}",
+        dir.join("node_modules/playwright-core").display()
+    );
+    assert!(
+        Path::new(&chromium).is_file(),
+        "no chromium at {chromium} (set FERRY_CHROMIUM to use another): {setup}"
+    );
+    BrowserPeers {
+        dir,
+        chromium,
+        setup,
+    }
 }
 
 impl FerryServer {
