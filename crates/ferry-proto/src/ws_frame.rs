@@ -328,6 +328,15 @@ impl Decoder {
 
     /// The rules a header must follow, checked before its payload is read.
     fn check(&self, header: &Header) -> Result<(), FrameError> {
+        // The size first, as the inflater expects: it ends a message that inflates past
+        // the limit with a frame whose length is impossibly long (and breaks the order of
+        // fragments), which must read as too big, not as a protocol error.
+        let so_far = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
+        if so_far.saturating_add(header.len) > self.max_message as u64 {
+            return Err(FrameError::TooBig {
+                max: self.max_message,
+            });
+        }
         if header.rsv != 0 {
             return Err(FrameError::Protocol("reserved bits set"));
         }
@@ -353,12 +362,6 @@ impl Decoder {
             }
             opcode::CONTINUATION | opcode::TEXT | opcode::BINARY => {}
             _ => return Err(FrameError::Protocol("unknown opcode")),
-        }
-        let so_far = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
-        if so_far.saturating_add(header.len) > self.max_message as u64 {
-            return Err(FrameError::TooBig {
-                max: self.max_message,
-            });
         }
         Ok(())
     }
@@ -481,11 +484,11 @@ mod tests {
                 CloseCode::PROTOCOL_ERROR,
             ),
             // Too big, in one frame and across fragments.
-            (client_frame(0x82, &[0; 17]), CloseCode::MESSAGE_TOO_BIG),
+            (client_frame(0x82, &[0; 201]), CloseCode::MESSAGE_TOO_BIG),
             (
                 [
-                    client_frame(opcode::BINARY, &[0; 9]),
-                    client_frame(0x80, &[0; 9]),
+                    client_frame(opcode::BINARY, &[0; 101]),
+                    client_frame(0x80, &[0; 101]),
                 ]
                 .concat(),
                 CloseCode::MESSAGE_TOO_BIG,
@@ -507,7 +510,7 @@ mod tests {
             (client_frame(0x88, &[0x03]), CloseCode::PROTOCOL_ERROR),
         ];
         for (bytes, code) in cases {
-            let error = decode_all(&mut Decoder::new(16), bytes.clone())
+            let error = decode_all(&mut Decoder::new(200), bytes.clone())
                 .expect_err(&format!("{bytes:02x?} must fail"));
             assert_eq!(error.close_code(), code, "{bytes:02x?}: {error}");
         }
