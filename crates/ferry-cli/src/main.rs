@@ -369,6 +369,12 @@ impl ServeArgs {
     }
 }
 
+/// mimalloc instead of glibc's malloc: fan-out spends about 20 % less CPU per delivery and
+/// `ferry proxy` about 10 % less per request, for about 0.2 KiB more per idle WebSocket
+/// connection (measured side by side in ARCHITECTURE.md, "Performance notes").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
