@@ -98,7 +98,6 @@ impl Failure {
     }
 }
 
-/// The exit code of a failure code: the one table every client command follows.
 /// A current-thread runtime for one command.
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
@@ -130,6 +129,7 @@ pub(crate) fn run<F: std::future::Future<Output = Result<ExitCode, Failure>>>(
     })
 }
 
+/// The exit code of a failure code: the one table every client command follows.
 fn exit_for(code: &str) -> u8 {
     match code {
         "USAGE" | "INVALID_URL" | "INVALID_REQUEST" | "INVALID_JSON" => crate::exit::USAGE,
