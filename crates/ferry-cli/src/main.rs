@@ -369,10 +369,10 @@ impl ServeArgs {
     }
 }
 
-/// mimalloc instead of glibc's malloc: fan-out spends less CPU per delivery (1.19-1.28 ->
-/// 1.01-1.11 CPU-s per million in one A/B) and `ferry proxy` about 10 % less per request.
-/// Its arenas are committed as used (`.cargo/config.toml`), which keeps an idle WebSocket
-/// connection at about 3 KiB (ARCHITECTURE.md, "Performance notes").
+/// mimalloc instead of glibc's malloc: `ferry proxy` spends about 10 % less CPU per
+/// request and `ferry bench` generates load with less CPU; the hub's fan-out is the same
+/// within noise. Its arenas are committed as used (`.cargo/config.toml`), which keeps an
+/// idle WebSocket connection at about 3 KiB (ARCHITECTURE.md, "Performance notes").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
