@@ -1,5 +1,6 @@
 //! The Autobahn TestSuite server cases against the real `ferry` binary's `/test/echo`
-//! (the same tokio-tungstenite stack as `/ws`), driven by PyPI `kosoku`.
+//! (the same WebSocket stack as `/ws`: `ws_io::ServerSocket` over `ferry_proto::ws_frame`),
+//! driven by PyPI `kosoku`.
 //!
 //! Sections 1–7, 9 and 10 run; every case must end OK, NON-STRICT or INFORMATIONAL, with a
 //! close verdict of OK or INFORMATIONAL. Sections 12 and 13 (permessage-deflate, which the

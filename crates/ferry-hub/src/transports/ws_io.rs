@@ -67,11 +67,11 @@ pub fn data_frame(codec: ferry_proto::Codec, payload: &[u8]) -> bytes::Bytes {
     ws_frame::server_frame(op, payload).into()
 }
 
-/// Frames written to the socket directly, beside tungstenite: shared, pre-built frames go
-/// out with vectored writes and are never copied into a per-connection buffer (which
-/// would keep the capacity of the largest frame a connection ever got). What a write
-/// left unwritten stays here, so an interrupted write resumes where it stopped and
-/// nothing else reaches the socket in between.
+/// Frames written to the socket directly, after the socket's own frames: shared,
+/// pre-built frames go out with vectored writes and are never copied into a
+/// per-connection buffer (which would keep the capacity of the largest frame a connection
+/// ever got). What a write left unwritten stays here, so an interrupted write resumes
+/// where it stopped and nothing else reaches the socket in between.
 #[derive(Default)]
 pub struct RawFrames {
     frames: std::collections::VecDeque<bytes::Bytes>,

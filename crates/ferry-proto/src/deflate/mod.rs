@@ -14,7 +14,7 @@
 //! 1009). Invalid compressed data reaches it as a frame with RSV2 set: a protocol error
 //! (close 1002).
 
-use crate::ws_frame::{Header, push_length};
+use crate::ws_frame::{Header, push_length, unmask};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 #[cfg(feature = "tokio")]
@@ -333,10 +333,8 @@ impl Inflater {
 
     fn unmask(&mut self, bytes: &mut [u8]) {
         if let Some(mask) = self.mask {
-            for b in bytes.iter_mut() {
-                *b ^= mask[self.mask_at & 3];
-                self.mask_at += 1;
-            }
+            unmask(bytes, mask, self.mask_at);
+            self.mask_at += bytes.len();
         }
     }
 
