@@ -246,7 +246,8 @@ fn summary(outcomes: &[CaseOutcome]) -> String {
     {
         let _ = writeln!(
             out,
-            "\nNON-STRICT in 6.4.x: tungstenite checks UTF-8 per complete frame, so when invalid \
+            "\nNON-STRICT in 6.4.x: the hub's frame decoder (`ferry_proto::ws_frame`) checks UTF-8 \
+             per complete frame, so when invalid \
              UTF-8 arrives in a frame that is still being received (the frame sent in chops), the \
              connection is failed with 1007 once the frame is complete rather than at the first \
              invalid byte. Autobahn accepts this as non-strict; fragmented messages (6.4.1, 6.4.2) \
