@@ -1,9 +1,9 @@
 //! permessage-deflate (RFC 7692), sans-IO: the extension negotiation, a read-side
-//! transcoder that turns a peer's compressed messages into plain frames for a WebSocket
-//! library that knows no extensions (tungstenite rejects RSV1), and the encoder of one
-//! compressed frame.
+//! transcoder that turns a peer's compressed messages into plain frames for a frame
+//! reader that knows no extensions (the hub's [`crate::ws_frame::Decoder`], tungstenite in
+//! the client: both reject RSV1), and the encoder of one compressed frame.
 //!
-//! The transcoder sits between the socket and the library. Frames without RSV1 (every
+//! The transcoder sits between the socket and the reader (called "the library" below). Frames without RSV1 (every
 //! frame when nothing was negotiated) pass through byte for byte; a compressed message is
 //! inflated as it arrives and handed on as a fragmented plain message (the first fragment
 //! with the message's opcode, then continuations, the last one empty with FIN), so
