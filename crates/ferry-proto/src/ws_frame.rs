@@ -297,28 +297,22 @@ impl Decoder {
                 opcode::TEXT | opcode::BINARY if header.fin => {
                     data_message(header.opcode == opcode::TEXT, payload.to_vec())?
                 }
-                opcode::TEXT | opcode::BINARY => {
-                    let mut partial = Box::new(Partial {
-                        text: header.opcode == opcode::TEXT,
-                        data: Vec::new(),
-                        valid: 0,
+                // A message's first fragment or the next one (`check` has made sure of
+                // the order: a continuation has a message to continue, a new message has
+                // none in progress).
+                _ => {
+                    let mut partial = self.partial.take().unwrap_or_else(|| {
+                        Box::new(Partial {
+                            text: header.opcode == opcode::TEXT,
+                            data: Vec::new(),
+                            valid: 0,
+                        })
                     });
                     partial.push(payload)?;
-                    self.partial = Some(partial);
-                    continue;
-                }
-                // A continuation: `check` made sure a message is in progress.
-                _ => {
-                    let Some(partial) = self.partial.as_mut() else {
-                        return Err(FrameError::Protocol("continuation frame without a message"));
-                    };
-                    partial.push(payload)?;
                     if !header.fin {
+                        self.partial = Some(partial);
                         continue;
                     }
-                    let Some(partial) = self.partial.take() else {
-                        return Err(FrameError::Protocol("continuation frame without a message"));
-                    };
                     data_message(partial.text, partial.data)?
                 }
             };

@@ -279,6 +279,42 @@ impl ServerSocket {
     }
 }
 
+impl ServerSocket {
+    /// Stop reading: with an error for the reader, or at the end of the stream.
+    fn stop(&mut self, error: Option<WsError>) -> Poll<Option<Result<Message, WsError>>> {
+        self.read_done = true;
+        self.read = Vec::new();
+        Poll::Ready(error.map(Err))
+    }
+
+    /// Decode what `read` holds and keep what was not taken (nothing is kept once the
+    /// buffer is empty, so it is given back between frames).
+    fn decode_buffered(&mut self) -> Step {
+        let mut read = std::mem::take(&mut self.read);
+        let (used, step) = self.decode(&mut read);
+        read.drain(..used);
+        if !self.read_done && !read.is_empty() {
+            self.read = read;
+        }
+        step
+    }
+
+    /// Read more of the frame that `read` begins, into `read`: its capacity is the frame's
+    /// length (`need`, which the decoder has checked against the limit), reserved once.
+    /// How many bytes came; 0 at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, need: usize) -> Poll<std::io::Result<usize>> {
+        let len = self.read.len();
+        self.read.reserve(need.saturating_sub(len).max(READ_CHUNK));
+        let step = (self.read.capacity() - len).min(READ_STEP);
+        self.read.resize(len + step, 0);
+        let mut buf = ReadBuf::new(&mut self.read[len..]);
+        let polled = Pin::new(&mut self.io).poll_read(cx, &mut buf);
+        let n = buf.filled().len();
+        self.read.truncate(len + n);
+        polled.map_ok(|()| n)
+    }
+}
+
 impl Stream for ServerSocket {
     type Item = Result<Message, WsError>;
 
@@ -288,72 +324,43 @@ impl Stream for ServerSocket {
             // Pongs and the close answer go out before anything more is read: a peer that
             // pings without reading cannot grow the write buffer.
             if let Err(e) = ready!(this.poll_write_out(cx)) {
-                this.read_done = true;
-                return Poll::Ready(Some(Err(e)));
+                return this.stop(Some(e));
             }
             if this.read_done {
                 return Poll::Ready(None);
             }
-            if this.read.is_empty() {
+            let step = if this.read.is_empty() {
                 // Nothing pending: read onto the stack, decode there, keep only the rest.
                 let mut chunk = [0u8; READ_CHUNK];
                 let mut buf = ReadBuf::new(&mut chunk);
                 if let Err(e) = ready!(Pin::new(&mut this.io).poll_read(cx, &mut buf)) {
-                    this.read_done = true;
-                    return Poll::Ready(Some(Err(e.into())));
+                    return this.stop(Some(e.into()));
                 }
                 let n = buf.filled().len();
                 if n == 0 {
-                    this.read_done = true;
-                    return Poll::Ready(None);
+                    return this.stop(None);
                 }
                 let (used, step) = this.decode(&mut chunk[..n]);
                 if !this.read_done {
                     this.read.extend_from_slice(&chunk[used..n]);
                 }
-                if let Step::Yield(item) = step {
-                    return Poll::Ready(Some(item));
-                }
-                continue;
-            }
-            let mut read = std::mem::take(&mut this.read);
-            let (used, step) = this.decode(&mut read);
-            read.drain(..used);
+                step
+            } else {
+                this.decode_buffered()
+            };
             let need = match step {
-                Step::Yield(item) => {
-                    if !this.read_done && !read.is_empty() {
-                        this.read = read;
-                    }
-                    return Poll::Ready(Some(item));
-                }
+                Step::Yield(item) => return Poll::Ready(Some(item)),
                 Step::More(need) => need,
             };
-            if read.is_empty() {
+            if this.read.is_empty() {
+                // Only whole fragments came: the decoder holds them.
                 continue;
             }
-            // The rest of a frame: read into the connection's buffer, sized to the frame
-            // once its header is known (the decoder has checked it against the limit).
-            let len = read.len();
-            read.reserve(need.saturating_sub(len).max(READ_CHUNK));
-            let step = (read.capacity() - len).min(READ_STEP);
-            read.resize(len + step, 0);
-            let mut buf = ReadBuf::new(&mut read[len..]);
-            let polled = Pin::new(&mut this.io).poll_read(cx, &mut buf);
-            let n = buf.filled().len();
-            read.truncate(len + n);
-            this.read = read;
-            match ready!(polled) {
-                Err(e) => {
-                    this.read_done = true;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
+            match ready!(this.poll_fill(cx, need)) {
+                Err(e) => return this.stop(Some(e.into())),
                 // The stream ended inside a frame.
-                Ok(()) if n == 0 => {
-                    this.read_done = true;
-                    this.read = Vec::new();
-                    return Poll::Ready(None);
-                }
-                Ok(()) => {}
+                Ok(0) => return this.stop(None),
+                Ok(_) => {}
             }
         }
     }

@@ -14,7 +14,7 @@
 //! 1009). Invalid compressed data reaches it as a frame with RSV2 set: a protocol error
 //! (close 1002).
 
-use crate::ws_frame::{Header, push_length, unmask};
+use crate::ws_frame::{Header, MAX_HEADER, push_length, unmask};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 #[cfg(feature = "tokio")]
@@ -258,7 +258,7 @@ impl Inflater {
             no_context_takeover,
             max_message,
             part: Part::Header,
-            header: Vec::with_capacity(14),
+            header: Vec::with_capacity(MAX_HEADER),
             mask: None,
             mask_at: 0,
             message: None,
