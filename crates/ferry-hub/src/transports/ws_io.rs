@@ -67,6 +67,11 @@ pub fn data_frame(codec: ferry_proto::Codec, payload: &[u8]) -> bytes::Bytes {
     ws_frame::server_frame(op, payload).into()
 }
 
+/// A ping frame without payload (the session's keep-alive).
+pub fn ping_frame() -> bytes::Bytes {
+    ws_frame::server_frame(opcode::PING, &[]).into()
+}
+
 /// Frames written to the socket directly, after the socket's own frames: shared,
 /// pre-built frames go out with vectored writes and are never copied into a
 /// per-connection buffer (which would keep the capacity of the largest frame a connection

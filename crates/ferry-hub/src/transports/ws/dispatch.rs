@@ -18,7 +18,6 @@ use crate::transports::ws_io;
 use crate::transports::ws_io::Message;
 
 use super::session::{Batch, End, Session};
-use super::write::data_message;
 
 /// Publishes of one connection that may wait for their commit at once; past this, the
 /// session waits for the next one's before it reads on.
@@ -27,7 +26,7 @@ const MAX_PIPELINED: usize = 64;
 impl Session {
     /// Queue an encoded frame: text for `ferry.json`, binary for `ferry.msgpack`.
     pub(super) fn send(&mut self, frame: Vec<u8>) {
-        self.out.push(data_message(self.codec, frame.into()));
+        self.out.push(ws_io::data_frame(self.codec, &frame));
     }
 
     pub(super) fn push_error(&mut self, id: Option<&FrameId>, error: HubError) {
@@ -340,7 +339,7 @@ impl Session {
     /// A recovery larger than one reply: the reply carries what fits, and the rest
     /// follows at once as `message` pushes, before any live publication (they are written
     /// ahead of the send queue), in offset order.
-    pub(super) fn fit_recovery(&self, reply: Reply, after: &mut Vec<Message>) -> Reply {
+    pub(super) fn fit_recovery(&self, reply: Reply, after: &mut Vec<bytes::Bytes>) -> Reply {
         let Reply::Subscribe {
             channel,
             offset,
@@ -357,7 +356,7 @@ impl Session {
         after.extend(
             publications
                 .drain(fits..)
-                .map(|p| data_message(codec, p.frame(codec))),
+                .map(|p| ws_io::data_frame(codec, &p.frame(codec))),
         );
         Reply::Subscribe {
             channel,

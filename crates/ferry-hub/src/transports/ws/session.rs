@@ -19,7 +19,7 @@ use crate::conn::{CloseRequest, ConnHandle, Outbound, Receiver};
 use crate::error::HubError;
 use crate::hub::Hub;
 use crate::limits::ConnectionPermit;
-use crate::transports::ws_io::{self, Message, RawFrames, ServerSocket, write_raw};
+use crate::transports::ws_io::{self, RawFrames, ServerSocket, write_raw};
 
 use super::write::{
     CLOSE_HANDSHAKE_TIMEOUT, CLOSE_WRITE_TIMEOUT, Compress, WRITE_HELD_READS, finish, flush_out,
@@ -47,7 +47,8 @@ pub(super) struct Session {
     /// The rest of a batch: run one command at a time, each answer written before the
     /// next runs, so a batch never builds all its answers in memory.
     pub(super) batch: Option<Box<Batch>>,
-    pub(super) out: Vec<Message>,
+    /// Replies and pings to write, as complete frames.
+    pub(super) out: Vec<bytes::Bytes>,
     /// Publishes answered later (stored while the session reads on). Boxed: made on a
     /// connection's first publish.
     pub(super) pipeline: Option<Box<Pipeline>>,
@@ -146,10 +147,10 @@ impl Session {
                 let _ = tokio::time::timeout(limit, async {
                     // The rest of an interrupted write first: a frame cut in two would
                     // garble the close.
-                    write_raw(&mut socket, &mut raw).await?;
-                    for message in session.out.drain(..) {
-                        socket.feed(message).await?;
+                    for frame in session.out.drain(..) {
+                        raw.push(frame);
                     }
+                    write_raw(&mut socket, &mut raw).await?;
                     socket.send(ws_io::close_message(code, &reason)).await
                 })
                 .await;
@@ -283,7 +284,7 @@ impl Session {
         self.clock.on_timer(&limits, now, writing, &mut events);
         for event in events {
             match event {
-                SessionEvent::Ping => self.out.push(Message::Ping(Default::default())),
+                SessionEvent::Ping => self.out.push(ws_io::ping_frame()),
                 SessionEvent::TokenExpired { grace } => self.send(self.codec.error(
                     None,
                     &ErrorPayload {

@@ -10,23 +10,9 @@ use ferry_proto::{CloseCode, Codec};
 use futures_util::Sink;
 
 use crate::conn::{Outbound, Receiver};
-use crate::transports::ws_io::{self, Message, RawFrames, ServerSocket, WsText};
+use crate::transports::ws_io::{self, Message, RawFrames, ServerSocket};
 
 use super::session::End;
-
-/// A data message of the codec around an encoded frame (JSON frames are UTF-8: serde_json
-/// writes nothing else).
-pub(super) fn data_message(codec: Codec, frame: bytes::Bytes) -> Message {
-    match codec {
-        Codec::Json => match WsText::try_from(frame) {
-            Ok(text) => Message::Text(text),
-            Err(_) => Message::Text(WsText::from_static(
-                r#"{"type":"error","payload":{"code":"INTERNAL_ERROR","message":"a frame was not UTF-8"}}"#,
-            )),
-        },
-        Codec::MsgPack => Message::Binary(frame),
-    }
-}
 
 /// Time allowed for the final frames and the close frame to be written.
 pub(super) const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -58,45 +44,18 @@ pub(super) async fn finish(
     }
 }
 
-/// Write the raw frames queued before (publications), then `out` (replies, pings), then
-/// flush.
+/// Write the raw frames queued before (publications), then `out` (replies, pings: complete
+/// frames), then flush. `out` is taken from the session, not drained: replies are rare,
+/// and an idle connection should not keep the capacity of its last burst of them.
 pub(super) fn flush_out<'a>(
     socket: &'a mut ServerSocket,
     raw: &'a mut RawFrames,
-    out: Vec<Message>,
-) -> FlushOut<'a> {
-    FlushOut {
-        socket,
-        raw,
-        // Taken from the session, not drained: replies are rare, and an idle connection
-        // should not keep the capacity of its last burst of them.
-        out: out.into_iter(),
+    out: Vec<bytes::Bytes>,
+) -> impl Future<Output = Result<(), ws_io::WsError>> + 'a {
+    for frame in out {
+        raw.push(frame);
     }
-}
-
-/// The future of [`flush_out`], written by hand for the same reason as [`WriteQueued`].
-pub(super) struct FlushOut<'a> {
-    socket: &'a mut ServerSocket,
-    raw: &'a mut RawFrames,
-    out: std::vec::IntoIter<Message>,
-}
-
-impl Future for FlushOut<'_> {
-    type Output = Result<(), ws_io::WsError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        // Publications written before these go first (once written, `raw` is empty and
-        // this returns at once).
-        ready!(ws_io::poll_write_raw(this.socket, this.raw, cx))?;
-        while !this.out.as_slice().is_empty() {
-            ready!(Sink::<Message>::poll_ready(Pin::new(&mut *this.socket), cx))?;
-            if let Some(message) = this.out.next() {
-                Pin::new(&mut *this.socket).start_send(message)?;
-            }
-        }
-        Sink::<Message>::poll_flush(Pin::new(&mut *this.socket), cx)
-    }
+    std::future::poll_fn(move |cx| ws_io::poll_write_raw(socket, raw, cx))
 }
 
 /// Publications at least this big go out compressed (permessage-deflate agreed with a
