@@ -274,3 +274,46 @@ async fn one_connections_pipelined_publishes_are_answered_in_order_once_stored()
     );
     server.stop().await;
 }
+
+/// A graceful shutdown while publishes are on their way to disk answers every publish the
+/// server took before its close 1001: after a restart the file holds exactly the
+/// publications the client saw acknowledged, none stored without an answer (a client would
+/// publish those again) and none answered without being stored.
+#[tokio::test]
+async fn publishes_in_flight_at_shutdown_are_answered_before_the_close() {
+    const COUNT: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut publisher = server.client("pub").await;
+    for i in 0..COUNT {
+        publisher
+            .send_json(json!({"type": "publish", "id": format!("p{i}"), "payload": {"channel": CHANNEL, "data": i}}))
+            .await;
+    }
+    // Shut down once the first answer shows that the server is taking them.
+    let first = publisher.recv().await;
+    assert_eq!(first["id"], "p0", "{first}");
+    let stopping = tokio::spawn(server.stop());
+    let (code, _) = publisher.expect_close().await;
+    assert_eq!(code, 1001);
+    let mut acknowledged = vec![first["payload"]["offset"].as_u64().unwrap()];
+    for answer in publisher.buffered() {
+        assert_eq!(answer["type"], "reply", "{answer}");
+        acknowledged.push(answer["payload"]["offset"].as_u64().unwrap());
+    }
+    let n = acknowledged.len() as u64;
+    assert_eq!(acknowledged, (1..=n).collect::<Vec<_>>());
+    stopping.await.unwrap();
+
+    let server = start(dir.path()).await;
+    let mut reader = server.client("reader").await;
+    let page = reader
+        .request("history", json!({"channel": CHANNEL, "limit": 1000}))
+        .await;
+    assert_eq!(
+        page["payload"]["offset"].as_u64(),
+        Some(n),
+        "stored = acknowledged ({n} of {COUNT} sent)"
+    );
+    server.stop().await;
+}

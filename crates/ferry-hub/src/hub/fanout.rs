@@ -265,21 +265,33 @@ impl Publishing {
         }
     }
 
-    /// Wait until the publication is stored and fanned out.
-    pub async fn finish(self) -> HubResult<Arc<Publication>> {
+    /// Whether it is stored and fanned out, or why not: ready once, like `finish`, for
+    /// a caller that keeps many in a queue instead of a task each.
+    pub fn poll_outcome(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<HubResult<()>> {
+        use std::future::Future;
         match self {
-            Publishing::Done(publication) => Ok(publication),
-            Publishing::Pending {
-                publication,
-                outcome,
-            } => {
-                outcome.await.map_err(|_| {
+            Publishing::Done(_) => std::task::Poll::Ready(Ok(())),
+            Publishing::Pending { outcome, .. } => std::pin::Pin::new(outcome).poll(cx).map(|r| {
+                r.map_err(|_| {
                     HubError::new(
                         ErrorCode::InternalError,
                         "publish failed: the fan-out task stopped",
                     )
-                })??;
-                Ok(publication)
+                })?
+            }),
+        }
+    }
+
+    /// Wait until the publication is stored and fanned out.
+    pub async fn finish(self) -> HubResult<Arc<Publication>> {
+        match self {
+            Publishing::Done(publication) => Ok(publication),
+            mut pending @ Publishing::Pending { .. } => {
+                std::future::poll_fn(|cx| pending.poll_outcome(cx)).await?;
+                Ok(pending.publication().clone())
             }
         }
     }

@@ -13,8 +13,15 @@
 //! - **A window per active channel** in memory (its retained publications, the same as the
 //!   memory store keeps), loaded from the file on first use, so reads and recoveries never
 //!   wait on the disk. Windows idle for [`IDLE_EVICT`] are dropped and reloaded on demand.
+//! - **Chunks** ([`chunk`]): a commit writes each channel's publications as one row, and
+//!   rows are appended in commit order. SQLite's work per commit follows the channels it
+//!   touches, and the data pages it writes are new ones at the end of the table, so the
+//!   bytes written stay close to the bytes published. (Version 1 of the file kept a row
+//!   per publication keyed by channel and offset: every commit rewrote a B-tree page per
+//!   channel, ~3 KB written per publication.)
 //! - **Pruning** follows the windows: what a window trimmed (by size or TTL) is deleted
-//!   from the file by the housekeeping tick.
+//!   from the file by the housekeeping tick; the channel's `floor` records how far, so a
+//!   chunk that is only partly pruned shows nothing below it.
 //! - **The file is exclusive** (`locking_mode=EXCLUSIVE`): a second server on the same
 //!   data dir fails at start with [`StoreError::Locked`] instead of assigning the same
 //!   offsets twice.
@@ -24,6 +31,8 @@
 //! A channel that was never published to reports offset 0 and an epoch derived from the
 //! file's random salt and the channel name: stable across restarts without writing
 //! anything for reads and subscribes, and the epoch its first publication gets.
+
+mod chunk;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -56,6 +65,10 @@ const IDLE_EVICT: Duration = Duration::from_secs(120);
 /// At most this many queued operations go into one transaction.
 const MAX_BATCH: usize = 4096;
 
+/// At most this many publications in one chunk, so that loading a window never reads
+/// much more than it keeps.
+const MAX_CHUNK: usize = 256;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
     // 1: channels with their epoch and last offset; publications by (channel, offset).
@@ -73,6 +86,17 @@ const MIGRATIONS: &[&str] = &[
          time INTEGER NOT NULL,
          PRIMARY KEY (channel, offset)
      ) WITHOUT ROWID;",
+    // 2: publications in chunks, appended in commit order (the rows of version 1 are
+    // moved by `convert_v1`); `floor`: offsets up to it are pruned.
+    "CREATE TABLE chunks (
+         id INTEGER PRIMARY KEY,
+         channel TEXT NOT NULL,
+         last INTEGER NOT NULL,
+         newest INTEGER NOT NULL,
+         body BLOB NOT NULL
+     );
+     CREATE INDEX chunks_by_channel ON chunks (channel, last);
+     ALTER TABLE channels ADD COLUMN floor INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How hard a commit is pushed to disk.
@@ -200,21 +224,9 @@ struct Row {
     retention: Retention,
 }
 
-/// A publication's data in its column: JSON as TEXT, MessagePack as BLOB (SQLite keeps
-/// the storage class of each value, so one column holds both and no migration was
-/// needed). `None` when a row holds neither valid form.
+/// A publication's data in a version 1 row: JSON as TEXT, MessagePack as BLOB. `None`
+/// when a row holds neither valid form.
 struct StoredData(Option<Data>);
-
-impl rusqlite::ToSql for StoredData {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, ValueRef};
-        Ok(match &self.0 {
-            Some(Data::Json(raw)) => ToSqlOutput::Borrowed(ValueRef::Text(raw.get().as_bytes())),
-            Some(Data::MsgPack(bytes)) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
-            None => ToSqlOutput::Borrowed(ValueRef::Null),
-        })
-    }
-}
 
 impl rusqlite::types::FromSql for StoredData {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
@@ -233,8 +245,8 @@ impl rusqlite::types::FromSql for StoredData {
 struct Loaded {
     /// `(epoch, top)` of a channel that was published to.
     position: Option<(String, u64)>,
-    /// `(offset, data, info, time)`, oldest first.
-    rows: Vec<(u64, StoredData, Option<String>, u64)>,
+    /// Oldest first.
+    rows: Vec<chunk::Entry>,
 }
 
 enum Op {
@@ -357,13 +369,21 @@ impl SqliteStore {
             None => (self.derived_epoch(channel), 0),
         };
         let mut items = VecDeque::with_capacity(loaded.rows.len());
-        for (offset, data, info, time) in loaded.rows {
-            let Some(data) = data.0 else {
-                tracing::warn!(channel, offset, "skipping a damaged history row");
+        for row in loaded.rows {
+            let Some(data) = row.data else {
+                tracing::warn!(
+                    channel,
+                    offset = row.offset,
+                    "skipping a damaged history row"
+                );
                 continue;
             };
-            let info = info.and_then(|i| serde_json::from_str::<ClientInfo>(&i).ok());
-            items.push_back(Publication::new(channel, offset, &epoch, data, info, time));
+            let info = row
+                .info
+                .and_then(|i| serde_json::from_str::<ClientInfo>(&i).ok());
+            items.push_back(Publication::new(
+                channel, row.offset, &epoch, data, info, row.time,
+            ));
         }
         let mut shard = self.windows.shard(channel).lock();
         shard.entry(channel.into()).or_insert(Window {
@@ -462,6 +482,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<String, StoreError> {
             known: MIGRATIONS.len() as u32,
         });
     }
+    convert_v1(&tx).map_err(err)?;
     let salt: Option<String> = tx
         .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
             r.get(0)
@@ -482,6 +503,103 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<String, StoreError> {
     };
     tx.commit().map_err(err)?;
     Ok(salt)
+}
+
+/// Move the rows of a version 1 file (one per publication) into chunks, oldest first,
+/// and drop their table. Runs in the migration's transaction: a crash leaves version 1.
+fn convert_v1(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let exists: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'publications'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(());
+    }
+    let mut chunks = Chunks::default();
+    {
+        let mut rows = tx.prepare(
+            "SELECT channel, offset, data, info, time FROM publications ORDER BY channel, offset",
+        )?;
+        let mut rows = rows.query([])?;
+        let mut insert = tx.prepare(INSERT_CHUNK)?;
+        let mut current: Option<String> = None;
+        while let Some(r) = rows.next()? {
+            let channel: String = r.get(0)?;
+            if current.as_deref() != Some(&channel) {
+                chunks.insert(&mut insert)?;
+                current = Some(channel.clone());
+            }
+            let offset = r.get::<_, i64>(1)?.max(0) as u64;
+            let StoredData(data) = r.get(2)?;
+            let Some(data) = data else {
+                tracing::warn!(channel, offset, "dropping a damaged history row");
+                continue;
+            };
+            let info: Option<String> = r.get(3)?;
+            let time = r.get::<_, i64>(4)?.max(0) as u64;
+            chunks.push(&channel, offset, time, &data, info.as_deref());
+        }
+        chunks.insert(&mut insert)?;
+    }
+    tx.execute_batch("DROP TABLE publications")
+}
+
+const INSERT_CHUNK: &str =
+    "INSERT INTO chunks (channel, last, newest, body) VALUES (?1, ?2, ?3, ?4)";
+
+/// A commit's chunks being built: one per channel (more past [`MAX_CHUNK`]), in the
+/// order their channels first appear.
+#[derive(Default)]
+struct Chunks {
+    open: HashMap<Box<str>, usize>,
+    built: Vec<Chunk>,
+}
+
+struct Chunk {
+    channel: Box<str>,
+    count: usize,
+    last: u64,
+    newest: u64,
+    body: Vec<u8>,
+}
+
+impl Chunks {
+    fn push(&mut self, channel: &str, offset: u64, time: u64, data: &Data, info: Option<&str>) {
+        let index = match self.open.get(channel) {
+            Some(&i) if self.built[i].count < MAX_CHUNK => i,
+            _ => {
+                self.built.push(Chunk {
+                    channel: channel.into(),
+                    count: 0,
+                    last: 0,
+                    newest: 0,
+                    body: Vec::new(),
+                });
+                self.open.insert(channel.into(), self.built.len() - 1);
+                self.built.len() - 1
+            }
+        };
+        let c = &mut self.built[index];
+        chunk::push(&mut c.body, offset, time, data, info);
+        c.count += 1;
+        c.last = offset;
+        c.newest = c.newest.max(time);
+    }
+
+    /// Insert every chunk built so far and start again.
+    fn insert(&mut self, insert: &mut rusqlite::Statement<'_>) -> rusqlite::Result<()> {
+        for c in self.built.drain(..) {
+            insert.execute(params![
+                &*c.channel,
+                sql_int(c.last),
+                sql_int(c.newest),
+                c.body
+            ])?;
+        }
+        self.open.clear();
+        Ok(())
+    }
 }
 
 /// The writer thread's view of the store.
@@ -594,38 +712,42 @@ type Write = Result<Row, (Box<str>, u64)>;
 fn commit(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO publications (channel, offset, data, info, time) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
+        let mut insert = tx.prepare_cached(INSERT_CHUNK)?;
         let mut top = tx.prepare_cached(
             "INSERT INTO channels (name, epoch, top) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET top = max(top, excluded.top)",
         )?;
         let mut prune =
-            tx.prepare_cached("DELETE FROM publications WHERE channel = ?1 AND offset <= ?2")?;
+            tx.prepare_cached("DELETE FROM chunks WHERE channel = ?1 AND last <= ?2")?;
+        let mut floor =
+            tx.prepare_cached("UPDATE channels SET floor = max(floor, ?2) WHERE name = ?1")?;
         // Each channel's last offset is saved once per transaction.
         let mut tops: HashMap<&str, (&str, u64)> = HashMap::new();
+        let mut chunks = Chunks::default();
         for write in writes {
             match write {
                 Ok(row) => {
                     let p = &row.publication;
                     if row.keep {
-                        insert.execute(params![
+                        chunks.push(
                             p.channel(),
-                            sql_int(p.offset()),
-                            StoredData(Some(p.data().clone())),
-                            row.info,
-                            sql_int(p.time())
-                        ])?;
+                            p.offset(),
+                            p.time(),
+                            p.data(),
+                            row.info.as_deref(),
+                        );
                     }
                     let entry = tops.entry(p.channel()).or_insert((p.epoch(), 0));
                     entry.1 = entry.1.max(p.offset());
                 }
+                // A prune reaches only publications of earlier commits.
                 Err((channel, through)) => {
                     prune.execute(params![&**channel, sql_int(*through)])?;
+                    floor.execute(params![&**channel, sql_int(*through)])?;
                 }
             }
         }
+        chunks.insert(&mut insert)?;
         for (channel, (epoch, offset)) in tops {
             top.execute(params![channel, epoch, sql_int(offset)])?;
         }
@@ -647,27 +769,51 @@ fn position(conn: &Connection, channel: &str) -> rusqlite::Result<Option<(String
 }
 
 fn load(conn: &Connection, channel: &str, limit: usize, since_ms: u64) -> rusqlite::Result<Loaded> {
-    let position = position(conn, channel)?;
-    let mut rows = Vec::new();
-    if position.is_some() && limit > 0 {
-        let mut stmt = conn.prepare_cached(
-            "SELECT offset, data, info, time FROM publications
-             WHERE channel = ?1 AND time >= ?2 ORDER BY offset DESC LIMIT ?3",
-        )?;
-        let found = stmt.query_map(params![channel, sql_int(since_ms), limit as i64], |r| {
+    let known: Option<(String, u64, u64)> = conn
+        .prepare_cached("SELECT epoch, top, floor FROM channels WHERE name = ?1")?
+        .query_row(params![channel], |r| {
             Ok((
-                r.get::<_, i64>(0)?.max(0) as u64,
-                r.get(1)?,
-                r.get(2)?,
-                r.get::<_, i64>(3)?.max(0) as u64,
+                r.get(0)?,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, i64>(2)?.max(0) as u64,
             ))
-        })?;
-        for row in found {
-            rows.push(row?);
+        })
+        .optional()?;
+    let Some((epoch, top, floor)) = known else {
+        return Ok(Loaded {
+            position: None,
+            rows: Vec::new(),
+        });
+    };
+    let mut rows = Vec::new();
+    if limit > 0 {
+        // Offsets above `after` may be in the window; chunks wholly below it are skipped.
+        let after = floor.max(top.saturating_sub(limit as u64));
+        let mut stmt = conn.prepare_cached(
+            "SELECT body FROM chunks WHERE channel = ?1 AND last > ?2 AND newest >= ?3
+             ORDER BY last",
+        )?;
+        let mut found = stmt.query(params![channel, sql_int(after), sql_int(since_ms)])?;
+        while let Some(r) = found.next()? {
+            let body = r.get_ref(0)?.as_blob()?;
+            match chunk::decode(body) {
+                Ok(entries) => rows.extend(
+                    entries
+                        .into_iter()
+                        .filter(|e| e.offset > after && e.time >= since_ms),
+                ),
+                Err(chunk::Damaged) => {
+                    tracing::warn!(channel, "skipping a damaged history chunk");
+                }
+            }
         }
-        rows.reverse();
+        let extra = rows.len().saturating_sub(limit);
+        rows.drain(..extra);
     }
-    Ok(Loaded { position, rows })
+    Ok(Loaded {
+        position: Some((epoch, top)),
+        rows,
+    })
 }
 
 #[async_trait]
@@ -927,5 +1073,89 @@ mod tests {
         let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
         assert_eq!(offsets, [4, 5]);
         assert_eq!(page.position.offset, 5);
+    }
+
+    #[tokio::test]
+    async fn a_partly_pruned_chunk_shows_nothing_below_the_floor() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+        let keep2 = Retention { size: 2, ttl: None };
+        // Staged back to back, the publications share commits (and so chunks).
+        let mut pending = Vec::new();
+        for i in 1..=40 {
+            let staged = store
+                .stage("c", raw(&i.to_string()), None, keep2)
+                .await
+                .expect("stage");
+            pending.push(staged.durable);
+        }
+        for d in pending {
+            d.wait().await.expect("durable");
+        }
+        store.maintain().await;
+        let store = reopen(dir.path(), store).await;
+        let page = store.read("c", all(), KEEP).await.expect("read");
+        let offsets: Vec<u64> = page.publications.iter().map(|p| p.offset()).collect();
+        assert_eq!(offsets, [39, 40]);
+        assert_eq!(page.publications[1].data().to_json().get(), "40");
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_converted_to_chunks() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open");
+            conn.execute_batch(MIGRATIONS[0]).expect("v1");
+            conn.execute_batch(
+                "PRAGMA user_version = 1;
+                 INSERT INTO meta VALUES ('salt', 'abc');
+                 INSERT INTO channels VALUES ('a', 'e1', 3), ('b', 'e2', 1);
+                 INSERT INTO publications VALUES
+                     ('a', 2, '{\"n\":2}', '{\"user\":\"u\",\"client\":\"c\"}', 10),
+                     ('a', 3, x'a3616263', NULL, 11),
+                     ('a', 4, 'not json', NULL, 12),
+                     ('b', 1, '[1]', NULL, 13);",
+            )
+            .expect("rows");
+        }
+        let store = SqliteStore::open(dir.path(), Durability::Normal).expect("open");
+        let a = store.read("a", all(), KEEP).await.expect("read a");
+        assert_eq!(a.position.offset, 3);
+        assert_eq!(a.position.epoch, "e1");
+        let offsets: Vec<u64> = a.publications.iter().map(|p| p.offset()).collect();
+        assert_eq!(offsets, [2, 3], "the damaged row is dropped");
+        assert_eq!(a.publications[0].data().to_json().get(), r#"{"n":2}"#);
+        assert_eq!(a.publications[0].info().map(|i| i.user.as_str()), Some("u"));
+        assert_eq!(a.publications[1].data().to_json().get(), r#""abc""#);
+        assert_eq!(a.publications[1].time(), 11);
+        let b = store.read("b", all(), KEEP).await.expect("read b");
+        assert_eq!(b.publications.len(), 1);
+        let next = store
+            .append("a", raw("5"), None, KEEP)
+            .await
+            .expect("append");
+        assert_eq!(next.offset(), 4, "offsets continue from the channel's top");
+        let store = reopen(dir.path(), store).await;
+        let a = store.read("a", all(), KEEP).await.expect("read a");
+        assert_eq!(a.publications.len(), 3);
+        drop(store);
+        // The writer thread releases the file shortly after the store is dropped.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let tables: i64 = loop {
+            let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open");
+            match conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'publications'",
+                [],
+                |r| r.get(0),
+            ) {
+                Ok(n) => break n,
+                Err(e) if Instant::now() < deadline => {
+                    drop((conn, e));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("reading the file: {e}"),
+            }
+        };
+        assert_eq!(tables, 0, "the version 1 table is dropped");
     }
 }

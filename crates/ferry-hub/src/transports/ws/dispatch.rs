@@ -17,7 +17,7 @@ use crate::hub::fit_in_budget;
 use crate::transports::ws_io;
 use crate::transports::ws_io::Message;
 
-use super::session::{Batch, End, Session};
+use super::session::{Answer, Batch, End, Session};
 
 /// Publishes of one connection that may wait for their commit at once; past this, the
 /// session waits for the next one's before it reads on.
@@ -290,36 +290,39 @@ impl Session {
 
     /// Answer a publish once it is stored and fanned out, through the connection's send
     /// queue: after the publication itself for a subscriber of its channel, and in the
-    /// order of the connection's publishes. With [`MAX_PIPELINED`] in flight, waits
-    /// until they are answered first.
+    /// order of the connection's publishes (see [`Pipeline`](super::session::Pipeline)). With [`MAX_PIPELINED`] in
+    /// flight, waits until the oldest is answered first.
     async fn answer_later(&mut self, id: Option<FrameId>, reply: Reply, publishing: Publishing) {
-        let pipeline = self.pipeline.get_or_insert_with(Default::default);
-        if std::sync::Arc::strong_count(&pipeline.slots) > MAX_PIPELINED
-            && let Some(last) = pipeline.last.take()
-        {
-            // An error means that task is gone, its answer with it: done as well.
-            let _ = last.await;
-        }
-        let slot = pipeline.slots.clone();
-        let previous = pipeline.last.take();
-        let (answered, next) = tokio::sync::oneshot::channel::<()>();
-        pipeline.last = Some(next);
         let codec = self.codec;
-        let conn = self.conn.clone();
         let done = id.as_ref().map(|id| codec.reply(id, &reply));
-        tokio::spawn(async move {
-            let frame = match publishing.finish().await {
-                Ok(_) => done,
-                Err(e) => Some(codec.error(id.as_ref(), &e.payload())),
-            };
-            if let Some(previous) = previous {
-                let _ = previous.await;
-            }
-            if let Some(frame) = frame {
-                conn.push(Outbound::Reply(Box::new(ws_io::data_frame(codec, &frame))));
-            }
-            drop((slot, answered));
+        let pipeline = self.pipeline.get_or_insert_with(Default::default);
+        pipeline.answers.push_back(Answer {
+            done,
+            id,
+            publishing,
         });
+        if pipeline.answers.len() > MAX_PIPELINED {
+            let answer = std::future::poll_fn(|cx| pipeline.poll_answer(codec, cx)).await;
+            self.queue_answer(answer);
+        }
+    }
+
+    /// Queue a publish's answer behind what the connection was sent before it.
+    pub(super) fn queue_answer(&self, frame: Option<Vec<u8>>) {
+        if let Some(frame) = frame {
+            self.conn.push(Outbound::Reply(Box::new(ws_io::data_frame(
+                self.codec, &frame,
+            ))));
+        }
+    }
+
+    /// Answer every publish in flight (at shutdown).
+    pub(super) async fn settle_answers(&mut self) {
+        let codec = self.codec;
+        while let Some(pipeline) = self.pipeline.as_mut().filter(|p| !p.answers.is_empty()) {
+            let answer = std::future::poll_fn(|cx| pipeline.poll_answer(codec, cx)).await;
+            self.queue_answer(answer);
+        }
     }
 
     pub(super) fn identity(&self) -> HubResult<Identity> {

@@ -54,14 +54,48 @@ pub(super) struct Session {
     pub(super) pipeline: Option<Box<Pipeline>>,
 }
 
-/// The publishes of a session that are answered once stored.
+/// The publishes of a session that are answered once stored and fanned out, oldest
+/// first. The session polls the oldest in its own loop (no task per publish): answers go
+/// out in the order the publishes came, each after its publication.
 #[derive(Default)]
 pub(super) struct Pipeline {
-    /// Each publish in flight holds a clone: the count is bounded without a counter.
-    pub(super) slots: Arc<()>,
-    /// Done when the latest one has pushed its answer: each waits for the one before,
-    /// so answers go out in the order the publishes came.
-    pub(super) last: Option<tokio::sync::oneshot::Receiver<()>>,
+    pub(super) answers: VecDeque<Answer>,
+}
+
+/// A publish waiting for its outcome.
+pub(super) struct Answer {
+    /// The reply frame when it succeeds (`None`: the publish had no id).
+    pub(super) done: Option<Vec<u8>>,
+    pub(super) id: Option<FrameId>,
+    pub(super) publishing: crate::hub::Publishing,
+}
+
+impl Pipeline {
+    /// The answer of the oldest publish once its outcome is known: the frame to queue
+    /// (`None` for a successful publish without an id). Pending while the queue is
+    /// empty.
+    pub(super) fn poll_answer(
+        &mut self,
+        codec: Codec,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Vec<u8>>> {
+        let Some(front) = self.answers.front_mut() else {
+            return Poll::Pending;
+        };
+        let outcome = std::task::ready!(front.publishing.poll_outcome(cx));
+        let Some(answer) = self.answers.pop_front() else {
+            return Poll::Pending;
+        };
+        Poll::Ready(match outcome {
+            Ok(()) => answer.done,
+            Err(e) => Some(codec.error(answer.id.as_ref(), &e.payload())),
+        })
+    }
+
+    /// Whether publishes wait for their answer.
+    pub(super) fn busy(pipeline: &Option<Box<Pipeline>>) -> bool {
+        pipeline.as_ref().is_some_and(|p| !p.answers.is_empty())
+    }
 }
 
 /// A batch being run: its remaining commands, and its own id and size for the reply after
@@ -217,7 +251,15 @@ impl Session {
                     return End::Close(request.code, request.reason);
                 }
                 _ = &mut cancelled => {
+                    // Publishes in flight are answered first (their commits are close).
+                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.settle_answers()).await;
                     return Box::pin(finish(End::ShuttingDown, socket, raw, rx, compress, codec)).await;
+                }
+                answer = std::future::poll_fn(|cx| match self.pipeline.as_mut() {
+                    Some(p) => p.poll_answer(codec, cx),
+                    None => Poll::Pending,
+                }), if Pipeline::busy(&self.pipeline) => {
+                    self.queue_answer(answer);
                 }
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
