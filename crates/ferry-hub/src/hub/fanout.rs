@@ -91,17 +91,21 @@ impl Stripe {
 /// Fan out a stripe's queue in order until it is empty. Runs as its own task, so a
 /// publisher that goes away cannot leave a stored publication undelivered.
 async fn drain(hub: Hub, queue: Arc<parking_lot::Mutex<Queue>>) {
-    /// If fan-out panics, the queue is emptied and freed: the waiting publishers get an
-    /// error instead of waiting for ever, and the next publication starts a new drainer.
-    struct Reset<'a>(&'a parking_lot::Mutex<Queue>);
+    /// If fan-out panics (or the runtime drops the task), the queue is emptied and freed:
+    /// the waiting publishers get an error instead of waiting for ever, and the next
+    /// publication starts a new drainer. Disarmed when the queue runs empty: by then a
+    /// publisher may already have queued an item and started the next drainer.
+    struct Reset<'a>(&'a parking_lot::Mutex<Queue>, bool);
     impl Drop for Reset<'_> {
         fn drop(&mut self) {
-            let mut q = self.0.lock();
-            q.items.clear();
-            q.draining = false;
+            if self.1 {
+                let mut q = self.0.lock();
+                q.items.clear();
+                q.draining = false;
+            }
         }
     }
-    let _reset = Reset(&queue);
+    let mut reset = Reset(&queue, true);
     loop {
         let item = {
             let mut q = queue.lock();
@@ -109,6 +113,7 @@ async fn drain(hub: Hub, queue: Arc<parking_lot::Mutex<Queue>>) {
                 Some(item) => item,
                 None => {
                     q.draining = false;
+                    reset.1 = false;
                     return;
                 }
             }
