@@ -480,9 +480,15 @@ fn pair_renames(actions: &mut Vec<Action>, local: &BTreeMap<SyncPath, LocalEntry
     for action in actions.iter() {
         if let Action::Upload { path, base: None } = action
             && let Some(sha) = local.get(path).and_then(|e| e.sha256.as_deref())
-            && let Some(from) = deleted.get_mut(sha).and_then(|v| v.pop())
+            && let Some(candidates) = deleted.get_mut(sha)
+            // A file cannot move below itself, nor onto the directory that holds it: the
+            // server would refuse the rename in every round, before the deletion that
+            // clears the way could run. Those stay a deletion and an upload.
+            && let Some(i) = candidates
+                .iter()
+                .rposition(|from| !path.starts_with(from) && !from.starts_with(path))
         {
-            renames.push((from, path.clone(), sha.to_string()));
+            renames.push((candidates.remove(i), path.clone(), sha.to_string()));
         }
     }
     for (from, to, sha) in renames {
