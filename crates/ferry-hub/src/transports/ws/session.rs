@@ -86,6 +86,10 @@ impl Pipeline {
         let Some(answer) = self.answers.pop_front() else {
             return Poll::Pending;
         };
+        // A burst's capacity is given back once it is answered.
+        if self.answers.is_empty() && self.answers.capacity() > 8 {
+            self.answers = VecDeque::new();
+        }
         Poll::Ready(match outcome {
             Ok(()) => answer.done,
             Err(e) => Some(codec.error(answer.id.as_ref(), &e.payload())),
