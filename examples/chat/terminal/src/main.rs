@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! ferry serve -c examples/chat/ferry.toml --static examples/chat/web
-//! cargo run -p ferry-example-chat -- --url ws://127.0.0.1:8080/ws --token "$(ferry token --user alice)"
+//! cargo run -p ferry-example-chat -- --url ws://127.0.0.1:8080/ws \
+//!     --token "$(ferry token --user alice)"
 //! ```
 //!
 //! Each conversation is a channel. Opening one prints its last messages from history and
@@ -67,46 +68,18 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     say(&format!("* you are {me}; /help lists the commands"));
-    let mut open = Some(open_channel(&client, &format!("room:{}", args.room), args.history).await?);
+    let first_room = format!("room:{}", args.room);
+    let mut open = Some(open_channel(&client, &first_room, args.history).await?);
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     while let Some(current) = open.as_mut() {
         tokio::select! {
             line = lines.next_line() => {
                 let Some(line) = line? else { break };
-                match command(line.trim(), &me) {
-                    Command::Nothing => {}
-                    Command::Quit => break,
-                    Command::Help => say("* /join ROOM  /dm USER  /who  /quit; anything else is sent"),
-                    Command::Send(text) => {
-                        if let Err(e) = client.publish(&current.channel, &json!({ "text": text })).await {
-                            say(&format!("* not sent: {e}"));
-                        }
-                    }
-                    Command::Who => match client.presence(&current.channel).await {
-                        Ok(p) => {
-                            let mut users: Vec<_> = p.clients.values().map(|c| c.user.clone()).collect();
-                            users.sort();
-                            users.dedup();
-                            say(&format!("* here: {}", users.join(", ")));
-                        }
-                        Err(e) => say(&format!("* presence unavailable: {e}")),
-                    },
-                    Command::Open(channel) => {
-                        if let Some(old) = open.take() {
-                            let _ = client.unsubscribe(&old.channel).await;
-                            if old.typing.is_some() {
-                                let _ = client.unsubscribe(&typing_channel(&old.channel).unwrap_or_default()).await;
-                            }
-                        }
-                        match open_channel(&client, &channel, args.history).await {
-                            Ok(o) => open = Some(o),
-                            Err(e) => {
-                                say(&format!("* cannot open {channel}: {e:#}"));
-                                open = Some(open_channel(&client, &format!("room:{}", args.room), args.history).await?);
-                            }
-                        }
-                    }
+                let command = command(line.trim(), &me);
+                if command == Command::Quit {
+                    break;
                 }
+                run(&client, &mut open, command, &first_room, args.history).await?;
             }
             event = current.messages.next() => match event {
                 Some(event) => show(&event, &me),
@@ -123,6 +96,57 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     client.close().await;
+    Ok(())
+}
+
+/// Carry out a command on the open conversation. An error only when neither the
+/// conversation asked for nor the first room can be opened.
+async fn run(
+    client: &HubClient,
+    open: &mut Option<Open>,
+    command: Command,
+    first_room: &str,
+    history: usize,
+) -> anyhow::Result<()> {
+    let Some(current) = open.as_ref() else {
+        return Ok(());
+    };
+    match command {
+        Command::Nothing | Command::Quit => {}
+        Command::Help => say("* /join ROOM  /dm USER  /who  /quit; anything else is sent"),
+        Command::Send(text) => {
+            let sent = client
+                .publish(&current.channel, &json!({ "text": text }))
+                .await;
+            if let Err(e) = sent {
+                say(&format!("* not sent: {e}"));
+            }
+        }
+        Command::Who => match client.presence(&current.channel).await {
+            Ok(p) => {
+                let mut users: Vec<_> = p.clients.values().map(|c| c.user.clone()).collect();
+                users.sort();
+                users.dedup();
+                say(&format!("* here: {}", users.join(", ")));
+            }
+            Err(e) => say(&format!("* presence unavailable: {e}")),
+        },
+        Command::Open(channel) => {
+            if let Some(old) = open.take() {
+                let _ = client.unsubscribe(&old.channel).await;
+                if let (Some(_), Some(typing)) = (old.typing, typing_channel(&old.channel)) {
+                    let _ = client.unsubscribe(&typing).await;
+                }
+            }
+            match open_channel(client, &channel, history).await {
+                Ok(o) => *open = Some(o),
+                Err(e) => {
+                    say(&format!("* cannot open {channel}: {e:#}"));
+                    *open = Some(open_channel(client, first_room, history).await?);
+                }
+            }
+        }
+    }
     Ok(())
 }
 

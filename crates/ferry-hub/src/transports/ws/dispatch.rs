@@ -290,8 +290,8 @@ impl Session {
 
     /// Answer a publish once it is stored and fanned out, through the connection's send
     /// queue: after the publication itself for a subscriber of its channel, and in the
-    /// order of the connection's publishes (see [`Pipeline`](super::session::Pipeline)). With [`MAX_PIPELINED`] in
-    /// flight, waits until the oldest is answered first.
+    /// order of the connection's publishes (see [`super::session::Pipeline`]). With
+    /// [`MAX_PIPELINED`] in flight, waits until the oldest is answered first.
     async fn answer_later(&mut self, id: Option<FrameId>, reply: Reply, publishing: Publishing) {
         let codec = self.codec;
         let done = id.as_ref().map(|id| codec.reply(id, &reply));

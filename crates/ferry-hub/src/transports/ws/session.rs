@@ -256,7 +256,8 @@ impl Session {
                 }
                 _ = &mut cancelled => {
                     // Publishes in flight are answered first (their commits are close).
-                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, self.settle_answers()).await;
+                    let settle = self.settle_answers();
+                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, settle).await;
                     return Box::pin(finish(End::ShuttingDown, socket, raw, rx, compress, codec)).await;
                 }
                 answer = std::future::poll_fn(|cx| match self.pipeline.as_mut() {
