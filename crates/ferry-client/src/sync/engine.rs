@@ -2,7 +2,7 @@
 //! manifest, a manifest delta or the channel's operations), rounds of scan → plan →
 //! execute, and the index saved after each round.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -419,29 +419,16 @@ impl Engine {
         }
     }
 
-    /// One round: scan, plan, execute. Returns the number of actions and of those that
-    /// failed (each reported).
-    async fn round(&mut self) -> Result<(usize, usize), SyncError> {
-        // `.ferryignore` may have changed (it syncs like any file): paths it no longer
-        // ignores may exist on the server, which only the whole manifest lists.
-        let ignore = Ignore::load(&self.config.dir, &self.config.ignore)?;
-        if ignore.digest != self.ignore.digest {
-            self.ignore = ignore;
-            self.needs_manifest = true;
-            self.full_scan = true;
-        }
-        if self.needs_manifest {
-            self.load_manifest().await?;
-        }
+    /// Scan the tree: only the `changed` paths of `previous` when given, else all of it.
+    /// Reports what was skipped and what was found.
+    async fn scan_local(
+        &mut self,
+        previous: Option<BTreeMap<SyncPath, LocalEntry>>,
+        changed: BTreeSet<SyncPath>,
+    ) -> Result<BTreeMap<SyncPath, LocalEntry>, SyncError> {
         let dir = self.config.dir.clone();
         let ignore = self.ignore.clone();
         let index = self.index.clone();
-        let previous = match (self.incremental, self.full_scan) {
-            (true, false) => self.local_cache.take(),
-            _ => None,
-        };
-        self.full_scan = false;
-        let changed = std::mem::take(&mut self.changed_paths);
         let found = tokio::task::spawn_blocking(move || match previous {
             Some(previous) => scan::rescan(&dir, &ignore, &index, previous, &changed),
             None => scan::scan(&dir, &ignore, &index),
@@ -464,18 +451,55 @@ impl Engine {
             dirs: local.values().filter(|e| e.dir).count(),
             hashed_bytes: found.hashed,
         });
+        Ok(local)
+    }
+
+    /// One round: scan, plan, execute. Returns the number of actions and of those that
+    /// failed (each reported).
+    async fn round(&mut self) -> Result<(usize, usize), SyncError> {
+        // `.ferryignore` may have changed (it syncs like any file): paths it no longer
+        // ignores may exist on the server, which only the whole manifest lists.
+        let ignore = Ignore::load(&self.config.dir, &self.config.ignore)?;
+        if ignore.digest != self.ignore.digest {
+            self.ignore = ignore;
+            self.needs_manifest = true;
+            self.full_scan = true;
+        }
+        if self.needs_manifest {
+            self.load_manifest().await?;
+        }
+        let previous = match (self.incremental, self.full_scan) {
+            (true, false) => self.local_cache.take(),
+            _ => None,
+        };
+        self.full_scan = false;
+        let incremental = previous.is_some();
+        let changed = std::mem::take(&mut self.changed_paths);
+        let mut local = self.scan_local(previous, changed).await?;
         let server: BTreeMap<SyncPath, ManifestEntry> = self
             .view
             .iter()
             .filter(|(p, e)| !self.ignore.is_ignored(p, e.dir))
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
-        self.report_collisions(&local, &server);
         let naming = ConflictNaming {
             host: self.config.host.clone(),
             date: today(),
         };
-        let actions = plan::plan(&self.index, &local, &server, &naming);
+        let mut actions = plan::plan(&self.index, &local, &server, &naming);
+        // A file missing from an incremental scan may be the old name of a rename whose
+        // new name the watcher has not reported yet (the two can land in separate
+        // batches): before it is deleted on the server the whole tree is scanned once,
+        // so that a rename goes out as a rename, not as a deletion and an upload.
+        if incremental
+            && actions
+                .iter()
+                .any(|a| matches!(a, Action::DeleteRemote { dir: false, .. }))
+        {
+            local = self.scan_local(None, BTreeSet::new()).await?;
+            actions = plan::plan(&self.index, &local, &server, &naming);
+        }
+        self.report_collisions(&local, &server);
         if self.config.dry_run {
             for action in &actions {
                 self.emit(SyncEvent::Planned {
