@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_client::hub::{HubClient, SubscriptionEvent};
+use ferry_client::hub::HubClient;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
@@ -83,15 +83,10 @@ async fn alice_chats_with_bob_from_the_terminal() {
     expect_line(&mut out, "* bob joined").await;
 
     stdin.write_all(b"hello bob\n").await.unwrap();
-    let said = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(SubscriptionEvent::Publication(p)) = room.next().await {
-                return p;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let said = tokio::time::timeout(WAIT, room.next_publication())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(said.data.to_json_value(), json!({"text": "hello bob"}));
     assert_eq!(said.info.unwrap().user, "alice");
 
@@ -110,15 +105,10 @@ async fn alice_chats_with_bob_from_the_terminal() {
     let mut dm = bob.subscribe("dm:pair#alice,bob").await.unwrap();
     stdin.write_all(b"/dm bob\nsecret\n").await.unwrap();
     expect_line(&mut out, "* dm:pair#alice,bob").await;
-    let private = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(SubscriptionEvent::Publication(p)) = dm.next().await {
-                return p;
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let private = tokio::time::timeout(WAIT, dm.next_publication())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(private.data.to_json_value(), json!({"text": "secret"}));
 
     stdin.write_all(b"/quit\n").await.unwrap();
