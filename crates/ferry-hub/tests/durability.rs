@@ -225,6 +225,16 @@ async fn concurrent_publishers_on_one_channel_are_delivered_in_order_without_gap
     server.stop().await;
 }
 
+/// Send publishes `p0..pCOUNT` of the numbers 0.. to [`CHANNEL`] without waiting for
+/// their replies.
+async fn send_publishes(publisher: &mut WsClient, count: u64) {
+    for i in 0..count {
+        publisher
+            .send_json(json!({"type": "publish", "id": format!("p{i}"), "payload": {"channel": CHANNEL, "data": i}}))
+            .await;
+    }
+}
+
 /// One connection sends publishes without waiting for their replies (SQLite history: each
 /// is answered once committed). The session reads on while they commit, so they are
 /// answered with consecutive offsets in the order sent, each id exactly once, and a
@@ -240,11 +250,7 @@ async fn one_connections_pipelined_publishes_are_answered_in_order_once_stored()
         .request("subscribe", json!({"channel": CHANNEL}))
         .await;
     let mut publisher = server.client("pub").await;
-    for i in 0..COUNT {
-        publisher
-            .send_json(json!({"type": "publish", "id": format!("p{i}"), "payload": {"channel": CHANNEL, "data": i}}))
-            .await;
-    }
+    send_publishes(&mut publisher, COUNT).await;
     let mut offsets = Vec::new();
     for i in 0..COUNT {
         let answer = publisher.recv().await;
@@ -285,11 +291,7 @@ async fn publishes_in_flight_at_shutdown_are_answered_before_the_close() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path()).await;
     let mut publisher = server.client("pub").await;
-    for i in 0..COUNT {
-        publisher
-            .send_json(json!({"type": "publish", "id": format!("p{i}"), "payload": {"channel": CHANNEL, "data": i}}))
-            .await;
-    }
+    send_publishes(&mut publisher, COUNT).await;
     // Shut down once the first answer shows that the server is taking them.
     let first = publisher.recv().await;
     assert_eq!(first["id"], "p0", "{first}");

@@ -95,17 +95,23 @@ async fn drain(hub: Hub, queue: Arc<parking_lot::Mutex<Queue>>) {
     /// the waiting publishers get an error instead of waiting for ever, and the next
     /// publication starts a new drainer. Disarmed when the queue runs empty: by then a
     /// publisher may already have queued an item and started the next drainer.
-    struct Reset<'a>(&'a parking_lot::Mutex<Queue>, bool);
+    struct Reset<'a> {
+        queue: &'a parking_lot::Mutex<Queue>,
+        armed: bool,
+    }
     impl Drop for Reset<'_> {
         fn drop(&mut self) {
-            if self.1 {
-                let mut q = self.0.lock();
+            if self.armed {
+                let mut q = self.queue.lock();
                 q.items.clear();
                 q.draining = false;
             }
         }
     }
-    let mut reset = Reset(&queue, true);
+    let mut reset = Reset {
+        queue: &queue,
+        armed: true,
+    };
     loop {
         let item = {
             let mut q = queue.lock();
@@ -113,7 +119,7 @@ async fn drain(hub: Hub, queue: Arc<parking_lot::Mutex<Queue>>) {
                 Some(item) => item,
                 None => {
                     q.draining = false;
-                    reset.1 = false;
+                    reset.armed = false;
                     return;
                 }
             }

@@ -282,9 +282,7 @@ impl ServerSocket {
         };
         (used, Step::Yield(Ok(message)))
     }
-}
 
-impl ServerSocket {
     /// Stop reading: with an error for the reader, or at the end of the stream.
     fn stop(&mut self, error: Option<WsError>) -> Poll<Option<Result<Message, WsError>>> {
         self.read_done = true;

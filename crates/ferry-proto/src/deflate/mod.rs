@@ -3,8 +3,8 @@
 //! reader that knows no extensions (the hub's [`crate::ws_frame::Decoder`], tungstenite in
 //! the client: both reject RSV1), and the encoder of one compressed frame.
 //!
-//! The transcoder sits between the socket and the reader (called "the library" below). Frames without RSV1 (every
-//! frame when nothing was negotiated) pass through byte for byte; a compressed message is
+//! The transcoder sits between the socket and the reader (called "the library" below).
+//! Frames without RSV1 (every frame when nothing was negotiated) pass through byte for byte; a compressed message is
 //! inflated as it arrives and handed on as a fragmented plain message (the first fragment
 //! with the message's opcode, then continuations, the last one empty with FIN), so
 //! control frames may still interleave and the library still checks UTF-8 and sizes. Its

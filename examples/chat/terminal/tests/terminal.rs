@@ -53,12 +53,8 @@ async fn alice_chats_with_bob_from_the_terminal() {
     hub.publish("room:general", welcome, None, None)
         .await
         .unwrap();
-    let server = ferry_hub::Server::bind_hub(hub)
-        .await
-        .unwrap()
-        .spawn()
-        .unwrap();
-    let url = format!("ws://{}/ws", server.local_addr());
+    let server = ferry_testkit::server::TestServer::start_hub(hub).await;
+    let url = server.ws_url("/ws");
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferry-chat"))
         .args(["--url", &url, "--room", "general"])

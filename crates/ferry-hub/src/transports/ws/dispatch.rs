@@ -302,27 +302,38 @@ impl Session {
             publishing,
         });
         if pipeline.answers.len() > MAX_PIPELINED {
-            let answer = std::future::poll_fn(|cx| pipeline.poll_answer(codec, cx)).await;
-            self.queue_answer(answer);
+            self.answer_next().await;
         }
     }
 
-    /// Queue a publish's answer behind what the connection was sent before it.
-    pub(super) fn queue_answer(&self, frame: Option<Vec<u8>>) {
-        if let Some(frame) = frame {
-            self.conn.push(Outbound::Reply(Box::new(ws_io::data_frame(
-                self.codec, &frame,
-            ))));
+    /// Wait for the oldest publish in flight and queue its answer behind what the
+    /// connection was sent before it. Pending for ever when none is in flight.
+    /// Cancel-safe: an answer is taken and queued in the same poll.
+    pub(super) async fn answer_next(&mut self) {
+        let codec = self.codec;
+        let answer = std::future::poll_fn(|cx| match self.pipeline.as_mut() {
+            Some(pipeline) => pipeline.poll_answer(codec, cx),
+            None => std::task::Poll::Pending,
+        })
+        .await;
+        if let Some(frame) = answer {
+            self.conn
+                .push(Outbound::Reply(Box::new(ws_io::data_frame(codec, &frame))));
         }
     }
 
     /// Answer every publish in flight (at shutdown).
     pub(super) async fn settle_answers(&mut self) {
-        let codec = self.codec;
-        while let Some(pipeline) = self.pipeline.as_mut().filter(|p| !p.answers.is_empty()) {
-            let answer = std::future::poll_fn(|cx| pipeline.poll_answer(codec, cx)).await;
-            self.queue_answer(answer);
+        while self.answers_pending() {
+            self.answer_next().await;
         }
+    }
+
+    /// Whether publishes wait for their answer.
+    pub(super) fn answers_pending(&self) -> bool {
+        self.pipeline
+            .as_ref()
+            .is_some_and(|p| !p.answers.is_empty())
     }
 
     pub(super) fn identity(&self) -> HubResult<Identity> {

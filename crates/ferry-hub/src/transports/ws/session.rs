@@ -95,11 +95,6 @@ impl Pipeline {
             Err(e) => Some(codec.error(answer.id.as_ref(), &e.payload())),
         })
     }
-
-    /// Whether publishes wait for their answer.
-    pub(super) fn busy(pipeline: &Option<Box<Pipeline>>) -> bool {
-        pipeline.as_ref().is_some_and(|p| !p.answers.is_empty())
-    }
 }
 
 /// A batch being run: its remaining commands, and its own id and size for the reply after
@@ -260,12 +255,7 @@ impl Session {
                     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, settle).await;
                     return Box::pin(finish(End::ShuttingDown, socket, raw, rx, compress, codec)).await;
                 }
-                answer = std::future::poll_fn(|cx| match self.pipeline.as_mut() {
-                    Some(p) => p.poll_answer(codec, cx),
-                    None => Poll::Pending,
-                }), if Pipeline::busy(&self.pipeline) => {
-                    self.queue_answer(answer);
-                }
+                () = self.answer_next(), if self.answers_pending() => {}
                 item = rx.recv() => {
                     let Some(item) = item else { return End::Gone };
                     // The first write and every ENQUEUE_WRITE_SAMPLING-th after it are timed,
