@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Where a fan-out delivery's server CPU goes, ferry against the bare tokio-tungstenite
 # reference (bench/reference), interleaved run by run with the same load generator:
-# deliveries/s, server CPU-s per million deliveries split into user space and kernel
-# (from /proc/PID/stat over a 4 s window inside the measurement), and, where `perf stat`
-# can count syscall tracepoints, socket writes per second and deliveries per write.
+# deliveries/s, server CPU-s per million deliveries split into user space and kernel (the
+# load generator reads both from /proc/PID/stat around its measurement window), and, where
+# `perf stat` can count syscall tracepoints, socket writes per second (over 4 s inside the
+# window) and deliveries per write.
 # Loopback only, every run bounded in time. A benchmark, not a test; see bench/FANOUT.md.
 #
 # Usage: bench/fanout-split.sh   Knobs: SPLIT_SUBSCRIBERS (1000), SPLIT_RUNS (3),
@@ -27,7 +28,6 @@ ulimit -n "$(ulimit -Hn)"
 EVENTS=syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_write
 PERF=
 if perf stat -e "$EVENTS" -- true >/dev/null 2>&1; then PERF=1; fi
-TICK=$(getconf CLK_TCK)
 
 # start WHO: a fresh server; sets SERVER and URL.
 start() {
@@ -51,42 +51,38 @@ start() {
     esac
 }
 
-# sample PID: after 4 s (connections made, warm-up done), CPU ticks and writes over 4 s.
-sample() {
-    sleep 4
-    local a b
-    a=$(awk '{print $14, $15}' "/proc/$1/stat")
+# count_writes PID: once connections are made and warmed up (4 s, plus 1 s per 2,500
+# subscribers), the server's socket writes over 4 s (n/a without perf).
+count_writes() {
+    sleep $((4 + N / 2500))
+    local writes=n/a
     if [ -n "$PERF" ]; then
         perf stat -x, -e "$EVENTS" -p "$1" -- sleep 4 2>"$WORK/perf" >/dev/null || true
-    else
-        sleep 4
+        writes=$(awk -F, '$1 ~ /^[0-9]+$/ {s += $1} END {print int(s / 4)}' "$WORK/perf")
     fi
-    b=$(awk '{print $14, $15}' "/proc/$1/stat")
-    local writes=n/a
-    [ -n "$PERF" ] && writes=$(awk -F, '$1 ~ /^[0-9]+$/ {s += $1} END {print s}' "$WORK/perf")
-    echo "$a $b $writes" >"$WORK/sample"
+    echo "$writes" >"$WORK/writes"
 }
 
 # one WHO → "deliveries/s user_cpu_s_per_M kernel_cpu_s_per_M writes/s"
 one() {
     start "$1"
-    sample "$SERVER" &
+    count_writes "$SERVER" &
     local sampler=$!
     "$FERRY" bench "${URL[@]}" --jwt-secret "$SECRET" --server-pid "$SERVER" --json \
         fanout -n "$N" --size "$SIZE" -d 9 >"$WORK/json" 2>"$WORK/bench.log"
     wait "$sampler"
     kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
-    python3 - "$WORK/json" "$WORK/sample" "$TICK" <<'EOF'
+    python3 - "$WORK/json" "$(cat "$WORK/writes")" <<'EOF'
 import json, sys
 run = json.load(open(sys.argv[1]))
-u0, s0, u1, s1, writes = open(sys.argv[2]).read().split()
-tick = float(sys.argv[3])
-rate = run["messages_per_s"]
-delivered = rate * 4 / 1e6  # millions delivered in the 4 s window
-user = (int(u1) - int(u0)) / tick / delivered
-kernel = (int(s1) - int(s0)) / tick / delivered
-per_s = "n/a" if writes == "n/a" else str(round(int(writes) / 4))
-print(round(rate), f"{user:.2f}", f"{kernel:.2f}", per_s)
+server = run.get("server") or {}
+per_million, cpu = server.get("cpu_s_per_million"), server.get("cpu_s")
+if not per_million or not cpu:
+    user = kernel = "n/a"  # nothing delivered, or no CPU time read
+else:
+    k = per_million * server["kernel_cpu_s"] / cpu
+    user, kernel = f"{per_million - k:.2f}", f"{k:.2f}"
+print(round(run["messages_per_s"]), user, kernel, sys.argv[2])
 EOF
 }
 

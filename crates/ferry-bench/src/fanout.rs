@@ -458,6 +458,7 @@ pub async fn measure_window(
         rss_after_kib: a.rss_kib,
         kib_per_connection: None,
         cpu_s: a.cpu_s - b.cpu_s,
+        kernel_cpu_s: a.kernel_cpu_s - b.kernel_cpu_s,
         cpu_s_per_million: None,
     });
     Ok((elapsed, usage))

@@ -64,6 +64,7 @@ pub async fn run(common: &Common, target: Arc<Target>, plan: IdlePlan) -> anyhow
         rss_after_kib: a.rss_kib,
         kib_per_connection: Some((a.rss_kib as f64 - b.rss_kib as f64) / connections as f64),
         cpu_s: a.cpu_s - b.cpu_s,
+        kernel_cpu_s: a.kernel_cpu_s - b.kernel_cpu_s,
         cpu_s_per_million: None,
     });
     Ok(Report {

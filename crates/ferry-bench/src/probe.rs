@@ -21,6 +21,8 @@ pub struct Sample {
     pub rss_kib: u64,
     /// User + system CPU time, seconds.
     pub cpu_s: f64,
+    /// The system (kernel) part of `cpu_s`, seconds.
+    pub kernel_cpu_s: f64,
 }
 
 impl Probe {
@@ -43,9 +45,11 @@ impl Probe {
         })?;
         let stat = std::fs::read_to_string(self.dir.join("stat"))
             .map_err(|e| anyhow::anyhow!("reading {}/stat: {e}", self.dir.display()))?;
+        let (user, system) = parse_cpu_ticks(&stat).unwrap_or_default();
         Ok(Sample {
             rss_kib: parse_rss_kib(&status).unwrap_or_default(),
-            cpu_s: parse_cpu_ticks(&stat).unwrap_or_default() as f64 / USER_HZ,
+            cpu_s: (user + system) as f64 / USER_HZ,
+            kernel_cpu_s: system as f64 / USER_HZ,
         })
     }
 }
@@ -56,16 +60,16 @@ fn parse_rss_kib(status: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// `utime + stime` (fields 14 and 15) of `/proc/PID/stat`, in clock ticks. The command
+/// `(utime, stime)` (fields 14 and 15) of `/proc/PID/stat`, in clock ticks. The command
 /// name (field 2) may contain spaces and parentheses, so fields are counted after the
 /// last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): utime is field 14 → index 11.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 #[cfg(test)]
@@ -77,7 +81,7 @@ mod tests {
         let status = "Name:\tferry\nVmPeak:\t  9000 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
         assert_eq!(parse_rss_kib(status), Some(12345));
         let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(325));
+        assert_eq!(parse_cpu_ticks(stat), Some((250, 75)));
     }
 
     #[test]

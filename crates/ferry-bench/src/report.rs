@@ -47,6 +47,9 @@ pub struct ServerUsage {
     pub kib_per_connection: Option<f64>,
     /// User + system CPU seconds the server used during the measurement window.
     pub cpu_s: f64,
+    /// The system (kernel) part of `cpu_s`: on loopback it includes the receiving side's
+    /// TCP processing of what the server sent.
+    pub kernel_cpu_s: f64,
     /// CPU seconds per million messages delivered in the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_s_per_million: Option<f64>,
