@@ -89,5 +89,9 @@ mod tests {
         let probe = Probe::new(std::process::id()).expect("own /proc");
         let s = probe.sample().expect("sample");
         assert!(s.rss_kib > 0);
+        assert!(
+            s.kernel_cpu_s <= s.cpu_s,
+            "the kernel part is within the total"
+        );
     }
 }
