@@ -25,6 +25,12 @@ Or in ferry.toml:
   path = \"/ready\"
   interval_ms = 2000
 
+TLS termination (https, wss; backends stay plain HTTP), with ferry serve's [tls] options:
+  ferry proxy --tls-cert cert.pem --tls-key key.pem --backend 127.0.0.1:8081
+  [proxy.tls]
+  cert = \"cert.pem\"
+  key = \"key.pem\"
+
 The admin address serves /metrics (Prometheus) and /status (JSON). SIGTERM or Ctrl-C stops
 accepting and lets in-flight requests finish (limits.drain_timeout_ms).";
 
@@ -85,6 +91,18 @@ pub struct ProxyArgs {
     /// Time in-flight requests get after SIGTERM, in ms [default: 10000].
     #[arg(long)]
     drain_timeout_ms: Option<u64>,
+    /// Terminate TLS (https, wss) with this PEM certificate chain (with --tls-key), as
+    /// `ferry serve --tls-cert` does: reloaded when the file changes or on SIGHUP.
+    /// Backends are still spoken to in plain HTTP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Terminate TLS with a self-signed certificate for localhost, made into
+    /// ./ferry-data/tls/ (for development; clients trust it with --cacert or --pin).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    tls_self_signed: bool,
     /// Configuration file whose [proxy] section is read [default: ./ferry.toml if present].
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
@@ -174,6 +192,15 @@ impl ProxyArgs {
         if let Some(v) = self.drain_timeout_ms {
             put(&["limits", "drain_timeout_ms"], json!(v));
         }
+        if let Some(v) = &self.tls_cert {
+            put(&["tls", "cert"], json!(v.display().to_string()));
+        }
+        if let Some(v) = &self.tls_key {
+            put(&["tls", "key"], json!(v.display().to_string()));
+        }
+        if self.tls_self_signed {
+            put(&["tls", "self_signed"], json!(true));
+        }
         Value::Object(o)
     }
 }
@@ -209,11 +236,27 @@ pub fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             }
         };
         // Scripts and tests read these lines to learn the ports (with --listen ...:0).
-        println!("ferry proxy listening on http://{}", proxy.local_addr()?);
+        let scheme = if proxy.tls().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        println!(
+            "ferry proxy listening on {scheme}://{}",
+            proxy.local_addr()?
+        );
         if let Some(admin) = proxy.admin_addr() {
             println!("ferry proxy admin on http://{admin}");
         }
         eprintln!("  backends: {}", backends.join(", "));
+        if let Some(tls) = proxy.tls() {
+            let store = tls.store();
+            eprintln!(
+                "  tls: {}, pin {} (clients: --cacert FILE or --pin PIN)",
+                store.files().cert.display(),
+                store.pin()
+            );
+        }
         proxy.run(ferry_hub::shutdown_signal()).await?;
         eprintln!("ferry proxy stopped");
         Ok(ExitCode::SUCCESS)

@@ -397,3 +397,113 @@ async fn ferry_sse_reads_a_tls_hub_with_a_private_ca() {
     assert!(done.status.success(), "{}\n{}", done.stderr, server.logs());
     assert_eq!(done.stdout.lines().count(), 2, "{}", done.stdout);
 }
+
+/// `ferry proxy` terminating TLS in front of a plain `ferry serve`: its stdout's first line,
+/// `ferry proxy listening on https://ADDR`, gives the address.
+async fn tls_proxy(ca: &Ca, backend: &FerryServer) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--no-health-check"])
+        .args(["--backend", &format!("127.0.0.1:{}", backend.port)])
+        .args(ca.args())
+        .current_dir(ca.dir.path()) // no stray ferry.toml
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the proxy starts within 20 s")
+        .unwrap()
+        .expect("a first line");
+    let url = first
+        .strip_prefix("ferry proxy listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {first:?}"))
+        .to_string();
+    // Keep reading (and dropping) what it prints, so its stdout never fills.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+#[tokio::test]
+async fn the_proxy_terminates_tls_with_the_hubs_options_for_https_and_wss() {
+    let ca = Ca::new();
+    let pin = ca.issue();
+    let backend = FerryServer::start(&[]).await.unwrap();
+    let (_proxy, url) = tls_proxy(&ca, &backend).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let port = url.rsplit(':').next().unwrap();
+
+    // https with the CA and the pin; the backend (plain HTTP, the testbed echoes what it
+    // got) is told the client came over https.
+    let http = Http::builder().trust(ca.trust(Some(&pin))).build().unwrap();
+    let echo = http
+        .get(&format!("{url}/test/anything"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo.status(), 200);
+    let echo: serde_json::Value = serde_json::from_slice(&echo.bytes().await.unwrap()).unwrap();
+    let headers = echo["headers"].to_string().to_ascii_lowercase();
+    assert!(headers.contains(r#""x-forwarded-proto":"https""#), "{echo}");
+    assert!(headers.contains("for=127.0.0.1;proto=https"), "{echo}");
+
+    // wss through the proxy to the plain backend: a live publication arrives.
+    let hub = HubClient::builder(&format!("wss://127.0.0.1:{port}/ws"))
+        .token(&token_for("alice"))
+        .tls_config(ca.trust(Some(&pin)).websocket_config().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut subscription = hub.subscribe("chat:proxied").await.unwrap();
+    let api = HubApi::new(&backend.base_url, API_KEY).unwrap();
+    api.publish("chat:proxied", &json!({"text": "through the proxy"}))
+        .await
+        .unwrap();
+    let publication =
+        tokio::time::timeout(Duration::from_secs(20), subscription.next_publication())
+            .await
+            .expect("a publication within 20 s")
+            .expect("the subscription is open");
+    assert_eq!(
+        publication.data.to_json().get(),
+        r#"{"text":"through the proxy"}"#
+    );
+
+    // curl over HTTP/2 (ALPN h2) with --cacert.
+    let mut curl = Command::new("curl");
+    curl.args([
+        "-sS",
+        "--http2",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_version}",
+        "--cacert",
+    ])
+    .arg(ca.ca_path())
+    .arg(format!("{url}/health"));
+    let done = run_to_completion(curl, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(
+        done.stdout.trim(),
+        "{\"status\":\"ok\"}\n2",
+        "{}",
+        done.stderr
+    );
+
+    // Plain HTTP to the proxy's TLS port: the same 400 as ferry serve's.
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/health"));
+    let done = run_to_completion(curl, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(done.stdout.contains("use https://"), "{}", done.stdout);
+    assert!(done.stdout.ends_with("400"), "{}", done.stdout);
+}

@@ -480,7 +480,7 @@ impl Default for AnnounceConfig {
 }
 
 /// TLS on the listen address (SPEC S11): https and wss with rustls, TLS 1.2 and 1.3 only.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain (leaf first). With `key`, turns TLS on. Default none.

@@ -23,7 +23,7 @@ use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -245,10 +245,23 @@ impl Tls {
     /// TLS as `config.tls` asks, or `None` when it is off. Generates the self-signed pair
     /// on first use.
     pub fn from_config(config: &Config) -> Result<Option<Tls>, TlsError> {
-        let files = match source(config)? {
+        Tls::from_options(&config.tls, &config.data_dir, config.listen, &[b"http/1.1"])
+    }
+
+    /// TLS as `tls` asks (the `[tls]` options of `ferry serve`, reused by `ferry proxy`),
+    /// or `None` when it is off: a self-signed pair goes into `data_dir/tls/` and names
+    /// `listen` when that is a specific address; `alpn` lists the protocols offered, most
+    /// preferred first.
+    pub fn from_options(
+        tls: &TlsConfig,
+        data_dir: &Path,
+        listen: std::net::SocketAddr,
+        alpn: &[&[u8]],
+    ) -> Result<Option<Tls>, TlsError> {
+        let files = match source(tls)? {
             None => return Ok(None),
             Some(Source::Files(files)) => files,
-            Some(Source::SelfSigned) => self_signed(config)?,
+            Some(Source::SelfSigned) => self_signed(data_dir, listen)?,
         };
         let store = Arc::new(CertStore::open(files)?);
         let provider = store.provider.clone();
@@ -257,18 +270,18 @@ impl Tls {
             .map_err(|e| TlsError::SelfSigned(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(store.clone());
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Some(Tls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             store,
-            self_signed: config.tls.self_signed,
+            self_signed: tls.self_signed,
         }))
     }
 
     /// Check `config.tls` without serving or writing anything (`--check-config`): the
     /// certificate pair loads and fits. Returns a one-line summary.
     pub fn check(config: &Config) -> Result<String, TlsError> {
-        Ok(match source(config)? {
+        Ok(match source(&config.tls)? {
             None => "tls: off (plain http; --tls-cert/--tls-key or --tls-self-signed)".into(),
             Some(Source::SelfSigned) => format!(
                 "tls: self-signed certificate in {}",
@@ -307,8 +320,7 @@ enum Source {
     SelfSigned,
 }
 
-fn source(config: &Config) -> Result<Option<Source>, TlsError> {
-    let tls = &config.tls;
+fn source(tls: &TlsConfig) -> Result<Option<Source>, TlsError> {
     match (&tls.cert, &tls.key, tls.self_signed) {
         (Some(cert), Some(key), false) => Ok(Some(Source::Files(CertFiles {
             cert: cert.clone(),
@@ -330,8 +342,8 @@ fn source(config: &Config) -> Result<Option<Source>, TlsError> {
 
 /// The self-signed pair in `DATA_DIR/tls/`, made on first use. Valid for localhost,
 /// 127.0.0.1, ::1 and the listen address when it is a specific one.
-fn self_signed(config: &Config) -> Result<CertFiles, TlsError> {
-    let dir = config.data_dir.join("tls");
+fn self_signed(data_dir: &Path, listen: std::net::SocketAddr) -> Result<CertFiles, TlsError> {
+    let dir = data_dir.join("tls");
     let files = CertFiles {
         cert: dir.join("self-signed-cert.pem"),
         key: dir.join("self-signed-key.pem"),
@@ -344,7 +356,7 @@ fn self_signed(config: &Config) -> Result<CertFiles, TlsError> {
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    let ip = config.listen.ip();
+    let ip = listen.ip();
     if !ip.is_unspecified() && !ip.is_loopback() {
         names.push(ip.to_string());
     }
@@ -373,7 +385,7 @@ pub(crate) const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Tell TLS from plain HTTP by the first byte, then run the handshake, both within
 /// `timeout`. Plain HTTP gets [`PLAIN_HTTP_REPLY`]; `None` when there is nothing to serve.
-pub(crate) async fn accept<I>(
+pub async fn accept<I>(
     acceptor: &tokio_rustls::TlsAcceptor,
     mut io: I,
     timeout: Duration,
@@ -406,9 +418,15 @@ where
 }
 
 /// Streams whose next bytes can be looked at without taking them.
-pub(crate) trait Peek {
+pub trait Peek {
     /// Copy the next bytes into `buf` and leave them to be read.
     fn peek(&self, buf: &mut [u8]) -> impl std::future::Future<Output = std::io::Result<usize>>;
+}
+
+impl Peek for tokio::net::TcpStream {
+    fn peek(&self, buf: &mut [u8]) -> impl std::future::Future<Output = std::io::Result<usize>> {
+        tokio::net::TcpStream::peek(self, buf)
+    }
 }
 
 impl Peek for crate::sockets::TrackedStream {

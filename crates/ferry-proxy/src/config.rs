@@ -211,6 +211,10 @@ pub struct ProxyConfig {
     pub passive_health: PassiveHealthConfig,
     /// Limits and timeouts.
     pub limits: ProxyLimits,
+    /// TLS termination on `listen` (https, wss), with `ferry serve`'s `[tls]` options:
+    /// `cert` and `key` (reloaded when they change or on SIGHUP), or `self_signed` (made
+    /// into `./ferry-data/tls/`). Backends are still spoken to in plain HTTP. Default off.
+    pub tls: ferry_hub::config::TlsConfig,
 }
 
 impl Default for ProxyConfig {
@@ -225,6 +229,7 @@ impl Default for ProxyConfig {
             health_check: HealthCheckConfig::default(),
             passive_health: PassiveHealthConfig::default(),
             limits: ProxyLimits::default(),
+            tls: ferry_hub::config::TlsConfig::default(),
         }
     }
 }
@@ -317,6 +322,11 @@ impl ProxyConfig {
         }
         if self.limits.max_connections == 0 {
             return bad("limits.max_connections must be at least 1");
+        }
+        if self.tls.redirect_from.is_some() || self.tls.hsts_max_age_secs.is_some() {
+            return bad(
+                "tls.redirect_from and tls.hsts_max_age_secs are ferry serve's; the proxy passes its backends' headers through",
+            );
         }
         Ok(())
     }

@@ -109,8 +109,14 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
 
 /// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and RFC 7239
 /// `Forwarded` (appended). Each value is written once into a buffer that becomes the
-/// header's bytes (this runs on every request).
-fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&HeaderValue>) {
+/// header's bytes (this runs on every request). `https`: the client came over TLS.
+fn add_forwarding(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    host: Option<&HeaderValue>,
+    https: bool,
+) {
+    let proto = if https { "https" } else { "http" };
     use std::fmt::Write as _;
     let ip = peer.ip();
     // What came in, with ", " after it, to append to.
@@ -129,9 +135,9 @@ fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&Heade
     let _ = write!(xff, "{ip}");
     let mut forwarded = appended_to(&header::FORWARDED);
     let _ = if peer.is_ipv6() {
-        write!(forwarded, "for=\"[{ip}]\";proto=http")
+        write!(forwarded, "for=\"[{ip}]\";proto={proto}")
     } else {
-        write!(forwarded, "for={ip};proto=http")
+        write!(forwarded, "for={ip};proto={proto}")
     };
     if let Some(host) = host
         .and_then(|h| h.to_str().ok())
@@ -146,7 +152,7 @@ fn add_forwarding(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&Heade
     }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
+        HeaderValue::from_static(proto),
     );
     if let Some(host) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
@@ -259,7 +265,12 @@ pub async fn handle(
     });
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-    add_forwarding(&mut headers, peer, host.as_ref());
+    add_forwarding(
+        &mut headers,
+        peer,
+        host.as_ref(),
+        shared.config.tls.enabled(),
+    );
     if let Some(h) = host {
         headers.insert(header::HOST, h);
     }
@@ -350,7 +361,12 @@ async fn upgrade(
     let mut headers = req.headers().clone();
     let upgrade_to = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut headers);
-    add_forwarding(&mut headers, peer, host.as_ref());
+    add_forwarding(
+        &mut headers,
+        peer,
+        host.as_ref(),
+        shared.config.tls.enabled(),
+    );
     if let Some(u) = upgrade_to {
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -452,6 +468,7 @@ mod tests {
             &mut h,
             "[::1]:5000".parse().expect("addr"),
             Some(&HeaderValue::from_static("example.test")),
+            false,
         );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, ::1");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -463,10 +480,16 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
-        add_forwarding(&mut h, "127.0.0.1:5000".parse().expect("addr"), None);
+        add_forwarding(&mut h, "127.0.0.1:5000".parse().expect("addr"), None, false);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["forwarded"], "for=10.0.0.1, for=127.0.0.1;proto=http");
         assert!(!h.contains_key("x-forwarded-host"));
+
+        // Behind TLS termination the scheme the client used is https.
+        let mut h = HeaderMap::new();
+        add_forwarding(&mut h, "127.0.0.1:5000".parse().expect("addr"), None, true);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["forwarded"], "for=127.0.0.1;proto=https");
     }
 
     #[test]

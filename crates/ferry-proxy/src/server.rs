@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use ferry_hub::tls::Tls;
+use tokio_rustls::TlsAcceptor;
+
 use crate::config::ProxyConfig;
 use crate::forward::{self, Shared, Worker};
 use crate::{health, metrics};
@@ -32,7 +35,12 @@ pub struct Proxy {
     listeners: Vec<std::net::TcpListener>,
     admin: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
+    tls: Option<Tls>,
 }
+
+/// Where `tls.self_signed` puts its certificate pair: `ferry serve`'s default data
+/// directory, so that the proxy and a hub started here share one.
+const SELF_SIGNED_DATA_DIR: &str = "ferry-data";
 
 impl Proxy {
     /// Bind the listen (and admin) addresses of `config`, one listening socket per worker
@@ -43,6 +51,15 @@ impl Proxy {
         config
             .check()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        // TLS first: a certificate that does not load is a configuration error, reported
+        // before anything is bound. HTTP/2 is offered through ALPN, then HTTP/1.1.
+        let tls = Tls::from_options(
+            &config.tls,
+            std::path::Path::new(SELF_SIGNED_DATA_DIR),
+            config.listen,
+            &[b"h2", b"http/1.1"],
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let listeners = bind_shared(config.listen, workers.max(1))?;
         let admin = match config.admin_listen {
             Some(a) => {
@@ -56,6 +73,7 @@ impl Proxy {
             listeners,
             admin,
             shared: Arc::new(Shared::new(config)),
+            tls,
         })
     }
 
@@ -67,6 +85,11 @@ impl Proxy {
     /// The admin address (`/metrics`, `/status`), when configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// TLS termination, when configured: its certificate store (files, pin, reloads).
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// The shared state (backends and their counters).
@@ -81,6 +104,11 @@ impl Proxy {
         let stop = CancellationToken::new();
         let drain = CancellationToken::new();
         health::spawn_checks(&self.shared, &stop);
+        let acceptor = self.tls.as_ref().map(|tls| {
+            let every = Duration::from_millis(self.shared.config.tls.reload_interval_ms);
+            tokio::spawn(Arc::clone(tls.store()).watch(every, stop.clone()));
+            tls.acceptor().clone()
+        });
         if let Some(admin) = self.admin {
             let (shared, stop) = (Arc::clone(&self.shared), stop.clone());
             let admin = TcpListener::from_std(admin)?;
@@ -98,10 +126,11 @@ impl Proxy {
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no listener"))?;
         let mut others = Vec::new();
         for (n, listener) in listeners.enumerate() {
-            let (shared, permits, drain) = (
+            let (shared, permits, drain, acceptor) = (
                 Arc::clone(&self.shared),
                 Arc::clone(&permits),
                 drain.clone(),
+                acceptor.clone(),
             );
             let (done, finished) = tokio::sync::oneshot::channel();
             std::thread::Builder::new()
@@ -110,12 +139,20 @@ impl Proxy {
                     let result = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
-                        .and_then(|rt| rt.block_on(serve_worker(listener, shared, permits, drain)));
+                        .and_then(|rt| {
+                            rt.block_on(serve_worker(listener, shared, permits, drain, acceptor))
+                        });
                     let _ = done.send(result);
                 })?;
             others.push(finished);
         }
-        let first = serve_worker(first, Arc::clone(&self.shared), permits, drain.clone());
+        let first = serve_worker(
+            first,
+            Arc::clone(&self.shared),
+            permits,
+            drain.clone(),
+            acceptor,
+        );
         tokio::pin!(first, shutdown);
         let first_result = tokio::select! {
             () = &mut shutdown => {
@@ -190,12 +227,16 @@ fn listen(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpListen
 }
 
 /// One worker: accept on `listener` with a connection limit shared by all workers until
-/// `drain` is cancelled, then stop accepting and let in-flight requests finish.
+/// `drain` is cancelled, then stop accepting and let in-flight requests finish. With an
+/// `acceptor`, every connection is TLS: the handshake runs in the connection's own task
+/// (within `limits.header_read_timeout_ms`), and plain HTTP gets a 400 that says to use
+/// https, as on `ferry serve`.
 async fn serve_worker(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     drain: CancellationToken,
+    acceptor: Option<TlsAcceptor>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::from_std(listener)?;
     let worker = Arc::new(Worker::new(shared));
@@ -229,12 +270,26 @@ async fn serve_worker(
         let _ = stream.set_nodelay(true);
         let worker = Arc::clone(&worker);
         let service = service_fn(move |req| forward::handle(Arc::clone(&worker), req, peer));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let Some(acceptor) = &acceptor else {
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(permit);
+            });
+            continue;
+        };
+        let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
+        let handshake = Duration::from_millis(limits.header_read_timeout_ms);
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Some(tls) = ferry_hub::tls::accept(&acceptor, stream, handshake, peer).await {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                    .into_owned();
+                let _ = watcher.watch(conn).await;
+            }
             drop(permit);
         });
     }
