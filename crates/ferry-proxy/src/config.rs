@@ -363,6 +363,10 @@ mod tests {
         assert!(err.contains("'bad host:80' is not HOST:PORT"), "{err}");
         cfg.backends[0].address = "[::1]:8081".into();
         cfg.check().expect("an IPv6 backend is fine");
+        // The hub's TLS keys that mean nothing to a proxy are refused, not ignored.
+        cfg.tls.redirect_from = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let err = cfg.check().expect_err("refused").to_string();
+        assert!(err.contains("tls.redirect_from"), "{err}");
     }
 
     #[test]
@@ -375,10 +379,17 @@ mod tests {
             "listen = \"127.0.0.1:9\"\n[proxy]\npolicy = \"least_connections\"\n\
              hash_key = { kind = \"cookie\", name = \"sid\" }\n\
              [[proxy.backends]]\naddress = \"127.0.0.1:8081\"\nweight = 2\n\
-             [proxy.health_check]\ninterval_ms = 500\n",
+             [proxy.health_check]\ninterval_ms = 500\n\
+             [proxy.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n",
         )
         .expect("write");
         let cfg = ProxyConfig::load(Some(&file), serde_json::json!({"retries": 0})).expect("loads");
+        assert_eq!(
+            cfg.tls.cert.as_deref(),
+            Some(std::path::Path::new("cert.pem")),
+            "[proxy.tls] takes ferry serve's [tls] keys"
+        );
+        assert!(cfg.tls.enabled());
         assert_eq!(cfg.policy, Policy::LeastConnections);
         assert_eq!(cfg.hash_key, HashKey::Cookie("sid".into()));
         assert_eq!(cfg.backends[0].weight, 2);
