@@ -97,6 +97,28 @@ fn replace(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The next publication of `subscription`; 20 s is only a safety net.
+async fn next_publication(
+    subscription: &mut ferry_client::hub::Subscription,
+) -> ferry_proto::envelope::Publication {
+    tokio::time::timeout(Duration::from_secs(20), subscription.next_publication())
+        .await
+        .expect("a publication within 20 s")
+        .expect("the subscription is open")
+}
+
+/// curl over plain HTTP to the TLS `port` gets a 400 that says to use https, not a hang.
+async fn plain_http_is_told_to_use_https(port: u16) {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/health"));
+    let done = run_to_completion(curl, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(done.stdout.contains("use https://"), "{}", done.stdout);
+    assert!(done.stdout.ends_with("400"), "{}", done.stdout);
+}
+
 async fn start(ca: &Ca, envs: &[(&str, &str)]) -> FerryServer {
     let args = ca.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -185,11 +207,7 @@ async fn https_and_wss_work_with_a_private_ca_and_a_pin() {
     api.publish("chat:tls", &json!({"text": "over tls"}))
         .await
         .unwrap();
-    let publication =
-        tokio::time::timeout(Duration::from_secs(20), subscription.next_publication())
-            .await
-            .expect("a publication within 20 s")
-            .expect("the subscription is open");
+    let publication = next_publication(&mut subscription).await;
     assert_eq!(publication.data.to_json().get(), r#"{"text":"over tls"}"#);
 
     // curl, which nobody here wrote, with --cacert.
@@ -204,14 +222,7 @@ async fn https_and_wss_work_with_a_private_ca_and_a_pin() {
     assert_eq!(done.stdout.trim(), r#"{"status":"ok"}"#);
 
     // Plain HTTP to the TLS port: a 400 that says what to do, not a hang.
-    let plain = format!("http://127.0.0.1:{}/health", server.port);
-    let mut curl = Command::new("curl");
-    curl.args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", &plain]);
-    let done = run_to_completion(curl, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert!(done.stdout.contains("use https://"), "{}", done.stdout);
-    assert!(done.stdout.ends_with("400"), "{}", done.stdout);
+    plain_http_is_told_to_use_https(server.port).await;
 }
 
 #[tokio::test]
@@ -247,11 +258,7 @@ async fn a_replaced_certificate_reaches_new_connections_and_open_ones_stay() {
     )
     .unwrap();
     api.publish("chat:reload", &json!(1)).await.unwrap();
-    let publication =
-        tokio::time::timeout(Duration::from_secs(20), subscription.next_publication())
-            .await
-            .expect("a publication within 20 s")
-            .expect("the subscription is open");
+    let publication = next_publication(&mut subscription).await;
     assert_eq!(publication.data.to_json().get(), "1");
     assert_eq!(hub.state(), ConnectionState::Open);
     let changed = tokio::time::timeout(Duration::from_millis(1), states.next()).await;
@@ -463,11 +470,7 @@ async fn the_proxy_terminates_tls_with_the_hubs_options_for_https_and_wss() {
     api.publish("chat:proxied", &json!({"text": "through the proxy"}))
         .await
         .unwrap();
-    let publication =
-        tokio::time::timeout(Duration::from_secs(20), subscription.next_publication())
-            .await
-            .expect("a publication within 20 s")
-            .expect("the subscription is open");
+    let publication = next_publication(&mut subscription).await;
     assert_eq!(
         publication.data.to_json().get(),
         r#"{"text":"through the proxy"}"#
@@ -498,12 +501,5 @@ async fn the_proxy_terminates_tls_with_the_hubs_options_for_https_and_wss() {
     );
 
     // Plain HTTP to the proxy's TLS port: the same 400 as ferry serve's.
-    let mut curl = Command::new("curl");
-    curl.args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
-        .arg(format!("http://127.0.0.1:{port}/health"));
-    let done = run_to_completion(curl, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert!(done.stdout.contains("use https://"), "{}", done.stdout);
-    assert!(done.stdout.ends_with("400"), "{}", done.stdout);
+    plain_http_is_told_to_use_https(port.parse().unwrap()).await;
 }

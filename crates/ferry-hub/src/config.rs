@@ -158,7 +158,7 @@ impl Default for Config {
         namespaces.insert("chat".to_string(), NamespaceConfig::default());
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("ferry-data"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             api_key: None,
             jwt_secret: None,
             metrics_token: None,
@@ -478,6 +478,9 @@ impl Default for AnnounceConfig {
         }
     }
 }
+
+/// The data directory when none is configured, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "ferry-data";
 
 /// TLS on the listen address (SPEC S11): https and wss with rustls, TLS 1.2 and 1.3 only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,10 +37,6 @@ pub struct Proxy {
     tls: Option<Tls>,
 }
 
-/// Where `tls.self_signed` puts its certificate pair: `ferry serve`'s default data
-/// directory, so that the proxy and a hub started here share one.
-const SELF_SIGNED_DATA_DIR: &str = "ferry-data";
-
 impl Proxy {
     /// Bind the listen (and admin) addresses of `config`, one listening socket per worker
     /// (at least one).
@@ -54,7 +50,9 @@ impl Proxy {
         // before anything is bound. HTTP/2 is offered through ALPN, then HTTP/1.1.
         let tls = Tls::from_options(
             &config.tls,
-            std::path::Path::new(SELF_SIGNED_DATA_DIR),
+            // `tls.self_signed` goes into `ferry serve`'s default data directory, so that
+            // the proxy and a hub started here share one pair.
+            std::path::Path::new(ferry_hub::config::DEFAULT_DATA_DIR),
             config.listen,
             &[b"h2", b"http/1.1"],
         )
