@@ -1,5 +1,9 @@
 //! Kept-alive HTTP/1.1 connections to the backends, one pool per worker thread.
 //!
+//! Two kinds: [`RawPool`] holds plain sockets for the fast path ([`crate::h1`]), which
+//! writes and reads HTTP/1.1 itself; [`BackendClient`] holds hyper connections for
+//! everything else (HTTP/2 clients, upgrades, unusual requests).
+//!
 //! Each worker owns a [`BackendClient`]: a request checks an idle connection out of it
 //! (or opens one), and the response body gives it back when it ends ([`Lease`]). Nothing
 //! here is shared between threads, so the lock is never contended and no task is spawned
@@ -9,11 +13,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
+use tokio::net::TcpStream;
 
 use crate::balancer::Backend;
 use crate::config::ProxyConfig;
@@ -160,32 +166,113 @@ impl BackendClient {
     }
 
     async fn connect(&self, backend: &Backend) -> Result<SendRequest<Body>, SendError> {
-        let open = async {
-            let stream = tokio::net::TcpStream::connect(backend.address.as_str()).await?;
-            let _ = stream.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(std::io::Error::other)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "backend connection ended");
-                }
-            });
-            Ok::<_, std::io::Error>(sender)
-        };
-        match tokio::time::timeout(self.connect_timeout, open).await {
-            Ok(Ok(sender)) => Ok(sender),
-            Ok(Err(e)) => Err(SendError::Connect(e)),
-            Err(_) => Err(SendError::Connect(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connect timed out",
-            ))),
-        }
+        let stream = open(&backend.address, self.connect_timeout)
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Http)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "backend connection ended");
+            }
+        });
+        Ok(sender)
     }
 
     #[cfg(test)]
     fn idle_count(&self, backend: usize) -> usize {
         self.idle.lock().get(backend).map_or(0, Vec::len)
+    }
+}
+
+/// A TCP connection to `address` (no Nagle delay) within `timeout`.
+///
+/// Errors: refused, unreachable, or `TimedOut` after `timeout`.
+pub async fn open(address: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timed out",
+        )),
+    }
+}
+
+/// A backend connection of the fast path, with what was read from it and not yet used.
+pub struct RawConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read from the backend; empty whenever the connection is idle in the pool.
+    pub buf: BytesMut,
+    since: Instant,
+}
+
+impl RawConn {
+    /// A fresh connection.
+    pub fn new(stream: TcpStream) -> RawConn {
+        RawConn {
+            stream,
+            buf: BytesMut::with_capacity(RAW_BUFFER),
+            since: Instant::now(),
+        }
+    }
+}
+
+/// What a fast-path backend connection reads at a time.
+pub const RAW_BUFFER: usize = 16 * 1024;
+
+/// One worker's idle fast-path connections to the backends.
+pub struct RawPool {
+    /// Idle connections by backend index, the most recently used last.
+    idle: Mutex<Vec<Vec<RawConn>>>,
+}
+
+impl RawPool {
+    /// An empty pool for the backends of `config`.
+    pub fn new(config: &ProxyConfig) -> RawPool {
+        RawPool {
+            idle: Mutex::new(config.backends.iter().map(|_| Vec::new()).collect()),
+        }
+    }
+
+    /// The most recently used idle connection to `backend` that is still open, dropping
+    /// stale ones and those the backend closed (or wrote to unasked) while idle.
+    pub fn checkout(&self, backend: usize) -> Option<RawConn> {
+        let mut idle = self.idle.lock();
+        let list = idle.get_mut(backend)?;
+        let now = Instant::now();
+        while let Some(conn) = list.pop() {
+            if now.duration_since(conn.since) >= IDLE_TIMEOUT {
+                continue;
+            }
+            // Costs no system call unless the reactor saw the socket become readable,
+            // which an idle keep-alive connection only does when it is closed.
+            let mut probe = [0u8; 1];
+            match conn.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
+                _ => continue,
+            }
+        }
+        None
+    }
+
+    /// Give `conn` back after a complete exchange (its buffer must be empty).
+    pub fn give_back(&self, backend: usize, mut conn: RawConn) {
+        if !conn.buf.is_empty() {
+            return;
+        }
+        conn.since = Instant::now();
+        let mut idle = self.idle.lock();
+        if let Some(list) = idle.get_mut(backend)
+            && list.len() < MAX_IDLE
+        {
+            list.push(conn);
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::balancer::{InFlight, Pool};
-use crate::client::{BackendClient, Lease};
+use crate::client::{BackendClient, Lease, RawPool};
 use crate::config::{HashKey, Policy, ProxyConfig};
 
 /// The body type of everything the proxy sends and answers.
@@ -55,13 +55,20 @@ pub struct Worker {
     /// What every worker shares.
     pub shared: Arc<Shared>,
     client: Arc<BackendClient>,
+    /// The fast path's idle backend sockets ([`crate::h1`]).
+    pub(crate) raw: RawPool,
 }
 
 impl Worker {
     /// A worker of `shared` with a pool of backend connections of its own.
     pub fn new(shared: Arc<Shared>) -> Worker {
         let client = Arc::new(BackendClient::new(&shared.config));
-        Worker { shared, client }
+        let raw = RawPool::new(&shared.config);
+        Worker {
+            shared,
+            client,
+            raw,
+        }
     }
 }
 
@@ -78,14 +85,51 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is a hop-by-hop header by itself (not counting those named in
+/// `Connection`).
+pub(crate) fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().eq_ignore_ascii_case(name))
+        || name.eq_ignore_ascii_case("proxy-connection")
+}
+
+/// Header values by name: hyper's map, or the fast path's parsed head ([`crate::h1`]).
+pub(crate) trait HeaderSource {
+    /// Every value of the header `name` (case-insensitive), in order.
+    fn field_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
+}
+
+impl HeaderSource for HeaderMap {
+    fn field_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name).iter().map(HeaderValue::as_bytes)
+    }
+}
+
+impl HeaderSource for [httparse::Header<'_>] {
+    fn field_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// The comma-separated tokens of every `Connection` header, trimmed.
+pub(crate) fn connection_tokens<'a>(
+    headers: &'a (impl HeaderSource + ?Sized),
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .field_values("connection")
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in `Connection` are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -96,81 +140,112 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
-/// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and RFC 7239
-/// `Forwarded` (appended). Each value is written once into a buffer that becomes the
-/// header's bytes (this runs on every request). `https`: the client came over TLS.
+/// `http` or `https`: the scheme the client used.
+pub(crate) fn scheme(https: bool) -> &'static str {
+    if https { "https" } else { "http" }
+}
+
+/// A header value as it came in, with ", " after it, for a proxy to append to: nothing
+/// when absent, blank or not visible ASCII.
+fn append_to(out: &mut Vec<u8>, came_in: Option<&[u8]>) {
+    if let Some(v) = came_in
+        && v.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+        && !v.trim_ascii().is_empty()
+    {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
+    }
+}
+
+/// Appends the value of `X-Forwarded-For` to `out`: what came in, then the client's address.
+pub(crate) fn forwarded_for(out: &mut Vec<u8>, peer: SocketAddr, came_in: Option<&[u8]>) {
+    use std::io::Write as _;
+    append_to(out, came_in);
+    let _ = write!(out, "{}", peer.ip());
+}
+
+/// Appends the value of RFC 7239 `Forwarded` to `out`: what came in, then this hop's
+/// `for`, `proto` and (when it is a plain token) `host`.
+pub(crate) fn forwarded(
+    out: &mut Vec<u8>,
+    peer: SocketAddr,
+    came_in: Option<&[u8]>,
+    host: Option<&[u8]>,
+    https: bool,
+) {
+    use std::io::Write as _;
+    append_to(out, came_in);
+    let (ip, proto) = (peer.ip(), scheme(https));
+    let _ = if peer.is_ipv6() {
+        write!(out, "for=\"[{ip}]\";proto={proto}")
+    } else {
+        write!(out, "for={ip};proto={proto}")
+    };
+    if let Some(host) = host.filter(|h| h.iter().all(|&b| b.is_ascii_graphic() && b != b'"')) {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host);
+        out.push(b'"');
+    }
+}
+
+/// The headers a proxy adds and replaces: `X-Forwarded-For` and RFC 7239 `Forwarded`
+/// (appended to), `X-Forwarded-Proto`, `X-Forwarded-Host`. `https`: the client came over
+/// TLS.
+pub(crate) const FORWARDING: [&str; 4] = [
+    "x-forwarded-for",
+    "forwarded",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// Sets the [`FORWARDING`] headers. Each value is written once into a buffer that becomes
+/// the header's bytes (this runs on every request).
 fn add_forwarding(
     headers: &mut HeaderMap,
     peer: SocketAddr,
     host: Option<&HeaderValue>,
     https: bool,
 ) {
-    let proto = if https { "https" } else { "http" };
-    use std::fmt::Write as _;
-    let ip = peer.ip();
-    // What came in, with ", " after it, to append to.
-    let appended_to = |name: &HeaderName| {
-        let mut value = String::with_capacity(64);
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
-            && !v.trim().is_empty()
-        {
-            value.push_str(v);
-            value.push_str(", ");
-        }
-        value
-    };
-    let xff_name = HeaderName::from_static("x-forwarded-for");
-    let mut xff = appended_to(&xff_name);
-    let _ = write!(xff, "{ip}");
-    let mut forwarded = appended_to(&header::FORWARDED);
-    let _ = if peer.is_ipv6() {
-        write!(forwarded, "for=\"[{ip}]\";proto={proto}")
-    } else {
-        write!(forwarded, "for={ip};proto={proto}")
-    };
-    if let Some(host) = host
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
-    {
-        let _ = write!(forwarded, ";host=\"{host}\"");
-    }
-    for (name, value) in [(xff_name, xff), (header::FORWARDED, forwarded)] {
+    let mut xff = Vec::with_capacity(64);
+    forwarded_for(&mut xff, peer, headers.field_values(FORWARDING[0]).next());
+    let mut fwd = Vec::with_capacity(64);
+    forwarded(
+        &mut fwd,
+        peer,
+        headers.field_values(FORWARDING[1]).next(),
+        host.map(HeaderValue::as_bytes),
+        https,
+    );
+    for (name, value) in [(FORWARDING[0], xff), (FORWARDING[1], fwd)] {
         if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
-            headers.insert(name, v);
+            headers.insert(HeaderName::from_static(name), v);
         }
     }
     headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
+        HeaderName::from_static(FORWARDING[2]),
+        HeaderValue::from_static(scheme(https)),
     );
     if let Some(host) = host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        headers.insert(HeaderName::from_static(FORWARDING[3]), host.clone());
     }
 }
 
-fn hash_key<B>(key: &HashKey, req: &Request<B>, peer: SocketAddr) -> Vec<u8> {
+/// The key consistent hashing places a request by: the configured header or cookie, else
+/// the client's IP address.
+pub(crate) fn hash_key(
+    key: &HashKey,
+    headers: &(impl HeaderSource + ?Sized),
+    peer: SocketAddr,
+) -> Vec<u8> {
     let from_request = match key {
         HashKey::ClientIp => None,
-        HashKey::Header(name) => req
-            .headers()
-            .get(name.as_str())
-            .map(|v| v.as_bytes().to_vec()),
-        HashKey::Cookie(name) => req
-            .headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+        HashKey::Header(name) => headers.field_values(name).next().map(<[u8]>::to_vec),
+        HashKey::Cookie(name) => headers
+            .field_values("cookie")
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| k == name)
@@ -245,7 +320,7 @@ pub async fn handle(
     let shared = &*worker.shared;
     // Only consistent hashing reads the key: the other policies skip building it.
     let key = match shared.config.policy {
-        Policy::ConsistentHash => hash_key(&shared.config.hash_key, &req, peer),
+        Policy::ConsistentHash => hash_key(&shared.config.hash_key, req.headers(), peer),
         _ => Vec::new(),
     };
     if is_upgrade(&req) {

@@ -6,6 +6,8 @@
 //!   round-robin, least connections, rendezvous hashing on a key).
 //! - [`client`]: each worker's pool of kept-alive backend connections.
 //! - [`health`]: active checks. Passive ejection lives in [`balancer::Backend`].
+//! - [`h1`]: the HTTP/1.1 fast path: plain requests parsed in place and forwarded on
+//!   pooled sockets; everything else is handed to hyper.
 //! - [`forward`]: one request to one backend: forwarding headers, retries, WebSocket
 //!   upgrades, bodies streamed frame by frame (SSE is never buffered).
 //! - [`server`]: accept loop with a connection limit, graceful drain, admin endpoints.
@@ -16,6 +18,7 @@ pub mod balancer;
 pub mod client;
 pub mod config;
 pub mod forward;
+pub mod h1;
 pub mod health;
 pub mod metrics;
 pub mod server;

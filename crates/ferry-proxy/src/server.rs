@@ -13,7 +13,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ProxyConfig;
 use crate::forward::{self, Shared, Worker};
-use crate::{health, metrics};
+use crate::{h1, health, metrics};
 
 /// A bound proxy, ready to [`run`](Proxy::run).
 ///
@@ -243,6 +244,7 @@ async fn serve_worker(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
@@ -265,27 +267,26 @@ async fn serve_worker(
             },
         };
         let _ = stream.set_nodelay(true);
-        let worker = Arc::clone(&worker);
-        let service = service_fn(move |req| forward::handle(Arc::clone(&worker), req, peer));
+        let connection = Connection {
+            worker: Arc::clone(&worker),
+            peer,
+            drain: drain.clone(),
+            builder: Arc::clone(&builder),
+            // Held for the connection's life, so that the drain waits for it.
+            watcher: graceful.watcher(),
+        };
         let Some(acceptor) = &acceptor else {
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
             tokio::spawn(async move {
-                let _ = conn.await;
+                connection.serve(stream).await;
                 drop(permit);
             });
             continue;
         };
-        let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
+        let acceptor = acceptor.clone();
         let handshake = Duration::from_millis(limits.header_read_timeout_ms);
         tokio::spawn(async move {
             if let Some(tls) = ferry_hub::tls::accept(&acceptor, stream, handshake, peer).await {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                    .into_owned();
-                let _ = watcher.watch(conn).await;
+                connection.serve(tls).await;
             }
             drop(permit);
         });
@@ -299,6 +300,40 @@ async fn serve_worker(
         tracing::warn!("drain timeout passed; closing the remaining connections");
     }
     Ok(())
+}
+
+/// One accepted client connection and what serving it needs.
+struct Connection {
+    worker: Arc<Worker>,
+    peer: SocketAddr,
+    drain: CancellationToken,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+}
+
+impl Connection {
+    /// Serve `io` on the HTTP/1.1 fast path; when a request needs more (HTTP/2, an
+    /// upgrade, ...), hyper serves the rest of the connection.
+    async fn serve<S>(self, io: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            worker,
+            peer,
+            drain,
+            builder,
+            watcher,
+        } = self;
+        let h1::Served::HandOff(io) = h1::serve(io, &worker, peer, &drain).await else {
+            return;
+        };
+        let service = service_fn(move |req| forward::handle(Arc::clone(&worker), req, peer));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let _ = watcher.watch(conn).await;
+    }
 }
 
 async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {

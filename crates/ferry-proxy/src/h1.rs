@@ -1,0 +1,824 @@
+//! The HTTP/1.1 fast path: plain HTTP/1.1 requests forwarded by the proxy itself.
+//!
+//! Most traffic through a reverse proxy is HTTP/1.1 requests with a `Host`, an origin-form
+//! target and a body of known framing. For those, one task per client connection parses
+//! the head in place (`httparse`, hyper's own parser), writes the backend's head straight
+//! into a buffer (hop-by-hop headers dropped, forwarding headers added), sends it on a
+//! pooled backend socket, and passes the answer back with its body streamed unchanged
+//! (length-delimited, chunked, or until close). Nothing is copied into header maps, no
+//! task or channel stands between the two sockets: as in nginx, each request costs the
+//! system calls it needs and little else.
+//!
+//! Anything else is handed to hyper ([`Served::HandOff`]) with the bytes already read put
+//! back in front ([`Rewind`]): HTTP/2 (prior knowledge or ALPN `h2`), HTTP/1.0, upgrades
+//! (WebSocket), `Expect`, a missing or repeated `Host`, an absolute-form target, a
+//! transfer coding other than `chunked`, conflicting lengths, a head that does not parse
+//! or is larger than [`MAX_HEAD`]. hyper then serves the rest of that connection exactly
+//! as it serves every connection of a proxy without this path, errors included. A hand-off
+//! happens only between requests, before anything of the request was forwarded.
+
+mod chunked;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+pub use chunked::{ChunkedEnd, Malformed};
+
+use crate::balancer::Backend;
+use crate::client::{self, RAW_BUFFER, RawConn};
+use crate::config::Policy;
+use crate::forward::{self, FORWARDING, Worker};
+
+/// Header fields in one head; a request with more goes to hyper, a response with more is
+/// a 502.
+const MAX_HEADERS: usize = 100;
+/// Bytes in one head (request line or status line and header fields).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Interim (1xx) answers passed on before a final one; a backend sending more is a 502.
+const MAX_INTERIM: usize = 8;
+
+/// What the fast path did with a client connection.
+pub enum Served<S> {
+    /// The connection ended: either side closed it, it sat idle past the header timeout,
+    /// a request or answer was broken, or the proxy is draining.
+    Closed,
+    /// A request the fast path does not forward itself: the connection, with the bytes
+    /// already read from it in front, for hyper to serve from there on.
+    HandOff(Rewind<S>),
+}
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the backend closes (answers only).
+    UntilClose,
+}
+
+/// A request the fast path forwards, with its head for the backend already written.
+struct Plan {
+    /// Bytes of the client's head, to skip in the connection's buffer.
+    head_len: usize,
+    body: Framing,
+    /// Idempotent, without a body: may go to another backend when one fails.
+    retryable: bool,
+    /// The client did not ask to close the connection after this request.
+    keep_alive: bool,
+    /// `HEAD`: the answer has no body whatever its headers say.
+    head_only: bool,
+    /// Consistent hashing's key (empty under other policies).
+    key: Vec<u8>,
+}
+
+enum Parsed {
+    Request(Plan),
+    Partial,
+    /// Not for the fast path (see the module's documentation).
+    Other,
+}
+
+/// Serve HTTP/1.1 requests on `io` until the connection ends or a request needs hyper.
+pub async fn serve<S>(
+    mut io: S,
+    worker: &Worker,
+    peer: SocketAddr,
+    drain: &CancellationToken,
+) -> Served<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let idle = Duration::from_millis(worker.shared.config.limits.header_read_timeout_ms);
+    let mut buf = BytesMut::new();
+    // The backend's head, then the client's: kept across requests, so written without
+    // allocating once the connection is warm.
+    let mut head = Vec::new();
+    let mut answer = Vec::new();
+    loop {
+        // A whole head within the header timeout; the wait between requests counts.
+        let deadline = tokio::time::Instant::now() + idle;
+        let plan = loop {
+            if !buf.is_empty() {
+                match plan(&buf, &mut head, peer, worker) {
+                    Parsed::Request(plan) => break Some(plan),
+                    Parsed::Partial if buf.len() < MAX_HEAD => {}
+                    _ => return Served::HandOff(Rewind::new(io, buf.freeze())),
+                }
+            }
+            buf.reserve(4096);
+            let read = if buf.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = drain.cancelled() => break None,
+                    r = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)) => r,
+                }
+            } else {
+                tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed, failed, or silent past the timeout.
+                _ => break None,
+            }
+        };
+        let Some(plan) = plan else { break };
+        buf.advance(plan.head_len);
+        let exchange = Exchange {
+            worker,
+            plan: &plan,
+            head: &head,
+            drain,
+            idle,
+        };
+        if !exchange.run(&mut io, &mut buf, &mut answer).await {
+            break;
+        }
+    }
+    // A TLS client gets its close_notify; a plain socket is just closed.
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+    Served::Closed
+}
+
+/// Parse the request head at the start of `buf` and write the backend's head into `out`.
+fn plan(buf: &[u8], out: &mut Vec<u8>, peer: SocketAddr, worker: &Worker) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Other;
+    };
+    if !target.starts_with('/') {
+        return Parsed::Other;
+    }
+    let headers: &[httparse::Header<'_>] = req.headers;
+    let mut length = None;
+    let mut chunked = false;
+    let mut host = None;
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            match parse_length(h.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return Parsed::Other,
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Parsed::Other;
+            }
+            chunked = true;
+        } else if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Parsed::Other;
+            }
+            host = Some(h.value);
+        } else if name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("expect") {
+            return Parsed::Other;
+        }
+    }
+    let Some(host) = host else {
+        return Parsed::Other;
+    };
+    let body = match (chunked, length) {
+        (true, Some(_)) => return Parsed::Other,
+        (true, None) => Framing::Chunked,
+        (false, None | Some(0)) => Framing::Empty,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    let shared = &*worker.shared;
+    let https = shared.config.tls.enabled();
+    let named =
+        |name: &str| forward::connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name));
+
+    out.clear();
+    for part in [method.as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\n"] {
+        out.extend_from_slice(part);
+    }
+    for h in headers {
+        if forward::is_hop_by_hop(h.name)
+            || FORWARDING.iter().any(|f| f.eq_ignore_ascii_case(h.name))
+            || named(h.name)
+        {
+            continue;
+        }
+        for part in [h.name.as_bytes(), b": ", h.value, b"\r\n"] {
+            out.extend_from_slice(part);
+        }
+    }
+    let came_in = |name: &str| headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
+    out.extend_from_slice(b"x-forwarded-for: ");
+    forward::forwarded_for(out, peer, came_in(FORWARDING[0]).map(|h| h.value));
+    out.extend_from_slice(b"\r\nforwarded: ");
+    forward::forwarded(
+        out,
+        peer,
+        came_in(FORWARDING[1]).map(|h| h.value),
+        Some(host),
+        https,
+    );
+    for part in [
+        b"\r\nx-forwarded-proto: ".as_slice(),
+        forward::scheme(https).as_bytes(),
+        b"\r\nx-forwarded-host: ",
+        host,
+        b"\r\n",
+    ] {
+        out.extend_from_slice(part);
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    let key = match shared.config.policy {
+        Policy::ConsistentHash => forward::hash_key(&shared.config.hash_key, headers, peer),
+        _ => Vec::new(),
+    };
+    Parsed::Request(Plan {
+        head_len,
+        body,
+        retryable: body == Framing::Empty
+            && matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE" | "TRACE"),
+        keep_alive: !named("close"),
+        head_only: method == "HEAD",
+        key,
+    })
+}
+
+/// A `Content-Length` value: digits only (at most 19, so it fits), blanks around them.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Why an attempt at one backend gave no answer to pass on.
+enum Failure {
+    /// The client side broke (closed, silent, a malformed body): close without an answer.
+    Client,
+    /// The backend did not answer: a 502 or 504 unless another backend may be tried.
+    /// `stale`: a reused connection closed before answering anything, so it may be tried
+    /// again on a new connection.
+    Backend {
+        status: StatusCode,
+        why: &'static str,
+        stale: bool,
+    },
+}
+
+impl Failure {
+    fn backend(status: StatusCode, why: &'static str) -> Failure {
+        Failure::Backend {
+            status,
+            why,
+            stale: false,
+        }
+    }
+}
+
+/// A backend's answer head, parsed; the client's version of it is in the answer buffer.
+struct Answer {
+    /// Bytes of the backend's head in its connection's buffer.
+    head_len: usize,
+    status: u16,
+    body: Framing,
+    /// The backend keeps the connection open after this answer.
+    reusable: bool,
+}
+
+/// One request's way through the proxy.
+struct Exchange<'a> {
+    worker: &'a Worker,
+    plan: &'a Plan,
+    /// The head for the backend.
+    head: &'a [u8],
+    drain: &'a CancellationToken,
+    /// How long a client may stay silent in the middle of a request body.
+    idle: Duration,
+}
+
+impl Exchange<'_> {
+    /// Forward the request (its head is `self.head`; its body follows in `buf` and on
+    /// `io`) and pass the answer back into `io`. Returns whether the client connection
+    /// may carry another request.
+    async fn run<S>(&self, io: &mut S, buf: &mut BytesMut, out: &mut Vec<u8>) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let shared = &*self.worker.shared;
+        let passive = &shared.config.passive_health;
+        let mut tried = Vec::new();
+        loop {
+            let Some(claim) = shared.pool.pick(&self.plan.key, &tried, Instant::now()) else {
+                let (status, why) = if tried.is_empty() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "no healthy backend")
+                } else {
+                    (StatusCode::BAD_GATEWAY, "no backend answered")
+                };
+                return self.proxy_error(io, out, status, why).await;
+            };
+            let backend = Arc::clone(claim.backend());
+            tried.push(backend.index);
+            let started = Instant::now();
+            let (mut conn, answer) = match self.attempt(io, buf, out, &backend).await {
+                Ok(ok) => ok,
+                Err(Failure::Client) => return false,
+                Err(Failure::Backend { status, why, .. }) => {
+                    tracing::debug!(backend = %backend.address, why, "backend failed");
+                    if backend.record_failure(passive, Instant::now()) {
+                        tracing::warn!(backend = %backend.address, "ejected after repeated failures");
+                    }
+                    if self.plan.retryable && tried.len() <= shared.config.retries as usize {
+                        continue;
+                    }
+                    return self.proxy_error(io, out, status, why).await;
+                }
+            };
+            backend.record_latency(started.elapsed());
+            if (502..=504).contains(&answer.status) {
+                backend.record_failure(passive, Instant::now());
+            }
+            let keep_client = self.plan.keep_alive
+                && answer.body != Framing::UntilClose
+                && !self.drain.is_cancelled();
+            let passed = self.pass_answer(io, buf, &mut conn, out, &answer).await;
+            if passed && answer.reusable {
+                self.worker.raw.give_back(backend.index, conn);
+            }
+            // The backend's in-flight claim ends with the answer's body.
+            drop(claim);
+            return passed && keep_client;
+        }
+    }
+
+    /// One backend: a connection (an idle one, else a new one; a reused one that turns
+    /// out closed is replaced once for a retryable request), the request, the answer's
+    /// head. Interim (1xx) answers are passed on to the client on the way.
+    async fn attempt<S>(
+        &self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        out: &mut Vec<u8>,
+        backend: &Backend,
+    ) -> Result<(RawConn, Answer), Failure>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let limits = &self.worker.shared.config.limits;
+        let mut reuse = true;
+        loop {
+            let pooled = if reuse {
+                self.worker.raw.checkout(backend.index)
+            } else {
+                None
+            };
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => {
+                    let timeout = Duration::from_millis(limits.connect_timeout_ms);
+                    match client::open(&backend.address, timeout).await {
+                        Ok(stream) => RawConn::new(stream),
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            return Err(Failure::backend(
+                                StatusCode::GATEWAY_TIMEOUT,
+                                "backend did not answer in time",
+                            ));
+                        }
+                        Err(_) => {
+                            return Err(Failure::backend(
+                                StatusCode::BAD_GATEWAY,
+                                "backend failed",
+                            ));
+                        }
+                    }
+                }
+            };
+            self.send_request(io, buf, out, &mut conn).await?;
+            match self.read_answer(io, buf, &mut conn, out).await {
+                Ok(answer) => return Ok((conn, answer)),
+                Err(Failure::Backend { stale: true, .. })
+                    if reused && self.plan.body == Framing::Empty =>
+                {
+                    // The backend closed this idle connection as the request left: nothing
+                    // reached it, so a new connection may carry the request.
+                    reuse = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Write the head and the body (from `buf`, then from `io`) to the backend.
+    async fn send_request<S>(
+        &self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        scratch: &mut Vec<u8>,
+        conn: &mut RawConn,
+    ) -> Result<(), Failure>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let backend_failed = |_| Failure::backend(StatusCode::BAD_GATEWAY, "backend failed");
+        let mut body = match self.plan.body {
+            Framing::Empty | Framing::UntilClose => {
+                return conn
+                    .stream
+                    .write_all(self.head)
+                    .await
+                    .map_err(backend_failed);
+            }
+            Framing::Length(n) => Body::Length(n),
+            Framing::Chunked => Body::Chunked(ChunkedEnd::new()),
+        };
+        // The head and the body's first bytes in one write.
+        scratch.clear();
+        scratch.extend_from_slice(self.head);
+        loop {
+            let take = body.take(buf).map_err(|_| Failure::Client)?;
+            scratch.extend_from_slice(&buf[..take]);
+            buf.advance(take);
+            if !scratch.is_empty() {
+                conn.stream
+                    .write_all(scratch)
+                    .await
+                    .map_err(backend_failed)?;
+                scratch.clear();
+            }
+            if body.is_done() {
+                return Ok(());
+            }
+            buf.reserve(RAW_BUFFER);
+            match tokio::time::timeout(self.idle, io.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Err(Failure::Client),
+            }
+        }
+    }
+
+    /// Read the backend's answer head (within `limits.response_timeout_ms`) and write the
+    /// client's version of it into `out`.
+    async fn read_answer<S>(
+        &self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        conn: &mut RawConn,
+        out: &mut Vec<u8>,
+    ) -> Result<Answer, Failure>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let limits = &self.worker.shared.config.limits;
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(limits.response_timeout_ms);
+        let invalid =
+            || Failure::backend(StatusCode::BAD_GATEWAY, "backend sent an invalid answer");
+        let mut interim = 0;
+        loop {
+            if !conn.buf.is_empty() {
+                match self.parse_answer(&conn.buf, out) {
+                    Ok(Some(answer)) if (100..200).contains(&answer.status) => {
+                        // 101 was never asked for; 100 and 103 are passed on.
+                        if answer.status == 101 || interim == MAX_INTERIM {
+                            return Err(invalid());
+                        }
+                        interim += 1;
+                        write_all(io, out).await.map_err(|_| Failure::Client)?;
+                        conn.buf.advance(answer.head_len);
+                        continue;
+                    }
+                    Ok(Some(answer)) => return Ok(answer),
+                    Ok(None) if conn.buf.len() < MAX_HEAD => {}
+                    _ => return Err(invalid()),
+                }
+            }
+            match tokio::time::timeout_at(deadline, read_backend(io, buf, conn)).await {
+                Ok(Ok(Ok(n))) if n > 0 => {}
+                Ok(Err(ClientGone)) => return Err(Failure::Client),
+                Ok(Ok(_)) if conn.buf.is_empty() && interim == 0 => {
+                    return Err(Failure::Backend {
+                        status: StatusCode::BAD_GATEWAY,
+                        why: "backend closed the connection without answering",
+                        stale: true,
+                    });
+                }
+                Ok(Ok(_)) => return Err(invalid()),
+                Err(_) => {
+                    return Err(Failure::backend(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "backend did not answer in time",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Parse an answer head at the start of `buf`: `None` while incomplete. Writes the
+    /// client's head into `out`: the status line, the backend's fields without hop-by-hop
+    /// ones (a transfer coding is kept: the body passes unchanged), and `connection: close`
+    /// when the client connection ends after this answer.
+    fn parse_answer(&self, buf: &[u8], out: &mut Vec<u8>) -> Result<Option<Answer>, ()> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut fields);
+        let head_len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(()),
+        };
+        let (Some(version), Some(status)) = (resp.version, resp.code) else {
+            return Err(());
+        };
+        let headers: &[httparse::Header<'_>] = resp.headers;
+        let mut length = None;
+        let mut coding = None;
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                match parse_length(h.value) {
+                    Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                    _ => return Err(()),
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                // The last coding of the last field decides (RFC 9112 §6.3).
+                coding = Some(h.value);
+            }
+        }
+        let chunked_last = |v: &[u8]| {
+            v.rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        };
+        let body = if self.plan.head_only || status < 200 || status == 204 || status == 304 {
+            Framing::Empty
+        } else {
+            match (coding, length) {
+                (Some(c), _) if chunked_last(c) => Framing::Chunked,
+                (Some(_), _) | (None, None) => Framing::UntilClose,
+                (None, Some(n)) => Framing::Length(n),
+            }
+        };
+        let named =
+            |name: &str| forward::connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name));
+        let reusable = version == 1 && !named("close") && body != Framing::UntilClose;
+        let close =
+            !self.plan.keep_alive || body == Framing::UntilClose || self.drain.is_cancelled();
+
+        out.clear();
+        let _ = write!(out, "HTTP/1.1 {status} ");
+        out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for h in headers {
+            let coding_field = h.name.eq_ignore_ascii_case("transfer-encoding");
+            let skip = if coding_field {
+                status < 200
+            } else {
+                forward::is_hop_by_hop(h.name)
+                    || named(h.name)
+                    || (coding.is_some() && h.name.eq_ignore_ascii_case("content-length"))
+            };
+            if skip {
+                continue;
+            }
+            for part in [h.name.as_bytes(), b": ", h.value, b"\r\n"] {
+                out.extend_from_slice(part);
+            }
+        }
+        if close && status >= 200 {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(Some(Answer {
+            head_len,
+            status,
+            body,
+            reusable,
+        }))
+    }
+
+    /// Write the answer's head (in `out`) and its body, streamed as it arrives, to the
+    /// client. Returns whether all of it went out and the backend connection is at the
+    /// end of the answer.
+    async fn pass_answer<S>(
+        &self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        conn: &mut RawConn,
+        out: &mut Vec<u8>,
+        answer: &Answer,
+    ) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        conn.buf.advance(answer.head_len);
+        let mut body = match answer.body {
+            Framing::Empty => Body::Length(0),
+            Framing::Length(n) => Body::Length(n),
+            Framing::Chunked => Body::Chunked(ChunkedEnd::new()),
+            Framing::UntilClose => Body::UntilClose,
+        };
+        // The head and the body's first bytes in one write.
+        loop {
+            let Ok(take) = body.take(&conn.buf) else {
+                tracing::debug!("backend sent a malformed chunked body");
+                return false;
+            };
+            out.extend_from_slice(&conn.buf[..take]);
+            conn.buf.advance(take);
+            if !out.is_empty() {
+                if write_all(io, out).await.is_err() {
+                    return false;
+                }
+                out.clear();
+            }
+            if body.is_done() {
+                // Bytes after the answer's end were never asked for: the connection is
+                // not reused (the pool drops a connection with a non-empty buffer).
+                return true;
+            }
+            match read_backend(io, buf, conn).await {
+                Ok(Ok(n)) if n > 0 => {}
+                // The end of an answer delimited by the close (all of it went out), else
+                // a cut answer.
+                _ => return matches!(body, Body::UntilClose),
+            }
+        }
+    }
+
+    /// An answer from the proxy itself: 502, 503 or 504 with a line of text.
+    async fn proxy_error<S>(
+        &self,
+        io: &mut S,
+        out: &mut Vec<u8>,
+        status: StatusCode,
+        why: &str,
+    ) -> bool
+    where
+        S: AsyncWrite + Unpin,
+    {
+        self.worker
+            .shared
+            .proxy_errors
+            .fetch_add(1, Ordering::Relaxed);
+        // A body left half-read in the connection ends it.
+        let keep =
+            self.plan.keep_alive && self.plan.body == Framing::Empty && !self.drain.is_cancelled();
+        out.clear();
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}\r\n{why}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            why.len() + 1,
+            if keep { "" } else { "connection: close\r\n" },
+        );
+        write_all(io, out).await.is_ok() && keep
+    }
+}
+
+/// A body's progress as its bytes pass through.
+enum Body {
+    /// Bytes left.
+    Length(u64),
+    Chunked(ChunkedEnd),
+    UntilClose,
+}
+
+impl Body {
+    /// How many bytes at the start of `buf` belong to the body.
+    fn take(&mut self, buf: &[u8]) -> Result<usize, Malformed> {
+        Ok(match self {
+            Body::Length(left) => {
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                // `n` ≤ buf.len().
+                n as usize
+            }
+            Body::Chunked(scanner) => scanner.scan(buf)?,
+            Body::UntilClose => buf.len(),
+        })
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            Body::Length(left) => *left == 0,
+            Body::Chunked(scanner) => scanner.is_done(),
+            Body::UntilClose => false,
+        }
+    }
+}
+
+/// The client closed its connection (or it failed) while its answer was awaited.
+struct ClientGone;
+
+/// Read what the backend sends next into `conn.buf`, while watching the client: an
+/// answer nobody waits for any more (a closed SSE stream, an abandoned long poll) is not
+/// read to its end. What the client sends meanwhile (a pipelined request) is kept in
+/// `client`, up to [`MAX_HEAD`] bytes.
+async fn read_backend<S>(
+    io: &mut S,
+    client: &mut BytesMut,
+    conn: &mut RawConn,
+) -> Result<std::io::Result<usize>, ClientGone>
+where
+    S: AsyncRead + Unpin,
+{
+    conn.buf.reserve(RAW_BUFFER);
+    loop {
+        let watch = client.len() < MAX_HEAD;
+        if watch {
+            client.reserve(1024);
+        }
+        tokio::select! {
+            biased;
+            read = conn.stream.read_buf(&mut conn.buf) => return Ok(read),
+            read = io.read_buf(client), if watch => match read {
+                Ok(n) if n > 0 => {}
+                _ => return Err(ClientGone),
+            },
+        }
+    }
+}
+
+/// Write all of `bytes` and flush (a TLS stream holds records until then).
+async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// A connection with bytes already read from it put back in front.
+pub struct Rewind<S> {
+    read: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    /// `inner`, whose next reads return `read` first.
+    pub fn new(inner: S, read: Bytes) -> Rewind<S> {
+        Rewind { read, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() && buf.remaining() > 0 {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
