@@ -148,9 +148,28 @@ where
             break;
         }
     }
-    // A TLS client gets its close_notify; a plain socket is just closed.
-    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+    linger(&mut io).await;
     Served::Closed
+}
+
+/// How long a closing connection is read from, what is read thrown away, after the
+/// proxy's last answer (nginx's `lingering_time` has the same purpose).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Close `io` gracefully: end the sending side (a TLS client gets its close_notify),
+/// then read until the client closes too, within [`LINGER`]. Closing a socket with unread
+/// bytes in it (the rest of a body the proxy refused, a pipelined request after
+/// `Connection: close`) makes the kernel send a reset, which can destroy the last answer
+/// before the client has read it.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
+    let _ = tokio::time::timeout(LINGER, async {
+        if io.shutdown().await.is_err() {
+            return;
+        }
+        let mut scratch = [0u8; 4096];
+        while matches!(io.read(&mut scratch).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Parse the request head at the start of `buf` and write the backend's head into `out`.
@@ -416,11 +435,9 @@ impl Exchange<'_> {
             self.send_request(io, buf, out, &mut conn).await?;
             match self.read_answer(io, buf, &mut conn, out).await {
                 Ok(answer) => return Ok((conn, answer)),
-                Err(Failure::Backend { stale: true, .. })
-                    if reused && self.plan.body == Framing::Empty =>
-                {
-                    // The backend closed this idle connection as the request left: nothing
-                    // reached it, so a new connection may carry the request.
+                Err(Failure::Backend { stale: true, .. }) if reused && self.plan.retryable => {
+                    // The backend most likely closed this idle connection as the request
+                    // left; an idempotent request may go again on a new connection.
                     reuse = false;
                 }
                 Err(e) => return Err(e),

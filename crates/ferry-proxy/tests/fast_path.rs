@@ -439,3 +439,33 @@ async fn a_backend_that_closed_an_idle_connection_is_reconnected_for_the_next_re
         assert_eq!((answer.status, answer.body.as_slice()), (200, &b"ok"[..]));
     }
 }
+
+#[tokio::test]
+async fn a_refused_upload_gets_its_answer_before_the_connection_closes() {
+    // No backend listens here: the upload cannot be forwarded, and its body is never read.
+    let gone = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = gone.local_addr().expect("addr").to_string();
+    drop(gone);
+    let proxy = proxy(&address).await;
+    let mut client = Client::connect(proxy).await;
+    let body = vec![b'x'; 8 << 20];
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // The whole upload goes out before the answer is read: the proxy reads the body it
+    // refused and throws it away before closing. (A socket closed with unread bytes sends
+    // a reset, which fails this sending or destroys the answer before it is read.)
+    client.send(head.as_bytes()).await;
+    client.send(&body).await;
+    client.stream.shutdown().await.expect("shutdown");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, client.stream.read_to_end(&mut answer))
+        .await
+        .expect("in time")
+        .expect("the answer, then the end");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 502 "), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(text.ends_with("backend failed\n"), "{text}");
+}
