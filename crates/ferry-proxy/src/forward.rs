@@ -160,30 +160,48 @@ fn append_to(out: &mut Vec<u8>, came_in: Option<&[u8]>) {
     }
 }
 
+/// A client's address as forwarding headers and hashing write it, formatted once (per
+/// connection on the fast path).
+pub(crate) struct ClientAddr {
+    ip: String,
+    v6: bool,
+}
+
+impl ClientAddr {
+    pub(crate) fn new(peer: SocketAddr) -> ClientAddr {
+        ClientAddr {
+            ip: peer.ip().to_string(),
+            v6: peer.is_ipv6(),
+        }
+    }
+}
+
 /// Appends the value of `X-Forwarded-For` to `out`: what came in, then the client's address.
-pub(crate) fn forwarded_for(out: &mut Vec<u8>, peer: SocketAddr, came_in: Option<&[u8]>) {
-    use std::io::Write as _;
+pub(crate) fn forwarded_for(out: &mut Vec<u8>, client: &ClientAddr, came_in: Option<&[u8]>) {
     append_to(out, came_in);
-    let _ = write!(out, "{}", peer.ip());
+    out.extend_from_slice(client.ip.as_bytes());
 }
 
 /// Appends the value of RFC 7239 `Forwarded` to `out`: what came in, then this hop's
 /// `for`, `proto` and (when it is a plain token) `host`.
 pub(crate) fn forwarded(
     out: &mut Vec<u8>,
-    peer: SocketAddr,
+    client: &ClientAddr,
     came_in: Option<&[u8]>,
     host: Option<&[u8]>,
     https: bool,
 ) {
-    use std::io::Write as _;
     append_to(out, came_in);
-    let (ip, proto) = (peer.ip(), scheme(https));
-    let _ = if peer.is_ipv6() {
-        write!(out, "for=\"[{ip}]\";proto={proto}")
+    let ip = client.ip.as_bytes();
+    let parts: [&[u8]; 3] = if client.v6 {
+        [b"for=\"[", ip, b"]\";proto="]
     } else {
-        write!(out, "for={ip};proto={proto}")
+        [b"for=", ip, b";proto="]
     };
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(scheme(https).as_bytes());
     if let Some(host) = host.filter(|h| h.iter().all(|&b| b.is_ascii_graphic() && b != b'"')) {
         out.extend_from_slice(b";host=\"");
         out.extend_from_slice(host);
@@ -209,12 +227,17 @@ fn add_forwarding(
     host: Option<&HeaderValue>,
     https: bool,
 ) {
+    let client = ClientAddr::new(peer);
     let mut xff = Vec::with_capacity(64);
-    forwarded_for(&mut xff, peer, headers.field_values(FORWARDING[0]).next());
+    forwarded_for(
+        &mut xff,
+        &client,
+        headers.field_values(FORWARDING[0]).next(),
+    );
     let mut fwd = Vec::with_capacity(64);
     forwarded(
         &mut fwd,
-        peer,
+        &client,
         headers.field_values(FORWARDING[1]).next(),
         host.map(HeaderValue::as_bytes),
         https,
@@ -238,7 +261,7 @@ fn add_forwarding(
 pub(crate) fn hash_key(
     key: &HashKey,
     headers: &(impl HeaderSource + ?Sized),
-    peer: SocketAddr,
+    client: &ClientAddr,
 ) -> Vec<u8> {
     let from_request = match key {
         HashKey::ClientIp => None,
@@ -251,7 +274,7 @@ pub(crate) fn hash_key(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_bytes().to_vec()),
     };
-    from_request.unwrap_or_else(|| peer.ip().to_string().into_bytes())
+    from_request.unwrap_or_else(|| client.ip.as_bytes().to_vec())
 }
 
 fn text(status: StatusCode, message: &str) -> Response<Body> {
@@ -320,7 +343,11 @@ pub async fn handle(
     let shared = &*worker.shared;
     // Only consistent hashing reads the key: the other policies skip building it.
     let key = match shared.config.policy {
-        Policy::ConsistentHash => hash_key(&shared.config.hash_key, req.headers(), peer),
+        Policy::ConsistentHash => hash_key(
+            &shared.config.hash_key,
+            req.headers(),
+            &ClientAddr::new(peer),
+        ),
         _ => Vec::new(),
     };
     if is_upgrade(&req) {

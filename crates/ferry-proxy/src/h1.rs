@@ -37,7 +37,7 @@ pub use chunked::{ChunkedEnd, Malformed};
 use crate::balancer::Backend;
 use crate::client::{self, RAW_BUFFER, RawConn};
 use crate::config::Policy;
-use crate::forward::{self, FORWARDING, Worker};
+use crate::forward::{self, ClientAddr, FORWARDING, Worker};
 
 /// Header fields in one head; a request with more goes to hyper, a response with more is
 /// a 502.
@@ -108,12 +108,13 @@ where
     // allocating once the connection is warm.
     let mut head = Vec::new();
     let mut answer = Vec::new();
+    let client = ClientAddr::new(peer);
     loop {
         // A whole head within the header timeout; the wait between requests counts.
         let deadline = tokio::time::Instant::now() + idle;
         let plan = loop {
             if !buf.is_empty() {
-                match plan(&buf, &mut head, peer, worker) {
+                match plan(&buf, &mut head, &client, worker) {
                     Parsed::Request(plan) => break Some(plan),
                     Parsed::Partial if buf.len() < MAX_HEAD => {}
                     _ => return Served::HandOff(Rewind::new(io, buf.freeze())),
@@ -173,7 +174,7 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
 }
 
 /// Parse the request head at the start of `buf` and write the backend's head into `out`.
-fn plan(buf: &[u8], out: &mut Vec<u8>, peer: SocketAddr, worker: &Worker) -> Parsed {
+fn plan(buf: &[u8], out: &mut Vec<u8>, client: &ClientAddr, worker: &Worker) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(buf) {
@@ -243,11 +244,11 @@ fn plan(buf: &[u8], out: &mut Vec<u8>, peer: SocketAddr, worker: &Worker) -> Par
     }
     let came_in = |name: &str| headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
     out.extend_from_slice(b"x-forwarded-for: ");
-    forward::forwarded_for(out, peer, came_in(FORWARDING[0]).map(|h| h.value));
+    forward::forwarded_for(out, client, came_in(FORWARDING[0]).map(|h| h.value));
     out.extend_from_slice(b"\r\nforwarded: ");
     forward::forwarded(
         out,
-        peer,
+        client,
         came_in(FORWARDING[1]).map(|h| h.value),
         Some(host),
         https,
@@ -267,7 +268,7 @@ fn plan(buf: &[u8], out: &mut Vec<u8>, peer: SocketAddr, worker: &Worker) -> Par
     out.extend_from_slice(b"\r\n");
 
     let key = match shared.config.policy {
-        Policy::ConsistentHash => forward::hash_key(&shared.config.hash_key, headers, peer),
+        Policy::ConsistentHash => forward::hash_key(&shared.config.hash_key, headers, client),
         _ => Vec::new(),
     };
     Parsed::Request(Plan {
@@ -600,7 +601,11 @@ impl Exchange<'_> {
             !self.plan.keep_alive || body == Framing::UntilClose || self.drain.is_cancelled();
 
         out.clear();
-        let _ = write!(out, "HTTP/1.1 {status} ");
+        // httparse checked that the code is three digits.
+        let code = [status / 100, status / 10 % 10, status % 10].map(|d| b'0' + d as u8);
+        for part in [b"HTTP/1.1 ".as_slice(), &code, b" "] {
+            out.extend_from_slice(part);
+        }
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
         for h in headers {

@@ -246,6 +246,10 @@ async fn serve_worker(
         .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    // Every connection of this worker waits on this worker's own token: each wait
+    // registers with it, and a token shared by all workers would be a lock they contend
+    // for on every request.
+    let connections_drain = drain.child_token();
     loop {
         let permit = tokio::select! {
             _ = drain.cancelled() => break,
@@ -270,7 +274,7 @@ async fn serve_worker(
         let connection = Connection {
             worker: Arc::clone(&worker),
             peer,
-            drain: drain.clone(),
+            drain: connections_drain.clone(),
             builder: Arc::clone(&builder),
             // Held for the connection's life, so that the drain waits for it.
             watcher: graceful.watcher(),
