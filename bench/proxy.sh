@@ -135,8 +135,8 @@ RESULTS="$OUT/results.md"
     echo
     echo "GET $REQ_PATH on one ferry serve node; throughput: wrk -t2 -c$CONNS -d${DURATION}s; latency: wrk -t1 -c1 -d${DURATION}s"
     echo
-    echo "| run | path | req/s (c=$CONNS) | proxy CPU µs/req | p50 µs (c=1) | p99 µs (c=1) | added p50 µs | added p99 µs |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| run | path | req/s (c=$CONNS) | p50 / p99 µs (c=$CONNS) | proxy CPU µs/req | p50 µs (c=1) | p99 µs (c=1) | added p50 µs | added p99 µs |"
+    echo "|---|---|---|---|---|---|---|---|---|"
 } >"$RESULTS"
 for run in $(seq "$REPEATS"); do
     DIRECT_P50=0
@@ -150,7 +150,7 @@ for run in $(seq "$REPEATS"); do
         esac
         before=0
         [ ${#pids[@]} -gt 0 ] && before=$(cpu_ticks "${pids[@]}")
-        read -r rps _ _ n < <(run_wrk "$name-$run" "$url" 2 "$CONNS")
+        read -r rps load50 load99 n < <(run_wrk "$name-$run" "$url" 2 "$CONNS")
         cpu="-"
         if [ ${#pids[@]} -gt 0 ]; then
             after=$(cpu_ticks "${pids[@]}")
@@ -161,7 +161,7 @@ for run in $(seq "$REPEATS"); do
         added50=$(awk -v a="$p50" -v b="$DIRECT_P50" 'BEGIN { printf "%.0f", a - b }')
         added99=$(awk -v a="$p99" -v b="$DIRECT_P99" 'BEGIN { printf "%.0f", a - b }')
         [ "$name" = direct ] && added50="-" && added99="-"
-        echo "| $run | $name | $rps | $cpu | $p50 | $p99 | $added50 | $added99 |" >>"$RESULTS"
+        echo "| $run | $name | $rps | $load50 / $load99 | $cpu | $p50 | $p99 | $added50 | $added99 |" >>"$RESULTS"
     done
 done
 cat "$RESULTS"
