@@ -167,7 +167,8 @@ pub struct ProxyLimits {
     pub header_read_timeout_ms: u64,
     /// Connecting to a backend must succeed within this many ms. Default 2000.
     pub connect_timeout_ms: u64,
-    /// A backend must start its answer (status and headers) within this many ms; the body
+    /// A backend must start its answer (status and headers) within this many ms of the
+    /// request's end (an upload's clock starts when its body is sent); the answer's body
     /// (an SSE stream, a download) may then take as long as it takes. Default 30000.
     pub response_timeout_ms: u64,
     /// On SIGTERM, in-flight requests get this many ms to finish. Default 10000.

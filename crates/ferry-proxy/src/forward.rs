@@ -327,6 +327,35 @@ impl HttpBody for Guarded {
     }
 }
 
+/// A request body that says when it has been sent to its end; dropping it says so too.
+struct Uploading {
+    inner: Body,
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl HttpBody for Uploading {
+    type Data = Bytes;
+    type Error = hyper::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if (!matches!(frame, Some(Ok(_))) || self.inner.is_end_stream())
+            && let Some(sent) = self.sent.take()
+        {
+            let _ = sent.send(());
+        }
+        Poll::Ready(frame)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 fn retryable(req: &Request<Incoming>) -> bool {
     matches!(
         *req.method(),
@@ -411,9 +440,32 @@ pub async fn handle(
             std::mem::take(&mut headers)
         };
         *out.uri_mut() = Uri::from(path.clone());
+        // The response timeout starts once the body is sent: a slow upload is not a slow
+        // backend.
+        let uploaded = (!out.body().is_end_stream()).then(|| {
+            let (sent, uploaded) = tokio::sync::oneshot::channel();
+            let body = std::mem::replace(out.body_mut(), empty());
+            *out.body_mut() = Uploading {
+                inner: body,
+                sent: Some(sent),
+            }
+            .boxed();
+            uploaded
+        });
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(response_timeout, worker.client.send(&backend, out)).await;
+        let send = worker.client.send(&backend, out);
+        let outcome = match uploaded {
+            None => tokio::time::timeout(response_timeout, send).await,
+            Some(uploaded) => {
+                tokio::pin!(send);
+                tokio::select! {
+                    // Answered before the upload ended (an early 413, say).
+                    answered = &mut send => Ok(answered),
+                    // Sent to its end, or dropped because the exchange failed.
+                    _ = uploaded => tokio::time::timeout(response_timeout, send).await,
+                }
+            }
+        };
         let failure = match outcome {
             Ok(Ok((mut resp, lease))) => {
                 backend.record_latency(started.elapsed());

@@ -86,7 +86,12 @@ async fn raw_backend(answer: &'static [u8]) -> String {
 
 /// A proxy in front of `backend` on its own runtime thread; stopped when the test ends.
 async fn proxy(backend: &str) -> SocketAddr {
-    let config = ProxyConfig {
+    proxy_with(backend, |_| {}).await
+}
+
+/// [`proxy`], with `tweak` applied to its configuration.
+async fn proxy_with(backend: &str, tweak: impl FnOnce(&mut ProxyConfig)) -> SocketAddr {
+    let mut config = ProxyConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         backends: vec![BackendConfig {
             address: backend.to_string(),
@@ -99,6 +104,7 @@ async fn proxy(backend: &str) -> SocketAddr {
         },
         ..ProxyConfig::default()
     };
+    tweak(&mut config);
     let proxy = Proxy::bind(config, 1).expect("bind the proxy");
     let address = proxy.local_addr().expect("addr");
     tokio::spawn(proxy.run(std::future::pending()));
@@ -468,4 +474,27 @@ async fn a_refused_upload_gets_its_answer_before_the_connection_closes() {
     assert!(text.starts_with("HTTP/1.1 502 "), "{text}");
     assert!(text.contains("connection: close"), "{text}");
     assert!(text.ends_with("backend failed\n"), "{text}");
+}
+
+#[tokio::test]
+async fn the_response_timeout_starts_once_the_upload_is_sent() {
+    let (backend, _) = echo_backend().await;
+    let proxy = proxy_with(&backend, |c| c.limits.response_timeout_ms = 200).await;
+    // HTTP/1.1 takes the fast path, HTTP/1.0 goes to hyper: both must wait for a slow
+    // upload to end before they start the backend's clock.
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let mut client = Client::connect(proxy).await;
+        client
+            .send(
+                format!("POST /slow {version}\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+                    .as_bytes(),
+            )
+            .await;
+        // The client pauses mid-body for longer than the response timeout.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        client.send(b"56789").await;
+        let answer = client.answer(false).await;
+        assert_eq!(answer.status, 200, "{version}: {answer:?}");
+        assert_eq!(answer.json()["body"], "0123456789", "{version}");
+    }
 }
