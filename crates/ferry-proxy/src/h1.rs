@@ -232,8 +232,10 @@ fn plan(buf: &[u8], out: &mut Vec<u8>, client: &ClientAddr, worker: &Worker) -> 
         out.extend_from_slice(part);
     }
     for h in headers {
+        // The framing is written once below: a repeated `Content-Length` becomes one.
         if forward::is_hop_by_hop(h.name)
             || FORWARDING.iter().any(|f| f.eq_ignore_ascii_case(h.name))
+            || h.name.eq_ignore_ascii_case("content-length")
             || named(h.name)
         {
             continue;
@@ -264,6 +266,9 @@ fn plan(buf: &[u8], out: &mut Vec<u8>, client: &ClientAddr, worker: &Worker) -> 
     }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if let Some(n) = length {
+        let _ = write!(out, "content-length: {n}\r\n");
     }
     out.extend_from_slice(b"\r\n");
 
@@ -837,5 +842,154 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::ProxyConfig;
+    use crate::forward::Shared;
+
+    fn worker() -> Worker {
+        Worker::new(Arc::new(Shared::new(ProxyConfig::default())))
+    }
+
+    fn peer() -> ClientAddr {
+        ClientAddr::new("192.0.2.7:5000".parse().expect("addr"))
+    }
+
+    /// A request head from parts a client could send, hop-by-hop fields and all.
+    fn head() -> impl Strategy<Value = String> {
+        let method = prop_oneof![Just("GET"), Just("POST"), Just("DELETE"), Just("PATCH")];
+        let target = "/[a-z0-9/?=&%.-]{0,30}";
+        let field = prop_oneof![
+            ("x-[a-z]{1,8}", "[ -~]{0,20}").prop_map(|(k, v)| format!("{k}: {}", v.trim())),
+            Just("Connection: keep-alive, x-hop".to_string()),
+            Just("X-Hop: 1".to_string()),
+            Just("Keep-Alive: timeout=5".to_string()),
+            Just("TE: trailers".to_string()),
+            Just("X-Forwarded-For: 10.1.2.3".to_string()),
+            Just("Forwarded: for=10.1.2.3".to_string()),
+            Just("Content-Length: 3".to_string()),
+            Just("Transfer-Encoding: chunked".to_string()),
+        ];
+        (method, target, proptest::collection::vec(field, 0..8)).prop_map(|(m, t, fields)| {
+            let mut head = format!("{m} {t} HTTP/1.1\r\nHost: example.test\r\n");
+            for f in fields {
+                head.push_str(&f);
+                head.push_str("\r\n");
+            }
+            head.push_str("\r\n");
+            head
+        })
+    }
+
+    proptest! {
+        /// Whatever the fast path takes, the backend gets a valid HTTP/1.1 head with the
+        /// same method and target, this hop's forwarding fields, no hop-by-hop field, and
+        /// exactly one way to delimit the body.
+        #[test]
+        fn the_backend_head_is_valid_and_carries_no_hop_by_hop_field(head in head()) {
+            let worker = worker();
+            let mut out = Vec::new();
+            let Parsed::Request(plan) = plan(head.as_bytes(), &mut out, &peer(), &worker) else {
+                // Conflicting framing goes to hyper; nothing else here may.
+                prop_assert!(head.contains("Content-Length") && head.contains("Transfer-Encoding")
+                    || head.matches("Content-Length").count() > 1
+                    || head.matches("Transfer-Encoding").count() > 1, "{head}");
+                return Ok(());
+            };
+            prop_assert_eq!(plan.head_len, head.len());
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut fields);
+            prop_assert_eq!(req.parse(&out), Ok(httparse::Status::Complete(out.len())));
+            let first = head.lines().next().unwrap_or_default().to_string();
+            prop_assert_eq!(format!("{} {} HTTP/1.1", req.method.unwrap_or(""), req.path.unwrap_or("")), first);
+            let names: Vec<String> = req.headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
+            // `X-Hop` is hop-by-hop only where `Connection` names it.
+            let named = head.contains("x-hop\r\n");
+            for hop in ["connection", "keep-alive", "te", "x-hop"] {
+                if hop == "x-hop" && !named {
+                    continue;
+                }
+                prop_assert!(!names.iter().any(|n| n == hop), "{hop} in {names:?}");
+            }
+            let value = |name: &str| {
+                req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.to_vec())
+            };
+            let xff = value("x-forwarded-for").unwrap_or_default();
+            prop_assert!(xff.ends_with(b"192.0.2.7"), "{:?}", String::from_utf8_lossy(&xff));
+            prop_assert_eq!(value("x-forwarded-proto"), Some(b"http".to_vec()));
+            let framings = names.iter().filter(|n| *n == "content-length" || *n == "transfer-encoding").count();
+            prop_assert_eq!(framings, usize::from(plan.body != Framing::Empty || head.contains("Content-Length")));
+        }
+
+        /// Any bytes at all: a plan, more bytes wanted, or hyper's turn; never a panic.
+        #[test]
+        fn any_bytes_are_planned_or_handed_on(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let worker = worker();
+            let _ = plan(&bytes, &mut Vec::new(), &peer(), &worker);
+        }
+    }
+
+    #[test]
+    fn answer_heads_keep_their_framing_and_lose_hop_by_hop_fields() {
+        let worker = worker();
+        let drain = CancellationToken::new();
+        let plan = Plan {
+            head_len: 0,
+            body: Framing::Empty,
+            retryable: true,
+            keep_alive: true,
+            head_only: false,
+            key: Vec::new(),
+        };
+        let exchange = Exchange {
+            worker: &worker,
+            plan: &plan,
+            head: b"",
+            drain: &drain,
+            idle: Duration::from_secs(1),
+        };
+        let mut out = Vec::new();
+        let answer = exchange
+            .parse_answer(
+                b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\n\
+                  Transfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+                &mut out,
+            )
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(answer.body, Framing::Chunked);
+        assert!(answer.reusable);
+        // The coding wins over the length, which is not passed on (RFC 9112 §6.3).
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+
+        // No length and no coding: delimited by the close, which the client is told.
+        let answer = exchange
+            .parse_answer(b"HTTP/1.0 200 OK\r\n\r\n", &mut out)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!((answer.body, answer.reusable), (Framing::UntilClose, false));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"
+        );
+
+        // Two different lengths: refused.
+        assert!(
+            exchange
+                .parse_answer(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                    &mut out
+                )
+                .is_err()
+        );
     }
 }
