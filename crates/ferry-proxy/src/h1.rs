@@ -148,8 +148,12 @@ where
         if !exchange.run(&mut io, &mut buf, &mut answer).await {
             break;
         }
+        // A body grew the buffer; an idle connection keeps only a small one.
+        if buf.is_empty() && buf.capacity() > 4 * 4096 {
+            buf = BytesMut::new();
+        }
     }
-    linger(&mut io).await;
+    linger(&mut io, &mut buf).await;
     Served::Closed
 }
 
@@ -162,13 +166,19 @@ const LINGER: Duration = Duration::from_secs(2);
 /// bytes in it (the rest of a body the proxy refused, a pipelined request after
 /// `Connection: close`) makes the kernel send a reset, which can destroy the last answer
 /// before the client has read it.
-async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
+/// `scratch` is the connection's read buffer, reused.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, scratch: &mut BytesMut) {
     let _ = tokio::time::timeout(LINGER, async {
         if io.shutdown().await.is_err() {
             return;
         }
-        let mut scratch = [0u8; 4096];
-        while matches!(io.read(&mut scratch).await, Ok(n) if n > 0) {}
+        loop {
+            scratch.clear();
+            scratch.reserve(4096);
+            if !matches!(io.read_buf(scratch).await, Ok(n) if n > 0) {
+                return;
+            }
+        }
     })
     .await;
 }

@@ -336,7 +336,9 @@ impl Connection {
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        let _ = watcher.watch(conn).await;
+        // Boxed: hyper's connection state would otherwise be part of every connection's
+        // task, handed off or not.
+        let _ = Box::pin(watcher.watch(conn)).await;
     }
 }
 
