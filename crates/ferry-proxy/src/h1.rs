@@ -243,10 +243,12 @@ fn plan(buf: &[u8], out: &mut Vec<u8>, client: &ClientAddr, worker: &Worker) -> 
     }
     for h in headers {
         // The framing is written once below: a repeated `Content-Length` becomes one.
+        // `Host` is kept even when `Connection` names it, as on hyper's path.
+        let is_host = h.name.eq_ignore_ascii_case("host");
         if forward::is_hop_by_hop(h.name)
             || FORWARDING.iter().any(|f| f.eq_ignore_ascii_case(h.name))
             || h.name.eq_ignore_ascii_case("content-length")
-            || named(h.name)
+            || (named(h.name) && !is_host)
         {
             continue;
         }
@@ -619,13 +621,14 @@ impl Exchange<'_> {
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
         for h in headers {
-            let coding_field = h.name.eq_ignore_ascii_case("transfer-encoding");
-            let skip = if coding_field {
+            // The framing fields stay as the body passes unchanged, even when `Connection`
+            // names them; a length beside a coding is dropped (the coding decides).
+            let skip = if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 status < 200
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                coding.is_some()
             } else {
-                forward::is_hop_by_hop(h.name)
-                    || named(h.name)
-                    || (coding.is_some() && h.name.eq_ignore_ascii_case("content-length"))
+                forward::is_hop_by_hop(h.name) || named(h.name)
             };
             if skip {
                 continue;
@@ -878,6 +881,7 @@ mod tests {
         let field = prop_oneof![
             ("x-[a-z]{1,8}", "[ -~]{0,20}").prop_map(|(k, v)| format!("{k}: {}", v.trim())),
             Just("Connection: keep-alive, x-hop".to_string()),
+            Just("Connection: host".to_string()),
             Just("X-Hop: 1".to_string()),
             Just("Keep-Alive: timeout=5".to_string()),
             Just("TE: trailers".to_string()),
@@ -933,6 +937,7 @@ mod tests {
             let xff = value("x-forwarded-for").unwrap_or_default();
             prop_assert!(xff.ends_with(b"192.0.2.7"), "{:?}", String::from_utf8_lossy(&xff));
             prop_assert_eq!(value("x-forwarded-proto"), Some(b"http".to_vec()));
+            prop_assert_eq!(value("host"), Some(b"example.test".to_vec()));
             let framings = names.iter().filter(|n| *n == "content-length" || *n == "transfer-encoding").count();
             prop_assert_eq!(framings, usize::from(plan.body != Framing::Empty || head.contains("Content-Length")));
         }
@@ -990,6 +995,20 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out),
             "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"
+        );
+
+        // `Connection` cannot take away the framing the body is passed on with.
+        let answer = exchange
+            .parse_answer(
+                b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\n",
+                &mut out,
+            )
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(answer.body, Framing::Length(2));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
         );
 
         // Two different lengths: refused.
