@@ -52,8 +52,24 @@ impl std::fmt::Display for SendError {
     }
 }
 
-struct Idle {
+/// A hyper connection to a backend: the handle requests are sent with, and its connection
+/// task, which is aborted when this is dropped. An exchange that fails or is given up
+/// (a timeout, a stalled upload) drops its connection, so the task never outlives it:
+/// hyper's task would otherwise go on writing a request body to a backend that stopped
+/// reading, for ever.
+struct Conn {
     sender: SendRequest<Body>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
@@ -69,15 +85,15 @@ pub struct BackendClient {
 pub struct Lease {
     client: Arc<BackendClient>,
     backend: usize,
-    sender: Option<SendRequest<Body>>,
+    conn: Option<Conn>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Some(sender) = self.sender.take() else {
+        let Some(conn) = self.conn.take() else {
             return;
         };
-        if sender.is_closed() {
+        if conn.sender.is_closed() {
             return;
         }
         let mut idle = self.client.idle.lock();
@@ -85,7 +101,7 @@ impl Drop for Lease {
             && list.len() < MAX_IDLE
         {
             list.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -115,19 +131,19 @@ impl BackendClient {
         {
             req.headers_mut().insert(http::header::HOST, host);
         }
-        while let Some(mut sender) = self.checkout(backend.index) {
+        while let Some(mut conn) = self.checkout(backend.index) {
             // Given back as its last response ended; its connection task may not have
             // marked it ready yet. One that is closing fails here and is dropped.
-            if !sender.is_ready()
+            if !conn.sender.is_ready()
                 && !matches!(
-                    tokio::time::timeout(READY_WAIT, sender.ready()).await,
+                    tokio::time::timeout(READY_WAIT, conn.sender.ready()).await,
                     Ok(Ok(()))
                 )
             {
                 continue;
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.lease(backend.index, sender))),
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.lease(backend.index, conn))),
                 Err(mut e) => match e.take_message() {
                     // Closed before anything was sent: try the next one.
                     Some(back) => req = back,
@@ -137,47 +153,48 @@ impl BackendClient {
         }
         // Boxed: opening a connection is rare once the pool is warm, and its state would
         // otherwise be part of every request's future.
-        let mut sender = Box::pin(self.connect(backend)).await?;
-        match sender.send_request(req).await {
-            Ok(resp) => Ok((resp, self.lease(backend.index, sender))),
+        let mut conn = Box::pin(self.connect(backend)).await?;
+        match conn.sender.send_request(req).await {
+            Ok(resp) => Ok((resp, self.lease(backend.index, conn))),
             Err(e) => Err(SendError::Http(e)),
         }
     }
 
-    fn lease(self: &Arc<Self>, backend: usize, sender: SendRequest<Body>) -> Lease {
+    fn lease(self: &Arc<Self>, backend: usize, conn: Conn) -> Lease {
         Lease {
             client: Arc::clone(self),
             backend,
-            sender: Some(sender),
+            conn: Some(conn),
         }
     }
 
     /// The most recently used idle connection, dropping closed and stale ones.
-    fn checkout(&self, backend: usize) -> Option<SendRequest<Body>> {
+    fn checkout(&self, backend: usize) -> Option<Conn> {
         let mut idle = self.idle.lock();
         let list = idle.get_mut(backend)?;
         let now = Instant::now();
         while let Some(entry) = list.pop() {
-            if !entry.sender.is_closed() && now.duration_since(entry.since) < IDLE_TIMEOUT {
-                return Some(entry.sender);
+            if !entry.conn.sender.is_closed() && now.duration_since(entry.since) < IDLE_TIMEOUT {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    async fn connect(&self, backend: &Backend) -> Result<SendRequest<Body>, SendError> {
+    async fn connect(&self, backend: &Backend) -> Result<Conn, SendError> {
         let stream = open(&backend.address, self.connect_timeout)
             .await
             .map_err(SendError::Connect)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Http)?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "backend connection ended");
             }
-        });
-        Ok(sender)
+        })
+        .abort_handle();
+        Ok(Conn { sender, task })
     }
 
     #[cfg(test)]

@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::balancer::{InFlight, Pool};
+use crate::balancer::{Backend, InFlight, Pool};
 use crate::client::{BackendClient, Lease, RawPool};
 use crate::config::{HashKey, Policy, ProxyConfig};
 
@@ -327,10 +328,20 @@ impl HttpBody for Guarded {
     }
 }
 
-/// A request body that says when it has been sent to its end; dropping it says so too.
+/// How far an upload has come: bytes sent to the backend, and whether the body last
+/// waited for its client (else for the backend to take more).
+#[derive(Default)]
+struct UploadProgress {
+    bytes: AtomicU64,
+    waiting_for_client: std::sync::atomic::AtomicBool,
+}
+
+/// A request body that says when it has been sent to its end (dropping it says so too)
+/// and how far it has come.
 struct Uploading {
     inner: Body,
     sent: Option<tokio::sync::oneshot::Sender<()>>,
+    progress: Arc<UploadProgress>,
 }
 
 impl HttpBody for Uploading {
@@ -340,7 +351,15 @@ impl HttpBody for Uploading {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        self.progress
+            .waiting_for_client
+            .store(polled.is_pending(), Ordering::Relaxed);
+        let frame = std::task::ready!(polled);
+        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+            let n = data.map_or(0, Bytes::len) as u64;
+            self.progress.bytes.fetch_add(n, Ordering::Relaxed);
+        }
         if (!matches!(frame, Some(Ok(_))) || self.inner.is_end_stream())
             && let Some(sent) = self.sent.take()
         {
@@ -353,6 +372,70 @@ impl HttpBody for Uploading {
     }
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// How one attempt at a backend ended, on hyper's path.
+enum Attempt {
+    Answered(Result<(Response<Incoming>, Lease), crate::client::SendError>),
+    /// No answer within `limits.response_timeout_ms` of the request's end, or an upload
+    /// the backend stopped taking for that long.
+    TimedOut,
+    /// The client sent nothing of its body for `limits.header_read_timeout_ms`.
+    ClientSilent,
+}
+
+/// Send `out` to `backend` and wait for the answer's head. The response timeout starts
+/// once the body is sent: a slow upload is not a slow backend. An upload that stalls
+/// fails: for the response timeout when the backend stopped taking it, for the header
+/// timeout when the client stopped sending it.
+async fn send_with_limits(worker: &Worker, backend: &Backend, mut out: Request<Body>) -> Attempt {
+    let limits = &worker.shared.config.limits;
+    let response_timeout = Duration::from_millis(limits.response_timeout_ms);
+    let client_idle = Duration::from_millis(limits.header_read_timeout_ms);
+    if out.body().is_end_stream() {
+        return match tokio::time::timeout(response_timeout, worker.client.send(backend, out)).await
+        {
+            Ok(answered) => Attempt::Answered(answered),
+            Err(_) => Attempt::TimedOut,
+        };
+    }
+    let progress = Arc::new(UploadProgress::default());
+    let (sent, uploaded) = tokio::sync::oneshot::channel();
+    let body = std::mem::replace(out.body_mut(), empty());
+    *out.body_mut() = Uploading {
+        inner: body,
+        sent: Some(sent),
+        progress: Arc::clone(&progress),
+    }
+    .boxed();
+    let send = worker.client.send(backend, out);
+    tokio::pin!(send, uploaded);
+    let (mut seen, mut since) = (0, Instant::now());
+    loop {
+        tokio::select! {
+            // Answered before the upload ended (an early 413, say).
+            answered = &mut send => return Attempt::Answered(answered),
+            // Sent to its end, or dropped because the exchange failed.
+            _ = &mut uploaded => {
+                return match tokio::time::timeout(response_timeout, send).await {
+                    Ok(answered) => Attempt::Answered(answered),
+                    Err(_) => Attempt::TimedOut,
+                };
+            }
+            () = tokio::time::sleep(response_timeout.min(client_idle)) => {
+                let now = progress.bytes.load(Ordering::Relaxed);
+                if now != seen {
+                    (seen, since) = (now, Instant::now());
+                } else if progress.waiting_for_client.load(Ordering::Relaxed) {
+                    if since.elapsed() >= client_idle {
+                        return Attempt::ClientSilent;
+                    }
+                } else if since.elapsed() >= response_timeout {
+                    return Attempt::TimedOut;
+                }
+            }
+        }
     }
 }
 
@@ -413,7 +496,6 @@ pub async fn handle(
     let mut body = Some(body.boxed());
     let mut tried = Vec::new();
     let passive = &shared.config.passive_health;
-    let response_timeout = Duration::from_millis(shared.config.limits.response_timeout_ms);
     loop {
         let Some(claim) = shared.pool.pick(&key, &tried, Instant::now()) else {
             shared
@@ -440,34 +522,10 @@ pub async fn handle(
             std::mem::take(&mut headers)
         };
         *out.uri_mut() = Uri::from(path.clone());
-        // The response timeout starts once the body is sent: a slow upload is not a slow
-        // backend.
-        let uploaded = (!out.body().is_end_stream()).then(|| {
-            let (sent, uploaded) = tokio::sync::oneshot::channel();
-            let body = std::mem::replace(out.body_mut(), empty());
-            *out.body_mut() = Uploading {
-                inner: body,
-                sent: Some(sent),
-            }
-            .boxed();
-            uploaded
-        });
         let started = Instant::now();
-        let send = worker.client.send(&backend, out);
-        let outcome = match uploaded {
-            None => tokio::time::timeout(response_timeout, send).await,
-            Some(uploaded) => {
-                tokio::pin!(send);
-                tokio::select! {
-                    // Answered before the upload ended (an early 413, say).
-                    answered = &mut send => Ok(answered),
-                    // Sent to its end, or dropped because the exchange failed.
-                    _ = uploaded => tokio::time::timeout(response_timeout, send).await,
-                }
-            }
-        };
+        let outcome = send_with_limits(&worker, &backend, out).await;
         let failure = match outcome {
-            Ok(Ok((mut resp, lease))) => {
+            Attempt::Answered(Ok((mut resp, lease))) => {
                 backend.record_latency(started.elapsed());
                 if matches!(resp.status().as_u16(), 502..=504) {
                     backend.record_failure(passive, Instant::now());
@@ -482,14 +540,21 @@ pub async fn handle(
                     .boxed()
                 }));
             }
-            Ok(Err(e)) => {
+            Attempt::Answered(Err(e)) => {
                 tracing::debug!(backend = %backend.address, error = %e, "backend failed");
                 (StatusCode::BAD_GATEWAY, "backend failed")
             }
-            Err(_) => (
+            Attempt::TimedOut => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "backend did not answer in time",
             ),
+            // Not the backend's failure: the client's, and never retried (it has a body).
+            Attempt::ClientSilent => {
+                return Ok(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body stopped arriving",
+                ));
+            }
         };
         if backend.record_failure(passive, Instant::now()) {
             tracing::warn!(backend = %backend.address, "ejected after repeated failures");

@@ -144,6 +144,7 @@ where
             head: &head,
             drain,
             idle,
+            stall: Duration::from_millis(worker.shared.config.limits.response_timeout_ms),
         };
         if !exchange.run(&mut io, &mut buf, &mut answer).await {
             break;
@@ -351,6 +352,10 @@ struct Exchange<'a> {
     drain: &'a CancellationToken,
     /// How long a client may stay silent in the middle of a request body.
     idle: Duration,
+    /// How long a write may wait for its peer to take any of it
+    /// (`limits.response_timeout_ms`): a client that stopped reading its answer, a
+    /// backend that stopped reading its request.
+    stall: Duration,
 }
 
 impl Exchange<'_> {
@@ -445,8 +450,11 @@ impl Exchange<'_> {
                     }
                 }
             };
-            self.send_request(io, buf, out, &mut conn).await?;
-            match self.read_answer(io, buf, &mut conn, out).await {
+            let answer = match self.send_request(io, buf, out, &mut conn).await {
+                Ok(()) => self.read_answer(io, buf, &mut conn, out).await,
+                Err(e) => Err(e),
+            };
+            match answer {
                 Ok(answer) => return Ok((conn, answer)),
                 Err(Failure::Backend { stale: true, .. }) if reused && self.plan.retryable => {
                     // The backend most likely closed this idle connection as the request
@@ -469,12 +477,21 @@ impl Exchange<'_> {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let backend_failed = |_| Failure::backend(StatusCode::BAD_GATEWAY, "backend failed");
+        let backend_failed = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::TimedOut => Failure::backend(
+                StatusCode::GATEWAY_TIMEOUT,
+                "backend stopped reading the request",
+            ),
+            // A reused connection that fails here was closed while idle: see `attempt`.
+            _ => Failure::Backend {
+                status: StatusCode::BAD_GATEWAY,
+                why: "backend failed",
+                stale: true,
+            },
+        };
         let mut body = match self.plan.body {
             Framing::Empty | Framing::UntilClose => {
-                return conn
-                    .stream
-                    .write_all(self.head)
+                return write_all(&mut conn.stream, self.head, self.stall)
                     .await
                     .map_err(backend_failed);
             }
@@ -489,8 +506,7 @@ impl Exchange<'_> {
             scratch.extend_from_slice(&buf[..take]);
             buf.advance(take);
             if !scratch.is_empty() {
-                conn.stream
-                    .write_all(scratch)
+                write_all(&mut conn.stream, scratch, self.stall)
                     .await
                     .map_err(backend_failed)?;
                 scratch.clear();
@@ -533,7 +549,9 @@ impl Exchange<'_> {
                             return Err(invalid());
                         }
                         interim += 1;
-                        write_all(io, out).await.map_err(|_| Failure::Client)?;
+                        write_all(io, out, self.stall)
+                            .await
+                            .map_err(|_| Failure::Client)?;
                         conn.buf.advance(answer.head_len);
                         continue;
                     }
@@ -679,7 +697,7 @@ impl Exchange<'_> {
             out.extend_from_slice(&conn.buf[..take]);
             conn.buf.advance(take);
             if !out.is_empty() {
-                if write_all(io, out).await.is_err() {
+                if write_all(io, out, self.stall).await.is_err() {
                     return false;
                 }
                 out.clear();
@@ -725,7 +743,7 @@ impl Exchange<'_> {
             why.len() + 1,
             if keep { "" } else { "connection: close\r\n" },
         );
-        write_all(io, out).await.is_ok() && keep
+        write_all(io, out, self.stall).await.is_ok() && keep
     }
 }
 
@@ -793,10 +811,20 @@ where
     }
 }
 
-/// Write all of `bytes` and flush (a TLS stream holds records until then).
-async fn write_all<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
-    io.write_all(bytes).await?;
-    io.flush().await
+/// Write all of `bytes` and flush (a TLS stream holds records until then), failing with
+/// `TimedOut` when the peer takes nothing for `stall`.
+async fn write_all<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    bytes: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
+    let write = async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    };
+    tokio::time::timeout(stall, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// A connection with bytes already read from it put back in front.
@@ -968,6 +996,7 @@ mod tests {
             head: b"",
             drain: &drain,
             idle: Duration::from_secs(1),
+            stall: Duration::from_secs(1),
         };
         let mut out = Vec::new();
         let answer = exchange

@@ -498,3 +498,73 @@ async fn the_response_timeout_starts_once_the_upload_is_sent() {
         assert_eq!(answer.json()["body"], "0123456789", "{version}");
     }
 }
+
+#[tokio::test]
+async fn an_upload_to_a_backend_that_stopped_reading_fails_with_a_504() {
+    // This backend accepts connections and never reads from them.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let proxy = proxy_with(&backend, |c| c.limits.response_timeout_ms = 200).await;
+    // Larger than what the sockets between the proxy and the backend can hold.
+    let body = vec![b'x'; 32 << 20];
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let mut client = Client::connect(proxy).await;
+        let head = format!(
+            "PUT /stuck {version}\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let (mut read, mut write) = client.stream.split();
+        let sending = async {
+            // The proxy stops taking the body once it has answered: this may fail.
+            let _ = write.write_all(head.as_bytes()).await;
+            let _ = write.write_all(&body).await;
+            let _ = write.shutdown().await;
+        };
+        let mut answer = Vec::new();
+        let reading = async {
+            let _ = read.read_to_end(&mut answer).await;
+        };
+        // Before, the proxy went on writing to the backend for ever and the client hung.
+        tokio::time::timeout(WAIT, async { tokio::join!(sending, reading) })
+            .await
+            .unwrap_or_else(|_| panic!("{version}: the exchange never ended"));
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 504") || text.starts_with("HTTP/1.0 504"),
+            "{version}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_is_let_go() {
+    let (backend, _) = echo_backend().await;
+    let proxy = proxy_with(&backend, |c| c.limits.header_read_timeout_ms = 300).await;
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let mut client = Client::connect(proxy).await;
+        // Half the body, then silence with the connection open.
+        client
+            .send(
+                format!("POST /half {version}\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234")
+                    .as_bytes(),
+            )
+            .await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, client.stream.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{version}: the proxy never let go"))
+            .expect("read");
+        let text = String::from_utf8_lossy(&answer);
+        // The fast path closes without an answer; hyper's path answers 408.
+        match version {
+            "HTTP/1.1" => assert!(answer.is_empty(), "{text}"),
+            _ => assert!(text.starts_with("HTTP/1.0 408"), "{text}"),
+        }
+    }
+}
