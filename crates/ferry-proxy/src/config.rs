@@ -163,13 +163,17 @@ pub struct ProxyLimits {
     /// Client connections held at once; more wait in the kernel's accept queue. Default
     /// 10000.
     pub max_connections: usize,
-    /// A client must send its request headers within this many ms. Default 10000.
+    /// A client must send its request headers within this many ms (the wait between
+    /// requests on a kept-alive connection counts), and may not pause for longer in the
+    /// middle of a body. Default 10000.
     pub header_read_timeout_ms: u64,
     /// Connecting to a backend must succeed within this many ms. Default 2000.
     pub connect_timeout_ms: u64,
     /// A backend must start its answer (status and headers) within this many ms of the
     /// request's end (an upload's clock starts when its body is sent); the answer's body
-    /// (an SSE stream, a download) may then take as long as it takes. Default 30000.
+    /// (an SSE stream, a download) may then take as long as it takes. A backend that takes
+    /// none of an upload, or a client that takes none of its answer, for this long is
+    /// given up on. Default 30000.
     pub response_timeout_ms: u64,
     /// On SIGTERM, in-flight requests get this many ms to finish. Default 10000.
     pub drain_timeout_ms: u64,
