@@ -479,7 +479,9 @@ async fn a_refused_upload_gets_its_answer_before_the_connection_closes() {
 #[tokio::test]
 async fn the_response_timeout_starts_once_the_upload_is_sent() {
     let (backend, _) = echo_backend().await;
-    let proxy = proxy_with(&backend, |c| c.limits.response_timeout_ms = 200).await;
+    // The backend has a whole second to answer once the body is in, which it always has
+    // on loopback; the client's pause below is longer than that.
+    let proxy = proxy_with(&backend, |c| c.limits.response_timeout_ms = 1000).await;
     // HTTP/1.1 takes the fast path, HTTP/1.0 goes to hyper: both must wait for a slow
     // upload to end before they start the backend's clock.
     for version in ["HTTP/1.1", "HTTP/1.0"] {
@@ -491,7 +493,7 @@ async fn the_response_timeout_starts_once_the_upload_is_sent() {
             )
             .await;
         // The client pauses mid-body for longer than the response timeout.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         client.send(b"56789").await;
         let answer = client.answer(false).await;
         assert_eq!(answer.status, 200, "{version}: {answer:?}");
