@@ -18,26 +18,28 @@
 //! happens only between requests, before anything of the request was forwarded.
 
 mod chunked;
+mod request;
+mod rewind;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::StatusCode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 pub use chunked::{ChunkedEnd, Malformed};
+pub use rewind::Rewind;
+
+use request::{Parsed, Plan, parse_length, plan};
 
 use crate::balancer::Backend;
 use crate::client::{self, RAW_BUFFER, RawConn};
-use crate::config::Policy;
-use crate::forward::{self, ClientAddr, FORWARDING, Worker};
+use crate::forward::{self, ClientAddr, Worker};
 
 /// Header fields in one head; a request with more goes to hyper, a response with more is
 /// a 502.
@@ -68,28 +70,6 @@ enum Framing {
     Chunked,
     /// Until the backend closes (answers only).
     UntilClose,
-}
-
-/// A request the fast path forwards, with its head for the backend already written.
-struct Plan {
-    /// Bytes of the client's head, to skip in the connection's buffer.
-    head_len: usize,
-    body: Framing,
-    /// Idempotent, without a body: may go to another backend when one fails.
-    retryable: bool,
-    /// The client did not ask to close the connection after this request.
-    keep_alive: bool,
-    /// `HEAD`: the answer has no body whatever its headers say.
-    head_only: bool,
-    /// Consistent hashing's key (empty under other policies).
-    key: Vec<u8>,
-}
-
-enum Parsed {
-    Request(Plan),
-    Partial,
-    /// Not for the fast path (see the module's documentation).
-    Other,
 }
 
 /// Serve HTTP/1.1 requests on `io` until the connection ends or a request needs hyper.
@@ -182,131 +162,6 @@ async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, scratch: &mut Byt
         }
     })
     .await;
-}
-
-/// Parse the request head at the start of `buf` and write the backend's head into `out`.
-fn plan(buf: &[u8], out: &mut Vec<u8>, client: &ClientAddr, worker: &Worker) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut fields);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Other,
-    };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return Parsed::Other;
-    };
-    if !target.starts_with('/') {
-        return Parsed::Other;
-    }
-    let headers: &[httparse::Header<'_>] = req.headers;
-    let mut length = None;
-    let mut chunked = false;
-    let mut host = None;
-    for h in headers {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            match parse_length(h.value) {
-                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
-                _ => return Parsed::Other,
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Parsed::Other;
-            }
-            chunked = true;
-        } else if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
-                return Parsed::Other;
-            }
-            host = Some(h.value);
-        } else if name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("expect") {
-            return Parsed::Other;
-        }
-    }
-    let Some(host) = host else {
-        return Parsed::Other;
-    };
-    let body = match (chunked, length) {
-        (true, Some(_)) => return Parsed::Other,
-        (true, None) => Framing::Chunked,
-        (false, None | Some(0)) => Framing::Empty,
-        (false, Some(n)) => Framing::Length(n),
-    };
-    let shared = &*worker.shared;
-    let https = shared.config.tls.enabled();
-    let named =
-        |name: &str| forward::connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name));
-
-    out.clear();
-    for part in [method.as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\n"] {
-        out.extend_from_slice(part);
-    }
-    for h in headers {
-        // The framing is written once below: a repeated `Content-Length` becomes one.
-        // `Host` is kept even when `Connection` names it, as on hyper's path.
-        let is_host = h.name.eq_ignore_ascii_case("host");
-        if forward::is_hop_by_hop(h.name)
-            || FORWARDING.iter().any(|f| f.eq_ignore_ascii_case(h.name))
-            || h.name.eq_ignore_ascii_case("content-length")
-            || (named(h.name) && !is_host)
-        {
-            continue;
-        }
-        for part in [h.name.as_bytes(), b": ", h.value, b"\r\n"] {
-            out.extend_from_slice(part);
-        }
-    }
-    let came_in = |name: &str| headers.iter().find(|h| h.name.eq_ignore_ascii_case(name));
-    out.extend_from_slice(b"x-forwarded-for: ");
-    forward::forwarded_for(out, client, came_in(FORWARDING[0]).map(|h| h.value));
-    out.extend_from_slice(b"\r\nforwarded: ");
-    forward::forwarded(
-        out,
-        client,
-        came_in(FORWARDING[1]).map(|h| h.value),
-        Some(host),
-        https,
-    );
-    for part in [
-        b"\r\nx-forwarded-proto: ".as_slice(),
-        forward::scheme(https).as_bytes(),
-        b"\r\nx-forwarded-host: ",
-        host,
-        b"\r\n",
-    ] {
-        out.extend_from_slice(part);
-    }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    if let Some(n) = length {
-        let _ = write!(out, "content-length: {n}\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-
-    let key = match shared.config.policy {
-        Policy::ConsistentHash => forward::hash_key(&shared.config.hash_key, headers, client),
-        _ => Vec::new(),
-    };
-    Parsed::Request(Plan {
-        head_len,
-        body,
-        retryable: body == Framing::Empty
-            && matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE" | "TRACE"),
-        keep_alive: !named("close"),
-        head_only: method == "HEAD",
-        key,
-    })
-}
-
-/// A `Content-Length` value: digits only (at most 19, so it fits), blanks around them.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Why an attempt at one backend gave no answer to pass on.
@@ -827,160 +682,21 @@ async fn write_all<W: AsyncWrite + Unpin>(
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
-/// A connection with bytes already read from it put back in front.
-pub struct Rewind<S> {
-    read: Bytes,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    /// `inner`, whose next reads return `read` first.
-    pub fn new(inner: S, read: Bytes) -> Rewind<S> {
-        Rewind { read, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.read.is_empty() && buf.remaining() > 0 {
-            let n = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read[..n]);
-            self.read.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+/// A worker with the default configuration, for unit tests.
+#[cfg(test)]
+fn test_worker() -> Worker {
+    Worker::new(Arc::new(crate::forward::Shared::new(
+        crate::config::ProxyConfig::default(),
+    )))
 }
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
-    use crate::config::ProxyConfig;
-    use crate::forward::Shared;
-
-    fn worker() -> Worker {
-        Worker::new(Arc::new(Shared::new(ProxyConfig::default())))
-    }
-
-    fn peer() -> ClientAddr {
-        ClientAddr::new("192.0.2.7:5000".parse().expect("addr"))
-    }
-
-    /// A request head from parts a client could send, hop-by-hop fields and all.
-    fn head() -> impl Strategy<Value = String> {
-        let method = prop_oneof![Just("GET"), Just("POST"), Just("DELETE"), Just("PATCH")];
-        let target = "/[a-z0-9/?=&%.-]{0,30}";
-        let field = prop_oneof![
-            ("x-[a-z]{1,8}", "[ -~]{0,20}").prop_map(|(k, v)| format!("{k}: {}", v.trim())),
-            Just("Connection: keep-alive, x-hop".to_string()),
-            Just("Connection: host".to_string()),
-            Just("X-Hop: 1".to_string()),
-            Just("Keep-Alive: timeout=5".to_string()),
-            Just("TE: trailers".to_string()),
-            Just("X-Forwarded-For: 10.1.2.3".to_string()),
-            Just("Forwarded: for=10.1.2.3".to_string()),
-            Just("Content-Length: 3".to_string()),
-            Just("Transfer-Encoding: chunked".to_string()),
-        ];
-        (method, target, proptest::collection::vec(field, 0..8)).prop_map(|(m, t, fields)| {
-            let mut head = format!("{m} {t} HTTP/1.1\r\nHost: example.test\r\n");
-            for f in fields {
-                head.push_str(&f);
-                head.push_str("\r\n");
-            }
-            head.push_str("\r\n");
-            head
-        })
-    }
-
-    proptest! {
-        /// Whatever the fast path takes, the backend gets a valid HTTP/1.1 head with the
-        /// same method and target, this hop's forwarding fields, no hop-by-hop field, and
-        /// exactly one way to delimit the body.
-        #[test]
-        fn the_backend_head_is_valid_and_carries_no_hop_by_hop_field(head in head()) {
-            let worker = worker();
-            let mut out = Vec::new();
-            let Parsed::Request(plan) = plan(head.as_bytes(), &mut out, &peer(), &worker) else {
-                // Conflicting framing goes to hyper; nothing else here may.
-                prop_assert!(head.contains("Content-Length") && head.contains("Transfer-Encoding")
-                    || head.matches("Content-Length").count() > 1
-                    || head.matches("Transfer-Encoding").count() > 1, "{head}");
-                return Ok(());
-            };
-            prop_assert_eq!(plan.head_len, head.len());
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut fields);
-            prop_assert_eq!(req.parse(&out), Ok(httparse::Status::Complete(out.len())));
-            let first = head.lines().next().unwrap_or_default().to_string();
-            prop_assert_eq!(format!("{} {} HTTP/1.1", req.method.unwrap_or(""), req.path.unwrap_or("")), first);
-            let names: Vec<String> = req.headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
-            // `X-Hop` is hop-by-hop only where `Connection` names it.
-            let named = head.contains("x-hop\r\n");
-            for hop in ["connection", "keep-alive", "te", "x-hop"] {
-                if hop == "x-hop" && !named {
-                    continue;
-                }
-                prop_assert!(!names.iter().any(|n| n == hop), "{hop} in {names:?}");
-            }
-            let value = |name: &str| {
-                req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.to_vec())
-            };
-            let xff = value("x-forwarded-for").unwrap_or_default();
-            prop_assert!(xff.ends_with(b"192.0.2.7"), "{:?}", String::from_utf8_lossy(&xff));
-            prop_assert_eq!(value("x-forwarded-proto"), Some(b"http".to_vec()));
-            prop_assert_eq!(value("host"), Some(b"example.test".to_vec()));
-            let framings = names.iter().filter(|n| *n == "content-length" || *n == "transfer-encoding").count();
-            prop_assert_eq!(framings, usize::from(plan.body != Framing::Empty || head.contains("Content-Length")));
-        }
-
-        /// Any bytes at all: a plan, more bytes wanted, or hyper's turn; never a panic.
-        #[test]
-        fn any_bytes_are_planned_or_handed_on(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let worker = worker();
-            let _ = plan(&bytes, &mut Vec::new(), &peer(), &worker);
-        }
-    }
 
     #[test]
     fn answer_heads_keep_their_framing_and_lose_hop_by_hop_fields() {
-        let worker = worker();
+        let worker = test_worker();
         let drain = CancellationToken::new();
         let plan = Plan {
             head_len: 0,
