@@ -236,13 +236,9 @@ pub fn proxy(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             }
         };
         // Scripts and tests read these lines to learn the ports (with --listen ...:0).
-        let scheme = if proxy.tls().is_some() {
-            "https"
-        } else {
-            "http"
-        };
         println!(
-            "ferry proxy listening on {scheme}://{}",
+            "ferry proxy listening on {}://{}",
+            proxy.scheme(),
             proxy.local_addr()?
         );
         if let Some(admin) = proxy.admin_addr() {

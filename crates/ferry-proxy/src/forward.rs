@@ -116,7 +116,7 @@ impl HeaderSource for [httparse::Header<'_>] {
 }
 
 /// The comma-separated tokens of every `Connection` header, trimmed.
-pub(crate) fn connection_tokens<'a>(
+fn connection_tokens<'a>(
     headers: &'a (impl HeaderSource + ?Sized),
 ) -> impl Iterator<Item = &'a str> + 'a {
     headers
@@ -127,9 +127,22 @@ pub(crate) fn connection_tokens<'a>(
         .filter(|t| !t.is_empty())
 }
 
+/// Fields a `Connection` header cannot make hop-by-hop: `Host` and the framing fields.
+/// A proxy that dropped them would change what the message means (a body without its
+/// length, a request without its host).
+const END_TO_END: [&str; 3] = ["host", "content-length", "transfer-encoding"];
+
+/// Whether a `Connection` field of `headers` names `name` (a token such as `close`, or a
+/// header that is then hop-by-hop), never one of [`END_TO_END`].
+pub(crate) fn named_in_connection(headers: &(impl HeaderSource + ?Sized), name: &str) -> bool {
+    !END_TO_END.iter().any(|f| f.eq_ignore_ascii_case(name))
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name))
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|n| !END_TO_END.iter().any(|f| f.eq_ignore_ascii_case(n)))
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
@@ -224,21 +237,16 @@ pub(crate) const FORWARDING: [&str; 4] = [
 /// the header's bytes (this runs on every request).
 fn add_forwarding(
     headers: &mut HeaderMap,
-    peer: SocketAddr,
+    client: &ClientAddr,
     host: Option<&HeaderValue>,
     https: bool,
 ) {
-    let client = ClientAddr::new(peer);
     let mut xff = Vec::with_capacity(64);
-    forwarded_for(
-        &mut xff,
-        &client,
-        headers.field_values(FORWARDING[0]).next(),
-    );
+    forwarded_for(&mut xff, client, headers.field_values(FORWARDING[0]).next());
     let mut fwd = Vec::with_capacity(64);
     forwarded(
         &mut fwd,
-        &client,
+        client,
         headers.field_values(FORWARDING[1]).next(),
         host.map(HeaderValue::as_bytes),
         https,
@@ -453,19 +461,16 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     let shared = &*worker.shared;
+    let client = ClientAddr::new(peer);
     // Only consistent hashing reads the key: the other policies skip building it.
     let key = match shared.config.policy {
-        Policy::ConsistentHash => hash_key(
-            &shared.config.hash_key,
-            req.headers(),
-            &ClientAddr::new(peer),
-        ),
+        Policy::ConsistentHash => hash_key(&shared.config.hash_key, req.headers(), &client),
         _ => Vec::new(),
     };
     if is_upgrade(&req) {
         // Boxed: rare, and its state would otherwise be part of every request's future
         // (which hyper moves into place per request).
-        return Ok(Box::pin(upgrade(shared, req, peer, key)).await);
+        return Ok(Box::pin(upgrade(shared, req, &client, key)).await);
     }
     let retry = retryable(&req);
     let (parts, body) = req.into_parts();
@@ -481,7 +486,7 @@ pub async fn handle(
     strip_hop_by_hop(&mut headers);
     add_forwarding(
         &mut headers,
-        peer,
+        &client,
         host.as_ref(),
         shared.config.tls.enabled(),
     );
@@ -573,7 +578,7 @@ pub async fn handle(
 async fn upgrade(
     shared: &Shared,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
+    client: &ClientAddr,
     key: Vec<u8>,
 ) -> Response<Body> {
     let host = req.headers().get(header::HOST).cloned();
@@ -582,7 +587,7 @@ async fn upgrade(
     strip_hop_by_hop(&mut headers);
     add_forwarding(
         &mut headers,
-        peer,
+        client,
         host.as_ref(),
         shared.config.tls.enabled(),
     );
@@ -685,7 +690,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         add_forwarding(
             &mut h,
-            "[::1]:5000".parse().expect("addr"),
+            &ClientAddr::new("[::1]:5000".parse().expect("addr")),
             Some(&HeaderValue::from_static("example.test")),
             false,
         );
@@ -699,14 +704,15 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
-        add_forwarding(&mut h, "127.0.0.1:5000".parse().expect("addr"), None, false);
+        let local = ClientAddr::new("127.0.0.1:5000".parse().expect("addr"));
+        add_forwarding(&mut h, &local, None, false);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["forwarded"], "for=10.0.0.1, for=127.0.0.1;proto=http");
         assert!(!h.contains_key("x-forwarded-host"));
 
         // Behind TLS termination the scheme the client used is https.
         let mut h = HeaderMap::new();
-        add_forwarding(&mut h, "127.0.0.1:5000".parse().expect("addr"), None, true);
+        add_forwarding(&mut h, &local, None, true);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["forwarded"], "for=127.0.0.1;proto=https");
     }

@@ -82,7 +82,9 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let idle = Duration::from_millis(worker.shared.config.limits.header_read_timeout_ms);
+    let limits = &worker.shared.config.limits;
+    let idle = Duration::from_millis(limits.header_read_timeout_ms);
+    let stall = Duration::from_millis(limits.response_timeout_ms);
     let mut buf = BytesMut::new();
     // The backend's head, then the client's: kept across requests, so written without
     // allocating once the connection is warm.
@@ -124,7 +126,7 @@ where
             head: &head,
             drain,
             idle,
-            stall: Duration::from_millis(worker.shared.config.limits.response_timeout_ms),
+            stall,
         };
         if !exchange.run(&mut io, &mut buf, &mut answer).await {
             break;
@@ -479,9 +481,9 @@ impl Exchange<'_> {
                 (None, Some(n)) => Framing::Length(n),
             }
         };
-        let named =
-            |name: &str| forward::connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name));
-        let reusable = version == 1 && !named("close") && body != Framing::UntilClose;
+        let reusable = version == 1
+            && !forward::named_in_connection(headers, "close")
+            && body != Framing::UntilClose;
         let close =
             !self.plan.keep_alive || body == Framing::UntilClose || self.drain.is_cancelled();
 
@@ -494,14 +496,14 @@ impl Exchange<'_> {
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
         for h in headers {
-            // The framing fields stay as the body passes unchanged, even when `Connection`
-            // names them; a length beside a coding is dropped (the coding decides).
+            // The framing fields stay as the body passes unchanged; a length beside a
+            // coding is dropped (the coding decides).
             let skip = if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 status < 200
             } else if h.name.eq_ignore_ascii_case("content-length") {
                 coding.is_some()
             } else {
-                forward::is_hop_by_hop(h.name) || named(h.name)
+                forward::is_hop_by_hop(h.name) || forward::named_in_connection(headers, h.name)
             };
             if skip {
                 continue;

@@ -90,6 +90,11 @@ impl Proxy {
         self.tls.as_ref()
     }
 
+    /// `https` with TLS termination, `http` without.
+    pub fn scheme(&self) -> &'static str {
+        crate::forward::scheme(self.tls.is_some())
+    }
+
     /// The shared state (backends and their counters).
     pub fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)

@@ -80,8 +80,6 @@ pub(super) fn plan(buf: &[u8], out: &mut Vec<u8>, client: &ClientAddr, worker: &
     };
     let shared = &*worker.shared;
     let https = shared.config.tls.enabled();
-    let named =
-        |name: &str| forward::connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name));
 
     out.clear();
     for part in [method.as_bytes(), b" ", target.as_bytes(), b" HTTP/1.1\r\n"] {
@@ -89,12 +87,10 @@ pub(super) fn plan(buf: &[u8], out: &mut Vec<u8>, client: &ClientAddr, worker: &
     }
     for h in headers {
         // The framing is written once below: a repeated `Content-Length` becomes one.
-        // `Host` is kept even when `Connection` names it, as on hyper's path.
-        let is_host = h.name.eq_ignore_ascii_case("host");
         if forward::is_hop_by_hop(h.name)
             || FORWARDING.iter().any(|f| f.eq_ignore_ascii_case(h.name))
             || h.name.eq_ignore_ascii_case("content-length")
-            || (named(h.name) && !is_host)
+            || forward::named_in_connection(headers, h.name)
         {
             continue;
         }
@@ -139,7 +135,7 @@ pub(super) fn plan(buf: &[u8], out: &mut Vec<u8>, client: &ClientAddr, worker: &
         body,
         retryable: body == Framing::Empty
             && matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE" | "TRACE"),
-        keep_alive: !named("close"),
+        keep_alive: !forward::named_in_connection(headers, "close"),
         head_only: method == "HEAD",
         key,
     })
